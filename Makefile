@@ -1,0 +1,45 @@
+# Two commands do everything on a machine with python3, pip and make:
+#   make demo   import the demo universe into data/kdist.duckdb on a local Dask cluster
+#   make test   run the whole test suite, notebooks included
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DB ?= data/kdist.duckdb
+
+.PHONY: demo test test-fast lab clean venv
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Reinstall when the project's dependencies change.
+$(VENV)/.installed-demo: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $@ $(VENV)/.installed-demo
+
+$(VENV)/.installed-notebook: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[test,notebook]"
+	touch $@ $(VENV)/.installed-test $(VENV)/.installed-demo
+
+venv: $(VENV)/.installed-test
+
+demo: $(VENV)/.installed-demo
+	$(BIN)/kdist ingest --all --start 2020-01-01 --end 2024-12-31 --db $(DB)
+	$(BIN)/kdist check --db $(DB)
+
+test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest
+
+# Unit tests only (no cluster processes, no notebooks), for a quick loop while editing.
+test-fast: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -m "not slow" tests
+
+lab: $(VENV)/.installed-notebook
+	$(BIN)/jupyter lab notebooks/
+
+clean:
+	rm -rf $(VENV) data .pytest_cache

@@ -1,0 +1,66 @@
+"""kdist: import historical K-line bars for many symbols on a Dask cluster into DuckDB.
+
+The public API::
+
+    report = kdist.ingest(["600000.SH", "000001.SZ"], start="2020-01-01", end="2024-12-31",
+                          db="data/kdist.duckdb")
+    bars = kdist.load("data/kdist.duckdb", "600000.SH")
+
+Importing kdist imports no vendor library and no notebook package; ``kdist.widgets`` and
+the vendor providers load theirs when used.
+"""
+
+from . import errors
+from .cluster import Cluster, resolve_cluster
+from .errors import (
+    DatabaseLockedError,
+    InvalidSymbolError,
+    JobFailedError,
+    KdistError,
+    ProviderError,
+    StoreError,
+    UsageError,
+)
+from .plan import Chunk, plan_chunks
+from .progress import Callback, TerminalProgress
+from .providers import Provider, available_providers, get_provider
+from .runner import ChunkResult, Report, chunk_tasks, fetch, fetch_chunk, ingest
+from .schema import Adjust, Freq, normalise, normalise_symbol
+from .store import DEFAULT_DB, Store, check, load
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Adjust",
+    "Callback",
+    "Chunk",
+    "ChunkResult",
+    "Cluster",
+    "DEFAULT_DB",
+    "DatabaseLockedError",
+    "Freq",
+    "InvalidSymbolError",
+    "JobFailedError",
+    "KdistError",
+    "Provider",
+    "ProviderError",
+    "Report",
+    "Store",
+    "StoreError",
+    "TerminalProgress",
+    "UsageError",
+    "__version__",
+    "available_providers",
+    "check",
+    "chunk_tasks",
+    "errors",
+    "fetch",
+    "fetch_chunk",
+    "get_provider",
+    "ingest",
+    "load",
+    "normalise",
+    "normalise_symbol",
+    "plan_chunks",
+    "resolve_cluster",
+]

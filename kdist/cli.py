@@ -1,0 +1,274 @@
+"""The ``kdist`` command: a thin layer that parses arguments, calls the API and prints.
+
+Exit codes: 0 every symbol ok or empty; 3 some symbols failed; 1 the job failed (nothing
+imported, database locked or unusable, cluster lost); 2 bad usage (invalid symbols, dates,
+options). A kdist error is one line on stderr; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+
+from . import __version__
+from .errors import JobFailedError, KdistError, UsageError
+from .store import DEFAULT_DB
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"kdist: error: {message}\n")
+
+
+def _options(pairs) -> dict:
+    options = {}
+    for pair in pairs or ():
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--option expects KEY=VALUE, not {pair!r}")
+        options[key.strip()] = value
+    return options
+
+
+def _read_symbols(args) -> list[str] | None:
+    symbols = list(args.symbols)
+    if args.symbols_file:
+        try:
+            with open(args.symbols_file, encoding="utf-8") as fh:
+                text = fh.read()
+        except OSError as exc:
+            raise UsageError(f"Cannot read --symbols-file {args.symbols_file}: {exc.strerror}")
+        symbols += [s for line in text.splitlines() for s in line.replace(",", " ").split()
+                    if not line.lstrip().startswith("#")]
+    if args.all:
+        if symbols:
+            raise UsageError("Give symbols or --all, not both")
+        return None
+    if not symbols:
+        raise UsageError("No symbols: name some, use --symbols-file F, or --all")
+    return symbols
+
+
+def _print_json(obj):
+    print(json.dumps(obj, default=str, ensure_ascii=False, indent=2))
+
+
+def _frame_json(frame):
+    return json.loads(frame.to_json(orient="records", date_format="iso", force_ascii=False))
+
+
+def cmd_ingest(args) -> int:
+    from .progress import TerminalProgress
+    from .providers import get_provider
+    from .runner import ingest
+
+    provider = get_provider(args.provider, **_options(args.option))
+    symbols = _read_symbols(args)
+    callback = None if (args.json or args.quiet) else TerminalProgress()
+    try:
+        report = ingest(
+            symbols, start=args.start, end=args.end, freq=args.freq, adjust=args.adjust,
+            provider=provider, db=args.db, client=args.scheduler, chunk_size=args.chunk_size,
+            split=args.split, n_workers=args.workers, threads_per_worker=args.threads,
+            fallback=not args.no_fallback, skip_invalid=args.skip_invalid, callback=callback,
+        )
+    except JobFailedError as exc:
+        if args.json:
+            _print_json(exc.report.to_dict())
+        raise
+    if args.json:
+        _print_json(report.to_dict())
+    elif not args.quiet:
+        from rich.console import Console
+
+        Console().print(report.table())
+    return EXIT_PARTIAL if report.symbols_failed else EXIT_OK
+
+
+def cmd_jobs(args) -> int:
+    from .store import Store
+
+    with Store(args.db, read_only=True) as store:
+        if args.job_id:
+            jobs = store.jobs()
+            match = jobs[jobs["job_id"] == args.job_id]
+            if match.empty:
+                raise UsageError(f"No job {args.job_id!r} in {args.db}; 'kdist jobs' lists them")
+            failed = store.job_symbols(args.job_id, status="failed")
+            if args.json:
+                _print_json({**_frame_json(match)[0], "failed": _frame_json(failed)})
+                return EXIT_OK
+            print(match.T.to_string(header=False))
+            if len(failed):
+                print(f"\nfailed symbols ({len(failed)}):")
+                print(failed[["symbol", "attempts", "error_class", "error"]].to_string(index=False))
+            return EXIT_OK
+        jobs = store.jobs()
+    if args.json:
+        _print_json(_frame_json(jobs))
+    elif jobs.empty:
+        print(f"No jobs in {args.db}")
+    else:
+        cols = ["job_id", "status", "mode", "provider", "freq", "adjust", "n_symbols",
+                "symbols_ok", "symbols_empty", "symbols_failed", "rows_written", "elapsed_s"]
+        print(jobs[cols].to_string(index=False))
+    return EXIT_OK
+
+
+def cmd_show(args) -> int:
+    from .schema import normalise_symbol
+    from .store import load
+
+    symbol = normalise_symbol(args.symbol)
+    bars = load(args.db, symbol, start=args.start, end=args.end, freq=args.freq, adjust=args.adjust)
+    if bars.empty:
+        print(f"No {args.freq} {args.adjust} bars for {symbol} in {args.db}", file=sys.stderr)
+        return EXIT_FAILED
+    shown = bars.tail(args.tail) if args.tail else bars
+    if args.json:
+        _print_json(_frame_json(shown))
+    else:
+        print(f"{symbol} {args.freq} {args.adjust}: {len(bars)} bars, "
+              f"{bars['ts'].iat[0]} .. {bars['ts'].iat[-1]}")
+        print(shown.drop(columns=["symbol"]).to_string(index=False))
+    return EXIT_OK
+
+
+def cmd_status(args) -> int:
+    from .store import Store
+
+    with Store(args.db, read_only=True) as store:
+        summary = store.summary()
+    if args.json:
+        _print_json(_frame_json(summary))
+    elif summary.empty:
+        print(f"No bars in {args.db}")
+    else:
+        print(summary.to_string(index=False))
+    return EXIT_OK
+
+
+def cmd_check(args) -> int:
+    from .store import check
+
+    result = check(args.db)
+    if args.json:
+        _print_json(result)
+    else:
+        for key, value in result.items():
+            print(f"{key:<20} {value}")
+    return EXIT_OK if result["ok"] else EXIT_FAILED
+
+
+def cmd_providers(args) -> int:
+    from .providers import available_providers
+
+    rows = available_providers()
+    if args.json:
+        _print_json(rows)
+        return EXIT_OK
+    for row in rows:
+        state = "installed" if row["installed"] else f'pip install "kdist[{row["extra"]}]"'
+        print(f"{row['name']:<10} {state:<28} {row['description']}")
+        for key, text in (row.get("options") or {}).items():
+            print(f"{'':<12}--option {key}=...  {text}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="kdist", description="Import K-line bars on a Dask cluster into DuckDB.")
+    parser.add_argument("--version", action="version", version=f"kdist {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def db_arg(p):
+        p.add_argument("--db", default=DEFAULT_DB, help=f"DuckDB file (default {DEFAULT_DB})")
+
+    def bars_args(p):
+        p.add_argument("--freq", default="1d", help="1d 1w 1M 1m 5m 15m 30m 60m (default 1d)")
+        p.add_argument("--adjust", default="none", help="none qfq hfq (default none)")
+
+    p = sub.add_parser("ingest", help="import bars into the database")
+    p.add_argument("symbols", nargs="*", metavar="SYMBOL")
+    p.add_argument("--symbols-file", metavar="F", help="file of symbols (one or more a line)")
+    p.add_argument("--all", action="store_true", help="every symbol the provider lists")
+    p.add_argument("--start", required=True, metavar="D")
+    p.add_argument("--end", metavar="D", help="inclusive (default today)")
+    bars_args(p)
+    p.add_argument("--provider", default="synthetic")
+    p.add_argument("--option", action="append", metavar="KEY=VALUE", help="provider option")
+    db_arg(p)
+    p.add_argument("--scheduler", metavar="ADDRESS|local|sync",
+                   help="scheduler address, 'local' or 'sync' (default $KDIST_SCHEDULER or local)")
+    p.add_argument("--workers", type=int, metavar="N", help="local cluster workers")
+    p.add_argument("--threads", type=int, metavar="N", help="threads per local worker")
+    p.add_argument("--chunk-size", type=int, metavar="N", help="symbols per task")
+    p.add_argument("--split", default="chunks", choices=["chunks", "per-worker"])
+    p.add_argument("--no-fallback", action="store_true",
+                   help="fail instead of running locally when the scheduler is unusable")
+    p.add_argument("--skip-invalid", action="store_true",
+                   help="record invalid symbols as failed and import the rest")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("jobs", help="list jobs, or show one job's failed symbols")
+    p.add_argument("job_id", nargs="?")
+    db_arg(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_jobs)
+
+    p = sub.add_parser("show", help="print a symbol's stored bars")
+    p.add_argument("symbol")
+    db_arg(p)
+    bars_args(p)
+    p.add_argument("--start", metavar="D")
+    p.add_argument("--end", metavar="D")
+    p.add_argument("--tail", type=int, default=10, metavar="N", help="last N bars (0: all)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("status", help="what is stored, per symbol, freq and adjust")
+    db_arg(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("check", help="prove the stored bars have no duplicates or bad values")
+    db_arg(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("providers", help="list data providers and how to install them")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_providers)
+    return parser
+
+
+def _one_line_warning(message, category, filename, lineno, line=None):
+    return f"kdist: warning: {message}\n"
+
+
+def main(argv=None) -> int:
+    """Run the ``kdist`` command; return its exit code."""
+    args = build_parser().parse_args(argv)
+    if not args.debug:
+        warnings.formatwarning = _one_line_warning
+    try:
+        return args.func(args)
+    except KdistError as exc:
+        if args.debug:
+            raise
+        print(f"kdist: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("kdist: interrupted; finished batches are stored", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

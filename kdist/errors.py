@@ -1,0 +1,144 @@
+"""Every exception kdist raises, in one tree.
+
+Each error says what failed, for which input, and what to do next. Errors cross process
+boundaries (Dask sends worker exceptions back to the client), so every class pickles: only
+the message goes to ``Exception.__init__`` and context is kept as attributes.
+
+::
+
+    KdistError
+    ├── UsageError (ValueError)                bad input from the caller; CLI exit code 2
+    │   ├── InvalidSymbolError                 symbols that fail validation (``.symbols``)
+    │   ├── InvalidOptionError                 unknown or mistyped provider option, freq, adjust, date
+    │   └── UnknownProviderError (LookupError) no provider of that name (``.available``)
+    ├── MissingDependencyError (ImportError)   a provider's optional package is not installed
+    ├── ProviderError                          a provider call failed (``.symbol``)
+    │   ├── TransientProviderError             worth retrying: connection drops, timeouts, 429/5xx
+    │   └── PermanentProviderError             not worth retrying: unknown symbol, bad parameters
+    │       └── SymbolNotFoundError (LookupError)
+    ├── DataError                              a provider frame cannot be normalised (``.column``)
+    ├── ClusterError                           no Dask cluster could be used
+    │   ├── SchedulerUnreachableError (OSError)
+    │   └── NoWorkersError (TimeoutError)
+    ├── StoreError                             the DuckDB file cannot be used (``.path``)
+    │   ├── DatabaseLockedError                another process holds the file (``.holder``)
+    │   └── SchemaVersionError                 the file was written by another kdist schema
+    └── JobFailedError                         nothing could be imported (``.report``)
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ClusterError",
+    "DataError",
+    "DatabaseLockedError",
+    "InvalidOptionError",
+    "InvalidSymbolError",
+    "JobFailedError",
+    "KdistError",
+    "MissingDependencyError",
+    "NoWorkersError",
+    "PermanentProviderError",
+    "ProviderError",
+    "SchedulerUnreachableError",
+    "SchemaVersionError",
+    "StoreError",
+    "SymbolNotFoundError",
+    "TransientProviderError",
+    "UnknownProviderError",
+    "UsageError",
+]
+
+
+class KdistError(Exception):
+    """Base class of every kdist error.
+
+    Keyword arguments become attributes, so the message stays the only positional argument
+    and the exception survives ``pickle`` with its context intact.
+    """
+
+    #: Exit code of the ``kdist`` command when this error ends it.
+    exit_code = 1
+
+    def __init__(self, message: str = "", **context):
+        super().__init__(message)
+        self.__dict__.update(context)
+
+    def __reduce__(self):
+        return (_rebuild, (type(self), str(self), dict(self.__dict__)))
+
+
+def _rebuild(cls, message, context):
+    return cls(message, **context)
+
+
+class UsageError(KdistError, ValueError):
+    """The caller asked for something kdist cannot do; nothing was fetched or written."""
+
+    exit_code = 2
+
+
+class InvalidSymbolError(UsageError):
+    """One or more symbols failed validation (``symbols`` lists them)."""
+
+
+class InvalidOptionError(UsageError):
+    """An option, freq, adjust or date is unknown or has the wrong type."""
+
+
+class UnknownProviderError(UsageError, LookupError):
+    """No provider is registered under that name (``available`` lists those that are)."""
+
+
+class MissingDependencyError(KdistError, ImportError):
+    """A provider needs an optional package that is not installed (``extra`` names it)."""
+
+    exit_code = 2
+
+
+class ProviderError(KdistError):
+    """A provider call failed for ``symbol``."""
+
+
+class TransientProviderError(ProviderError):
+    """A failure that may pass: connection drop, timeout, rate limit, server error."""
+
+
+class PermanentProviderError(ProviderError):
+    """A failure that retrying will not fix: unknown symbol, unsupported parameters."""
+
+
+class SymbolNotFoundError(PermanentProviderError, LookupError):
+    """The provider does not know ``symbol``."""
+
+
+class DataError(KdistError):
+    """A provider frame cannot be turned into canonical bars (``column`` names the culprit)."""
+
+
+class ClusterError(KdistError):
+    """No Dask cluster could be used for the job."""
+
+
+class SchedulerUnreachableError(ClusterError, OSError):
+    """The scheduler at ``address`` did not answer in time."""
+
+
+class NoWorkersError(ClusterError, TimeoutError):
+    """The scheduler at ``address`` had no workers within the wait."""
+
+
+class StoreError(KdistError):
+    """The DuckDB file at ``path`` cannot be opened or written."""
+
+
+class DatabaseLockedError(StoreError):
+    """Another process holds the DuckDB file (``holder`` describes it, ``pid`` when known)."""
+
+
+class SchemaVersionError(StoreError):
+    """The DuckDB file was written by an incompatible kdist schema version."""
+
+
+class JobFailedError(KdistError):
+    """No symbol of the job could be imported (``report`` holds the details)."""

@@ -1,0 +1,97 @@
+"""Split a job's symbols into chunks, one Dask task each.
+
+By default chunks are small and many, several per worker thread, so a slow or dead worker
+delays one small chunk rather than a large slice of the job, and results reach the store
+steadily. A chunk is also kept under a row budget, so intraday jobs get smaller chunks.
+``split="per-worker"`` reproduces one contiguous slice per worker, for comparison.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+
+from .errors import InvalidOptionError
+from .schema import Freq
+
+__all__ = ["Chunk", "estimate_rows", "plan_chunks"]
+
+#: Chunks per worker thread when ``chunk_size`` is not given.
+CHUNKS_PER_THREAD = 4
+#: Upper bound on the symbols of one chunk, and on its estimated rows.
+MAX_CHUNK_SYMBOLS = 50
+MAX_CHUNK_ROWS = 250_000
+
+_BARS_PER_DAY = {Freq.DAY: 1, Freq.WEEK: 0.2, Freq.MONTH: 1 / 21}
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A unit of work: some symbols and the window to fetch for each of them."""
+
+    index: int
+    symbols: tuple[str, ...]
+    start: pd.Timestamp
+    end: pd.Timestamp  # exclusive
+
+    def __len__(self):
+        return len(self.symbols)
+
+
+def estimate_rows(freq: Freq, start: pd.Timestamp, end: pd.Timestamp) -> int:
+    """Rough bars per symbol in ``[start, end)``: 245 trading days a year, 4 hours a day."""
+    days = max(1.0, (end - start).days * 245 / 365)
+    per_day = 240 / freq.minutes if freq.intraday else _BARS_PER_DAY[freq]
+    return max(1, int(days * per_day))
+
+
+def plan_chunks(
+    symbols: list[str],
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    *,
+    freq: Freq = Freq.DAY,
+    n_threads: int = 1,
+    n_workers: int = 1,
+    chunk_size: int | None = None,
+    split: str = "chunks",
+) -> list[Chunk]:
+    """Return the chunks of a job, in symbol order.
+
+    Parameters
+    ----------
+    symbols
+        Canonical, unique symbols.
+    start, end
+        The window, ``end`` exclusive.
+    n_threads, n_workers
+        The cluster's total worker threads and workers, which size the default chunks.
+    chunk_size
+        Symbols per chunk, overriding the default.
+    split
+        ``"chunks"`` (default) or ``"per-worker"``: one contiguous slice per worker.
+    """
+    if split not in ("chunks", "per-worker"):
+        raise InvalidOptionError(
+            f"Unknown split {split!r}; choose 'chunks' or 'per-worker'", option="split"
+        )
+    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+        raise InvalidOptionError(
+            f"chunk_size must be a positive whole number, not {chunk_size!r}", option="chunk_size"
+        )
+    n = len(symbols)
+    if n == 0:
+        return []
+    if chunk_size is None:
+        if split == "per-worker":
+            chunk_size = math.ceil(n / max(1, n_workers))
+        else:
+            by_threads = math.ceil(n / (CHUNKS_PER_THREAD * max(1, n_threads)))
+            by_rows = max(1, MAX_CHUNK_ROWS // estimate_rows(freq, start, end))
+            chunk_size = max(1, min(by_threads, by_rows, MAX_CHUNK_SYMBOLS))
+    return [
+        Chunk(i, tuple(symbols[lo : lo + chunk_size]), start, end)
+        for i, lo in enumerate(range(0, n, chunk_size))
+    ]

@@ -1,0 +1,364 @@
+"""The canonical bar: columns, dtypes, freq and adjust values, symbols, dates, validation.
+
+Every provider returns frames that :func:`normalise` turns into the canonical per-symbol
+frame (``ts, open, high, low, close, volume, amount``); the runner adds ``symbol`` and the
+store adds ``freq``, ``adjust`` and ``source``. Prices are float64 (never fixed-point: ETFs
+carry three decimals and forward-adjusted prices can be negative), volume is in shares,
+amount in the quote currency, and ``ts`` is exchange-local, tz-naive, daily bars at 00:00.
+
+The validation rules live here and nowhere else, so a provider, a test and the store agree:
+rows with NaN/inf prices, zero or negative prices (negative is allowed for forward-adjusted
+``qfq`` data), ``high < low``, open/close outside ``[low, high]``, negative volume, or a time
+outside the requested window are rejected and counted by reason; duplicate timestamps keep the
+last row (the vendor's latest word); rows come out sorted by ``ts``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+from collections import Counter
+from enum import Enum
+
+import numpy as np
+import pandas as pd
+
+from .errors import DataError, InvalidOptionError, InvalidSymbolError
+
+__all__ = [
+    "Adjust",
+    "BAR_COLUMNS",
+    "Freq",
+    "KLINE_COLUMNS",
+    "normalise",
+    "normalise_symbol",
+    "parse_symbols",
+    "to_date",
+    "window_bounds",
+]
+
+#: Columns of the per-symbol frame a provider delivers after normalisation.
+BAR_COLUMNS = ("ts", "open", "high", "low", "close", "volume", "amount")
+PRICE_COLUMNS = ("open", "high", "low", "close")
+#: Columns of the ``kline`` table, in order.
+KLINE_COLUMNS = ("symbol", "freq", "adjust", "ts", *BAR_COLUMNS[1:], "source")
+
+_DTYPES = {"ts": "datetime64[us]", **{c: "float64" for c in BAR_COLUMNS[1:]}}
+
+
+class Freq(str, Enum):
+    """Bar frequency. Values are the strings users type: ``1d 1w 1M 1m 5m 15m 30m 60m``."""
+
+    DAY = "1d"
+    WEEK = "1w"
+    MONTH = "1M"
+    MIN1 = "1m"
+    MIN5 = "5m"
+    MIN15 = "15m"
+    MIN30 = "30m"
+    MIN60 = "60m"
+
+    @property
+    def intraday(self) -> bool:
+        return self.value.endswith("m") and self is not Freq.MONTH
+
+    @property
+    def minutes(self) -> int:
+        """Bar length in minutes (intraday only)."""
+        return int(self.value[:-1])
+
+    @classmethod
+    def parse(cls, value) -> Freq:
+        if isinstance(value, cls):
+            return value
+        try:
+            return cls(str(value))
+        except ValueError:
+            choices = ", ".join(f.value for f in cls)
+            raise InvalidOptionError(
+                f"Unknown freq {value!r}; choose one of {choices}", option="freq", value=value
+            ) from None
+
+
+class Adjust(str, Enum):
+    """Price adjustment: ``none``, ``qfq`` (forward, 前复权) or ``hfq`` (backward, 后复权)."""
+
+    NONE = "none"
+    QFQ = "qfq"
+    HFQ = "hfq"
+
+    @classmethod
+    def parse(cls, value) -> Adjust:
+        if isinstance(value, cls):
+            return value
+        if value in (None, ""):
+            return cls.NONE
+        try:
+            return cls(str(value).lower())
+        except ValueError:
+            raise InvalidOptionError(
+                f"Unknown adjust {value!r}; choose one of none, qfq, hfq",
+                option="adjust",
+                value=value,
+            ) from None
+
+
+# --- symbols -------------------------------------------------------------------------------
+
+_ASHARE = re.compile(r"^\d{6}\.(SH|SZ|BJ)$")
+_TICKER = re.compile(r"^[A-Z0-9^][A-Z0-9.^=_-]{0,19}$")
+_PREFIXED = re.compile(r"^(SH|SZ|BJ)\.?(\d{6})$")
+_SUFFIXED = re.compile(r"^(\d{6})\.(SH|SS|SZ|BJ)$")
+_MAX_SHOWN = 5
+
+
+def _exchange_of(code: str) -> str:
+    """Guess the A-share exchange of a bare 6-digit code (6/9: Shanghai, 4/8/92: Beijing)."""
+    if code[0] in "69" and not code.startswith("92"):
+        return "SH"
+    if code[0] in "48" or code.startswith("92"):
+        return "BJ"
+    return "SZ"
+
+
+def normalise_symbol(symbol) -> str:
+    """Return the canonical form of one symbol, or raise :class:`InvalidSymbolError`.
+
+    A-shares become ``000001.SZ`` / ``600000.SH`` / ``830799.BJ`` from any of ``000001.sz``,
+    ``sz000001``, ``sz.000001``, ``600000.SS`` (Yahoo's Shanghai suffix) or a bare 6-digit
+    code (exchange inferred from the leading digit). Other tickers are upper-cased and must
+    be short and made of letters, digits and ``.^=_-``.
+
+    Examples
+    --------
+    >>> normalise_symbol("sh.600000"), normalise_symbol("000001"), normalise_symbol("brk-b")
+    ('600000.SH', '000001.SZ', 'BRK-B')
+    """
+    if not isinstance(symbol, str):
+        raise InvalidSymbolError(
+            f"Invalid symbol {symbol!r}: expected a string", symbols=[repr(symbol)]
+        )
+    text = symbol.strip().upper()
+    if m := _PREFIXED.match(text):
+        return f"{m.group(2)}.{m.group(1)}"
+    if m := _SUFFIXED.match(text):
+        exchange = "SH" if m.group(2) == "SS" else m.group(2)
+        return f"{m.group(1)}.{exchange}"
+    if re.fullmatch(r"\d{6}", text):
+        return f"{text}.{_exchange_of(text)}"
+    if _TICKER.match(text) and not text.isdigit():
+        return text
+    shown = symbol if len(symbol) <= 40 else symbol[:40] + "..."
+    raise InvalidSymbolError(
+        f"Invalid symbol {shown!r}: use A-share codes like 000001.SZ or tickers like AAPL",
+        symbols=[symbol],
+    )
+
+
+def parse_symbols(symbols, *, skip_invalid: bool = False) -> tuple[list[str], list[str]]:
+    """Normalise and de-duplicate ``symbols``, keeping their order.
+
+    Returns ``(valid, invalid)``. Unless ``skip_invalid`` is true, any invalid symbol raises
+    one :class:`InvalidSymbolError` that names all of them, before any work is done.
+    """
+    if isinstance(symbols, str):
+        symbols = [s for s in re.split(r"[\s,]+", symbols) if s]
+    valid: dict[str, None] = {}
+    invalid: list[str] = []
+    for raw in symbols:
+        try:
+            valid[normalise_symbol(raw)] = None
+        except InvalidSymbolError:
+            invalid.append(raw if isinstance(raw, str) else repr(raw))
+    if invalid and not skip_invalid:
+        shown = ", ".join(repr(s if len(s) <= 40 else s[:40] + "...") for s in invalid[:_MAX_SHOWN])
+        more = f" and {len(invalid) - _MAX_SHOWN} more" if len(invalid) > _MAX_SHOWN else ""
+        raise InvalidSymbolError(
+            f"{len(invalid)} invalid symbol(s): {shown}{more}; use A-share codes like "
+            "000001.SZ or tickers like AAPL (nothing was fetched)",
+            symbols=invalid,
+        )
+    return list(valid), invalid
+
+
+# --- dates ---------------------------------------------------------------------------------
+
+
+def to_date(value, *, name: str = "date") -> pd.Timestamp:
+    """Normalise a str, ``date``, ``datetime`` or Timestamp to a tz-naive midnight Timestamp."""
+    if value is None:
+        raise InvalidOptionError(f"Missing {name}: give a date like 2024-01-31", option=name)
+    try:
+        ts = pd.Timestamp(value)
+    except (ValueError, TypeError):
+        raise InvalidOptionError(
+            f"Invalid {name} {value!r}: give a date like 2024-01-31", option=name, value=value
+        ) from None
+    if ts is pd.NaT:
+        raise InvalidOptionError(f"Invalid {name} {value!r}", option=name, value=value)
+    if ts.tzinfo is not None:
+        ts = ts.tz_localize(None)
+    return ts.normalize().as_unit("us")
+
+
+def window_bounds(start, end) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """Return ``(start, end_exclusive)`` for an inclusive date window, checking its order.
+
+    ``end`` defaults to today. The window covers every bar stamped on or after ``start`` and
+    before the day after ``end``, so intraday bars of the last day are included.
+    """
+    lo = to_date(start, name="start")
+    hi = to_date(end if end is not None else _dt.date.today(), name="end")
+    if lo > hi:
+        raise InvalidOptionError(
+            f"start {lo.date()} is after end {hi.date()}: swap them", option="start"
+        )
+    return lo, hi + pd.Timedelta(days=1)
+
+
+# --- frames --------------------------------------------------------------------------------
+
+
+def empty_bars() -> pd.DataFrame:
+    """A canonical frame with no rows."""
+    return pd.DataFrame({c: pd.Series(dtype=_DTYPES[c]) for c in BAR_COLUMNS})
+
+
+def _flatten_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    if isinstance(frame.columns, pd.MultiIndex):
+        # One ticker in a (field, ticker) MultiIndex: keep the field level.
+        levels = [frame.columns.get_level_values(i) for i in range(frame.columns.nlevels)]
+        for level in levels:
+            if {str(v).lower() for v in level} & {"close", "open"}:
+                frame = frame.copy()
+                frame.columns = [str(v) for v in level]
+                return frame
+        raise DataError("MultiIndex columns without a 'close' level", column="close")
+    return frame
+
+
+def _to_ts(values: pd.Series) -> pd.Series:
+    """Parse timestamps: datetimes, ISO strings or yyyymmdd integers; tz-aware become naive."""
+    if pd.api.types.is_integer_dtype(values) or (
+        values.dtype == object and len(values) and isinstance(values.iloc[0], (int, np.integer))
+    ):
+        ts = pd.to_datetime(values.astype("int64").astype(str), format="%Y%m%d", errors="coerce")
+    elif isinstance(values.dtype, pd.DatetimeTZDtype):
+        ts = values.dt.tz_localize(None)
+    else:
+        ts = pd.to_datetime(values, errors="coerce", format="mixed")
+        if isinstance(ts.dtype, pd.DatetimeTZDtype):
+            ts = ts.dt.tz_localize(None)
+    return ts.astype("datetime64[us]")
+
+
+def normalise(
+    frame: pd.DataFrame,
+    *,
+    freq: Freq = Freq.DAY,
+    adjust: Adjust = Adjust.NONE,
+    start: pd.Timestamp | None = None,
+    end: pd.Timestamp | None = None,
+    tz: str | None = None,
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Turn a provider frame into clean canonical bars.
+
+    Parameters
+    ----------
+    frame
+        Columns ``ts`` (or a DatetimeIndex), ``open high low close`` and optionally
+        ``volume amount``; case-insensitive. Values may be strings ("--" counts as missing).
+    freq, adjust
+        The bars' frequency (daily bars are stamped at midnight) and adjustment (``qfq``
+        allows negative prices).
+    start, end
+        Requested window, ``end`` exclusive; rows outside it are rejected.
+    tz
+        The exchange's time zone: tz-aware timestamps are converted to it before the zone is
+        dropped. Without it they keep their wall time.
+
+    Returns
+    -------
+    (bars, rejected)
+        ``bars`` has :data:`BAR_COLUMNS` with canonical dtypes, sorted, unique ``ts``.
+        ``rejected`` counts dropped rows by reason.
+
+    Raises
+    ------
+    DataError
+        A required column is missing or cannot be read at all.
+    """
+    rejected: Counter[str] = Counter()
+    if frame is None or len(frame) == 0:
+        return empty_bars(), {}
+    frame = _flatten_columns(frame)
+    columns = {str(c).strip().lower(): c for c in frame.columns}
+    if "ts" not in columns:
+        for alias in ("date", "datetime", "time", "timestamp"):
+            if alias in columns:
+                columns["ts"] = columns[alias]
+                break
+    data: dict[str, pd.Series] = {}
+    if "ts" in columns:
+        raw_ts = frame[columns["ts"]].reset_index(drop=True)
+    elif isinstance(frame.index, pd.DatetimeIndex):
+        raw_ts = frame.index.to_series().reset_index(drop=True)
+    else:
+        raise DataError("missing column 'ts' (or a date/datetime column or index)", column="ts")
+    if tz is not None and isinstance(raw_ts.dtype, pd.DatetimeTZDtype):
+        raw_ts = raw_ts.dt.tz_convert(tz)
+    data["ts"] = _to_ts(raw_ts)
+    for col in BAR_COLUMNS[1:]:
+        if col not in columns:
+            if col in PRICE_COLUMNS:
+                raise DataError(f"missing column {col!r}", column=col)
+            data[col] = pd.Series(np.nan, index=range(len(frame)), dtype="float64")
+            continue
+        values = frame[columns[col]].reset_index(drop=True)
+        if not pd.api.types.is_numeric_dtype(values):
+            values = pd.to_numeric(values.astype("str").str.replace(",", ""), errors="coerce")
+        data[col] = values.astype("float64")
+    bars = pd.DataFrame(data)
+
+    if not freq.intraday:
+        bars["ts"] = bars["ts"].dt.normalize()
+
+    prices = bars[list(PRICE_COLUMNS)].to_numpy()
+    checks = [
+        ("bad timestamp", bars["ts"].isna().to_numpy()),
+        ("missing or non-finite price", ~np.isfinite(prices).all(axis=1)),
+        (
+            "non-positive price",
+            (prices <= 0).any(axis=1) if adjust is not Adjust.QFQ else np.zeros(len(bars), bool),
+        ),
+        ("high below low", (bars["high"] < bars["low"]).to_numpy()),
+        (
+            "open or close outside [low, high]",
+            (
+                (bars[["open", "close"]].max(axis=1) > bars["high"])
+                | (bars[["open", "close"]].min(axis=1) < bars["low"])
+            ).to_numpy(),
+        ),
+        ("negative volume", (bars["volume"] < 0).to_numpy() | (bars["amount"] < 0).to_numpy()),
+    ]
+    if start is not None or end is not None:
+        outside = np.zeros(len(bars), bool)
+        if start is not None:
+            outside |= (bars["ts"] < start).to_numpy()
+        if end is not None:
+            outside |= (bars["ts"] >= end).to_numpy()
+        checks.append(("outside requested window", outside))
+    bad = np.zeros(len(bars), bool)
+    for reason, mask in checks:
+        new = mask & ~bad
+        if new.any():
+            rejected[reason] += int(new.sum())
+            bad |= new
+    if bad.any():
+        bars = bars[~bad]
+    # Last wins: a vendor that repeats a timestamp corrects itself in the later row.
+    before = len(bars)
+    bars = bars.drop_duplicates("ts", keep="last").sort_values("ts", kind="stable")
+    if len(bars) < before:
+        rejected["duplicate timestamp"] += before - len(bars)
+    return bars.reset_index(drop=True), dict(rejected)

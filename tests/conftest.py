@@ -1,0 +1,59 @@
+"""Shared fixtures: a temporary database, a small real Dask cluster, and the oracle.
+
+The cluster is session-scoped and small (2 worker processes x 1 thread), as this suite runs
+on two cores; each test gets its own client to it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import pytest
+
+import kdist
+
+# Dashboards on a free port, so tests never fight over 8787.
+os.environ.setdefault("KDIST_DASHBOARD_ADDRESS", "127.0.0.1:0")
+
+
+@pytest.fixture
+def db(tmp_path):
+    """Path of a fresh DuckDB file."""
+    return str(tmp_path / "kdist.duckdb")
+
+
+def oracle(db, freq="1d", adjust="none"):
+    """Per-symbol bar count and value hash: equal for equal stored data (see TESTPLAN.md)."""
+    with kdist.Store(db, read_only=True) as store:
+        return store.fingerprint(freq, adjust)
+
+
+@pytest.fixture
+def fingerprint():
+    return oracle
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    """A LocalCluster of 2 worker processes with 1 thread each, on 127.0.0.1."""
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address="127.0.0.1:0",
+        silence_logs=logging.ERROR,
+    ) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def client(cluster):
+    """A client of the session cluster, closed after the test."""
+    from distributed import Client
+
+    with Client(cluster, set_as_default=False) as client:
+        yield client
