@@ -157,6 +157,18 @@ def _local_cluster(n_workers, threads_per_worker) -> Cluster:
     )
 
 
+def _probe(address: str, timeout: float):
+    """Open and close a TCP connection to the scheduler's port.
+
+    A refused connection fails here at once; Dask's client would retry it until its timeout.
+    """
+    parsed = urlparse(address if "://" in address else f"tcp://{address}")
+    if parsed.scheme not in ("tcp", "tls") or not parsed.port:
+        return  # other protocols (inproc, ucx) are left to Dask
+    with socket.create_connection((parsed.hostname, parsed.port), timeout=timeout):
+        pass
+
+
 def _remote_cluster(address: str, connect_timeout: float, worker_timeout: float, security):
     from distributed import Client
 
@@ -168,6 +180,7 @@ def _remote_cluster(address: str, connect_timeout: float, worker_timeout: float,
             stacklevel=3,
         )
     try:
+        _probe(address, connect_timeout)
         client = Client(
             address, timeout=connect_timeout, set_as_default=False, security=security
         )

@@ -62,7 +62,15 @@ class KdistError(Exception):
 
     def __init__(self, message: str = "", **context):
         super().__init__(message)
-        self.__dict__.update(context)
+        self.__dict__.update(context)  # what __reduce__ carries across processes
+        for key, value in context.items():
+            # ImportError.name/.path and OSError.errno/.filename are slots that shadow the
+            # instance dict: set them as well, or MissingDependencyError(name=...).name is None.
+            setattr(self, key, value)
+
+    def __str__(self):
+        # The message alone: OSError subclasses would otherwise format errno and filename.
+        return str(self.args[0]) if self.args else ""
 
     def __reduce__(self):
         return (_rebuild, (type(self), str(self), dict(self.__dict__)))

@@ -77,7 +77,10 @@ def plan_chunks(
         raise InvalidOptionError(
             f"Unknown split {split!r}; choose 'chunks' or 'per-worker'", option="split"
         )
-    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+    # bool is an int subclass: chunk_size=True would silently mean 1.
+    if chunk_size is not None and (
+        not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1
+    ):
         raise InvalidOptionError(
             f"chunk_size must be a positive whole number, not {chunk_size!r}", option="chunk_size"
         )

@@ -93,7 +93,7 @@ def _fetch_one(provider: Provider, symbol: str, chunk: Chunk, freq: Freq, adjust
     attempts = 0
     for attempt in Retrying(
         stop=stop_after_attempt(retries) | stop_after_delay(RETRY_SECONDS),
-        wait=wait_exponential_jitter(initial=0.2, max=5.0),
+        wait=wait_exponential_jitter(multiplier=0.2, max=5.0, jitter=0.2),
         retry=retry_if_exception_type(_TRANSIENT),
         reraise=True,
     ):
@@ -372,7 +372,7 @@ def ingest(
     batch_rows: int = BATCH_ROWS,
     flush_seconds: float = FLUSH_SECONDS,
     max_in_flight: int | None = None,
-    worker_timeout: float = 60.0,
+    worker_timeout: float = 30.0,
     cancel: threading.Event | None = None,
 ) -> Report:
     """Import bars for many symbols into a DuckDB file, in parallel on a Dask cluster.
@@ -408,7 +408,8 @@ def ingest(
     max_in_flight
         Chunks submitted but not yet collected (default: twice the cluster's threads, >= 4).
     worker_timeout
-        Seconds without any worker before the job stops (never a hang).
+        Seconds to wait for a scheduler's first worker, and without any worker mid-job
+        before the job stops: never a hang.
     cancel
         A ``threading.Event``: when set, in-flight work is cancelled, finished batches are
         committed and the job is marked cancelled.
@@ -441,7 +442,8 @@ def ingest(
     callback = callback or Callback()
 
     with resolve_cluster(
-        client, n_workers=n_workers, threads_per_worker=threads_per_worker, fallback=fallback
+        client, n_workers=n_workers, threads_per_worker=threads_per_worker, fallback=fallback,
+        worker_timeout=worker_timeout,
     ) as cluster, Store(db) as store:
         job_id = _new_job_id()
         n_threads = cluster.n_threads

@@ -107,8 +107,10 @@ class Adjust(str, Enum):
 
 _ASHARE = re.compile(r"^\d{6}\.(SH|SZ|BJ)$")
 _TICKER = re.compile(r"^[A-Z0-9^][A-Z0-9.^=_-]{0,19}$")
-_PREFIXED = re.compile(r"^(SH|SZ|BJ)\.?(\d{6})$")
-_SUFFIXED = re.compile(r"^(\d{6})\.(SH|SS|SZ|BJ)$")
+# re.ASCII: \d would also match Arabic-Indic or full-width digits ("６０００００").
+_PREFIXED = re.compile(r"^(SH|SZ|BJ)\.?(\d{6})$", re.ASCII)
+_SUFFIXED = re.compile(r"^(\d{6})\.(SH|SS|SZ|BJ)$", re.ASCII)
+_CODE = re.compile(r"\d{6}", re.ASCII)
 _MAX_SHOWN = 5
 
 
@@ -144,7 +146,7 @@ def normalise_symbol(symbol) -> str:
     if m := _SUFFIXED.match(text):
         exchange = "SH" if m.group(2) == "SS" else m.group(2)
         return f"{m.group(1)}.{exchange}"
-    if re.fullmatch(r"\d{6}", text):
+    if _CODE.fullmatch(text):
         return f"{text}.{_exchange_of(text)}"
     if _TICKER.match(text) and not text.isdigit():
         return text
@@ -219,6 +221,10 @@ def window_bounds(start, end) -> tuple[pd.Timestamp, pd.Timestamp]:
 # --- frames --------------------------------------------------------------------------------
 
 
+#: Other names of the ``ts`` column, in order of preference (case-insensitive).
+_TS_ALIASES = ("date", "datetime", "time", "timestamp")
+
+
 def empty_bars() -> pd.DataFrame:
     """A canonical frame with no rows."""
     return pd.DataFrame({c: pd.Series(dtype=_DTYPES[c]) for c in BAR_COLUMNS})
@@ -237,18 +243,42 @@ def _flatten_columns(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def _to_ts(values: pd.Series) -> pd.Series:
-    """Parse timestamps: datetimes, ISO strings or yyyymmdd integers; tz-aware become naive."""
-    if pd.api.types.is_integer_dtype(values) or (
+def _to_ts(values: pd.Series, tz: str | None = None) -> pd.Series:
+    """Parse timestamps: datetimes, ISO strings or yyyymmdd numbers, as naive datetimes.
+
+    tz-aware values (datetimes or strings with a UTC offset) are converted to ``tz`` when it
+    is given, then the zone is dropped; without ``tz`` they keep their wall time.
+    """
+    if (pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)) or (
         values.dtype == object and len(values) and isinstance(values.iloc[0], (int, np.integer))
     ):
-        ts = pd.to_datetime(values.astype("int64").astype(str), format="%Y%m%d", errors="coerce")
+        # yyyymmdd. Through float: a missing date (NA, None, or the float column a CSV with
+        # a blank date gives) becomes NaT instead of breaking the integer cast or being read
+        # as nanoseconds since 1970.
+        days = pd.to_numeric(values, errors="coerce").astype("float64")
+        days = days.where(days % 1 == 0).astype("Int64").astype("string")
+        ts = pd.to_datetime(days, format="%Y%m%d", errors="coerce")
     elif isinstance(values.dtype, pd.DatetimeTZDtype):
-        ts = values.dt.tz_localize(None)
+        ts = values
     else:
-        ts = pd.to_datetime(values, errors="coerce", format="mixed")
-        if isinstance(ts.dtype, pd.DatetimeTZDtype):
-            ts = ts.dt.tz_localize(None)
+        try:
+            ts = pd.to_datetime(values, errors="coerce", format="mixed")
+        except ValueError:
+            ts = None  # mixed UTC offsets, e.g. ISO strings across a daylight-saving change
+        if ts is None or (tz is not None and isinstance(ts.dtype, pd.DatetimeTZDtype)):
+            if tz is None:
+                raise DataError(
+                    "timestamps with mixed UTC offsets in column 'ts' and no exchange time "
+                    "zone to convert them to (set the provider's tz)",
+                    column="ts",
+                )
+            # As instants: the only way to compare offsets, and mixed zones among datetime
+            # objects would otherwise become NaT.
+            ts = pd.to_datetime(values, errors="coerce", format="mixed", utc=True)
+    if isinstance(ts.dtype, pd.DatetimeTZDtype):
+        if tz is not None:
+            ts = ts.dt.tz_convert(tz)
+        ts = ts.dt.tz_localize(None)
     return ts.astype("datetime64[us]")
 
 
@@ -274,8 +304,9 @@ def normalise(
     start, end
         Requested window, ``end`` exclusive; rows outside it are rejected.
     tz
-        The exchange's time zone: tz-aware timestamps are converted to it before the zone is
-        dropped. Without it they keep their wall time.
+        The exchange's time zone: tz-aware timestamps (or strings with a UTC offset) are
+        converted to it before the zone is dropped. Without it they keep their wall time, and
+        mixed offsets (a daylight-saving change) are a :class:`DataError`.
 
     Returns
     -------
@@ -286,15 +317,21 @@ def normalise(
     Raises
     ------
     DataError
-        A required column is missing or cannot be read at all.
+        A required column is missing, appears twice, or cannot be read at all.
     """
     rejected: Counter[str] = Counter()
     if frame is None or len(frame) == 0:
         return empty_bars(), {}
     frame = _flatten_columns(frame)
+    names = [str(c).strip().lower() for c in frame.columns]
+    wanted = {*BAR_COLUMNS, *_TS_ALIASES}
+    if dupes := sorted({n for n in names if n in wanted and names.count(n) > 1}):
+        # Two columns with one name (several tickers in a MultiIndex, "Close" and "close"):
+        # picking one would be a guess.
+        raise DataError(f"column {dupes[0]!r} appears more than once", column=dupes[0])
     columns = {str(c).strip().lower(): c for c in frame.columns}
     if "ts" not in columns:
-        for alias in ("date", "datetime", "time", "timestamp"):
+        for alias in _TS_ALIASES:
             if alias in columns:
                 columns["ts"] = columns[alias]
                 break
@@ -305,9 +342,7 @@ def normalise(
         raw_ts = frame.index.to_series().reset_index(drop=True)
     else:
         raise DataError("missing column 'ts' (or a date/datetime column or index)", column="ts")
-    if tz is not None and isinstance(raw_ts.dtype, pd.DatetimeTZDtype):
-        raw_ts = raw_ts.dt.tz_convert(tz)
-    data["ts"] = _to_ts(raw_ts)
+    data["ts"] = _to_ts(raw_ts, tz)
     for col in BAR_COLUMNS[1:]:
         if col not in columns:
             if col in PRICE_COLUMNS:

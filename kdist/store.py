@@ -25,7 +25,7 @@ import duckdb
 import pandas as pd
 
 from .errors import DatabaseLockedError, SchemaVersionError, StoreError
-from .schema import Adjust, Freq, to_date
+from .schema import Adjust, Freq, parse_symbols, to_date
 
 __all__ = ["DEFAULT_DB", "Store", "check", "load"]
 
@@ -351,12 +351,16 @@ class Store:
             self.con.begin()
             work(self.con)
             self.con.commit()
-        except duckdb.Error as exc:
+        except BaseException as exc:
+            # Any failure, not only DuckDB's (a missing ledger key, a frame DuckDB cannot
+            # scan, Ctrl-C), must roll back: a transaction left open refuses every later one.
             try:
                 self.con.rollback()
             except duckdb.Error:
                 pass
-            raise _store_error(self.path, exc) from exc
+            if isinstance(exc, duckdb.Error):
+                raise _store_error(self.path, exc) from exc
+            raise
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -365,8 +369,8 @@ class Store:
         freq, adjust = Freq.parse(freq), Adjust.parse(adjust)
         lo = to_date(start, name="start") if start is not None else None
         hi = to_date(end, name="end") + pd.Timedelta(days=1) if end is not None else None
-        if isinstance(symbols, str):
-            symbols = [symbols]
+        if symbols is not None:
+            symbols = parse_symbols([symbols] if isinstance(symbols, str) else symbols)[0]
         return self.con.execute(
             """SELECT symbol, ts, open, high, low, close, volume, amount, source FROM kline
                WHERE freq = ? AND adjust = ?
@@ -452,7 +456,8 @@ def load(db=DEFAULT_DB, symbols=None, start=None, end=None, freq="1d", adjust="n
     db
         Path of the DuckDB file.
     symbols
-        A symbol or a list of them (canonical form, e.g. ``000001.SZ``); all when None.
+        A symbol or a list of them, in any accepted form (``sh600000``, ``000001.SZ``);
+        all when None.
     start, end
         Inclusive date bounds; open when None.
     freq, adjust

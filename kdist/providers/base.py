@@ -45,6 +45,8 @@ class Option:
                 if any(len(p) != 2 for p in pairs):
                     raise ValueError(value)
                 return {k.strip(): v.strip() for k, v in pairs}
+            if self.type is int and isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)  # int(2.7) would silently make it 2
             return self.type(value)
         except (TypeError, ValueError):
             raise InvalidOptionError(

@@ -115,8 +115,9 @@ def available_providers() -> list[dict]:
     for name in _names():
         try:
             cls = provider_class(name)
-        except UnknownProviderError as exc:
-            warnings.warn(str(exc), stacklevel=2)
+        except (UnknownProviderError, ImportError) as exc:
+            # A broken provider is listed as unusable, never hides the others.
+            warnings.warn(f"Provider {name!r} cannot be loaded: {exc}", stacklevel=2)
             rows.append(
                 {"name": name, "installed": False, "extra": None, "description": str(exc)}
             )

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import PermanentProviderError, TransientProviderError
-from ..schema import Adjust, Freq, to_date
+from ..schema import Adjust, Freq, parse_symbols, to_date
 from .base import Option, Provider
 
 __all__ = ["SyntheticProvider"]
@@ -122,6 +122,9 @@ class SyntheticProvider(Provider):
     def __init__(self, **options):
         super().__init__(**options)
         self._calls: dict[str, int] = {}
+        # Same forms as everywhere else: "sh600000, 000001" names 600000.SH and 000001.SZ.
+        self._fail = set(parse_symbols(self.fail)[0]) if self.fail else set()
+        self._empty = set(parse_symbols(self.empty)[0]) if self.empty else set()
 
     def list_symbols(self) -> list[str]:
         half = (self.universe + 1) // 2
@@ -138,7 +141,7 @@ class SyntheticProvider(Provider):
         delay = self.latency + (random.uniform(-self.jitter, self.jitter) if self.jitter else 0.0)
         if delay > 0:
             time.sleep(delay)
-        if symbol in self.fail.split(","):
+        if symbol in self._fail:
             raise PermanentProviderError(
                 f"synthetic failure for {symbol} (option fail)", symbol=symbol
             )
@@ -154,7 +157,7 @@ class SyntheticProvider(Provider):
         self._simulate_network(symbol)
         first = to_date(start).to_datetime64().astype("datetime64[D]")
         last = to_date(end).to_datetime64().astype("datetime64[D]")
-        if symbol in self.empty.split(",") or first > last:
+        if symbol in self._empty or first > last:
             return pd.DataFrame(columns=["ts", "open", "high", "low", "close", "volume", "amount"])
         if freq is Freq.WEEK:
             first = first - (first - np.datetime64("1970-01-05")).astype(int) % 7

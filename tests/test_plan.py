@@ -1,0 +1,149 @@
+"""Chunking a job's symbols into tasks."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from kdist.errors import InvalidOptionError
+from kdist.plan import (
+    CHUNKS_PER_THREAD,
+    MAX_CHUNK_ROWS,
+    MAX_CHUNK_SYMBOLS,
+    Chunk,
+    estimate_rows,
+    plan_chunks,
+)
+from kdist.schema import Freq, window_bounds
+
+START, END = window_bounds("2020-01-01", "2024-12-31")
+
+
+def symbols(n):
+    return [f"{600000 + i:06d}.SH" for i in range(n)]
+
+
+def flatten(chunks):
+    return [s for c in chunks for s in c.symbols]
+
+
+def test_default_gives_several_chunks_per_thread():
+    syms = symbols(400)
+    chunks = plan_chunks(syms, START, END, n_threads=4, n_workers=2)
+    assert len(chunks) >= CHUNKS_PER_THREAD * 4
+    assert max(len(c) for c in chunks) == 25  # 400 / (4 chunks x 4 threads)
+    assert flatten(chunks) == syms
+
+
+def test_few_symbols_give_one_symbol_chunks():
+    chunks = plan_chunks(symbols(3), START, END, n_threads=8)
+    assert [len(c) for c in chunks] == [1, 1, 1]
+
+
+def test_default_respects_max_chunk_symbols():
+    syms = symbols(1000)
+    chunks = plan_chunks(syms, START, END, n_threads=1)
+    assert max(len(c) for c in chunks) == MAX_CHUNK_SYMBOLS
+    assert len(chunks) == 1000 // MAX_CHUNK_SYMBOLS
+    assert flatten(chunks) == syms
+
+
+def test_intraday_respects_row_budget():
+    lo, hi = window_bounds("2024-01-01", "2024-12-31")
+    syms = symbols(200)
+    daily = plan_chunks(syms, lo, hi, freq=Freq.DAY, n_threads=1)
+    minute = plan_chunks(syms, lo, hi, freq=Freq.MIN1, n_threads=1)
+    per_symbol = estimate_rows(Freq.MIN1, lo, hi)
+    assert per_symbol > 50_000  # a year of 1-minute bars
+    assert max(len(c) for c in minute) * per_symbol <= MAX_CHUNK_ROWS
+    assert len(minute) > len(daily)
+    assert flatten(minute) == syms
+
+
+def test_huge_intraday_window_still_one_symbol_per_chunk():
+    lo, hi = window_bounds("2000-01-01", "2024-12-31")
+    assert estimate_rows(Freq.MIN1, lo, hi) > MAX_CHUNK_ROWS
+    chunks = plan_chunks(symbols(5), lo, hi, freq=Freq.MIN1, n_threads=1)
+    assert [len(c) for c in chunks] == [1] * 5
+
+
+def test_estimate_rows_by_freq():
+    lo, hi = window_bounds("2024-01-01", "2024-12-31")
+    day = estimate_rows(Freq.DAY, lo, hi)
+    assert 240 <= day <= 250
+    assert estimate_rows(Freq.MIN1, lo, hi) == pytest.approx(day * 240, rel=0.01)
+    assert estimate_rows(Freq.MIN60, lo, hi) == pytest.approx(day * 4, rel=0.01)
+    assert estimate_rows(Freq.WEEK, lo, hi) == pytest.approx(day / 5, rel=0.02)
+    assert 11 <= estimate_rows(Freq.MONTH, lo, hi) <= 12
+    assert estimate_rows(Freq.DAY, lo, lo + pd.Timedelta(days=1)) == 1
+
+
+def test_chunk_size_override():
+    syms = symbols(10)
+    chunks = plan_chunks(syms, START, END, n_threads=64, chunk_size=4)
+    assert [len(c) for c in chunks] == [4, 4, 2]
+    assert [c.index for c in chunks] == [0, 1, 2]
+    assert flatten(chunks) == syms
+
+
+def test_chunk_size_override_beats_max_chunk_symbols():
+    chunks = plan_chunks(symbols(120), START, END, chunk_size=100)
+    assert [len(c) for c in chunks] == [100, 20]
+
+
+def test_per_worker_gives_one_slice_per_worker():
+    syms = symbols(10)
+    chunks = plan_chunks(syms, START, END, n_threads=6, n_workers=3, split="per-worker")
+    assert [len(c) for c in chunks] == [4, 4, 2]
+    assert flatten(chunks) == syms
+    # Contiguous slices.
+    assert chunks[0].symbols == tuple(syms[:4])
+
+
+@pytest.mark.parametrize("n", [1, 5, 10, 99])
+@pytest.mark.parametrize("n_workers", [1, 2, 3, 4])
+def test_per_worker_never_more_slices_than_workers(n, n_workers):
+    syms = symbols(n)
+    chunks = plan_chunks(syms, START, END, n_threads=8, n_workers=n_workers, split="per-worker")
+    assert 1 <= len(chunks) <= n_workers
+    assert flatten(chunks) == syms
+
+
+def test_per_worker_even_split():
+    chunks = plan_chunks(symbols(300), START, END, n_threads=2, n_workers=2, split="per-worker")
+    assert [len(c) for c in chunks] == [150, 150]
+
+
+@pytest.mark.parametrize("n", [1, 7, 49, 50, 51, 333])
+@pytest.mark.parametrize("n_threads", [1, 3, 16])
+def test_every_symbol_exactly_once_in_order(n, n_threads):
+    syms = symbols(n)
+    chunks = plan_chunks(syms, START, END, n_threads=n_threads)
+    assert flatten(chunks) == syms
+    assert [c.index for c in chunks] == list(range(len(chunks)))
+    assert all(len(c) >= 1 for c in chunks)
+
+
+def test_chunks_carry_the_window():
+    chunks = plan_chunks(symbols(3), START, END, chunk_size=2)
+    assert all((c.start, c.end) == (START, END) for c in chunks)
+    assert isinstance(chunks[0], Chunk) and len(chunks[0]) == 2
+
+
+def test_no_symbols_no_chunks():
+    assert plan_chunks([], START, END) == []
+    assert plan_chunks([], START, END, split="per-worker") == []
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, "10", True])
+def test_bad_chunk_size(bad):
+    with pytest.raises(InvalidOptionError, match="chunk_size must be a positive whole number") as info:
+        plan_chunks(symbols(3), START, END, chunk_size=bad)
+    assert info.value.option == "chunk_size"
+
+
+@pytest.mark.parametrize("bad", ["per_worker", "", "workers", None])
+def test_bad_split(bad):
+    with pytest.raises(InvalidOptionError, match="choose 'chunks' or 'per-worker'") as info:
+        plan_chunks(symbols(3), START, END, split=bad)
+    assert info.value.option == "split"
