@@ -24,9 +24,10 @@ from .errors import (
 from .plan import Chunk, plan_chunks
 from .progress import Callback, TerminalProgress
 from .providers import Provider, available_providers, get_provider
-from .runner import ChunkResult, Report, chunk_tasks, fetch, fetch_chunk, ingest
+from .report import Report
+from .runner import ChunkResult, chunk_tasks, fetch, fetch_chunk, ingest, update
 from .schema import Adjust, Freq, normalise, normalise_symbol
-from .store import DEFAULT_DB, Store, check, load
+from .store import DEFAULT_DB, Store, catalog, check, load
 
 __version__ = "0.1.0"
 
@@ -51,6 +52,7 @@ __all__ = [
     "UsageError",
     "__version__",
     "available_providers",
+    "catalog",
     "check",
     "chunk_tasks",
     "errors",
@@ -63,4 +65,5 @@ __all__ = [
     "normalise_symbol",
     "plan_chunks",
     "resolve_cluster",
+    "update",
 ]

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 import warnings
 
 from . import __version__
@@ -62,32 +64,73 @@ def _frame_json(frame):
     return json.loads(frame.to_json(orient="records", date_format="iso", force_ascii=False))
 
 
-def cmd_ingest(args) -> int:
-    from .progress import TerminalProgress
+def _provider(args):
     from .providers import get_provider
+
+    options = _options(args.option)
+    if args.provider is None and not options:
+        return None  # the default, or for --resume and update the recorded one
+    return get_provider(args.provider or "synthetic", **options)
+
+
+def _run_args(args) -> dict:
+    """Keyword arguments shared by ingest and update."""
+    from .progress import TerminalProgress
+
+    return dict(
+        db=args.db, client=args.scheduler, chunk_size=args.chunk_size,
+        n_workers=args.workers, threads_per_worker=args.threads,
+        fallback=not args.no_fallback, retries=args.retries, timeout=args.timeout,
+        callback=None if (args.json or args.quiet) else TerminalProgress(),
+    )
+
+
+def _show_reports(args, reports) -> int:
+    if args.json:
+        _print_json(reports[0].to_dict() if args.command == "ingest" else
+                    [r.to_dict() for r in reports])
+    elif not args.quiet:
+        from rich.console import Console
+
+        for report in reports:
+            Console().print(report.table())
+    return EXIT_PARTIAL if any(r.symbols_failed for r in reports) else EXIT_OK
+
+
+def cmd_ingest(args) -> int:
     from .runner import ingest
 
-    provider = get_provider(args.provider, **_options(args.option))
-    symbols = _read_symbols(args)
-    callback = None if (args.json or args.quiet) else TerminalProgress()
+    if args.resume:
+        if args.symbols or args.symbols_file or args.all or args.start:
+            raise UsageError("--resume takes the job's own symbols and dates; give only --db")
+        symbols = None
+    else:
+        if not args.start:
+            raise UsageError("--start is required (or --resume JOB_ID)")
+        symbols = _read_symbols(args)
     try:
         report = ingest(
             symbols, start=args.start, end=args.end, freq=args.freq, adjust=args.adjust,
-            provider=provider, db=args.db, client=args.scheduler, chunk_size=args.chunk_size,
-            split=args.split, n_workers=args.workers, threads_per_worker=args.threads,
-            fallback=not args.no_fallback, skip_invalid=args.skip_invalid, callback=callback,
+            provider=_provider(args), split=args.split, skip_invalid=args.skip_invalid,
+            incremental=args.incremental, overlap=args.overlap, resume=args.resume,
+            **_run_args(args),
         )
     except JobFailedError as exc:
         if args.json:
             _print_json(exc.report.to_dict())
         raise
-    if args.json:
-        _print_json(report.to_dict())
-    elif not args.quiet:
-        from rich.console import Console
+    return _show_reports(args, [report])
 
-        Console().print(report.table())
-    return EXIT_PARTIAL if report.symbols_failed else EXIT_OK
+
+def cmd_update(args) -> int:
+    from .runner import update
+
+    reports = update(args.db, provider=_provider(args), freq=args.freq, adjust=args.adjust,
+                     end=args.end, overlap=args.overlap, **_run_args(args))
+    if not reports:
+        print(f"Nothing stored for {args.freq} {args.adjust} in {args.db}", file=sys.stderr)
+        return EXIT_OK
+    return _show_reports(args, reports)
 
 
 def cmd_jobs(args) -> int:
@@ -143,7 +186,7 @@ def cmd_status(args) -> int:
     from .store import Store
 
     with Store(args.db, read_only=True) as store:
-        summary = store.summary()
+        summary = store.catalog()
     if args.json:
         _print_json(_frame_json(summary))
     elif summary.empty:
@@ -193,29 +236,49 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--freq", default="1d", help="1d 1w 1M 1m 5m 15m 30m 60m (default 1d)")
         p.add_argument("--adjust", default="none", help="none qfq hfq (default none)")
 
+    def run_args(p):
+        p.add_argument("--provider", help="provider name (default synthetic)")
+        p.add_argument("--option", action="append", metavar="KEY=VALUE", help="provider option")
+        db_arg(p)
+        p.add_argument("--scheduler", metavar="ADDRESS|local|sync",
+                       help="scheduler address, 'local' or 'sync' "
+                            "(default $KDIST_SCHEDULER or local)")
+        p.add_argument("--workers", type=int, metavar="N", help="local cluster workers")
+        p.add_argument("--threads", type=int, metavar="N", help="threads per local worker")
+        p.add_argument("--chunk-size", type=int, metavar="N", help="symbols per task")
+        p.add_argument("--no-fallback", action="store_true",
+                       help="fail instead of running locally when the scheduler is unusable")
+        p.add_argument("--retries", type=int, default=3, metavar="N",
+                       help="attempts per symbol for transient errors (default 3)")
+        p.add_argument("--timeout", type=float, default=60.0, metavar="S",
+                       help="seconds one provider call may take (default 60)")
+        p.add_argument("--overlap", type=int, default=3, metavar="N",
+                       help="bars re-fetched before the last stored one (default 3)")
+        p.add_argument("--json", action="store_true", help="print the report as JSON")
+        p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+
     p = sub.add_parser("ingest", help="import bars into the database")
     p.add_argument("symbols", nargs="*", metavar="SYMBOL")
     p.add_argument("--symbols-file", metavar="F", help="file of symbols (one or more a line)")
     p.add_argument("--all", action="store_true", help="every symbol the provider lists")
-    p.add_argument("--start", required=True, metavar="D")
+    p.add_argument("--start", metavar="D", help="first day (required unless --resume)")
     p.add_argument("--end", metavar="D", help="inclusive (default today)")
     bars_args(p)
-    p.add_argument("--provider", default="synthetic")
-    p.add_argument("--option", action="append", metavar="KEY=VALUE", help="provider option")
-    db_arg(p)
-    p.add_argument("--scheduler", metavar="ADDRESS|local|sync",
-                   help="scheduler address, 'local' or 'sync' (default $KDIST_SCHEDULER or local)")
-    p.add_argument("--workers", type=int, metavar="N", help="local cluster workers")
-    p.add_argument("--threads", type=int, metavar="N", help="threads per local worker")
-    p.add_argument("--chunk-size", type=int, metavar="N", help="symbols per task")
+    run_args(p)
     p.add_argument("--split", default="chunks", choices=["chunks", "per-worker"])
-    p.add_argument("--no-fallback", action="store_true",
-                   help="fail instead of running locally when the scheduler is unusable")
     p.add_argument("--skip-invalid", action="store_true",
                    help="record invalid symbols as failed and import the rest")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    p.add_argument("--incremental", action="store_true",
+                   help="fetch stored symbols from their last bars on")
+    p.add_argument("--resume", metavar="JOB_ID",
+                   help="finish a job: fetch only its symbols not yet ok or empty")
     p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("update", help="bring every stored symbol up to date (for cron)")
+    p.add_argument("--end", metavar="D", help="inclusive (default today)")
+    bars_args(p)
+    run_args(p)
+    p.set_defaults(func=cmd_update)
 
     p = sub.add_parser("jobs", help="list jobs, or show one job's failed symbols")
     p.add_argument("job_id", nargs="?")
@@ -253,11 +316,20 @@ def _one_line_warning(message, category, filename, lineno, line=None):
     return f"kdist: warning: {message}\n"
 
 
+def _terminate(signum, frame):
+    # SIGTERM (kill, systemd, a cron timeout) stops a job like Ctrl-C: finished batches are
+    # committed and the job is marked cancelled, ready for --resume.
+    raise KeyboardInterrupt
+
+
 def main(argv=None) -> int:
     """Run the ``kdist`` command; return its exit code."""
     args = build_parser().parse_args(argv)
     if not args.debug:
         warnings.formatwarning = _one_line_warning
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return args.func(args)
     except KdistError as exc:
@@ -266,8 +338,12 @@ def main(argv=None) -> int:
         print(f"kdist: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("kdist: interrupted; finished batches are stored", file=sys.stderr)
+        print("kdist: interrupted; finished batches are stored. 'kdist jobs' shows the job; "
+              "'kdist ingest --resume JOB_ID' finishes it", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

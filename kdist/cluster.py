@@ -59,6 +59,10 @@ class Cluster:
             return 1
         return max(1, sum(self.client.nthreads().values()))
 
+    def connected(self) -> bool:
+        """False while the client has lost its scheduler (``sync`` is always connected)."""
+        return self.client is None or self.client.status == "running"
+
     def live_workers(self) -> int:
         """Workers connected now (1 for ``sync``)."""
         if self.client is None:

@@ -27,17 +27,38 @@ MAX_CHUNK_ROWS = 250_000
 _BARS_PER_DAY = {Freq.DAY: 1, Freq.WEEK: 0.2, Freq.MONTH: 1 / 21}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Chunk:
-    """A unit of work: some symbols and the window to fetch for each of them."""
+    """A unit of work: some symbols and the window to fetch for each of them.
+
+    A plain job fetches every symbol in ``[start, end)``. An incremental job gives each
+    symbol its own start in ``since`` (from its last stored bars), the stored bars it must
+    match in ``overlap`` (``symbol, ts, open, high, low, close, volume``), and in ``full``
+    the start to fetch from instead when they do not match (history was revised).
+    """
 
     index: int
     symbols: tuple[str, ...]
     start: pd.Timestamp
     end: pd.Timestamp  # exclusive
+    since: tuple[pd.Timestamp, ...] | None = None
+    full: tuple[pd.Timestamp, ...] | None = None
+    overlap: pd.DataFrame | None = None
 
     def __len__(self):
         return len(self.symbols)
+
+    def window(self, i: int) -> tuple[pd.Timestamp, pd.Timestamp]:
+        """Start of symbol ``i``'s fetch, and where a full re-fetch would start."""
+        if self.since is None:
+            return self.start, self.start
+        return self.since[i], self.full[i]
+
+    def stored_overlap(self, symbol: str) -> pd.DataFrame | None:
+        if self.overlap is None:
+            return None
+        rows = self.overlap[self.overlap["symbol"] == symbol]
+        return rows if len(rows) else None
 
 
 def estimate_rows(freq: Freq, start: pd.Timestamp, end: pd.Timestamp) -> int:
@@ -57,6 +78,8 @@ def plan_chunks(
     n_workers: int = 1,
     chunk_size: int | None = None,
     split: str = "chunks",
+    windows: pd.DataFrame | None = None,
+    overlap: pd.DataFrame | None = None,
 ) -> list[Chunk]:
     """Return the chunks of a job, in symbol order.
 
@@ -72,6 +95,9 @@ def plan_chunks(
         Symbols per chunk, overriding the default.
     split
         ``"chunks"`` (default) or ``"per-worker"``: one contiguous slice per worker.
+    windows, overlap
+        Incremental jobs: ``windows`` has one row per symbol with ``since`` (fetch start) and
+        ``full`` (start of a full re-fetch); ``overlap`` the stored bars each fetch must match.
     """
     if split not in ("chunks", "per-worker"):
         raise InvalidOptionError(
@@ -91,10 +117,22 @@ def plan_chunks(
         if split == "per-worker":
             chunk_size = math.ceil(n / max(1, n_workers))
         else:
+            first = start if windows is None else min(windows["since"].min(), start)
             by_threads = math.ceil(n / (CHUNKS_PER_THREAD * max(1, n_threads)))
-            by_rows = max(1, MAX_CHUNK_ROWS // estimate_rows(freq, start, end))
+            by_rows = max(1, MAX_CHUNK_ROWS // estimate_rows(freq, first, end))
             chunk_size = max(1, min(by_threads, by_rows, MAX_CHUNK_SYMBOLS))
-    return [
-        Chunk(i, tuple(symbols[lo : lo + chunk_size]), start, end)
-        for i, lo in enumerate(range(0, n, chunk_size))
-    ]
+    if windows is not None:
+        windows = windows.set_index("symbol")
+    chunks = []
+    for i, lo in enumerate(range(0, n, chunk_size)):
+        part = tuple(symbols[lo : lo + chunk_size])
+        if windows is None:
+            chunks.append(Chunk(i, part, start, end))
+            continue
+        mine = windows.loc[list(part)]
+        rows = overlap[overlap["symbol"].isin(part)] if overlap is not None else None
+        chunks.append(
+            Chunk(i, part, start, end, since=tuple(mine["since"]), full=tuple(mine["full"]),
+                  overlap=rows.reset_index(drop=True) if rows is not None and len(rows) else None)
+        )
+    return chunks

@@ -1,29 +1,30 @@
 """The import itself: ``fetch_chunk`` on the workers, the ingest loop on the client.
 
-Worker side, :func:`fetch_chunk` calls the provider once per symbol (retrying transient
-errors with backoff), normalises and validates each frame, and returns the chunk's bars with
-one outcome per symbol. A failing symbol never fails its chunk. Workers never open the
-database.
+Worker side, :func:`fetch_chunk` calls the provider once per symbol, with a timeout on every
+call and transient errors retried with exponential backoff and jitter, then normalises and
+validates each frame and returns the chunk's bars with one outcome per symbol. A failing
+symbol never fails its chunk. Workers never open the database.
 
 Client side, :func:`ingest` submits one ``dask.delayed`` task per chunk with a key naming
 the job and the chunk (so a re-run never reuses cached results), keeps a bounded number in
 flight, and as they finish coalesces their frames into large batches that it writes to
 DuckDB when a batch is big enough or a few seconds old. Client memory is bounded by the
-batch size and the tasks in flight, never by the job size.
+batch size and the tasks in flight, never by the job size. Whatever ends a job (success,
+cancel, Ctrl-C, a lost cluster) the finished batches are committed and the job's ledger says
+which symbols are still missing, so ``resume=`` fetches only those.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import html
-import sys
 import threading
 import time
 import uuid
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 import dask
+import numpy as np
 import pandas as pd
 from tenacity import (
     Retrying,
@@ -33,31 +34,40 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from .cluster import resolve_cluster
+from .cluster import Cluster, resolve_cluster
 from .errors import (
+    ClusterError,
     DataError,
     JobFailedError,
     KdistError,
     NoWorkersError,
+    SchedulerUnreachableError,
     TransientProviderError,
     UsageError,
 )
 from .plan import Chunk, plan_chunks
 from .progress import Callback
 from .providers import Provider, get_provider
-from .schema import Adjust, Freq, normalise, parse_symbols, window_bounds
+from .report import Report
+from .schema import Adjust, Freq, empty_bars, normalise, parse_symbols, window_bounds
 from .store import DEFAULT_DB, Store
 
-__all__ = ["ChunkResult", "Report", "chunk_tasks", "fetch", "fetch_chunk", "ingest"]
+__all__ = ["ChunkResult", "chunk_tasks", "fetch", "fetch_chunk", "ingest", "update"]
 
 #: Rows that make a batch worth writing, and the age at which a smaller batch is written anyway.
 BATCH_ROWS = 250_000
 FLUSH_SECONDS = 5.0
-#: Retry policy for transient provider errors, inside the task.
+#: Attempts per symbol for transient errors, and the most time spent retrying one symbol.
 RETRIES = 3
-RETRY_SECONDS = 60.0
+RETRY_SECONDS = 120.0
+#: Seconds one provider call may take before it counts as a (transient) timeout.
+CALL_TIMEOUT = 60.0
+#: Bars an incremental fetch re-reads before the last stored one, to detect revised history.
+OVERLAP = 3
 #: ``kdist.fetch`` warns when its in-memory result grows past this many rows.
 FETCH_WARN_ROWS = 5_000_000
+#: Seconds the client may be disconnected from its scheduler before the job stops.
+RECONNECT_GRACE = 10.0
 
 _TRANSIENT = (TransientProviderError, ConnectionError, TimeoutError)
 
@@ -71,7 +81,8 @@ class ChunkResult:
     outcomes: list[dict]
 
 
-def _outcome(symbol, status, *, rows=0, first=None, last=None, attempts=0, error=None, rejected=None):
+def _outcome(symbol, status, *, rows=0, first=None, last=None, attempts=0, error=None,
+             rejected=None, start=None, revised=False):
     rejected = rejected or {}
     return {
         "symbol": symbol,
@@ -84,12 +95,44 @@ def _outcome(symbol, status, *, rows=0, first=None, last=None, attempts=0, error
         "error": str(error) if error is not None else None,
         "rejected_rows": sum(rejected.values()),
         "rejected": rejected,
+        "window_start": start,
+        "revised": revised,
     }
 
 
-def _fetch_one(provider: Provider, symbol: str, chunk: Chunk, freq: Freq, adjust: Adjust, retries):
-    """Fetch one symbol with retries; return ``(frame, attempts)`` or raise the last error."""
-    last_day = chunk.end - pd.Timedelta(days=1)
+def _call(provider: Provider, timeout: float | None, symbol, *args):
+    """``provider.fetch(symbol, *args)``, given up on after ``timeout`` seconds.
+
+    The call runs in a daemon thread: Python cannot kill a thread stuck in a socket read, but
+    the task stops waiting for it and the retry policy takes over.
+    """
+    if not timeout:
+        return provider.fetch(symbol, *args)
+    box: dict = {}
+    done = threading.Event()
+
+    def run():
+        try:
+            box["value"] = provider.fetch(symbol, *args)
+        except BaseException as exc:  # handed to the waiting thread, never lost
+            box["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name=f"kdist-fetch-{symbol}", daemon=True).start()
+    if not done.wait(timeout):
+        raise TransientProviderError(
+            f"{provider.name} gave no answer for {symbol} within {timeout:g}s", symbol=symbol
+        )
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def _fetch_one(provider, symbol, since, end, freq, adjust, retries, timeout):
+    """Fetch one symbol with retries; return ``(frame, attempts)`` or raise the last error
+    with its attempt count in ``kdist_attempts``."""
+    last_day = end - pd.Timedelta(days=1)
     attempts = 0
     for attempt in Retrying(
         stop=stop_after_attempt(retries) | stop_after_delay(RETRY_SECONDS),
@@ -100,68 +143,97 @@ def _fetch_one(provider: Provider, symbol: str, chunk: Chunk, freq: Freq, adjust
         with attempt:
             attempts = attempt.retry_state.attempt_number
             try:
-                frame = provider.fetch(symbol, chunk.start, last_day, freq.value, adjust.value)
+                frame = _call(provider, timeout, symbol, since, last_day, freq.value, adjust.value)
             except Exception as exc:
                 exc.kdist_attempts = attempts
                 raise
     return frame, attempts
 
 
+def _differs(stored: pd.DataFrame, bars: pd.DataFrame) -> bool:
+    """True when fetched ``bars`` disagree with the ``stored`` overlap bars (history revised)."""
+    cols = ["open", "high", "low", "close", "volume"]
+    fetched = bars.set_index("ts").reindex(stored["ts"])
+    if fetched["close"].isna().any():
+        return True  # a stored bar is gone at the source
+    return not np.allclose(
+        fetched[cols].to_numpy(), stored[cols].to_numpy(), rtol=1e-9, atol=1e-9, equal_nan=True
+    )
+
+
+def _symbol_bars(provider, symbol, since, chunk, freq, adjust, retries, timeout):
+    """Fetch and normalise one window of one symbol: ``(bars, rejected, attempts)``."""
+    raw, attempts = _fetch_one(provider, symbol, since, chunk.end, freq, adjust, retries, timeout)
+    bars, rejected = normalise(
+        raw, freq=freq, adjust=adjust, start=since, end=chunk.end, tz=provider.tz
+    )
+    return bars, rejected, attempts
+
+
 def fetch_chunk(
-    provider: Provider, chunk: Chunk, freq: Freq, adjust: Adjust, retries: int = RETRIES
+    provider: Provider,
+    chunk: Chunk,
+    freq: Freq,
+    adjust: Adjust,
+    retries: int = RETRIES,
+    timeout: float | None = CALL_TIMEOUT,
 ) -> ChunkResult:
     """Fetch, normalise and validate every symbol of ``chunk`` (runs on a worker).
 
     Returns a :class:`ChunkResult` whose ``bars`` has a ``symbol`` column followed by the
-    canonical bar columns. Errors are outcomes, not exceptions.
+    canonical bar columns. Errors are outcomes, not exceptions. For an incremental chunk, a
+    symbol whose re-fetched overlap differs from the stored bars is fetched again from its
+    ``full`` start and reported as revised.
     """
     frames, outcomes = [], []
-    for symbol in chunk.symbols:
+    for i, symbol in enumerate(chunk.symbols):
+        since, full = chunk.window(i)
+        attempts = 0
+        revised = False
         try:
-            raw, attempts = _fetch_one(provider, symbol, chunk, freq, adjust, retries)
-        except Exception as exc:
-            attempts = getattr(exc, "kdist_attempts", 1)
-            outcomes.append(_outcome(symbol, "failed", attempts=attempts, error=exc))
-            continue
-        try:
-            bars, rejected = normalise(
-                raw, freq=freq, adjust=adjust, start=chunk.start, end=chunk.end, tz=provider.tz
+            bars, rejected, attempts = _symbol_bars(
+                provider, symbol, since, chunk, freq, adjust, retries, timeout
             )
+            stored = chunk.stored_overlap(symbol)
+            if stored is not None and full < since and _differs(stored, bars):
+                revised, since = True, full
+                bars, rejected, more = _symbol_bars(
+                    provider, symbol, since, chunk, freq, adjust, retries, timeout
+                )
+                attempts += more
         except DataError as exc:
             err = DataError(f"{symbol}: {exc}", symbol=symbol, column=getattr(exc, "column", None))
-            outcomes.append(_outcome(symbol, "failed", attempts=attempts, error=err))
+            outcomes.append(_outcome(symbol, "failed", attempts=attempts or 1, error=err))
+            continue
+        except Exception as exc:
+            attempts += getattr(exc, "kdist_attempts", 1)
+            outcomes.append(_outcome(symbol, "failed", attempts=attempts, error=exc))
             continue
         if len(bars) == 0:
             if rejected:
                 reasons = ", ".join(f"{n} {r}" for r, n in rejected.items())
                 err = DataError(f"{symbol}: every row was rejected ({reasons})", symbol=symbol)
-                outcomes.append(
-                    _outcome(symbol, "failed", attempts=attempts, error=err, rejected=rejected)
-                )
+                outcomes.append(_outcome(symbol, "failed", attempts=attempts, error=err,
+                                         rejected=rejected))
             else:
-                outcomes.append(_outcome(symbol, "empty", attempts=attempts))
+                outcomes.append(_outcome(symbol, "empty", attempts=attempts, start=since))
             continue
         bars.insert(0, "symbol", symbol)
         frames.append(bars)
         outcomes.append(
-            _outcome(
-                symbol,
-                "ok",
-                rows=len(bars),
-                first=bars["ts"].iat[0],
-                last=bars["ts"].iat[-1],
-                attempts=attempts,
-                rejected=rejected,
-            )
+            _outcome(symbol, "ok", rows=len(bars), first=bars["ts"].iat[0],
+                     last=bars["ts"].iat[-1], attempts=attempts, rejected=rejected,
+                     start=since, revised=revised)
         )
-    if frames:
-        bars = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    else:
-        from .schema import empty_bars
+    return ChunkResult(chunk.index, _concat(frames), outcomes)
 
+
+def _concat(frames) -> pd.DataFrame:
+    if not frames:
         bars = empty_bars()
         bars.insert(0, "symbol", pd.Series(dtype="str"))
-    return ChunkResult(chunk.index, bars, outcomes)
+        return bars
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 
 def chunk_tasks(
@@ -176,6 +248,7 @@ def chunk_tasks(
     n_threads: int = 1,
     job_id: str | None = None,
     retries: int = RETRIES,
+    timeout: float | None = CALL_TIMEOUT,
     split: str = "chunks",
     n_workers: int = 1,
 ):
@@ -201,111 +274,20 @@ def chunk_tasks(
         valid, lo, hi, freq=freq, n_threads=n_threads, n_workers=n_workers,
         chunk_size=chunk_size, split=split,
     )
-    return [_task(provider, c, freq, adjust, retries, job_id) for c in chunks]
+    return [_task(provider, c, freq, adjust, retries, timeout, job_id) for c in chunks]
 
 
-def _task(provider, chunk: Chunk, freq: Freq, adjust: Adjust, retries: int, job_id: str):
+def _task(provider, chunk, freq, adjust, retries, timeout, job_id):
     # pure=False and a key naming job and chunk: identical arguments in a later job (a re-run
     # in the same notebook) must fetch again, never reuse a cached result.
     return dask.delayed(fetch_chunk, pure=False)(
-        provider, chunk, freq, adjust, retries,
+        provider, chunk, freq, adjust, retries, timeout,
         dask_key_name=f"kdist-{job_id}-chunk-{chunk.index:05d}",
     )
 
 
 def _new_job_id() -> str:
     return f"{_dt.datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
-
-
-@dataclass
-class Report:
-    """The outcome of one import: counts, failures, timings. ``str()`` is a readable summary."""
-
-    job_id: str
-    status: str
-    mode: str
-    provider: str
-    freq: str
-    adjust: str
-    start: str
-    end: str
-    db: str
-    n_symbols: int = 0
-    n_chunks: int = 0
-    symbols_ok: int = 0
-    symbols_empty: int = 0
-    symbols_failed: int = 0
-    failures: dict[str, str] = field(default_factory=dict)
-    empty: list[str] = field(default_factory=list)
-    rows_written: int = 0
-    rejected_rows: int = 0
-    elapsed_s: float = 0.0
-    dashboard_link: str | None = None
-    fallback_reason: str | None = None
-
-    @property
-    def rows_per_s(self) -> float:
-        return self.rows_written / self.elapsed_s if self.elapsed_s else 0.0
-
-    def to_dict(self) -> dict:
-        """A JSON-ready dict of every field."""
-        return asdict(self)
-
-    def _rows(self):
-        rows = [
-            ("job", self.job_id),
-            ("status", self.status),
-            ("mode", self.mode + (f" (fallback: {self.fallback_reason})" if self.fallback_reason else "")),
-            ("provider", f"{self.provider}  {self.freq} {self.adjust}  {self.start} .. {self.end}"),
-            ("symbols", f"{self.n_symbols} in {self.n_chunks} chunks: {self.symbols_ok} ok, "
-                        f"{self.symbols_empty} empty, {self.symbols_failed} failed"),
-            ("rows written", f"{self.rows_written:,}" + (f" ({self.rejected_rows:,} rejected)" if self.rejected_rows else "")),
-            ("time", f"{self.elapsed_s:.1f} s ({self.rows_per_s:,.0f} rows/s)"),
-            ("database", self.db),
-        ]
-        if self.dashboard_link:
-            rows.append(("dashboard", self.dashboard_link))
-        return rows
-
-    def _failure_lines(self, limit=10):
-        items = list(self.failures.items())
-        lines = [f"{s}: {r}" for s, r in items[:limit]]
-        if len(items) > limit:
-            lines.append(f"... and {len(items) - limit} more (kdist jobs {self.job_id})")
-        return lines
-
-    def __str__(self):
-        width = max(len(k) for k, _ in self._rows())
-        text = [f"{k:<{width}}  {v}" for k, v in self._rows()]
-        if self.failures:
-            text.append("failures:")
-            text += [f"  {line}" for line in self._failure_lines()]
-        if self.empty:
-            text.append(f"empty: {', '.join(self.empty[:10])}" + (" ..." if len(self.empty) > 10 else ""))
-        return "\n".join(text)
-
-    def table(self):
-        """The summary as a ``rich`` table, for terminals."""
-        from rich.table import Table
-
-        table = Table(title="kdist import", show_header=False)
-        table.add_column(style="bold")
-        table.add_column()
-        for key, value in self._rows():
-            table.add_row(key, str(value))
-        for line in self._failure_lines():
-            table.add_row("[red]failed", line)
-        return table
-
-    def _repr_html_(self):
-        rows = "".join(
-            f"<tr><th style='text-align:left'>{html.escape(k)}</th><td style='text-align:left'>"
-            f"{html.escape(str(v))}</td></tr>"
-            for k, v in self._rows()
-        )
-        fails = "".join(f"<li>{html.escape(line)}</li>" for line in self._failure_lines())
-        fails = f"<p><b>failures</b></p><ul>{fails}</ul>" if fails else ""
-        return f"<div><b>kdist import</b><table>{rows}</table>{fails}</div>"
 
 
 class _Batch:
@@ -323,9 +305,19 @@ class _Batch:
             self.frames.append(result.bars)
             self.rows += len(result.bars)
         self.outcomes.extend(result.outcomes)
-        ok = [o["symbol"] for o in result.outcomes if o["status"] == "ok"]
+        # Only symbols that came back with bars replace their stored window: a failure or
+        # an empty answer never erases history.
+        ok = [(o["symbol"], o["window_start"]) for o in result.outcomes if o["status"] == "ok"]
         if ok:
-            self.windows.append(pd.DataFrame({"symbol": ok, "start": chunk.start, "stop": chunk.end}))
+            symbols, starts = zip(*ok)
+            self.windows.append(
+                pd.DataFrame({"symbol": list(symbols), "start": list(starts), "stop": chunk.end})
+            )
+
+    def add_outcomes(self, outcomes):
+        if self.since is None:
+            self.since = time.monotonic()
+        self.outcomes.extend(outcomes)
 
     def due(self, batch_rows, flush_seconds) -> bool:
         if self.since is None:
@@ -335,30 +327,74 @@ class _Batch:
     def write(self, store: Store, **job) -> int:
         if self.since is None:
             return 0
-        bars = pd.concat(self.frames, ignore_index=True) if self.frames else None
-        if bars is None:
-            from .schema import empty_bars
-
-            bars = empty_bars()
-            bars.insert(0, "symbol", pd.Series(dtype="str"))
         windows = (
-            pd.concat(self.windows, ignore_index=True)
+            pd.concat(self.windows, ignore_index=True).astype(
+                {"start": "datetime64[us]", "stop": "datetime64[us]"})
             if self.windows
-            else pd.DataFrame({"symbol": pd.Series(dtype="str"), "start": pd.Series(dtype="datetime64[us]"), "stop": pd.Series(dtype="datetime64[us]")})
+            else pd.DataFrame({"symbol": pd.Series(dtype="str"),
+                               "start": pd.Series(dtype="datetime64[us]"),
+                               "stop": pd.Series(dtype="datetime64[us]")})
         )
-        rows = store.write_batch(bars, self.outcomes, windows=windows, **job)
+        rows = store.write_batch(_concat(self.frames), self.outcomes, windows=windows, **job)
         self.__init__()
         return rows
+
+
+@dataclass
+class _Job:
+    """A validated job, new or resumed, before it runs."""
+
+    job_id: str
+    symbols: list[str]
+    invalid: list[str]
+    start: pd.Timestamp
+    end: pd.Timestamp  # exclusive
+    freq: Freq
+    adjust: Adjust
+    provider: Provider
+    incremental: bool
+    overlap: int
+    resumed: bool = False
+
+
+def _plan_job(symbols, start, end, freq, adjust, provider, db, skip_invalid, incremental,
+              overlap, resume) -> _Job:
+    """Validate everything the caller gave, or read a job to resume, before any work."""
+    if resume is not None:
+        with Store(db, read_only=True) as store:
+            job = store.job(resume)
+            todo = store.unfinished_symbols(resume)
+        if provider is None:
+            provider = get_provider(job["provider"], **job["provider_options"])
+        else:
+            provider = get_provider(provider)
+        lo, hi = window_bounds(job["start"], job["end"])
+        params = job["params"]
+        return _Job(resume, todo, [], lo, hi, Freq.parse(job["freq"]),
+                    Adjust.parse(job["adjust"]), provider, bool(params.get("incremental")),
+                    int(params.get("overlap", overlap)), resumed=True)
+    freq, adjust = Freq.parse(freq), Adjust.parse(adjust)
+    lo, hi = window_bounds(start, end)
+    provider = get_provider(provider if provider is not None else "synthetic")
+    if overlap < 1:
+        raise UsageError(f"overlap must be at least 1 bar, not {overlap}")
+    if symbols is None:
+        symbols = provider.list_symbols()
+    valid, invalid = parse_symbols(symbols, skip_invalid=skip_invalid)
+    if not valid:
+        raise UsageError("No valid symbols to import: name some, or use --all")
+    return _Job(_new_job_id(), valid, invalid, lo, hi, freq, adjust, provider, incremental,
+                overlap)
 
 
 def ingest(
     symbols=None,
     *,
-    start,
+    start=None,
     end=None,
     freq="1d",
     adjust="none",
-    provider="synthetic",
+    provider=None,
     db=DEFAULT_DB,
     client=None,
     chunk_size: int | None = None,
@@ -368,7 +404,11 @@ def ingest(
     threads_per_worker: int | None = None,
     fallback: bool = True,
     skip_invalid: bool = False,
+    incremental: bool = False,
+    overlap: int = OVERLAP,
+    resume: str | None = None,
     retries: int = RETRIES,
+    timeout: float | None = CALL_TIMEOUT,
     batch_rows: int = BATCH_ROWS,
     flush_seconds: float = FLUSH_SECONDS,
     max_in_flight: int | None = None,
@@ -387,7 +427,8 @@ def ingest(
     freq, adjust
         ``1d 1w 1M 1m 5m 15m 30m 60m`` and ``none qfq hfq``.
     provider
-        A registered name or a provider object (``kdist.get_provider("synthetic", latency=0.05)``).
+        A registered name or a provider object (``kdist.get_provider("synthetic", latency=0.05)``);
+        default ``"synthetic"``, or for ``resume`` the job's own.
     db
         Path of the DuckDB file, created if missing.
     client
@@ -401,8 +442,15 @@ def ingest(
         Size of a local cluster; whether an unusable scheduler falls back to local execution.
     skip_invalid
         Record invalid symbols as failed and import the rest, instead of refusing the job.
-    retries
-        Attempts per symbol for transient errors.
+    incremental, overlap
+        Fetch each stored symbol from its last ``overlap`` stored bars on, instead of the
+        whole window; when those bars differ at the source (history revised, e.g. re-adjusted
+        prices) fetch the symbol in full and report it as revised. New symbols get the window.
+    resume
+        A job id: finish that job from its recorded parameters, fetching only its symbols
+        that are not yet ok or empty. ``symbols``, dates, freq and adjust are not used.
+    retries, timeout
+        Attempts per symbol for transient errors, and seconds one provider call may take.
     batch_rows, flush_seconds
         A batch is written when it holds this many rows or is this old.
     max_in_flight
@@ -412,7 +460,7 @@ def ingest(
         before the job stops: never a hang.
     cancel
         A ``threading.Event``: when set, in-flight work is cancelled, finished batches are
-        committed and the job is marked cancelled.
+        committed and the job is marked cancelled (resumable).
 
     Returns
     -------
@@ -426,139 +474,216 @@ def ingest(
         Invalid symbols, dates, freq, adjust, provider or options; nothing is fetched.
     StoreError
         The database cannot be opened (``DatabaseLockedError`` names the holder).
+    ClusterError
+        The cluster was lost mid-job; finished batches are stored, resume with the job id.
     JobFailedError
         Not one symbol could be imported; ``.report`` has the details.
     """
     t0 = time.perf_counter()
-    freq, adjust = Freq.parse(freq), Adjust.parse(adjust)
-    lo, hi = window_bounds(start, end)
-    provider = get_provider(provider)
-    provider.check(freq=freq, adjust=adjust, start=lo, end=hi)
-    if symbols is None:
-        symbols = provider.list_symbols()
-    valid, invalid = parse_symbols(symbols, skip_invalid=skip_invalid)
-    if not valid:
-        raise UsageError("No valid symbols to import: name some, or use --all")
+    job = _plan_job(symbols, start, end, freq, adjust, provider, db, skip_invalid,
+                    incremental, overlap, resume)
+    job.provider.check(freq=job.freq, adjust=job.adjust, start=job.start, end=job.end)
     callback = callback or Callback()
+    if job.resumed and not job.symbols:
+        report = _report(job, "done", db, mode="none")
+        callback.on_finish(report)
+        return report
 
     with resolve_cluster(
         client, n_workers=n_workers, threads_per_worker=threads_per_worker, fallback=fallback,
         worker_timeout=worker_timeout,
     ) as cluster, Store(db) as store:
-        job_id = _new_job_id()
-        n_threads = cluster.n_threads
+        report = _report(job, "running", db, mode=cluster.mode, cluster=cluster)
+        windows = overlap_bars = None
+        if job.incremental:
+            windows, overlap_bars = store.incremental_windows(
+                job.symbols, job.freq, job.adjust, job.start, job.end, job.overlap
+            )
         chunks = plan_chunks(
-            valid, lo, hi, freq=freq, n_threads=n_threads, n_workers=cluster.n_workers,
-            chunk_size=chunk_size, split=split,
+            job.symbols, job.start, job.end, freq=job.freq, n_threads=cluster.n_threads,
+            n_workers=cluster.n_workers, chunk_size=chunk_size, split=split,
+            windows=windows, overlap=overlap_bars,
         )
-        tasks = [(_task(provider, c, freq, adjust, retries, job_id), c) for c in chunks]
-        report = Report(
-            job_id=job_id, status="running", mode=cluster.mode, provider=provider.name,
-            freq=freq.value, adjust=adjust.value, start=str(lo.date()),
-            end=str((hi - pd.Timedelta(days=1)).date()), db=str(db),
-            n_symbols=len(valid) + len(invalid), n_chunks=len(tasks),
-            dashboard_link=cluster.dashboard_link, fallback_reason=cluster.fallback_reason,
-        )
-        store.start_job(
-            {
-                "job_id": job_id, "mode": cluster.mode, "provider": provider.name,
-                "provider_options": provider.given_options(),
-                "provider_version": provider.version(), "freq": freq.value,
-                "adjust": adjust.value, "start": lo.date(), "end": report.end,
-                "note": cluster.fallback_reason,
-            },
-            valid + invalid,
-        )
+        report.n_chunks = len(chunks)
+        _record_start(store, job, cluster)
         callback.on_start(
-            {"job_id": job_id, "mode": cluster.mode, "n_symbols": report.n_symbols,
-             "n_chunks": len(tasks), "dashboard_link": cluster.dashboard_link, "db": str(db)}
+            {"job_id": job.job_id, "mode": cluster.mode, "n_symbols": report.n_symbols,
+             "n_chunks": len(chunks), "dashboard_link": cluster.dashboard_link, "db": str(db)}
         )
         callback.set_size(report.n_symbols)
-        batch = _Batch()
-        write_args = {"job_id": job_id, "freq": freq, "adjust": adjust, "source": provider.name}
-        if invalid:
-            bad = [_outcome(s, "failed", error=UsageError("invalid symbol")) for s in invalid]
-            batch.outcomes.extend(bad)
-            batch.since = time.monotonic()
-            _tally(report, bad)
-            callback.on_symbols(bad)
-
-        limit = max_in_flight or max(4, 2 * n_threads)
-        queue = list(reversed(tasks))
-        pending: dict = {}
-        status = "failed"
-        try:
-            idle_since = time.monotonic()
-            while queue or pending:
-                while queue and len(pending) < limit:
-                    task, chunk = queue.pop()
-                    pending[cluster.submit(task)] = chunk
-                done, _ = cluster.wait(set(pending), timeout=min(1.0, flush_seconds))
-                for future in done:
-                    chunk = pending.pop(future)
-                    result = _result(future, chunk)
-                    batch.add(result, chunk)
-                    _tally(report, result.outcomes)
-                    callback.on_symbols(result.outcomes)
-                if done:
-                    idle_since = time.monotonic()
-                elif time.monotonic() - idle_since > worker_timeout and cluster.live_workers() == 0:
-                    raise NoWorkersError(
-                        f"No workers for {worker_timeout:g}s; {len(pending) + len(queue)} chunks "
-                        f"not fetched; what finished is stored",
-                        job_id=job_id,
-                    )
-                if batch.due(batch_rows, flush_seconds):
-                    rows = batch.write(store, **write_args)
-                    report.rows_written += rows
-                    callback.on_write(rows, report.rows_written)
-                if cancel is not None and cancel.is_set():
-                    break
-            status = "cancelled" if (queue or pending) else _final_status(report)
-        except KeyboardInterrupt:
-            status = "cancelled"
-            raise
-        finally:
-            cluster.cancel(set(pending))
-            try:
-                # Whatever finished is worth keeping, however the job ends.
-                rows = batch.write(store, **write_args)
-                report.rows_written += rows
-                callback.on_write(rows, report.rows_written)
-            except KdistError:
-                status = "failed"
-                if sys.exc_info()[0] is None:
-                    raise
-            finally:
-                report.status = status
-                report.elapsed_s = round(time.perf_counter() - t0, 3)
-                store.finish_job(job_id, status=status, elapsed_s=report.elapsed_s)
+        _run(job, chunks, cluster, store, report, callback, t0, retries=retries,
+             timeout=timeout, batch_rows=batch_rows, flush_seconds=flush_seconds,
+             max_in_flight=max_in_flight, worker_timeout=worker_timeout, cancel=cancel)
 
     callback.on_finish(report)
     if report.status == "failed" and report.symbols_failed == report.n_symbols:
         raise JobFailedError(
             f"No symbol could be imported ({report.symbols_failed} failed); "
-            f"see kdist jobs {job_id}",
+            f"see kdist jobs {job.job_id} --db {db}",
             report=report,
         )
     return report
 
 
-def _result(future, chunk: Chunk) -> ChunkResult:
+def _report(job: _Job, status: str, db, *, mode: str, cluster: Cluster | None = None) -> Report:
+    return Report(
+        job_id=job.job_id, status=status, mode=mode, provider=job.provider.name,
+        freq=job.freq.value, adjust=job.adjust.value, start=str(job.start.date()),
+        end=str((job.end - pd.Timedelta(days=1)).date()), db=str(db),
+        n_symbols=len(job.symbols) + len(job.invalid),
+        dashboard_link=cluster.dashboard_link if cluster else None,
+        fallback_reason=cluster.fallback_reason if cluster else None,
+        resumed=job.resumed, incremental=job.incremental,
+    )
+
+
+def _record_start(store: Store, job: _Job, cluster: Cluster):
+    if job.resumed:
+        store.resume_job(job.job_id, mode=cluster.mode, note=cluster.fallback_reason)
+        return
+    store.start_job(
+        {
+            "job_id": job.job_id, "mode": cluster.mode, "provider": job.provider.name,
+            "provider_options": job.provider.given_options(),
+            "provider_version": job.provider.version(), "freq": job.freq.value,
+            "adjust": job.adjust.value, "start": job.start.date(),
+            "end": (job.end - pd.Timedelta(days=1)).date(),
+            "params": {"incremental": job.incremental, "overlap": job.overlap},
+            "note": cluster.fallback_reason,
+        },
+        job.symbols + job.invalid,
+    )
+
+
+def _run(job, chunks, cluster, store, report, callback, t0, *, retries, timeout, batch_rows,
+         flush_seconds, max_in_flight, worker_timeout, cancel):
+    """Submit the chunks, collect and write their results; always leave the job recorded."""
+    batch = _Batch()
+    write_args = {"job_id": job.job_id, "freq": job.freq, "adjust": job.adjust,
+                  "source": job.provider.name}
+    if job.invalid:
+        bad = [_outcome(s, "failed", error=UsageError("invalid symbol")) for s in job.invalid]
+        batch.add_outcomes(bad)
+        _tally(report, bad)
+        callback.on_symbols(bad)
+
+    def flush():
+        rows = batch.write(store, **write_args)
+        report.rows_written += rows
+        if rows:
+            callback.on_write(rows, report.rows_written)
+
+    limit = max_in_flight or max(4, 2 * cluster.n_threads)
+    queue = [(_task(job.provider, c, job.freq, job.adjust, retries, timeout, job.job_id), c)
+             for c in reversed(chunks)]
+    pending: dict = {}
+    status = "failed"
+    try:
+        watch = _Watchdog(cluster, worker_timeout)
+        while queue or pending:
+            while queue and len(pending) < limit:
+                task, chunk = queue.pop()
+                pending[cluster.submit(task)] = chunk
+            done, _ = cluster.wait(set(pending), timeout=min(1.0, flush_seconds))
+            for future in done:
+                chunk = pending.pop(future)
+                result = _result(future, chunk, cluster)
+                batch.add(result, chunk)
+                _tally(report, result.outcomes)
+                callback.on_symbols(result.outcomes)
+            watch.check(bool(done), len(pending) + len(queue), job.job_id)
+            if batch.due(batch_rows, flush_seconds):
+                flush()
+            if cancel is not None and cancel.is_set():
+                break
+        status = "cancelled" if (queue or pending) else _final_status(report)
+    except KeyboardInterrupt:
+        status = "cancelled"
+        raise
+    except ClusterError:
+        status = "interrupted"
+        raise
+    finally:
+        cluster.cancel(set(pending))
+        try:
+            flush()  # whatever finished is kept, however the job ends
+        except KdistError:
+            status = "failed"
+            if not _raising():
+                raise
+        finally:
+            report.status = status
+            report.elapsed_s = round(time.perf_counter() - t0, 3)
+            store.finish_job(job.job_id, status=status, elapsed_s=report.elapsed_s)
+
+
+def _raising() -> bool:
+    import sys
+
+    return sys.exc_info()[0] is not None
+
+
+class _Watchdog:
+    """Stops a job that can no longer progress: no workers, or no scheduler."""
+
+    def __init__(self, cluster: Cluster, worker_timeout: float):
+        self.cluster = cluster
+        self.worker_timeout = worker_timeout
+        self.progress_at = time.monotonic()
+        self.checked_at = 0.0
+        self.lost_since = None
+
+    def check(self, progressed: bool, remaining: int, job_id: str):
+        now = time.monotonic()
+        if progressed:
+            self.progress_at = now
+            self.lost_since = None
+            return
+        if self.cluster.client is None or now - self.checked_at < 2.0:
+            return
+        self.checked_at = now
+        resume = f"what finished is stored; resume with: kdist ingest --resume {job_id}"
+        if not self.cluster.connected():
+            self.lost_since = self.lost_since or now
+            if now - self.lost_since >= RECONNECT_GRACE:
+                raise SchedulerUnreachableError(
+                    f"Lost the scheduler {self.cluster.address} mid-job with {remaining} "
+                    f"chunks not fetched; {resume}",
+                    address=self.cluster.address, job_id=job_id,
+                )
+            return
+        self.lost_since = None
+        if now - self.progress_at > self.worker_timeout and self.cluster.live_workers() == 0:
+            raise NoWorkersError(
+                f"No workers for {self.worker_timeout:g}s with {remaining} chunks not fetched; "
+                f"{resume}",
+                address=self.cluster.address, job_id=job_id,
+            )
+
+
+def _result(future, chunk: Chunk, cluster: Cluster) -> ChunkResult:
     """A finished future's result, or a result that marks every symbol of its chunk failed."""
     try:
         return future.result()
     except Exception as exc:
-        name = type(exc).__name__
-        if name == "KilledWorker":
+        if type(exc).__name__ == "KilledWorker":
             exc = RuntimeError(f"worker died while fetching ({exc})")
-        return ChunkResult(chunk.index, pd.DataFrame(), [_outcome(s, "failed", error=exc) for s in chunk.symbols])
+        elif type(exc).__name__ == "CancelledError" and not cluster.connected():
+            raise SchedulerUnreachableError(
+                f"Lost the scheduler {cluster.address} mid-job; what finished is stored",
+                address=cluster.address,
+            ) from exc
+        return ChunkResult(
+            chunk.index, _concat([]), [_outcome(s, "failed", error=exc) for s in chunk.symbols]
+        )
 
 
 def _tally(report: Report, outcomes):
     for o in outcomes:
         if o["status"] == "ok":
             report.symbols_ok += 1
+            if o.get("revised"):
+                report.revised.append(o["symbol"])
         elif o["status"] == "empty":
             report.symbols_empty += 1
             report.empty.append(o["symbol"])
@@ -574,6 +699,56 @@ def _final_status(report: Report) -> str:
     if report.symbols_failed == report.n_symbols:
         return "failed"
     return "partial"
+
+
+def update(
+    db=DEFAULT_DB,
+    *,
+    provider=None,
+    freq="1d",
+    adjust="none",
+    end=None,
+    client=None,
+    callback: Callback | None = None,
+    **kwargs,
+) -> list[Report]:
+    """Bring every stored symbol up to date: one incremental :func:`ingest` per source.
+
+    Each (freq, adjust) series stored by a provider is extended from its last bars to ``end``
+    (default today), with that provider's options from its most recent job. Pass
+    ``provider`` (a name or an object) to update only what that provider stored, or to change
+    its options. Suitable for a daily cron job (``kdist update``).
+
+    Returns one :class:`~kdist.report.Report` per provider updated (empty if nothing is
+    stored).
+    """
+    freq, adjust = Freq.parse(freq), Adjust.parse(adjust)
+    wanted = None if provider is None else get_provider(provider)
+    with Store(db, read_only=True) as store:
+        stored = store.catalog()
+        jobs = store.jobs()
+    stored = stored[(stored["freq"] == freq.value) & (stored["adjust"] == adjust.value)]
+    if wanted is not None:
+        stored = stored[stored["source"] == wanted.name]
+    reports = []
+    for source, rows in stored.groupby("source", sort=True):
+        if wanted is None:
+            recent = jobs[jobs["provider"] == source]
+            options = {}
+            if len(recent):
+                with Store(db, read_only=True) as store:
+                    options = store.job(recent["job_id"].iat[0])["provider_options"]
+            chosen = get_provider(source, **options)
+        else:
+            chosen = wanted
+        reports.append(
+            ingest(
+                rows["symbol"].tolist(), start=rows["first"].min(), end=end, freq=freq,
+                adjust=adjust, provider=chosen, db=db, client=client, callback=callback,
+                incremental=True, **kwargs,
+            )
+        )
+    return reports
 
 
 def fetch(
@@ -597,20 +772,26 @@ def fetch(
     lo, hi = window_bounds(start, end)
     provider = get_provider(provider)
     provider.check(freq=freq, adjust=adjust, start=lo, end=hi)
+    valid, _ = parse_symbols(symbols)
     with resolve_cluster(client) as cluster:
-        valid, _ = parse_symbols(symbols)
-        chunks = plan_chunks(valid, lo, hi, freq=freq, n_threads=cluster.n_threads, chunk_size=chunk_size)
+        chunks = plan_chunks(valid, lo, hi, freq=freq, n_threads=cluster.n_threads,
+                             chunk_size=chunk_size)
         job_id = _new_job_id()
-        pending = {cluster.submit(_task(provider, c, freq, adjust, RETRIES, job_id)): c for c in chunks}
+        pending = {
+            cluster.submit(_task(provider, c, freq, adjust, RETRIES, CALL_TIMEOUT, job_id)): c
+            for c in chunks
+        }
         frames, failures, rows, warned = {}, {}, 0, False
         while pending:
             done, _ = cluster.wait(set(pending), timeout=1.0)
             for future in done:
                 chunk = pending.pop(future)
-                result = _result(future, chunk)
+                result = _result(future, chunk, cluster)
                 frames[chunk.index] = result.bars
                 rows += len(result.bars)
-                failures.update({o["symbol"]: o["error"] for o in result.outcomes if o["status"] == "failed"})
+                failures.update(
+                    {o["symbol"]: o["error"] for o in result.outcomes if o["status"] == "failed"}
+                )
                 if rows > FETCH_WARN_ROWS and not warned:
                     warned = True
                     warnings.warn(
@@ -620,7 +801,4 @@ def fetch(
     if failures:
         shown = "; ".join(f"{s}: {e}" for s, e in list(failures.items())[:5])
         warnings.warn(f"{len(failures)} symbol(s) failed: {shown}", UserWarning, stacklevel=2)
-    ordered = [frames[i] for i in sorted(frames) if len(frames[i])]
-    if not ordered:
-        return fetch_chunk(provider, Chunk(0, (), lo, hi), freq, adjust).bars
-    return pd.concat(ordered, ignore_index=True)
+    return _concat([frames[i] for i in sorted(frames) if len(frames[i])])

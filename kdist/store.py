@@ -24,10 +24,10 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from .errors import DatabaseLockedError, SchemaVersionError, StoreError
+from .errors import DatabaseLockedError, SchemaVersionError, StoreError, UsageError
 from .schema import Adjust, Freq, parse_symbols, to_date
 
-__all__ = ["DEFAULT_DB", "Store", "check", "load"]
+__all__ = ["DEFAULT_DB", "Store", "catalog", "check", "load"]
 
 #: Where the CLI and the API put the database when ``db`` is not given.
 DEFAULT_DB = "data/kdist.duckdb"
@@ -69,6 +69,7 @@ CREATE TABLE IF NOT EXISTS kdist_jobs (
     rejected_rows BIGINT DEFAULT 0,
     elapsed_s DOUBLE,
     kdist_version VARCHAR,
+    params VARCHAR,
     note VARCHAR
 );
 CREATE TABLE IF NOT EXISTS kdist_job_symbols (
@@ -83,6 +84,8 @@ CREATE TABLE IF NOT EXISTS kdist_job_symbols (
     error VARCHAR,
     rejected_rows BIGINT,
     rejected VARCHAR,
+    window_start TIMESTAMP,
+    revised BOOLEAN,
     updated_at TIMESTAMP
 );
 """
@@ -98,8 +101,14 @@ _OUTCOME_COLUMNS = (
     "error",
     "rejected_rows",
     "rejected",
+    "window_start",
+    "revised",
 )
 _LOCK = re.compile(r"Conflicting lock is held in (?P<holder>.*?) \(PID (?P<pid>\d+)\)")
+
+
+#: Files this process has open for writing (see Store.__init__).
+_WRITERS: set[str] = set()
 
 
 def _now() -> _dt.datetime:
@@ -138,6 +147,17 @@ class Store:
                     f"Cannot create the directory of {self.path}: {exc.strerror}",
                     path=str(self.path),
                 ) from exc
+        key = str(self.path.resolve())
+        if not read_only and key in _WRITERS:
+            # DuckDB would hand this process a second connection to the same file: two
+            # imports writing at once. Refuse, as another process would be refused.
+            raise DatabaseLockedError(
+                f"{self.path} is in use by another import in this process: wait for it to "
+                "finish (or cancel it), or use another --db",
+                path=str(self.path),
+                holder="this process",
+                pid=os.getpid(),
+            )
         try:
             self.con = duckdb.connect(str(self.path), read_only=read_only)
         except duckdb.Error as exc:
@@ -147,6 +167,11 @@ class Store:
         except BaseException:
             self.con.close()
             raise
+        self._key = None
+        if not read_only:
+            self._key = key
+            _WRITERS.add(key)
+            self._mark_interrupted()
 
     def _prepare(self):
         tables = {r[0] for r in self.con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
@@ -183,7 +208,19 @@ class Store:
             self.con.rollback()
             raise _store_error(self.path, exc) from exc
 
+    def _mark_interrupted(self):
+        # We hold the only write lock, so no job can still be running: one that says so was
+        # interrupted (its process killed) and is resumable.
+        self._transaction(
+            lambda con: con.execute(
+                """UPDATE kdist_jobs SET status = 'interrupted' WHERE status = 'running'"""
+            )
+        )
+
     def close(self):
+        if self._key is not None:
+            _WRITERS.discard(self._key)
+            self._key = None
         self.con.close()
 
     def __enter__(self):
@@ -203,8 +240,8 @@ class Store:
             con.execute(
                 """INSERT INTO kdist_jobs (job_id, created_at, status, mode, provider,
                    provider_options, provider_version, freq, adjust, start, "end",
-                   n_symbols, kdist_version, note)
-                   VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                   n_symbols, kdist_version, params, note)
+                   VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 [
                     job["job_id"],
                     now,
@@ -218,6 +255,7 @@ class Store:
                     job["end"],
                     len(symbols),
                     _version(),
+                    json.dumps(job.get("params", {}), default=str),
                     job.get("note"),
                 ],
             )
@@ -230,6 +268,81 @@ class Store:
             con.unregister("kdist_pending")
 
         self._transaction(work)
+
+    def resume_job(self, job_id: str, *, mode: str, note: str | None = None):
+        """Mark an existing job running again (its unfinished symbols are about to be fetched)."""
+        self._transaction(
+            lambda con: con.execute(
+                """UPDATE kdist_jobs SET status = 'running', mode = ?, finished_at = NULL,
+                       note = ? WHERE job_id = ?""",
+                [mode, note, job_id],
+            )
+        )
+
+    def job(self, job_id: str) -> dict:
+        """One job's recorded parameters and counts, or a UsageError naming the known ones."""
+        row = self.con.execute(
+            """SELECT job_id, status, mode, provider, provider_options, freq, adjust, start,
+                      "end", n_symbols, params FROM kdist_jobs WHERE job_id = ?""",
+            [job_id],
+        ).df()
+        if row.empty:
+            raise UsageError(
+                f"No job {job_id!r} in {self.path}; 'kdist jobs --db {self.path}' lists them"
+            )
+        job = row.iloc[0].to_dict()
+        job["provider_options"] = json.loads(job["provider_options"] or "{}")
+        job["params"] = json.loads(job["params"] or "{}")
+        if job["status"] == "running" and self.read_only:
+            job["status"] = "interrupted"
+        return job
+
+    def unfinished_symbols(self, job_id: str) -> list[str]:
+        """Symbols of a job that are not yet ok or empty (pending or failed), in order."""
+        return [
+            r[0]
+            for r in self.con.execute(
+                """SELECT symbol FROM kdist_job_symbols
+                   WHERE job_id = ? AND status NOT IN ('ok', 'empty') ORDER BY symbol""",
+                [job_id],
+            ).fetchall()
+        ]
+
+    def incremental_windows(
+        self, symbols: list[str], freq: Freq, adjust: Adjust, start, end, overlap: int
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Per-symbol fetch windows for an incremental job, and the bars they must match.
+
+        Returns ``(windows, overlap_bars)``. ``windows`` has ``symbol, since, full``: a stored
+        symbol is fetched from the day of its ``overlap``-th last bar (``since``), or, if those
+        bars changed at the source, again from ``full`` (its first stored bar or ``start``,
+        whichever is earlier); a new symbol from ``start``. ``end`` is exclusive.
+        """
+        wanted = pd.DataFrame({"symbol": pd.Series(symbols, dtype="str")})
+        self.con.register("kdist_wanted", wanted)
+        try:
+            bars = self.con.execute(
+                """SELECT k.symbol, k.ts, k.open, k.high, k.low, k.close, k.volume,
+                          min(k.ts) OVER (PARTITION BY k.symbol) AS first_ts
+                   FROM kline k JOIN kdist_wanted w ON k.symbol = w.symbol
+                   WHERE k.freq = ? AND k.adjust = ? AND k.ts < ?
+                   QUALIFY row_number() OVER (PARTITION BY k.symbol ORDER BY k.ts DESC) <= ?""",
+                [freq.value, adjust.value, end, overlap],
+            ).df()
+        finally:
+            self.con.unregister("kdist_wanted")
+        start = pd.Timestamp(start)
+        last_day = pd.Timestamp(end) - pd.Timedelta(days=1)
+        stored = bars.groupby("symbol").agg(since=("ts", "min"), first=("first_ts", "min"))
+        # Whole days: a provider fetches by date, and a window cut inside a day would count
+        # that day's earlier bars as "outside the window".
+        since = stored["since"].dt.normalize().clip(upper=last_day)
+        full = stored["first"].dt.normalize().clip(upper=start)
+        windows = wanted.assign(
+            since=wanted["symbol"].map(since).fillna(start).astype("datetime64[us]"),
+            full=wanted["symbol"].map(full).fillna(start).astype("datetime64[us]"),
+        )
+        return windows, bars.drop(columns="first_ts")
 
     def finish_job(self, job_id: str, *, status: str, elapsed_s: float, note: str | None = None):
         """Mark a job finished and recount its symbols from the ledger."""
@@ -253,18 +366,23 @@ class Store:
 
     def jobs(self) -> pd.DataFrame:
         """Every job, newest first."""
+        # A job still "running" in a file we could open read-only has no live writer: it was
+        # interrupted (process killed, machine lost) and can be resumed.
         return self.con.execute(
-            """SELECT job_id, created_at, finished_at, status, mode, provider, freq, adjust,
-                      start, "end", n_symbols, symbols_ok, symbols_empty, symbols_failed,
-                      rows_written, rejected_rows, elapsed_s, note
-               FROM kdist_jobs ORDER BY created_at DESC"""
+            """SELECT job_id, created_at, finished_at,
+                      CASE WHEN status = 'running' AND ? THEN 'interrupted' ELSE status END
+                          AS status,
+                      mode, provider, freq, adjust, start, "end", n_symbols, symbols_ok,
+                      symbols_empty, symbols_failed, rows_written, rejected_rows, elapsed_s, note
+               FROM kdist_jobs ORDER BY created_at DESC""",
+            [self.read_only],
         ).df()
 
     def job_symbols(self, job_id: str, status: str | None = None) -> pd.DataFrame:
         """The per-symbol ledger of one job, optionally only one status."""
         return self.con.execute(
             """SELECT symbol, status, rows, first_ts, last_ts, attempts, error_class, error,
-                      rejected_rows, rejected
+                      rejected_rows, rejected, window_start, revised
                FROM kdist_job_symbols WHERE job_id = ? AND (? IS NULL OR status = ?)
                ORDER BY symbol""",
             [job_id, status, status],
@@ -303,8 +421,9 @@ class Store:
         """
         ledger = pd.DataFrame.from_records(outcomes, columns=list(_OUTCOME_COLUMNS))
         ledger["rejected"] = [json.dumps(r) if r else None for r in ledger["rejected"]]
-        for col in ("first_ts", "last_ts"):
+        for col in ("first_ts", "last_ts", "window_start"):
             ledger[col] = pd.to_datetime(ledger[col]).astype("datetime64[us]")
+        ledger["revised"] = ledger["revised"].eq(True)  # missing counts as not revised
         now = _now()
 
         def work(con):
@@ -333,7 +452,8 @@ class Store:
             con.execute(
                 """INSERT INTO kdist_job_symbols
                    SELECT ?, symbol, status, rows, first_ts, last_ts, attempts, error_class,
-                          error, rejected_rows, rejected, ? FROM kdist_outcomes""",
+                          error, rejected_rows, rejected, window_start, revised, ?
+                   FROM kdist_outcomes""",
                 [job_id, now],
             )
             con.execute(
@@ -417,12 +537,21 @@ class Store:
             [freq.value, adjust.value],
         ).df()
 
-    def summary(self) -> pd.DataFrame:
-        """Per (symbol, freq, adjust): bar count, first and last bar, source."""
+    def catalog(self) -> pd.DataFrame:
+        """What is stored: per (symbol, freq, adjust) the bar count, first and last bar,
+        source, and when a job last wrote it."""
         return self.con.execute(
-            """SELECT symbol, freq, adjust, count(*) AS bars, min(ts) AS first, max(ts) AS last,
-                      any_value(source) AS source
-               FROM kline GROUP BY ALL ORDER BY symbol, freq, adjust"""
+            """WITH bars AS (
+                   SELECT symbol, freq, adjust, count(*) AS bars, min(ts) AS first,
+                          max(ts) AS last, any_value(source) AS source
+                   FROM kline GROUP BY ALL),
+               writes AS (
+                   SELECT s.symbol, j.freq, j.adjust, max(s.updated_at) AS updated
+                   FROM kdist_job_symbols s JOIN kdist_jobs j USING (job_id)
+                   WHERE s.status = 'ok' GROUP BY ALL)
+               SELECT bars.*, writes.updated FROM bars
+               LEFT JOIN writes USING (symbol, freq, adjust)
+               ORDER BY symbol, freq, adjust"""
         ).df()
 
 
@@ -443,6 +572,14 @@ def _store_error(path: Path, exc: Exception) -> StoreError:
             path=str(path),
             holder=holder,
             pid=pid,
+        )
+    if "different configuration" in text:
+        return DatabaseLockedError(
+            f"{path} is open for writing in this process (an import is running): wait for "
+            "it to finish, or read it after",
+            path=str(path),
+            holder="this process",
+            pid=os.getpid(),
         )
     first = text.splitlines()[0] if text else type(exc).__name__
     return StoreError(f"Cannot use database {path}: {first}", path=str(path))
@@ -478,3 +615,10 @@ def check(db=DEFAULT_DB) -> dict:
     """
     with Store(db, read_only=True) as store:
         return store.check()
+
+
+def catalog(db=DEFAULT_DB) -> pd.DataFrame:
+    """What is stored: per (symbol, freq, adjust) the bar count, first and last bar, source,
+    and when a job last wrote it (``updated``)."""
+    with Store(db, read_only=True) as store:
+        return store.catalog()

@@ -70,10 +70,11 @@ def test_bad_usage_exit_2_one_line_nothing_written(capsys, db, args, message):
 
 
 def test_argparse_errors_are_exit_2(capsys):
-    code = None
     with pytest.raises(SystemExit) as info:
-        main(["ingest", "600000.SH"])  # --start missing
+        main(["ingest", "600000.SH", "--workers", "many"])
     assert info.value.code == 2
+    code, _, err = run(capsys, "ingest", "600000.SH")
+    assert code == 2 and "--start is required" in err
 
 
 def test_debug_shows_the_traceback(db):

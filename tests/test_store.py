@@ -562,7 +562,7 @@ def test_fingerprint_per_freq_and_adjust(filled):
 
 def test_summary(filled):
     with Store(filled, read_only=True) as store:
-        summary = store.summary()
+        summary = store.catalog()
     row = summary[(summary["symbol"] == "600000.SH") & (summary["freq"] == "1d")
                   & (summary["adjust"] == "none")].iloc[0]
     assert row["bars"] == 8 and str(row["first"].date()) == JAN[0] and str(row["last"].date()) == FEB[-1]

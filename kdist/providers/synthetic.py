@@ -11,12 +11,15 @@ the last trading day of their week or month.
 Options simulate the network for tests and benchmarks: ``latency``/``jitter`` (seconds per
 call), ``fail`` (symbols that raise a permanent error), ``empty`` (symbols with no bars),
 ``flaky`` (probability of a transient error per call, deterministic from the seed and the
-call count) and ``call_log`` (a file that gets one line per call, to prove what was fetched).
+call count), ``hang`` (symbols whose call never answers), ``crash`` (symbols whose call kills
+the process, as a dying worker would) and ``call_log`` (a file that gets one line per call,
+``SYMBOL START END``, to prove what was fetched).
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import random
 import time
 import zlib
@@ -116,7 +119,9 @@ class SyntheticProvider(Provider):
         "empty": Option(str, "", "comma-separated symbols that have no bars"),
         "flaky": Option(float, 0.0, "probability of a transient error per call"),
         "universe": Option(int, 100, "how many symbols list_symbols() returns"),
-        "call_log": Option(str, "", "append one line per call to this file"),
+        "call_log": Option(str, "", "append 'SYMBOL START END' per call to this file"),
+        "hang": Option(str, "", "comma-separated symbols whose call never answers"),
+        "crash": Option(str, "", "comma-separated symbols whose call kills the process"),
     }
 
     def __init__(self, **options):
@@ -125,6 +130,8 @@ class SyntheticProvider(Provider):
         # Same forms as everywhere else: "sh600000, 000001" names 600000.SH and 000001.SZ.
         self._fail = set(parse_symbols(self.fail)[0]) if self.fail else set()
         self._empty = set(parse_symbols(self.empty)[0]) if self.empty else set()
+        self._hang = set(parse_symbols(self.hang)[0]) if self.hang else set()
+        self._crash = set(parse_symbols(self.crash)[0]) if self.crash else set()
 
     def list_symbols(self) -> list[str]:
         half = (self.universe + 1) // 2
@@ -132,12 +139,17 @@ class SyntheticProvider(Provider):
         sz = [f"{1 + i:06d}.SZ" for i in range(self.universe - half)]
         return [s for pair in zip(sh, sz + [None]) for s in pair if s][: self.universe]
 
-    def _simulate_network(self, symbol: str):
+    def _simulate_network(self, symbol: str, start, end):
         attempt = self._calls.get(symbol, 0)
         self._calls[symbol] = attempt + 1
         if self.call_log:
+            # One short line per call, appended: atomic across worker processes.
             with open(self.call_log, "a", encoding="utf-8") as log:
-                log.write(f"{symbol}\n")
+                log.write(f"{symbol} {to_date(start).date()} {to_date(end).date()}\n")
+        if symbol in self._crash:
+            os._exit(70)  # a worker dying mid-task, as a segfault or the OOM killer would
+        if symbol in self._hang:
+            time.sleep(24 * 3600)
         delay = self.latency + (random.uniform(-self.jitter, self.jitter) if self.jitter else 0.0)
         if delay > 0:
             time.sleep(delay)
@@ -154,7 +166,7 @@ class SyntheticProvider(Provider):
 
     def fetch(self, symbol, start, end, freq="1d", adjust="none") -> pd.DataFrame:
         freq, adjust = Freq.parse(freq), Adjust.parse(adjust)
-        self._simulate_network(symbol)
+        self._simulate_network(symbol, start, end)
         first = to_date(start).to_datetime64().astype("datetime64[D]")
         last = to_date(end).to_datetime64().astype("datetime64[D]")
         if symbol in self._empty or first > last:

@@ -260,14 +260,17 @@ def test_call_log_one_line_per_call(tmp_path):
     p.fetch(SYMBOL, "2024-01-02", "2024-01-05")
     with pytest.raises(PermanentProviderError):
         p.fetch("AAPL", "2024-01-02", "2024-01-05")
-    assert log.read_text(encoding="utf-8").splitlines() == [SYMBOL, "000001.SZ", SYMBOL, "AAPL"]
+    window = "2024-01-02 2024-01-05"
+    assert log.read_text(encoding="utf-8").splitlines() == [
+        f"{SYMBOL} {window}", f"000001.SZ {window}", f"{SYMBOL} {window}", f"AAPL {window}"
+    ]
 
 
 def test_call_log_survives_pickling(tmp_path):
     log = tmp_path / "calls.log"
     p = pickle.loads(pickle.dumps(SyntheticProvider(call_log=str(log))))
     p.fetch(SYMBOL, "2024-01-02", "2024-01-05")
-    assert log.read_text(encoding="utf-8") == f"{SYMBOL}\n"
+    assert log.read_text(encoding="utf-8") == f"{SYMBOL} 2024-01-02 2024-01-05\n"
 
 
 # --- symbols and options ---------------------------------------------------------------------
@@ -306,7 +309,7 @@ def test_unknown_option_lists_known_ones():
         SyntheticProvider(sed=1)
     message = str(info.value)
     assert "Unknown option(s) sed for provider 'synthetic'" in message
-    assert "known: call_log, empty, fail, flaky, jitter, latency, seed, universe" in message
+    assert "known: call_log, crash, empty, fail, flaky, hang, jitter, latency, seed, universe" in message
     assert info.value.option == "sed"
 
 

@@ -1,0 +1,110 @@
+"""The report of one import: what ran where, what each symbol came to, and how fast.
+
+``str(report)`` is a readable summary, ``report.table()`` a terminal table, the HTML repr a
+notebook table, and ``report.to_dict()`` the JSON the CLI prints with ``--json``.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import asdict, dataclass, field
+
+__all__ = ["Report"]
+
+
+@dataclass
+class Report:
+    """The outcome of one import: counts, failures, timings. ``str()`` is a readable summary."""
+
+    job_id: str
+    status: str
+    mode: str
+    provider: str
+    freq: str
+    adjust: str
+    start: str
+    end: str
+    db: str
+    n_symbols: int = 0
+    n_chunks: int = 0
+    symbols_ok: int = 0
+    symbols_empty: int = 0
+    symbols_failed: int = 0
+    failures: dict[str, str] = field(default_factory=dict)
+    empty: list[str] = field(default_factory=list)
+    rows_written: int = 0
+    rejected_rows: int = 0
+    elapsed_s: float = 0.0
+    dashboard_link: str | None = None
+    fallback_reason: str | None = None
+    #: Symbols whose stored overlap differed at the source, so they were fetched in full.
+    revised: list[str] = field(default_factory=list)
+    #: True when this run finished an earlier job (``resume=``): counts are this run's.
+    resumed: bool = False
+    incremental: bool = False
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows_written / self.elapsed_s if self.elapsed_s else 0.0
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict of every field."""
+        return asdict(self)
+
+    def _rows(self):
+        kind = ", ".join(k for k, on in (("resumed", self.resumed), ("incremental", self.incremental)) if on)
+        rows = [
+            ("job", self.job_id + (f" ({kind})" if kind else "")),
+            ("status", self.status),
+            ("mode", self.mode + (f" (fallback: {self.fallback_reason})" if self.fallback_reason else "")),
+            ("provider", f"{self.provider}  {self.freq} {self.adjust}  {self.start} .. {self.end}"),
+            ("symbols", f"{self.n_symbols} in {self.n_chunks} chunks: {self.symbols_ok} ok, "
+                        f"{self.symbols_empty} empty, {self.symbols_failed} failed"
+                        + (f", {len(self.revised)} revised" if self.revised else "")),
+            ("rows written", f"{self.rows_written:,}" + (f" ({self.rejected_rows:,} rejected)" if self.rejected_rows else "")),
+            ("time", f"{self.elapsed_s:.1f} s ({self.rows_per_s:,.0f} rows/s)"),
+            ("database", self.db),
+        ]
+        if self.dashboard_link:
+            rows.append(("dashboard", self.dashboard_link))
+        return rows
+
+    def _failure_lines(self, limit=10):
+        items = list(self.failures.items())
+        lines = [f"{s}: {r}" for s, r in items[:limit]]
+        if len(items) > limit:
+            lines.append(f"... and {len(items) - limit} more (kdist jobs {self.job_id})")
+        return lines
+
+    def __str__(self):
+        width = max(len(k) for k, _ in self._rows())
+        text = [f"{k:<{width}}  {v}" for k, v in self._rows()]
+        if self.failures:
+            text.append("failures:")
+            text += [f"  {line}" for line in self._failure_lines()]
+        if self.empty:
+            text.append(f"empty: {', '.join(self.empty[:10])}" + (" ..." if len(self.empty) > 10 else ""))
+        return "\n".join(text)
+
+    def table(self):
+        """The summary as a ``rich`` table, for terminals."""
+        from rich.table import Table
+
+        table = Table(title="kdist import", show_header=False)
+        table.add_column(style="bold")
+        table.add_column()
+        for key, value in self._rows():
+            table.add_row(key, str(value))
+        for line in self._failure_lines():
+            table.add_row("[red]failed", line)
+        return table
+
+    def _repr_html_(self):
+        rows = "".join(
+            f"<tr><th style='text-align:left'>{html.escape(k)}</th><td style='text-align:left'>"
+            f"{html.escape(str(v))}</td></tr>"
+            for k, v in self._rows()
+        )
+        fails = "".join(f"<li>{html.escape(line)}</li>" for line in self._failure_lines())
+        fails = f"<p><b>failures</b></p><ul>{fails}</ul>" if fails else ""
+        return f"<div><b>kdist import</b><table>{rows}</table>{fails}</div>"
