@@ -95,6 +95,15 @@ class Cluster:
                 done, pending = wait(list(futures), timeout=timeout, return_when="FIRST_COMPLETED")
         except TimeoutError:
             return set(), set(futures)
+        except Exception as exc:
+            # Dask cancels every future when the client loses its scheduler.
+            if type(exc).__name__ in ("FuturesCancelledError", "CancelledError"):
+                raise SchedulerUnreachableError(
+                    f"Lost the scheduler {self.address} mid-job ({len(futures)} chunks in "
+                    "flight were cancelled)",
+                    address=self.address,
+                ) from exc
+            raise
         return set(done), set(pending)
 
     def cancel(self, futures):

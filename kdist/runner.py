@@ -600,9 +600,13 @@ def _run(job, chunks, cluster, store, report, callback, t0, *, retries, timeout,
     except KeyboardInterrupt:
         status = "cancelled"
         raise
-    except ClusterError:
+    except ClusterError as exc:
         status = "interrupted"
-        raise
+        raise type(exc)(
+            f"{exc}; what finished is stored; resume with: "
+            f"kdist ingest --resume {job.job_id} --db {store.path}",
+            **{**exc.__dict__, "job_id": job.job_id},
+        ) from exc
     finally:
         cluster.cancel(set(pending))
         try:
@@ -642,21 +646,19 @@ class _Watchdog:
         if self.cluster.client is None or now - self.checked_at < 2.0:
             return
         self.checked_at = now
-        resume = f"what finished is stored; resume with: kdist ingest --resume {job_id}"
         if not self.cluster.connected():
             self.lost_since = self.lost_since or now
             if now - self.lost_since >= RECONNECT_GRACE:
                 raise SchedulerUnreachableError(
                     f"Lost the scheduler {self.cluster.address} mid-job with {remaining} "
-                    f"chunks not fetched; {resume}",
+                    "chunks not fetched",
                     address=self.cluster.address, job_id=job_id,
                 )
             return
         self.lost_since = None
         if now - self.progress_at > self.worker_timeout and self.cluster.live_workers() == 0:
             raise NoWorkersError(
-                f"No workers for {self.worker_timeout:g}s with {remaining} chunks not fetched; "
-                f"{resume}",
+                f"No workers for {self.worker_timeout:g}s with {remaining} chunks not fetched",
                 address=self.cluster.address, job_id=job_id,
             )
 
@@ -670,8 +672,7 @@ def _result(future, chunk: Chunk, cluster: Cluster) -> ChunkResult:
             exc = RuntimeError(f"worker died while fetching ({exc})")
         elif type(exc).__name__ == "CancelledError" and not cluster.connected():
             raise SchedulerUnreachableError(
-                f"Lost the scheduler {cluster.address} mid-job; what finished is stored",
-                address=cluster.address,
+                f"Lost the scheduler {cluster.address} mid-job", address=cluster.address
             ) from exc
         return ChunkResult(
             chunk.index, _concat([]), [_outcome(s, "failed", error=exc) for s in chunk.symbols]

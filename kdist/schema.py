@@ -335,65 +335,64 @@ def normalise(
             if alias in columns:
                 columns["ts"] = columns[alias]
                 break
-    data: dict[str, pd.Series] = {}
     if "ts" in columns:
         raw_ts = frame[columns["ts"]].reset_index(drop=True)
     elif isinstance(frame.index, pd.DatetimeIndex):
         raw_ts = frame.index.to_series().reset_index(drop=True)
     else:
         raise DataError("missing column 'ts' (or a date/datetime column or index)", column="ts")
-    data["ts"] = _to_ts(raw_ts, tz)
+    # Plain numpy from here on: a symbol's frame is small, so pandas' per-call overhead,
+    # not the arithmetic, would dominate.
+    ts = _to_ts(raw_ts, tz).to_numpy()
+    if not freq.intraday:
+        ts = ts.astype("datetime64[D]").astype("datetime64[us]")
+    values = {}
     for col in BAR_COLUMNS[1:]:
         if col not in columns:
             if col in PRICE_COLUMNS:
                 raise DataError(f"missing column {col!r}", column=col)
-            data[col] = pd.Series(np.nan, index=range(len(frame)), dtype="float64")
+            values[col] = np.full(len(frame), np.nan)
             continue
-        values = frame[columns[col]].reset_index(drop=True)
-        if not pd.api.types.is_numeric_dtype(values):
-            values = pd.to_numeric(values.astype("str").str.replace(",", ""), errors="coerce")
-        data[col] = values.astype("float64")
-    bars = pd.DataFrame(data)
+        series = frame[columns[col]]
+        if not pd.api.types.is_numeric_dtype(series):
+            series = pd.to_numeric(series.astype("str").str.replace(",", ""), errors="coerce")
+        values[col] = series.to_numpy(dtype="float64", na_value=np.nan)
 
-    if not freq.intraday:
-        bars["ts"] = bars["ts"].dt.normalize()
-
-    prices = bars[list(PRICE_COLUMNS)].to_numpy()
-    checks = [
-        ("bad timestamp", bars["ts"].isna().to_numpy()),
-        ("missing or non-finite price", ~np.isfinite(prices).all(axis=1)),
-        (
-            "non-positive price",
-            (prices <= 0).any(axis=1) if adjust is not Adjust.QFQ else np.zeros(len(bars), bool),
-        ),
-        ("high below low", (bars["high"] < bars["low"]).to_numpy()),
-        (
-            "open or close outside [low, high]",
-            (
-                (bars[["open", "close"]].max(axis=1) > bars["high"])
-                | (bars[["open", "close"]].min(axis=1) < bars["low"])
-            ).to_numpy(),
-        ),
-        ("negative volume", (bars["volume"] < 0).to_numpy() | (bars["amount"] < 0).to_numpy()),
-    ]
+    o, h, lo, c = (values[k] for k in PRICE_COLUMNS)
+    prices = np.column_stack((o, h, lo, c))
+    with np.errstate(invalid="ignore"):
+        checks = [
+            ("bad timestamp", np.isnat(ts)),
+            ("missing or non-finite price", ~np.isfinite(prices).all(axis=1)),
+            ("non-positive price",
+             (prices <= 0).any(axis=1) if adjust is not Adjust.QFQ else np.zeros(len(ts), bool)),
+            ("high below low", h < lo),
+            ("open or close outside [low, high]",
+             (np.maximum(o, c) > h) | (np.minimum(o, c) < lo)),
+            ("negative volume", (values["volume"] < 0) | (values["amount"] < 0)),
+        ]
     if start is not None or end is not None:
-        outside = np.zeros(len(bars), bool)
+        outside = np.zeros(len(ts), bool)
         if start is not None:
-            outside |= (bars["ts"] < start).to_numpy()
+            outside |= ts < np.datetime64(pd.Timestamp(start).as_unit("us").to_datetime64())
         if end is not None:
-            outside |= (bars["ts"] >= end).to_numpy()
+            outside |= ts >= np.datetime64(pd.Timestamp(end).as_unit("us").to_datetime64())
         checks.append(("outside requested window", outside))
-    bad = np.zeros(len(bars), bool)
+    bad = np.zeros(len(ts), bool)
     for reason, mask in checks:
         new = mask & ~bad
         if new.any():
             rejected[reason] += int(new.sum())
             bad |= new
-    if bad.any():
-        bars = bars[~bad]
-    # Last wins: a vendor that repeats a timestamp corrects itself in the later row.
-    before = len(bars)
-    bars = bars.drop_duplicates("ts", keep="last").sort_values("ts", kind="stable")
-    if len(bars) < before:
-        rejected["duplicate timestamp"] += before - len(bars)
-    return bars.reset_index(drop=True), dict(rejected)
+    keep = np.flatnonzero(~bad)
+    # Last wins: a vendor that repeats a timestamp corrects itself in the later row. A stable
+    # sort keeps equal timestamps in arrival order, so the last of each run is the one kept.
+    order = keep[np.argsort(ts[keep], kind="stable")]
+    sorted_ts = ts[order]
+    last = np.ones(len(order), bool)
+    last[:-1] = sorted_ts[1:] != sorted_ts[:-1]
+    if not last.all():
+        rejected["duplicate timestamp"] += int((~last).sum())
+        order = order[last]
+    bars = pd.DataFrame({"ts": ts[order], **{k: v[order] for k, v in values.items()}})
+    return bars, dict(rejected)

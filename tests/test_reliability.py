@@ -1,0 +1,218 @@
+"""Resume, cancel, incremental updates, timeouts, validation in the ledger, in process.
+
+The provider call log (synthetic option call_log: one "SYMBOL START END" line per call)
+proves what was fetched; the oracle (per-symbol count and value hash) proves what is stored.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pandas as pd
+import pytest
+
+import kdist
+from kdist.errors import DatabaseLockedError, UsageError
+from kdist.progress import Callback
+
+SYMBOLS = kdist.get_provider("synthetic", universe=12).list_symbols()
+WINDOW = {"start": "2024-01-01", "end": "2024-06-28"}
+
+
+def calls(log) -> list[list[str]]:
+    return [line.split() for line in log.read_text().splitlines()] if log.exists() else []
+
+
+@pytest.fixture
+def reference(tmp_path, fingerprint):
+    def make(**kwargs):
+        db = str(tmp_path / f"ref-{len(list(tmp_path.iterdir()))}.duckdb")
+        kdist.ingest(kwargs.pop("symbols", SYMBOLS), **{**WINDOW, **kwargs}, db=db, client="sync")
+        return fingerprint(db)
+
+    return make
+
+
+class CancelAfter(Callback):
+    def __init__(self, event, n):
+        self.event, self.n, self.seen = event, n, 0
+
+    def on_symbols(self, outcomes):
+        self.seen += len(outcomes)
+        if self.seen >= self.n:
+            self.event.set()
+
+
+def test_cancel_then_resume_fetches_only_the_rest(db, tmp_path, reference, fingerprint):
+    log = tmp_path / "calls.log"
+    cancel = threading.Event()
+    provider = kdist.get_provider("synthetic", call_log=str(log), latency=0.02)
+    first = kdist.ingest(SYMBOLS, **WINDOW, provider=provider, db=db, client="sync", chunk_size=1,
+                         callback=CancelAfter(cancel, 4), cancel=cancel)
+    assert first.status == "cancelled"
+    with kdist.Store(db, read_only=True) as store:
+        assert store.jobs()["status"].tolist() == ["cancelled"]
+        done = set(store.job_symbols(first.job_id, status="ok")["symbol"])
+    assert 4 <= len(done) < len(SYMBOLS)
+
+    log.unlink()
+    second = kdist.ingest(resume=first.job_id, db=db, client="sync")
+    fetched = {c[0] for c in calls(log)}
+    assert fetched == set(SYMBOLS) - done  # nothing fetched twice
+    assert second.job_id == first.job_id and second.resumed
+    assert second.n_symbols == len(SYMBOLS) - len(done)
+    with kdist.Store(db, read_only=True) as store:
+        job = store.jobs().iloc[0]
+    assert job["status"] == "done" and job["symbols_ok"] == len(SYMBOLS)
+    pd.testing.assert_frame_equal(fingerprint(db), reference())
+
+
+def test_resume_of_a_finished_job_fetches_nothing(db, tmp_path):
+    log = tmp_path / "calls.log"
+    provider = kdist.get_provider("synthetic", call_log=str(log))
+    report = kdist.ingest(SYMBOLS[:3], **WINDOW, provider=provider, db=db, client="sync")
+    log.unlink()
+    again = kdist.ingest(resume=report.job_id, db=db)
+    assert again.status == "done" and again.n_symbols == 0
+    assert not log.exists()
+
+
+def test_resume_retries_failed_symbols_with_the_recorded_provider(db, tmp_path, reference, fingerprint):
+    log = tmp_path / "calls.log"
+    provider = kdist.get_provider("synthetic", fail=SYMBOLS[2], call_log=str(log))
+    report = kdist.ingest(SYMBOLS, **WINDOW, provider=provider, db=db, client="sync")
+    assert report.status == "partial"
+    log.unlink()
+    # The recorded options would fail again: the caller may give a provider to resume with.
+    again = kdist.ingest(resume=report.job_id, db=db, client="sync",
+                         provider=kdist.get_provider("synthetic", call_log=str(log)))
+    assert [c[0] for c in calls(log)] == [SYMBOLS[2]]
+    assert again.symbols_ok == 1 and again.status == "done"
+    pd.testing.assert_frame_equal(fingerprint(db), reference())
+
+
+def test_resume_unknown_job_is_a_usage_error(db):
+    kdist.ingest(SYMBOLS[:1], **WINDOW, db=db, client="sync")
+    with pytest.raises(UsageError, match="No job 'nope'"):
+        kdist.ingest(resume="nope", db=db)
+
+
+def test_incremental_fetches_only_new_bars_and_equals_a_full_import(db, tmp_path, reference, fingerprint):
+    log = tmp_path / "calls.log"
+    provider = kdist.get_provider("synthetic", call_log=str(log))
+    kdist.ingest(SYMBOLS, start="2024-01-01", end="2024-06-14", provider=provider, db=db, client="sync")
+    log.unlink()
+    report = kdist.ingest(SYMBOLS, **WINDOW, provider=provider, db=db, client="sync", incremental=True)
+    assert report.incremental and report.revised == []
+    starts = {c[1] for c in calls(log)}
+    # The 3 overlap bars before 2024-06-14 (Fri) start on Wed 2024-06-12.
+    assert starts == {"2024-06-12"}
+    assert report.rows_written == len(SYMBOLS) * 13  # 3 overlap + 10 new trading days
+    pd.testing.assert_frame_equal(fingerprint(db), reference())
+
+
+def test_incremental_refetches_a_revised_symbol_whole(db, tmp_path, reference, fingerprint):
+    kdist.ingest(SYMBOLS, start="2024-01-01", end="2024-06-14", db=db, client="sync")
+    log = tmp_path / "calls.log"
+    revised = kdist.get_provider("synthetic", seed=5, call_log=str(log))  # history changed
+    report = kdist.ingest(SYMBOLS, **WINDOW, provider=revised, db=db, client="sync", incremental=True)
+    assert sorted(report.revised) == sorted(SYMBOLS)
+    assert {tuple(c[1:]) for c in calls(log)} == {("2024-06-12", "2024-06-28"), ("2024-01-01", "2024-06-28")}
+    pd.testing.assert_frame_equal(fingerprint(db), reference(provider=kdist.get_provider("synthetic", seed=5)))
+    with kdist.Store(db, read_only=True) as store:
+        assert store.job_symbols(report.job_id)["revised"].all()
+
+
+def test_incremental_gives_new_symbols_the_full_window(db, tmp_path):
+    kdist.ingest(SYMBOLS[:2], **WINDOW, db=db, client="sync")
+    log = tmp_path / "calls.log"
+    provider = kdist.get_provider("synthetic", call_log=str(log))
+    kdist.ingest(SYMBOLS[:3], **WINDOW, provider=provider, db=db, client="sync", incremental=True)
+    starts = {c[0]: c[1] for c in calls(log)}
+    assert starts[SYMBOLS[2]] == "2024-01-01"
+    assert starts[SYMBOLS[0]] == starts[SYMBOLS[1]] == "2024-06-26"
+
+
+def test_update_extends_every_stored_series_with_recorded_options(db, tmp_path, reference, fingerprint):
+    kdist.ingest(SYMBOLS, start="2024-01-01", end="2024-06-14", db=db, client="sync",
+                 provider=kdist.get_provider("synthetic", seed=2))
+    reports = kdist.update(db, end=WINDOW["end"], client="sync")
+    assert len(reports) == 1 and reports[0].incremental and reports[0].revised == []
+    pd.testing.assert_frame_equal(
+        fingerprint(db), reference(provider=kdist.get_provider("synthetic", seed=2))
+    )
+    catalog = kdist.catalog(db)
+    assert (catalog["last"] == pd.Timestamp("2024-06-28")).all()
+    assert catalog["updated"].notna().all() and set(catalog["source"]) == {"synthetic"}
+
+
+def test_update_with_nothing_stored_does_nothing(db):
+    kdist.ingest(SYMBOLS[:1], **WINDOW, db=db, client="sync")
+    assert kdist.update(db, freq="1w", client="sync") == []
+
+
+def test_a_hanging_call_times_out_and_is_retried(db):
+    provider = kdist.get_provider("synthetic", hang=SYMBOLS[1])
+    t0 = time.monotonic()
+    report = kdist.ingest(SYMBOLS[:3], **WINDOW, provider=provider, db=db, client="sync",
+                          timeout=0.3, retries=2)
+    assert time.monotonic() - t0 < 10
+    assert list(report.failures) == [SYMBOLS[1]]
+    assert "no answer" in report.failures[SYMBOLS[1]]
+    with kdist.Store(db, read_only=True) as store:
+        row = store.job_symbols(report.job_id, status="failed").iloc[0]
+    assert row["attempts"] == 2 and row["error_class"] == "TransientProviderError"
+
+
+def test_rejected_rows_are_counted_per_symbol_with_reasons(db):
+    class Dirty(kdist.Provider):
+        name = "dirty"
+
+        def fetch(self, symbol, start, end, freq="1d", adjust="none"):
+            frame = kdist.get_provider("synthetic").fetch(symbol, start, end, freq, adjust)
+            frame.loc[0, "high"] = frame.loc[0, "low"] - 1          # high below low
+            frame.loc[1, "close"] = float("nan")                      # missing price
+            frame.loc[2, "volume"] = -5                               # negative volume
+            return pd.concat([frame, frame.iloc[[3]]])                # a duplicate timestamp
+
+    report = kdist.ingest(SYMBOLS[:2], **WINDOW, provider=Dirty(), db=db, client="sync")
+    assert report.status == "done" and report.rejected_rows == 2 * 4
+    with kdist.Store(db, read_only=True) as store:
+        ledger = store.job_symbols(report.job_id)
+        jobs = store.jobs()
+    reasons = json.loads(ledger["rejected"].iat[0])
+    assert reasons == {"high below low": 1, "missing or non-finite price": 1,
+                       "negative volume": 1, "duplicate timestamp": 1}
+    assert jobs["rejected_rows"].iat[0] == 8
+    assert kdist.check(db)["ok"]
+
+
+def test_a_second_import_in_the_same_process_is_refused(db):
+    with kdist.Store(db):
+        with pytest.raises(DatabaseLockedError, match="another import in this process"):
+            kdist.ingest(SYMBOLS[:1], **WINDOW, db=db, client="sync")
+        with pytest.raises(DatabaseLockedError, match="open for writing in this process"):
+            kdist.load(db)
+    assert kdist.load(db).empty  # released: readable again
+
+
+def test_a_job_left_running_shows_as_interrupted_and_resumes(db, fingerprint, reference):
+    report = kdist.ingest(SYMBOLS, **WINDOW, db=db, client="sync")
+    with kdist.Store(db) as store:  # simulate a process killed mid-job
+        store.con.execute("UPDATE kdist_jobs SET status = 'running'")
+        store.con.execute("UPDATE kdist_job_symbols SET status = 'pending' WHERE symbol = ?",
+                          [SYMBOLS[0]])
+    with kdist.Store(db, read_only=True) as store:
+        assert store.jobs()["status"].tolist() == ["interrupted"]
+    again = kdist.ingest(resume=report.job_id, db=db, client="sync")
+    assert again.n_symbols == 1
+    pd.testing.assert_frame_equal(fingerprint(db), reference())
+
+
+def test_unwritable_database_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("not a directory")
+    with pytest.raises(kdist.StoreError, match="file.txt"):
+        kdist.ingest(SYMBOLS[:1], **WINDOW, db=str(blocker / "k.duckdb"), client="sync")
