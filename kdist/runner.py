@@ -291,9 +291,16 @@ def _new_job_id() -> str:
 
 
 class _Batch:
-    """Frames and outcomes waiting to be written together."""
+    """Frames and outcomes waiting to be written together.
 
-    def __init__(self):
+    ``stored`` names the job's symbols that had bars in the store when the job started: only
+    their windows need deleting before the insert. Each symbol is written once per job, so a
+    symbol new to the store never needs it, and skipping those deletes keeps a first import
+    from scanning an ever larger table batch after batch.
+    """
+
+    def __init__(self, stored: set[str] | None = None):
+        self.stored = stored if stored is not None else getattr(self, "stored", None)
         self.frames, self.outcomes, self.windows = [], [], []
         self.rows = 0
         self.since = None
@@ -307,7 +314,8 @@ class _Batch:
         self.outcomes.extend(result.outcomes)
         # Only symbols that came back with bars replace their stored window: a failure or
         # an empty answer never erases history.
-        ok = [(o["symbol"], o["window_start"]) for o in result.outcomes if o["status"] == "ok"]
+        ok = [(o["symbol"], o["window_start"]) for o in result.outcomes
+              if o["status"] == "ok" and (self.stored is None or o["symbol"] in self.stored)]
         if ok:
             symbols, starts = zip(*ok)
             self.windows.append(
@@ -558,7 +566,7 @@ def _record_start(store: Store, job: _Job, cluster: Cluster):
 def _run(job, chunks, cluster, store, report, callback, t0, *, retries, timeout, batch_rows,
          flush_seconds, max_in_flight, worker_timeout, cancel):
     """Submit the chunks, collect and write their results; always leave the job recorded."""
-    batch = _Batch()
+    batch = _Batch(store.stored_symbols(job.symbols, job.freq, job.adjust))
     write_args = {"job_id": job.job_id, "freq": job.freq, "adjust": job.adjust,
                   "source": job.provider.name}
     if job.invalid:

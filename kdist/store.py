@@ -32,6 +32,8 @@ __all__ = ["DEFAULT_DB", "Store", "catalog", "check", "load"]
 #: Where the CLI and the API put the database when ``db`` is not given.
 DEFAULT_DB = "data/kdist.duckdb"
 SCHEMA_VERSION = "1"
+#: DuckDB memory limit of the writing connection (environment: KDIST_DUCKDB_MEMORY).
+WRITER_MEMORY = "512MB"
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS kdist_meta (key VARCHAR NOT NULL, value VARCHAR);
@@ -158,8 +160,12 @@ class Store:
                 holder="this process",
                 pid=os.getpid(),
             )
+        # The writer's buffer pool is capped: DuckDB otherwise keeps every block it wrote
+        # cached, so a long import's memory would grow with the table, not the batch. It
+        # spills to disk past the cap; readers keep DuckDB's default.
+        config = {} if read_only else {"memory_limit": os.environ.get("KDIST_DUCKDB_MEMORY", WRITER_MEMORY)}
         try:
-            self.con = duckdb.connect(str(self.path), read_only=read_only)
+            self.con = duckdb.connect(str(self.path), read_only=read_only, config=config)
         except duckdb.Error as exc:
             raise _store_error(self.path, exc) from exc
         try:
@@ -296,6 +302,20 @@ class Store:
         if job["status"] == "running" and self.read_only:
             job["status"] = "interrupted"
         return job
+
+    def stored_symbols(self, symbols: list[str], freq: Freq, adjust: Adjust) -> set[str]:
+        """Which of ``symbols`` have any stored bars of this freq and adjust."""
+        wanted = pd.DataFrame({"symbol": pd.Series(symbols, dtype="str")})
+        self.con.register("kdist_wanted", wanted)
+        try:
+            rows = self.con.execute(
+                """SELECT DISTINCT k.symbol FROM kline k SEMI JOIN kdist_wanted w
+                   ON k.symbol = w.symbol WHERE k.freq = ? AND k.adjust = ?""",
+                [freq.value, adjust.value],
+            ).fetchall()
+        finally:
+            self.con.unregister("kdist_wanted")
+        return {r[0] for r in rows}
 
     def unfinished_symbols(self, job_id: str) -> list[str]:
         """Symbols of a job that are not yet ok or empty (pending or failed), in order."""
