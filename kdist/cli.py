@@ -317,6 +317,22 @@ def _one_line_warning(message, category, filename, lineno, line=None):
     return f"kdist: warning: {message}\n"
 
 
+def _quiet_dask():
+    """Dask logs its own tracebacks when a cluster fails; kdist says it in one line.
+
+    Dask sets levels on several of its loggers (``distributed.client`` among them), so
+    silencing the parent is not enough.
+    """
+    import dask
+    import distributed  # noqa: F401  (importing it applies Dask's logging levels first)
+
+    names = {"distributed", *dask.config.get("distributed.logging", {}), *(
+        name for name in logging.root.manager.loggerDict if name.startswith("distributed"))}
+    for name in names:
+        if name.startswith("distributed"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
 def _terminate(signum, frame):
     # SIGTERM (kill, systemd, a cron timeout) stops a job like Ctrl-C: finished batches are
     # committed and the job is marked cancelled, ready for --resume.
@@ -328,8 +344,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if not args.debug:
         warnings.formatwarning = _one_line_warning
-        # Dask logs its own tracebacks when a cluster fails; kdist says it in one line.
-        logging.getLogger("distributed").setLevel(logging.CRITICAL)
+        if args.command in ("ingest", "update"):
+            _quiet_dask()
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _terminate)

@@ -54,6 +54,18 @@ class Chunk:
             return self.start, self.start
         return self.since[i], self.full[i]
 
+    def split(self) -> list[Chunk]:
+        """One chunk per symbol, each keeping its window and overlap bars."""
+        return [
+            Chunk(
+                self.index, (symbol,), self.start, self.end,
+                since=None if self.since is None else (self.since[i],),
+                full=None if self.full is None else (self.full[i],),
+                overlap=self.stored_overlap(symbol),
+            )
+            for i, symbol in enumerate(self.symbols)
+        ]
+
     def stored_overlap(self, symbol: str) -> pd.DataFrame | None:
         if self.overlap is None:
             return None

@@ -277,12 +277,13 @@ def chunk_tasks(
     return [_task(provider, c, freq, adjust, retries, timeout, job_id) for c in chunks]
 
 
-def _task(provider, chunk, freq, adjust, retries, timeout, job_id):
+def _task(provider, chunk, freq, adjust, retries, timeout, job_id, part=None):
     # pure=False and a key naming job and chunk: identical arguments in a later job (a re-run
     # in the same notebook) must fetch again, never reuse a cached result.
+    suffix = "" if part is None else f"-{part:03d}"
     return dask.delayed(fetch_chunk, pure=False)(
         provider, chunk, freq, adjust, retries, timeout,
-        dask_key_name=f"kdist-{job_id}-chunk-{chunk.index:05d}",
+        dask_key_name=f"kdist-{job_id}-chunk-{chunk.index:05d}{suffix}",
     )
 
 
@@ -585,6 +586,8 @@ def _run(job, chunks, cluster, store, report, callback, t0, *, retries, timeout,
     queue = [(_task(job.provider, c, job.freq, job.adjust, retries, timeout, job.job_id), c)
              for c in reversed(chunks)]
     pending: dict = {}
+    split: set = set()  # chunks already retried one symbol at a time
+    patience: dict = {}  # seconds to wait for a result that was slow to fetch before
     status = "failed"
     try:
         watch = _Watchdog(cluster, worker_timeout)
@@ -595,7 +598,26 @@ def _run(job, chunks, cluster, store, report, callback, t0, *, retries, timeout,
             done, _ = cluster.wait(set(pending), timeout=min(1.0, flush_seconds))
             for future in done:
                 chunk = pending.pop(future)
-                result = _result(future, chunk, cluster)
+                try:
+                    result = _result(future, chunk, cluster, patience.get(future, RESULT_TIMEOUT))
+                except _NotYet:
+                    pending[future] = chunk  # lost with a worker, or slow: wait again
+                    patience[future] = 2 * patience.get(future, RESULT_TIMEOUT)
+                    continue
+                except _WorkerDied as died:
+                    if len(chunk) > 1 and chunk not in split:
+                        # Dask blames every task on a dying worker: the symbols that merely
+                        # shared it get another chance, one task each, so only the symbol
+                        # that kills workers ends failed.
+                        parts = chunk.split()
+                        split.update(parts)
+                        queue.extend(
+                            (_task(job.provider, c, job.freq, job.adjust, retries, timeout,
+                                   job.job_id, part=i), c)
+                            for i, c in reversed(list(enumerate(parts)))
+                        )
+                        continue
+                    result = died.result
                 batch.add(result, chunk)
                 _tally(report, result.outcomes)
                 callback.on_symbols(result.outcomes)
@@ -671,20 +693,52 @@ class _Watchdog:
             )
 
 
-def _result(future, chunk: Chunk, cluster: Cluster) -> ChunkResult:
-    """A finished future's result, or a result that marks every symbol of its chunk failed."""
+class _NotYet(Exception):
+    """A finished future whose result cannot be fetched now (lost with its worker)."""
+
+
+class _WorkerDied(Exception):
+    """The chunk's task was killed with its worker too often (Dask's KilledWorker)."""
+
+    def __init__(self, result: ChunkResult):
+        super().__init__("worker died")
+        self.result = result
+
+
+#: Seconds to fetch a finished chunk's result before going back to the loop; doubled for a
+#: result that needed longer, so a large transfer on a slow network still gets through.
+RESULT_TIMEOUT = 5.0
+
+
+def _result(future, chunk: Chunk, cluster: Cluster, timeout: float = RESULT_TIMEOUT) -> ChunkResult:
+    """A finished future's result, or a result that marks every symbol of its chunk failed.
+
+    Never blocks for long: a result still held by a worker that dies is recomputed by Dask,
+    and waiting for it here would keep the watchdog, cancel and flushes from running.
+    Raises :class:`_NotYet` when the result is not (or no longer) to be had now.
+    """
+    if cluster.client is not None and future.status not in ("finished", "error", "cancelled"):
+        raise _NotYet()  # reported done, then lost with its worker: Dask computes it again
     try:
-        return future.result()
+        return future.result(timeout=timeout)
+    except TimeoutError as exc:
+        # fetch_chunk turns provider timeouts into outcomes: this is the wait itself.
+        raise _NotYet() from exc
     except Exception as exc:
         if type(exc).__name__ == "KilledWorker":
-            exc = RuntimeError(f"worker died while fetching ({exc})")
-        elif type(exc).__name__ == "CancelledError" and not cluster.connected():
+            err = RuntimeError(f"worker died while fetching ({exc})")
+            raise _WorkerDied(_failed(chunk, err)) from exc
+        if type(exc).__name__ == "CancelledError" and not cluster.connected():
             raise SchedulerUnreachableError(
                 f"Lost the scheduler {cluster.address} mid-job", address=cluster.address
             ) from exc
-        return ChunkResult(
-            chunk.index, _concat([]), [_outcome(s, "failed", error=exc) for s in chunk.symbols]
-        )
+        return _failed(chunk, exc)
+
+
+def _failed(chunk: Chunk, exc: BaseException) -> ChunkResult:
+    return ChunkResult(
+        chunk.index, _concat([]), [_outcome(s, "failed", error=exc) for s in chunk.symbols]
+    )
 
 
 def _tally(report: Report, outcomes):
@@ -795,7 +849,13 @@ def fetch(
             done, _ = cluster.wait(set(pending), timeout=1.0)
             for future in done:
                 chunk = pending.pop(future)
-                result = _result(future, chunk, cluster)
+                try:
+                    result = _result(future, chunk, cluster)
+                except _NotYet:
+                    pending[future] = chunk
+                    continue
+                except _WorkerDied as died:
+                    result = died.result
                 frames[chunk.index] = result.bars
                 rows += len(result.bars)
                 failures.update(
