@@ -17,6 +17,7 @@ which symbols are still missing, so ``resume=`` fetches only those.
 from __future__ import annotations
 
 import datetime as _dt
+import queue
 import threading
 import time
 import uuid
@@ -100,27 +101,50 @@ def _outcome(symbol, status, *, rows=0, first=None, last=None, attempts=0, error
     }
 
 
-def _call(provider: Provider, timeout: float | None, symbol, *args):
-    """``provider.fetch(symbol, *args)``, given up on after ``timeout`` seconds.
+class _Caller:
+    """A long-lived daemon thread that makes the provider calls of one task thread.
 
-    The call runs in a daemon thread: Python cannot kill a thread stuck in a socket read, but
-    the task stops waiting for it and the retry policy takes over.
+    A call that outlives its timeout is abandoned with its thread (Python cannot kill a
+    thread stuck in a socket read) and the next call gets a new caller. Reusing the thread
+    otherwise matters: a thread per call is slower, and on Python 3.11 thread churn next to
+    Dask's profiler (``sys._current_frames`` every few ms) can deadlock a worker's GIL.
     """
+
+    def __init__(self):
+        self.jobs: queue.SimpleQueue = queue.SimpleQueue()
+        threading.Thread(target=self._serve, name="kdist-fetch", daemon=True).start()
+
+    def _serve(self):
+        while True:
+            fn, args, box, done = self.jobs.get()
+            try:
+                box["value"] = fn(*args)
+            except BaseException as exc:  # handed to the waiting thread, never lost
+                box["error"] = exc
+            finally:
+                done.set()
+
+    def call(self, fn, args, timeout: float) -> dict | None:
+        """Run ``fn(*args)``; the result box, or None if ``timeout`` passed first."""
+        box: dict = {}
+        done = threading.Event()
+        self.jobs.put((fn, args, box, done))
+        return box if done.wait(timeout) else None
+
+
+_callers = threading.local()
+
+
+def _call(provider: Provider, timeout: float | None, symbol, *args):
+    """``provider.fetch(symbol, *args)``, given up on after ``timeout`` seconds."""
     if not timeout:
         return provider.fetch(symbol, *args)
-    box: dict = {}
-    done = threading.Event()
-
-    def run():
-        try:
-            box["value"] = provider.fetch(symbol, *args)
-        except BaseException as exc:  # handed to the waiting thread, never lost
-            box["error"] = exc
-        finally:
-            done.set()
-
-    threading.Thread(target=run, name=f"kdist-fetch-{symbol}", daemon=True).start()
-    if not done.wait(timeout):
+    caller = getattr(_callers, "caller", None)
+    if caller is None:
+        caller = _callers.caller = _Caller()
+    box = caller.call(provider.fetch, (symbol, *args), timeout)
+    if box is None:
+        _callers.caller = None  # its thread is stuck in the call: never reuse it
         raise TransientProviderError(
             f"{provider.name} gave no answer for {symbol} within {timeout:g}s", symbol=symbol
         )
@@ -150,15 +174,20 @@ def _fetch_one(provider, symbol, since, end, freq, adjust, retries, timeout):
     return frame, attempts
 
 
+_COMPARED = ["open", "high", "low", "close", "volume"]
+
+
 def _differs(stored: pd.DataFrame, bars: pd.DataFrame) -> bool:
     """True when fetched ``bars`` disagree with the ``stored`` overlap bars (history revised)."""
-    cols = ["open", "high", "low", "close", "volume"]
-    fetched = bars.set_index("ts").reindex(stored["ts"])
-    if fetched["close"].isna().any():
+    # numpy, not reindex: this runs once per symbol of every incremental update.
+    ts = bars["ts"].to_numpy()
+    want = stored["ts"].to_numpy().astype(ts.dtype)
+    at = np.searchsorted(ts, want)
+    if (at >= len(ts)).any() or (ts[np.minimum(at, len(ts) - 1)] != want).any():
         return True  # a stored bar is gone at the source
-    return not np.allclose(
-        fetched[cols].to_numpy(), stored[cols].to_numpy(), rtol=1e-9, atol=1e-9, equal_nan=True
-    )
+    fetched = np.column_stack([bars[c].to_numpy()[at] for c in _COMPARED])
+    return not np.allclose(fetched, stored[_COMPARED].to_numpy(), rtol=1e-9, atol=1e-9,
+                           equal_nan=True)
 
 
 def _symbol_bars(provider, symbol, since, chunk, freq, adjust, retries, timeout):
@@ -186,6 +215,7 @@ def fetch_chunk(
     ``full`` start and reported as revised.
     """
     frames, outcomes = [], []
+    overlaps = {} if chunk.overlap is None else dict(tuple(chunk.overlap.groupby("symbol")))
     for i, symbol in enumerate(chunk.symbols):
         since, full = chunk.window(i)
         attempts = 0
@@ -194,7 +224,7 @@ def fetch_chunk(
             bars, rejected, attempts = _symbol_bars(
                 provider, symbol, since, chunk, freq, adjust, retries, timeout
             )
-            stored = chunk.stored_overlap(symbol)
+            stored = overlaps.get(symbol)
             if stored is not None and full < since and _differs(stored, bars):
                 revised, since = True, full
                 bars, rejected, more = _symbol_bars(
@@ -301,7 +331,10 @@ class _Batch:
     """
 
     def __init__(self, stored: set[str] | None = None):
-        self.stored = stored if stored is not None else getattr(self, "stored", None)
+        self.stored = stored
+        self._reset()
+
+    def _reset(self):
         self.frames, self.outcomes, self.windows = [], [], []
         self.rows = 0
         self.since = None
@@ -345,7 +378,7 @@ class _Batch:
                                "stop": pd.Series(dtype="datetime64[us]")})
         )
         rows = store.write_batch(_concat(self.frames), self.outcomes, windows=windows, **job)
-        self.__init__()
+        self._reset()
         return rows
 
 

@@ -109,6 +109,14 @@ _OUTCOME_COLUMNS = (
 _LOCK = re.compile(r"Conflicting lock is held in (?P<holder>.*?) \(PID (?P<pid>\d+)\)")
 
 
+def _bar_span(freq: Freq) -> pd.Timedelta:
+    """Calendar time one bar covers at most (a trading day for intraday bars' sessions)."""
+    if freq.intraday:
+        return pd.Timedelta(days=1)
+    return {Freq.DAY: pd.Timedelta(days=1), Freq.WEEK: pd.Timedelta(days=7),
+            Freq.MONTH: pd.Timedelta(days=31)}[freq]
+
+
 #: Files this process has open for writing (see Store.__init__).
 _WRITERS: set[str] = set()
 
@@ -163,12 +171,16 @@ class Store:
         # The writer's buffer pool is capped: DuckDB otherwise keeps every block it wrote
         # cached, so a long import's memory would grow with the table, not the batch. It
         # spills to disk past the cap; readers keep DuckDB's default.
-        config = {} if read_only else {"memory_limit": os.environ.get("KDIST_DUCKDB_MEMORY", WRITER_MEMORY)}
+        config = {}
+        if not read_only:
+            config["memory_limit"] = os.environ.get("KDIST_DUCKDB_MEMORY", WRITER_MEMORY)
         try:
             self.con = duckdb.connect(str(self.path), read_only=read_only, config=config)
         except duckdb.Error as exc:
             raise _store_error(self.path, exc) from exc
         try:
+            # No progress bar: DuckDB would draw one on the terminal for any slow statement.
+            self.con.execute("SET enable_progress_bar = false")
             self._prepare()
         except BaseException:
             self.con.close()
@@ -339,15 +351,23 @@ class Store:
         whichever is earlier); a new symbol from ``start``. ``end`` is exclusive.
         """
         wanted = pd.DataFrame({"symbol": pd.Series(symbols, dtype="str")})
+        slack = _bar_span(freq) * (2 * overlap) + pd.Timedelta(days=15)
         self.con.register("kdist_wanted", wanted)
         try:
+            # Two steps: per-symbol bounds (a cheap aggregate), then the last bars of each
+            # symbol from a slice near its end, rather than ranking every stored bar.
             bars = self.con.execute(
-                """SELECT k.symbol, k.ts, k.open, k.high, k.low, k.close, k.volume,
-                          min(k.ts) OVER (PARTITION BY k.symbol) AS first_ts
-                   FROM kline k JOIN kdist_wanted w ON k.symbol = w.symbol
-                   WHERE k.freq = ? AND k.adjust = ? AND k.ts < ?
+                """WITH bounds AS (
+                       SELECT k.symbol, min(k.ts) AS first_ts, max(k.ts) AS last_ts
+                       FROM kline k JOIN kdist_wanted w ON k.symbol = w.symbol
+                       WHERE k.freq = ? AND k.adjust = ? AND k.ts < ? GROUP BY k.symbol)
+                   SELECT k.symbol, k.ts, k.open, k.high, k.low, k.close, k.volume, b.first_ts
+                   FROM kline k JOIN bounds b ON k.symbol = b.symbol
+                   WHERE k.freq = ? AND k.adjust = ? AND k.ts <= b.last_ts
+                     AND k.ts >= b.last_ts - ?::INTERVAL
                    QUALIFY row_number() OVER (PARTITION BY k.symbol ORDER BY k.ts DESC) <= ?""",
-                [freq.value, adjust.value, end, overlap],
+                [freq.value, adjust.value, end, freq.value, adjust.value,
+                 f"{int(slack.total_seconds())} seconds", overlap],
             ).df()
         finally:
             self.con.unregister("kdist_wanted")
