@@ -36,7 +36,7 @@ test: $(VENV)/.installed-test
 
 # Unit tests only (no cluster processes, no notebooks), for a quick loop while editing.
 test-fast: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -m "not slow" tests
+	$(BIN)/python -m pytest -m "not slow and not network and not browser" tests
 
 lab: $(VENV)/.installed-notebook
 	$(BIN)/jupyter lab notebooks/

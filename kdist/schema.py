@@ -320,6 +320,7 @@ def normalise(
         A required column is missing, appears twice, or cannot be read at all.
     """
     rejected: Counter[str] = Counter()
+    freq, adjust = Freq.parse(freq), Adjust.parse(adjust)
     if frame is None or len(frame) == 0:
         return empty_bars(), {}
     frame = _flatten_columns(frame)

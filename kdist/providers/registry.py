@@ -23,9 +23,13 @@ __all__ = ["available_providers", "get_provider", "provider_class"]
 ENTRY_POINT_GROUP = "kdist.providers"
 
 _BUILTINS = {
+    "akshare": "kdist.providers.akshare_:AkshareProvider",
+    "baostock": "kdist.providers.baostock_:BaostockProvider",
     "csv": "kdist.providers.files:CSVProvider",
     "parquet": "kdist.providers.files:ParquetProvider",
     "synthetic": "kdist.providers.synthetic:SyntheticProvider",
+    "tdx": "kdist.providers.tdx:TdxProvider",
+    "yfinance": "kdist.providers.yfinance_:YfinanceProvider",
 }
 
 

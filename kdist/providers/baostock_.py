@@ -1,0 +1,563 @@
+"""China A-share daily, weekly, monthly and 5-60 minute bars from baostock, one login per process.
+
+:class:`BaostockProvider` ("baostock") asks ``baostock.query_history_k_data_plus`` for one
+symbol and window and turns the string rows into canonical bars. It relies on these vendor
+facts (see ``PROVIDERS.md``): login state is global to the process (one TCP socket) and the
+package is not thread-safe, so this module keeps one session per worker process, opened
+lazily by the first fetch, shared by every provider instance and thread, with every call
+serialised by a process-level lock and a logout at exit. Errors come back as codes, not
+exceptions: 10002001-10002008 (network) and 10001001 (not logged in) mean the session is
+stale, so the query is retried once after a fresh login; 10004011 is an unknown code, 10004006
+a bad parameter, 10001005 the account's login limit. Codes are ``sh.600000``/``sz.000001``
+(Beijing is not served), ``adjustflag`` is 1 = hfq, 2 = qfq, 3 = none, ``start_date`` is always
+sent (an empty one silently means 2015-01-01), rows are read with
+``while rs.error_code == "0" and rs.next(): rs.get_row_data()`` as lists of strings (``""`` is
+missing), volume is in shares and amount in yuan, minute ``time`` reads ``20240102093500000``
+(the end of the bar, exchange-local) and daily rows with ``tradestatus == "0"`` are suspended
+days, dropped here. baostock offers no timeout and its socket has none: a watchdog thread
+closes the socket when a call stays silent for ``timeout`` seconds, which turns the stuck
+call into a network error (see :class:`_Session`). Every call into the package goes through
+:func:`_baostock`, the seam tests replace; ``baostock`` is imported there, never when kdist or
+this module is imported.
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib.metadata
+import os
+import re
+import socket
+import threading
+import time
+
+import pandas as pd
+
+from ..errors import (
+    DataError,
+    InvalidOptionError,
+    PermanentProviderError,
+    SymbolNotFoundError,
+    TransientProviderError,
+)
+from ..schema import Adjust, Freq, normalise_symbol, to_date
+from .base import Option, Provider
+
+__all__ = ["BaostockProvider"]
+
+_ASHARE = re.compile(r"^(\d{6})\.(SH|SZ|BJ)$", re.ASCII)
+_FREQUENCY = {
+    Freq.DAY: "d",
+    Freq.WEEK: "w",
+    Freq.MONTH: "m",
+    Freq.MIN5: "5",
+    Freq.MIN15: "15",
+    Freq.MIN30: "30",
+    Freq.MIN60: "60",
+}
+_ADJUSTFLAG = {Adjust.HFQ: "1", Adjust.QFQ: "2", Adjust.NONE: "3"}
+# Only what the canonical bar needs: fewer fields, smaller answers. Weekly and monthly bars
+# have no tradestatus (baostock refuses it there), minute bars add time.
+_DAILY_FIELDS = ("date", "code", "open", "high", "low", "close", "volume", "amount",
+                 "adjustflag", "tradestatus")
+_PERIOD_FIELDS = ("date", "code", "open", "high", "low", "close", "volume", "amount",
+                  "adjustflag")
+_MINUTE_FIELDS = ("date", "time", "code", "open", "high", "low", "close", "volume", "amount",
+                  "adjustflag")
+_NUMBERS = ("open", "high", "low", "close", "volume", "amount")
+
+# baostock's error codes (baostock/common/contants.py).
+_OK = "0"
+_NOT_LOGGED_IN = "10001001"
+_LOGIN_LIMIT = "10001005"
+_NETWORK = frozenset(f"1000200{i}" for i in range(1, 9))
+_BAD_PARAMETER = "10004006"
+_BAD_CODE = "10004011"
+#: A damaged answer (cannot parse, cannot unzip) or a server fault: worth a retry.
+_DAMAGED = frozenset({"10004001", "10004002", "10005001"})
+#: The session is gone: log in again and repeat the query once.
+_RELOGIN = _NETWORK | {_NOT_LOGGED_IN}
+#: Seconds the logout at process exit may take.
+_EXIT_TIMEOUT = 5.0
+
+
+def _empty() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "ts": pd.Series(dtype="datetime64[us]"),
+            **{c: pd.Series(dtype="float64") for c in _NUMBERS},
+        }
+    )
+
+
+def _code(symbol: str) -> str:
+    """Return baostock's code of an A-share symbol: ``600000.SH`` -> ``sh.600000``.
+
+    Raises
+    ------
+    PermanentProviderError
+        ``symbol`` is no Shanghai or Shenzhen A-share.
+    """
+    m = _ASHARE.match(symbol)
+    if not m:
+        raise PermanentProviderError(
+            f"baostock serves China A-shares only, not {symbol}; use the yfinance provider "
+            "for other markets",
+            symbol=symbol,
+        )
+    code, exchange = m.groups()
+    if exchange == "BJ":
+        raise PermanentProviderError(
+            f"baostock serves Shanghai and Shenzhen only, not {symbol} (Beijing); use the "
+            "akshare provider for Beijing stocks",
+            symbol=symbol,
+        )
+    return f"{exchange.lower()}.{code}"
+
+
+def _error(code: str, msg: str, *, symbol: str | None, doing: str):
+    """The kdist error for a baostock error code."""
+    what = f"baostock {doing} failed with error {code} ({msg or 'no message'})"
+    context = {"symbol": symbol, "code": code}
+    if code == _BAD_CODE:
+        return SymbolNotFoundError(f"{what}: baostock does not know {symbol}", **context)
+    if code in _NETWORK:
+        return TransientProviderError(f"{what}: network trouble, will retry", kind="connection",
+                                      **context)
+    if code == _NOT_LOGGED_IN:
+        return TransientProviderError(f"{what}: the session was lost twice in a row, will "
+                                      "retry", kind="session", **context)
+    if code == _LOGIN_LIMIT:
+        return TransientProviderError(
+            f"{what}: too many sessions for this account; use fewer worker processes or wait "
+            "for old sessions to expire", kind="login_limit", **context)
+    if code in _DAMAGED:
+        return TransientProviderError(f"{what}: a damaged answer, will retry", kind="server",
+                                      **context)
+    if code == _BAD_PARAMETER:
+        return PermanentProviderError(f"{what}: baostock refused the request's parameters "
+                                      "(frequency, adjustment or dates)", **context)
+    return PermanentProviderError(f"{what}; check the request, or upgrade baostock "
+                                  "if it says the client is outdated", **context)
+
+
+def _truncated(rs) -> bool:
+    """True when ``rs.next()`` gave up fetching a page without saying so.
+
+    A complete result always ends on a short (or empty) page; baostock's ``next()`` returns
+    False with ``error_code == "0"`` when a page request gets no answer, leaving the last
+    full page in ``rs.data``.
+    """
+    data, per_page = getattr(rs, "data", None), getattr(rs, "per_page_count", None)
+    try:
+        return data is not None and len(data) > 0 and len(data) >= int(per_page)
+    except (TypeError, ValueError):
+        return False
+
+
+class _Session:
+    """The baostock login of this process: one session, one call at a time, bounded calls.
+
+    ``lock`` serialises every call into baostock (its socket and login are process-global).
+    A long-lived watchdog thread enforces the hard timeout baostock lacks: a call that makes
+    no progress for ``timeout`` seconds gets its socket shut down and closed, which makes the
+    blocked (or, when the server hung up, spinning) receive loop inside baostock fail, so the
+    call returns and releases the lock. The one thing the watchdog cannot interrupt is the TCP
+    connect inside ``login`` (baostock creates that socket internally); the operating system
+    bounds it (about two minutes on Linux), and meanwhile other calls give up waiting for the
+    lock after their own ``timeout``.
+    """
+
+    def __init__(self):
+        self.pid = os.getpid()
+        self.lock = threading.Lock()
+        self.logged_in = False
+        #: The socket may still be open but is useless: close it before the next login.
+        self.stale = False
+        self.logins = 0
+        self._cond = threading.Condition()
+        self._deadline: float | None = None
+        self._fired = False
+        self._watchdog: threading.Thread | None = None
+
+    # -- the hard timeout -----------------------------------------------------------------
+
+    def _arm(self, seconds: float):
+        with self._cond:
+            self._fired = False
+            self._deadline = time.monotonic() + seconds
+            if self._watchdog is None or not self._watchdog.is_alive():
+                self._watchdog = threading.Thread(
+                    target=self._watch, name="kdist-baostock-watchdog", daemon=True
+                )
+                self._watchdog.start()
+            self._cond.notify()
+
+    def _touch(self, seconds: float):
+        # Progress (a row, a page): push the deadline. No notify: the watchdog re-reads the
+        # deadline when it wakes, so extending it needs no lock round trip per row.
+        if self._deadline is not None:
+            self._deadline = time.monotonic() + seconds
+
+    def _disarm(self) -> bool:
+        """Stop watching; True when the deadline passed during the call."""
+        with self._cond:
+            self._deadline = None
+            return self._fired
+
+    def _watch(self):
+        while True:
+            with self._cond:
+                while self._deadline is None:
+                    self._cond.wait()
+                left = self._deadline - time.monotonic()
+                if left > 0:
+                    self._cond.wait(left)
+                    continue
+                self._deadline = None
+                self._fired = True
+                # Still holding the condition: _disarm() waits for the close, so a late close
+                # can never hit the socket of the next login. The one call made beside a
+                # running one, and its purpose: unblock it.
+                try:
+                    _baostock("close_socket")
+                except Exception:  # noqa: BLE001 - a failed close must not kill the watchdog
+                    pass
+
+    # -- calls ----------------------------------------------------------------------------
+
+    def _drop(self):
+        self.logged_in = False
+        self.stale = True
+
+    def _acquire(self, timeout: float, symbol: str | None):
+        if not self.lock.acquire(timeout=timeout):
+            raise TransientProviderError(
+                f"baostock is busy in this process: another call held the session for more "
+                f"than {timeout:g}s, so {symbol} was not fetched; it will be retried",
+                symbol=symbol,
+                kind="busy",
+            )
+
+    def _login(self, timeout: float, symbol: str | None):
+        if self.logged_in:
+            return
+        if self.stale:
+            _baostock("close_socket")  # baostock opens a new socket per login: free the old
+            self.stale = False
+        self._arm(timeout)
+        try:
+            result = _baostock("login")
+        except Exception as exc:
+            self._disarm()
+            self._drop()
+            raise TransientProviderError(
+                f"baostock login failed with {type(exc).__name__}: {exc}; will retry",
+                symbol=symbol,
+                kind="connection",
+            ) from exc
+        fired = self._disarm()
+        code = str(getattr(result, "error_code", "")) if result is not None else ""
+        if fired or code != _OK:
+            self._drop()
+            if fired:
+                raise TransientProviderError(
+                    f"baostock login gave no answer within {timeout:g}s; will retry",
+                    symbol=symbol,
+                    kind="timeout",
+                )
+            raise _error(code, getattr(result, "error_msg", ""), symbol=symbol, doing="login")
+        self.logged_in = True
+        self.logins += 1
+        _register_logout()
+
+    def _query_once(self, kwargs: dict, timeout: float, symbol: str):
+        """One query and its pages: ``(code, msg, fields, rows)``; raises on a timeout."""
+        rows: list[list[str]] = []
+        self._arm(timeout)
+        try:
+            rs = _baostock("query_history_k_data_plus", **kwargs)
+            while rs is not None and rs.error_code == _OK and rs.next():
+                rows.append(rs.get_row_data())
+                self._touch(timeout)
+        except Exception as exc:
+            fired = self._disarm()
+            self._drop()  # the socket's state is unknown after a failure inside baostock
+            # baostock parses the socket's bytes itself: these are a damaged or cut answer.
+            damaged = fired or isinstance(exc, (OSError, ValueError, IndexError, KeyError))
+            error = TransientProviderError if damaged else PermanentProviderError
+            raise error(
+                f"baostock query for {symbol} failed with {type(exc).__name__}: {exc}"
+                + ("; will retry" if damaged else "; upgrade baostock if this persists"),
+                symbol=symbol,
+                kind="connection" if damaged else "vendor",
+            ) from exc
+        if rs is None:
+            self._disarm()
+            # baostock returns None, not a result, for dates it cannot parse.
+            raise PermanentProviderError(
+                f"baostock refused the dates {kwargs.get('start_date')!r}.."
+                f"{kwargs.get('end_date')!r} for {symbol}",
+                symbol=symbol,
+            )
+        if self._disarm():
+            self._drop()
+            raise TransientProviderError(
+                f"baostock gave no answer for {symbol} within {timeout:g}s; its socket was "
+                "closed and the next call logs in again",
+                symbol=symbol,
+                kind="timeout",
+            )
+        code = str(rs.error_code)
+        if code == _OK and _truncated(rs):
+            self._drop()
+            raise TransientProviderError(
+                f"baostock stopped sending pages for {symbol} after {len(rows)} rows (a page "
+                "request got no answer); will retry",
+                symbol=symbol,
+                kind="connection",
+            )
+        return code, str(getattr(rs, "error_msg", "")), list(rs.fields), rows
+
+    def query(self, kwargs: dict, *, timeout: float, symbol: str):
+        """Return ``(fields, rows)`` of ``query_history_k_data_plus(**kwargs)``.
+
+        Logs in first if needed; a stale session (network or not-logged-in code) is
+        logged in again and the query repeated once.
+        """
+        self._acquire(timeout, symbol)
+        try:
+            for attempt in (1, 2):
+                self._login(timeout, symbol)
+                code, msg, fields, rows = self._query_once(kwargs, timeout, symbol)
+                if code == _OK:
+                    return fields, rows
+                if code in _RELOGIN:
+                    self._drop()
+                    if attempt == 1:
+                        continue
+                raise _error(code, msg, symbol=symbol, doing=f"query for {symbol}")
+        finally:
+            self.lock.release()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def logout(self, timeout: float):
+        """Log out if logged in; never raises (it runs at process exit)."""
+        if not self.lock.acquire(timeout=timeout):
+            return
+        try:
+            if not self.logged_in:
+                return
+            self._arm(timeout)
+            try:
+                _baostock("logout")
+            except Exception:  # noqa: BLE001 - the process is ending either way
+                pass
+            finally:
+                self._disarm()
+                self.logged_in = False
+        finally:
+            self.lock.release()
+
+
+_SESSION: _Session | None = None
+_SESSION_GUARD = threading.Lock()
+_logout_registered_pid: int | None = None
+
+
+def _session() -> _Session:
+    """This process's session, created on first use."""
+    global _SESSION
+    session = _SESSION
+    if session is not None and session.pid == os.getpid():
+        return session
+    with _SESSION_GUARD:
+        if _SESSION is None or _SESSION.pid != os.getpid():
+            # A forked child inherits the parent's socket (and maybe a held lock): start over.
+            _SESSION = _Session()
+        return _SESSION
+
+
+def _register_logout():
+    global _logout_registered_pid
+    if _logout_registered_pid != os.getpid():
+        _logout_registered_pid = os.getpid()
+        atexit.register(_logout_at_exit)
+
+
+def _logout_at_exit():
+    session = _SESSION
+    if session is not None and session.pid == os.getpid() and session.logged_in:
+        session.logout(_EXIT_TIMEOUT)
+
+
+def _baostock(op: str, **kwargs):
+    """The vendor seam: every call into the ``baostock`` package goes through here.
+
+    ``op`` is ``"login"``, ``"logout"`` or ``"query_history_k_data_plus"`` (called with
+    ``kwargs``), or ``"close_socket"``: shut down and close baostock's process-global socket,
+    the only way to end a call that hangs in it.
+    """
+    import baostock  # lazy: importing kdist must never import a vendor package
+
+    if op == "close_socket":
+        from baostock.common import context
+
+        sock = getattr(context, "default_socket", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked in recv()
+            except OSError:
+                pass  # not connected, or already closed
+            sock.close()
+        return None
+    if op not in ("login", "logout", "query_history_k_data_plus"):
+        raise ValueError(f"unknown baostock operation {op!r}")
+    return getattr(baostock, op)(**kwargs)
+
+
+class BaostockProvider(Provider):
+    """China A-share bars from baostock: daily, weekly, monthly and 5-60 minute.
+
+    One login per worker process, shared by all instances and threads (see
+    :class:`_Session`); the provider itself holds only its options and pickles by them.
+    Minute bars are stamped at their end (``09:35`` is the first 5-minute bar).
+
+    Examples
+    --------
+    >>> from kdist.providers import get_provider
+    >>> p = get_provider("baostock")  # doctest: +SKIP
+    >>> p.fetch("600000.SH", "2024-01-02", "2024-01-05", "5m", "qfq")  # doctest: +SKIP
+    """
+
+    name = "baostock"
+    description = "China A-share (SH/SZ) daily/weekly/monthly and 5-60 minute bars from baostock"
+    requires = ("baostock",)
+    extra = "baostock"
+    url = "http://baostock.com"
+    freqs = (Freq.DAY, Freq.WEEK, Freq.MONTH, Freq.MIN5, Freq.MIN15, Freq.MIN30, Freq.MIN60)
+    adjusts = (Adjust.NONE, Adjust.QFQ, Adjust.HFQ)
+    tz = "Asia/Shanghai"
+    options = {
+        "timeout": Option(
+            float, 30.0,
+            "seconds a baostock login, query or page may stay silent before the session is reset",
+        ),
+    }
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        if self.timeout is None or not self.timeout > 0:  # also refuses NaN
+            raise InvalidOptionError(
+                f"Option timeout={self.timeout!r} of provider 'baostock' must be a positive "
+                "number of seconds",
+                option="timeout",
+                value=self.timeout,
+            )
+
+    def check(self, *, freq: Freq, adjust: Adjust, start: pd.Timestamp, end: pd.Timestamp):
+        """Refuse 1-minute bars, which baostock does not serve."""
+        if freq not in self.freqs:
+            served = ", ".join(f.value for f in self.freqs)
+            raise InvalidOptionError(
+                f"Provider 'baostock' has no {freq.value} bars; it serves {served} (for "
+                "1-minute bars use the tdx provider with local files)",
+                option="freq",
+                value=freq.value,
+            )
+        super().check(freq=freq, adjust=adjust, start=start, end=end)
+
+    def fetch(self, symbol, start, end, freq="1d", adjust="none") -> pd.DataFrame:
+        """Return the bars of ``symbol`` stamped in ``[start, end]`` (dates inclusive).
+
+        Returns
+        -------
+        pandas.DataFrame
+            ``ts open high low close volume amount``; suspended days dropped; volume in
+            shares, amount in yuan; empty when baostock has no bars in the window.
+
+        Raises
+        ------
+        InvalidOptionError
+            1-minute bars.
+        SymbolNotFoundError
+            baostock does not know the code (10004011).
+        PermanentProviderError
+            ``symbol`` is no SH/SZ A-share, or baostock refused the parameters.
+        TransientProviderError
+            Network trouble, a timeout, a busy session or the account's login limit.
+        """
+        freq, adjust = Freq.parse(freq), Adjust.parse(adjust)
+        lo, hi = to_date(start, name="start"), to_date(end, name="end")
+        self.check(freq=freq, adjust=adjust, start=lo, end=hi + pd.Timedelta(days=1))
+        symbol = normalise_symbol(symbol)
+        code = _code(symbol)
+        if lo > hi:
+            return _empty()
+        if freq.intraday:
+            fields = _MINUTE_FIELDS
+        elif freq is Freq.DAY:
+            fields = _DAILY_FIELDS
+        else:
+            fields = _PERIOD_FIELDS
+        columns, rows = _session().query(
+            {
+                "code": code,
+                "fields": ",".join(fields),
+                "start_date": lo.strftime("%Y-%m-%d"),
+                "end_date": hi.strftime("%Y-%m-%d"),
+                "frequency": _FREQUENCY[freq],
+                "adjustflag": _ADJUSTFLAG[adjust],
+            },
+            timeout=self.timeout,
+            symbol=symbol,
+        )
+        return _bars(columns, rows, freq, symbol)
+
+    def version(self) -> str | None:
+        """Installed baostock version, or None when it is missing."""
+        try:
+            return importlib.metadata.version("baostock")
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+
+def _bars(columns: list[str], rows: list[list[str]], freq: Freq, symbol: str) -> pd.DataFrame:
+    """Turn baostock's string rows into canonical bars."""
+    stamp = "time" if freq.intraday else "date"
+    missing = [c for c in (stamp, *_NUMBERS[:4]) if c not in columns]
+    if missing:
+        raise DataError(
+            f"baostock's answer for {symbol} has no field {missing[0]!r} (fields: "
+            f"{', '.join(columns)}); baostock changed its output: pin a version kdist supports",
+            column="ts" if missing[0] == stamp else missing[0],
+            symbol=symbol,
+        )
+    try:
+        raw = pd.DataFrame(rows, columns=columns, dtype=object)
+    except ValueError as exc:
+        raise DataError(
+            f"baostock's rows for {symbol} do not match its fields ({', '.join(columns)}): {exc}",
+            column="ts",
+            symbol=symbol,
+        ) from exc
+    if len(raw) == 0:
+        return _empty()
+    if "tradestatus" in raw.columns:
+        # A suspended day repeats the previous close with no trades: not a bar.
+        raw = raw[raw["tradestatus"].astype(str) != "0"]
+    if freq.intraday:
+        # 20240102093500000 -> 2024-01-02 09:35:00 (the bar's end, Beijing time); the last
+        # three digits are milliseconds, always 000.
+        ts = pd.to_datetime(raw["time"].astype(str).str[:14], format="%Y%m%d%H%M%S",
+                            errors="coerce")
+    else:
+        ts = pd.to_datetime(raw["date"].astype(str), format="%Y-%m-%d", errors="coerce")
+    frame = pd.DataFrame({"ts": ts.astype("datetime64[us]")})
+    for name in _NUMBERS:
+        if name in raw.columns:
+            # Every value is a string; "" (missing) becomes NaN.
+            frame[name] = pd.to_numeric(raw[name], errors="coerce").astype("float64")
+        else:
+            frame[name] = float("nan")
+    return frame.reset_index(drop=True)

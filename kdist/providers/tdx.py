@@ -1,0 +1,450 @@
+"""The ``tdx`` provider: bars read from the ``vipdoc`` binary files of a 通达信 (TDX) installation.
+
+Option ``root`` is the installation directory holding ``vipdoc/``; a symbol maps to
+``vipdoc/{sh,sz,bj}/lday/{sh600000,sz000001,bj830799}.day`` (daily), ``.../minline/*.lc1``
+(1-minute) and ``.../fzline/*.lc5`` (5-minute), and every path is resolved and refused unless
+it stays inside the resolved ``vipdoc`` (which may itself link to a data drive; links out of
+it are refused). A file is an array of 32-byte little-endian records, read whole with
+``numpy.frombuffer`` and a structured dtype; a size that is not a multiple of 32 is a
+truncated file. A ``.day`` record is ``<IIIIIfII``: date as the integer YYYYMMDD, open, high,
+low and close as integers (price times the scale), amount as float32 (yuan), volume as an
+integer (shares) and 4 reserved bytes. The scale (option ``price_scale``) is guessed from the
+code by ``auto``: 1000 for codes quoted to 0.001 - Shanghai 5xxxxx (funds, ETFs, LOFs), 900xxx
+(B shares, in US dollars) and bonds 01xxxx and 10xxxx-14xxxx, Shenzhen 15xxxx, 16xxxx, 18xxxx
+(funds, ETFs, LOFs, REITs) and bonds 10xxxx-14xxxx - and 100 for all else: stocks, Shenzhen B
+shares, indexes (000xxx on SH, 399xxx on SZ) and all of Beijing; ``100`` or ``1000`` overrides
+the guess. An ``.lc1``/``.lc5`` record is ``<HHfffffII``: date packed as ``(year - 2004) * 2048
++ month * 100 + day``, minutes since midnight at the bar's end (the first 1-minute bar is
+09:31, the first 5-minute bar 09:35), open, high, low, close and amount as float32, volume as
+an integer and 4 reserved bytes; the float32 prices are rounded to the scale's decimals (2 or
+3), which restores the exchange's ticks. Volume is kept as the file holds it: shares, except
+that some TDX versions count index volume in lots (手). Timestamps are exchange-local and
+tz-naive, daily bars at midnight. ``1d`` comes from ``.day``, ``1m`` from ``.lc1``, ``5m``
+from ``.lc5``; ``1w`` and ``1M`` aggregate whole weeks (Monday to Sunday) and months of
+``.day`` bars, stamped on their last trading day, and ``15m``/``30m``/``60m`` aggregate
+``.lc5`` bars within the A-share sessions 09:30-11:30 and 13:00-15:00, stamped at the bucket's
+end (a bar outside the sessions joins the first or last bucket of the nearer one). The files
+are unadjusted: only ``adjust="none"``. Records whose date does not decode are dropped (they
+belong to no window); dtypes, OHLC checks, sorting and duplicates are
+:func:`kdist.schema.normalise`'s work in the runner.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+
+from ..errors import InvalidOptionError, PermanentProviderError, SymbolNotFoundError
+from ..schema import BAR_COLUMNS, Adjust, Freq, normalise_symbol, to_date
+from .base import Option, Provider
+
+__all__ = ["TdxProvider"]
+
+_RECORD_SIZE = 32
+_DAY_RECORD = np.dtype(
+    [
+        ("date", "<u4"), ("open", "<u4"), ("high", "<u4"), ("low", "<u4"), ("close", "<u4"),
+        ("amount", "<f4"), ("volume", "<u4"), ("reserved", "<u4"),
+    ]
+)
+_MINUTE_RECORD = np.dtype(
+    [
+        ("date", "<u2"), ("minute", "<u2"), ("open", "<f4"), ("high", "<f4"), ("low", "<f4"),
+        ("close", "<f4"), ("amount", "<f4"), ("volume", "<u4"), ("reserved", "<u4"),
+    ]
+)
+assert _DAY_RECORD.itemsize == _MINUTE_RECORD.itemsize == _RECORD_SIZE
+
+_EXCHANGES = ("sh", "sz", "bj")
+#: Directory under ``vipdoc/<exchange>/`` and file suffix of the file each freq is built from.
+_SOURCES: dict[Freq, tuple[str, str]] = {
+    Freq.DAY: ("lday", "day"),
+    Freq.WEEK: ("lday", "day"),
+    Freq.MONTH: ("lday", "day"),
+    Freq.MIN1: ("minline", "lc1"),
+    Freq.MIN5: ("fzline", "lc5"),
+    Freq.MIN15: ("fzline", "lc5"),
+    Freq.MIN30: ("fzline", "lc5"),
+    Freq.MIN60: ("fzline", "lc5"),
+}
+_KIND = {"day": "daily", "lc1": "1-minute", "lc5": "5-minute"}
+#: Code prefixes whose .day prices carry three decimals (x1000), per exchange.
+_THOUSANDTHS = {
+    "sh": ("5", "900", "01", "10", "11", "12", "13", "14"),
+    "sz": ("15", "16", "18", "10", "11", "12", "13", "14"),
+    "bj": (),
+}
+_PRICE_SCALES = ("auto", "100", "1000")
+_ASHARE = re.compile(r"^(\d{6})\.(SH|SZ|BJ)$", re.ASCII)
+_DAY_FILE = re.compile(r"^(sh|sz|bj)(\d{6})\.day$", re.ASCII)
+# Session opens in minutes since midnight; a bar stamped before noon belongs to the morning.
+_MORNING, _AFTERNOON, _NOON, _SESSION_MINUTES = 570, 780, 720, 120
+_WEEK_EPOCH = np.datetime64("1970-01-05", "D")  # a Monday: weeks run Monday to Sunday
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _auto_scale(exchange: str, code: str) -> int:
+    """Return the .day price scale of ``code`` on ``exchange`` ("sh", "sz", "bj")."""
+    return 1000 if code.startswith(_THOUSANDTHS[exchange]) else 100
+
+
+def _dates(year: np.ndarray, month: np.ndarray, day: np.ndarray) -> np.ndarray:
+    """Return ``datetime64[D]`` from integer parts, NaT where they name no calendar day."""
+    year, month, day = (np.asarray(a, dtype=np.int64) for a in (year, month, day))
+    ok = (year >= 1900) & (year <= 2200) & (month >= 1) & (month <= 12) & (day >= 1) & (day <= 31)
+    months = np.where(ok, (year - 1970) * 12 + month - 1, 0).astype("datetime64[M]")
+    days = months.astype("datetime64[D]") + np.where(ok, day - 1, 0)
+    # 20240231 would roll into March: a date is valid only if it stays in its month.
+    ok &= days.astype("datetime64[M]") == months
+    return np.where(ok, days, np.datetime64("NaT", "D"))
+
+
+def _sorted_unique(bars: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Sort ``bars`` by ts, keeping the last of equal timestamps as normalise does.
+
+    Aggregation must see each bar once, or a repeated record would count its volume twice.
+    """
+    ts = bars["ts"]
+    order = np.argsort(ts, kind="stable")
+    ordered = ts[order]
+    last = np.ones(len(order), bool)
+    last[:-1] = ordered[1:] != ordered[:-1]
+    return {k: v[order[last]] for k, v in bars.items()}
+
+
+def _aggregate(bars: dict[str, np.ndarray], keys: np.ndarray, stamps: np.ndarray) -> dict:
+    """Aggregate sorted, unique ``bars`` over runs of equal ``keys``.
+
+    Each run becomes one bar stamped with the ``stamps`` value of its last row.
+    """
+    if len(keys) == 0:
+        return bars
+    first = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    last = np.r_[first[1:], len(keys)] - 1
+    return {
+        "ts": stamps[last],
+        "open": bars["open"][first],
+        "high": np.maximum.reduceat(bars["high"], first),
+        "low": np.minimum.reduceat(bars["low"], first),
+        "close": bars["close"][last],
+        "volume": np.add.reduceat(bars["volume"], first),
+        "amount": np.add.reduceat(bars["amount"], first),
+    }
+
+
+class TdxProvider(Provider):
+    """Bars from the binary files of a local 通达信 (TDX) installation.
+
+    Parameters
+    ----------
+    root : str
+        The TDX installation directory, the one holding ``vipdoc/`` (e.g. ``C:/new_tdx``).
+        Required. Checked by :meth:`check`, not on construction, so a provider built on a
+        client without the files still pickles to workers that have them.
+    price_scale : {"auto", "100", "1000"}
+        Divisor of the integer prices in ``.day`` files and decimals kept of the float
+        prices in minute files (100: 2 decimals, 1000: 3). ``auto`` decides from the code:
+        1000 for funds, ETFs, bonds and Shanghai B shares, 100 for the rest (see the module
+        docstring for the exact prefixes).
+
+    Examples
+    --------
+    >>> from kdist.providers import get_provider
+    >>> p = get_provider("tdx", root="C:/new_tdx")  # doctest: +SKIP
+    >>> p.fetch("510050.SH", "2024-01-02", "2024-01-05")["close"].tolist()  # doctest: +SKIP
+    [2.345, 2.351, 2.338, 2.342]
+    """
+
+    name = "tdx"
+    description = "Local 通达信 (TDX) vipdoc files: .day daily, .lc1 1-minute, .lc5 5-minute bars"
+    url = "https://www.tdx.com.cn/"
+    freqs = tuple(Freq)
+    # The files hold traded prices; kdist has no adjustment factors for them.
+    adjusts = (Adjust.NONE,)
+    options: ClassVar[dict[str, Option]] = {
+        "root": Option(str, None, "TDX installation directory holding vipdoc/ (required)"),
+        "price_scale": Option(
+            str, "auto", "auto, 100 or 1000: .day price divisor (auto: 1000 for funds/ETFs)"
+        ),
+    }
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        self._resolved_vipdoc: Path | None = None
+        if not self.root:
+            raise InvalidOptionError(
+                "Provider 'tdx' needs option root: the TDX installation directory that holds "
+                "vipdoc/ (e.g. --option root=C:/new_tdx)",
+                option="root",
+            )
+        if self.price_scale not in _PRICE_SCALES:
+            raise InvalidOptionError(
+                f"Option price_scale={self.price_scale!r} of provider 'tdx' is not one of "
+                f"{', '.join(_PRICE_SCALES)}; use 1000 for prices with 3 decimals (funds, ETFs)",
+                option="price_scale",
+                value=self.price_scale,
+            )
+
+    # -- root -----------------------------------------------------------------------------
+
+    @property
+    def _vipdoc(self) -> Path:
+        # Resolved lazily, not on construction: a provider unpickled on a remote worker must
+        # find the directory there, and a client that only submits need not have it.
+        if self._resolved_vipdoc is None:
+            self._resolved_vipdoc = self._check_root()
+        return self._resolved_vipdoc
+
+    def _check_root(self) -> Path:
+        root = Path(self.root).expanduser()
+        if not root.is_dir():
+            what = "is not a directory" if root.exists() else "does not exist"
+            raise InvalidOptionError(
+                f"Option root={self.root!r} of provider 'tdx' {what}; give the TDX "
+                "installation directory that holds vipdoc/",
+                option="root",
+                value=self.root,
+            )
+        vipdoc = root / "vipdoc"
+        if not vipdoc.is_dir():
+            hint = (
+                f" (root looks like vipdoc itself: give its parent, {root.parent})"
+                if root.name.lower() == "vipdoc"
+                else ""
+            )
+            raise InvalidOptionError(
+                f"Option root={self.root!r} of provider 'tdx' has no vipdoc/ directory; give "
+                f"the TDX installation directory that holds vipdoc/{hint}",
+                option="root",
+                value=self.root,
+            )
+        return vipdoc.resolve()
+
+    def check(self, *, freq: Freq, adjust: Adjust, start, end):
+        """Refuse the job up front when root, or any file for ``freq``, is missing here.
+
+        See :meth:`Provider.check`. A freq whose directory (``lday``, ``minline`` or
+        ``fzline``) exists under no exchange would fail every symbol, so it is refused whole.
+        """
+        freq = Freq.parse(freq)
+        super().check(freq=freq, adjust=adjust, start=start, end=end)
+        folder, suffix = _SOURCES[freq]
+        if not any((self._vipdoc / ex / folder).is_dir() for ex in _EXCHANGES):
+            raise InvalidOptionError(
+                f"Provider 'tdx' has no {freq.value} bars under {self._vipdoc}: no "
+                f"{{sh,sz,bj}}/{folder}/ directory holds {_KIND[suffix]} .{suffix} files; "
+                "download them in TDX (盘后数据下载) or choose another freq",
+                option="freq",
+                value=freq.value,
+            )
+
+    # -- paths ----------------------------------------------------------------------------
+
+    def _path(self, symbol: str, freq: Freq) -> tuple[Path, str, str]:
+        """Return ``(resolved file, exchange, code)`` of ``symbol``, refusing paths out of root."""
+        m = _ASHARE.match(symbol)
+        if not m:
+            raise SymbolNotFoundError(
+                f"Provider 'tdx' has no file for {symbol}: it reads the sh, sz and bj markets "
+                "of vipdoc/; use symbols like 600000.SH, 000001.SZ or 830799.BJ",
+                symbol=symbol,
+            )
+        code, exchange = m.group(1), m.group(2).lower()
+        folder, suffix = _SOURCES[freq]
+        candidate = self._vipdoc / exchange / folder / f"{exchange}{code}.{suffix}"
+        try:
+            path = candidate.resolve()
+        except (OSError, RuntimeError) as exc:  # a symlink loop
+            raise PermanentProviderError(
+                f"Cannot resolve the TDX file of {symbol} ({candidate}): {_one_line(exc)}",
+                symbol=symbol,
+                path=str(candidate),
+            ) from exc
+        if not path.is_relative_to(self._vipdoc):
+            raise PermanentProviderError(
+                f"Refused the TDX file of {symbol}: {path} (via {candidate}) is outside root "
+                f"{self._vipdoc}; files must be inside vipdoc/ (check the symlinks)",
+                symbol=symbol,
+                path=str(path),
+            )
+        if not path.is_file():
+            if path.exists():
+                raise PermanentProviderError(
+                    f"The TDX file of {symbol}, {path}, is not a regular file",
+                    symbol=symbol,
+                    path=str(path),
+                )
+            raise SymbolNotFoundError(
+                f"No TDX {_KIND[suffix]} file for {symbol}: {path} does not exist; check the "
+                f"symbol and root={self.root!r}, and download the data in TDX (盘后数据下载)",
+                symbol=symbol,
+                path=str(path),
+            )
+        return path, exchange, code
+
+    def _scale(self, exchange: str, code: str) -> int:
+        if self.price_scale == "auto":
+            return _auto_scale(exchange, code)
+        return int(self.price_scale)
+
+    # -- reading --------------------------------------------------------------------------
+
+    @staticmethod
+    def _records(path: Path, symbol: str, dtype: np.dtype) -> np.ndarray:
+        """Return the file's records; one read, so a file TDX is appending to stays whole."""
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise PermanentProviderError(
+                f"Cannot read the TDX file of {symbol}, {path}: {_one_line(exc)}",
+                symbol=symbol,
+                path=str(path),
+            ) from exc
+        if len(raw) % _RECORD_SIZE:
+            raise PermanentProviderError(
+                f"The TDX file of {symbol}, {path}, is truncated: {len(raw)} bytes is not a "
+                f"whole number of {_RECORD_SIZE}-byte records; download it again in TDX "
+                "(盘后数据下载) or delete it",
+                symbol=symbol,
+                path=str(path),
+            )
+        return np.frombuffer(raw, dtype=dtype)
+
+    @staticmethod
+    def _day_bars(rec: np.ndarray, scale: int) -> dict[str, np.ndarray]:
+        date = rec["date"].astype(np.int64)
+        days = _dates(date // 10000, date // 100 % 100, date % 100)
+        # Integer / scale is correctly rounded: 1021 / 100 is exactly the float 10.21.
+        bars = {"ts": days.astype("datetime64[us]")}
+        bars.update({c: rec[c] / scale for c in ("open", "high", "low", "close")})
+        bars["volume"] = rec["volume"].astype(np.float64)
+        bars["amount"] = rec["amount"].astype(np.float64)
+        return bars
+
+    @staticmethod
+    def _minute_bars(rec: np.ndarray, scale: int) -> dict[str, np.ndarray]:
+        packed = rec["date"].astype(np.int64)
+        days = _dates(packed // 2048 + 2004, packed % 2048 // 100, packed % 2048 % 100)
+        minute = rec["minute"].astype(np.int64)
+        days = np.where(minute < 1440, days, np.datetime64("NaT", "D"))
+        ts = days.astype("datetime64[m]") + minute.astype("timedelta64[m]")
+        bars = {"ts": ts.astype("datetime64[us]")}
+        # float32 10.01 is 10.0100002...: rounding to the tick's decimals restores 10.01.
+        decimals = 3 if scale == 1000 else 2
+        bars.update(
+            {c: np.round(rec[c].astype(np.float64), decimals)
+             for c in ("open", "high", "low", "close")}
+        )
+        bars["volume"] = rec["volume"].astype(np.float64)
+        bars["amount"] = rec["amount"].astype(np.float64)
+        return bars
+
+    # -- the contract ---------------------------------------------------------------------
+
+    def fetch(self, symbol, start, end, freq="1d", adjust="none") -> pd.DataFrame:
+        """Return the bars of ``symbol`` stamped in ``[start, end]`` (dates inclusive).
+
+        Returns
+        -------
+        pandas.DataFrame
+            ``ts`` (datetime64[us], exchange-local), ``open high low close volume amount``
+            as float64, in file order for ``1d``/``1m``/``5m``, sorted when aggregated.
+
+        Raises
+        ------
+        SymbolNotFoundError
+            No file for ``symbol`` (the message names the path tried), or a symbol outside
+            the sh, sz and bj markets.
+        PermanentProviderError
+            The file is truncated, unreadable, holds no decodable date, or resolves outside
+            root.
+        InvalidOptionError
+            root is missing, or the freq or adjust is not served (see :meth:`check`).
+        InvalidSymbolError
+            ``symbol`` is not a symbol at all.
+        """
+        freq, adjust = Freq.parse(freq), Adjust.parse(adjust)
+        lo, hi = to_date(start, name="start"), to_date(end, name="end") + pd.Timedelta(days=1)
+        self.check(freq=freq, adjust=adjust, start=lo, end=hi)
+        # Symbols are validated upstream, but a path is built from this one: never trust it.
+        symbol = normalise_symbol(symbol)
+        path, exchange, code = self._path(symbol, freq)
+        scale = self._scale(exchange, code)
+        daily = _SOURCES[freq][1] == "day"
+        rec = self._records(path, symbol, _DAY_RECORD if daily else _MINUTE_RECORD)
+        bars = self._day_bars(rec, scale) if daily else self._minute_bars(rec, scale)
+        ts = bars["ts"]
+        if len(ts) and np.isnat(ts).all():
+            raise PermanentProviderError(
+                f"The TDX file of {symbol}, {path}, holds no valid date in its {len(ts)} "
+                f"records (first raw date {int(rec['date'][0])}); it is not a "
+                f"{_KIND[_SOURCES[freq][1]]} TDX file: download it again or delete it",
+                symbol=symbol,
+                path=str(path),
+            )
+        lo64, hi64 = lo.as_unit("us").to_datetime64(), hi.as_unit("us").to_datetime64()
+        if freq in (Freq.WEEK, Freq.MONTH):
+            # Whole periods, then the window on their stamps: a week stamped inside the
+            # window keeps its days before start, as the week's bar in any other window.
+            bars = _sorted_unique({k: v[~np.isnat(ts)] for k, v in bars.items()})
+            days = bars["ts"].astype("datetime64[D]")
+            if freq is Freq.WEEK:
+                keys = (days - _WEEK_EPOCH).astype(np.int64) // 7
+            else:
+                keys = days.astype("datetime64[M]").astype(np.int64)
+            bars = _aggregate(bars, keys, bars["ts"])
+            ts = bars["ts"]
+            bars = {k: v[(ts >= lo64) & (ts < hi64)] for k, v in bars.items()}
+        else:
+            # NaT compares False: undecodable records belong to no window.
+            bars = {k: v[(ts >= lo64) & (ts < hi64)] for k, v in bars.items()}
+            if freq in (Freq.MIN15, Freq.MIN30, Freq.MIN60):
+                bars = self._buckets(_sorted_unique(bars), freq.minutes)
+        return pd.DataFrame({c: bars[c] for c in BAR_COLUMNS})
+
+    @staticmethod
+    def _buckets(bars: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
+        """Aggregate sorted 5-minute bars into ``n``-minute bars within the A-share sessions."""
+        ts = bars["ts"]
+        day = ts.astype("datetime64[D]")
+        minute = ((ts - day) // np.timedelta64(1, "m")).astype(np.int64)
+        session = np.where(minute < _NOON, _MORNING, _AFTERNOON)
+        # Ceiling division: the 09:35 bar (09:30-09:35) ends in the 09:45 bucket of 15m.
+        index = np.clip(-((session - minute) // n), 1, _SESSION_MINUTES // n)
+        stamps = (day.astype("datetime64[m]") + (session + index * n).astype("timedelta64[m]"))
+        stamps = stamps.astype("datetime64[us]")
+        return _aggregate(bars, stamps.astype(np.int64), stamps)
+
+    def list_symbols(self) -> list[str]:
+        """Return the canonical symbols of every daily file under root, sorted.
+
+        Files whose name is not ``<exchange><6 digits>.day`` in that exchange's ``lday``
+        directory, and symlinks out of root, are skipped.
+        """
+        found = set()
+        for exchange in _EXCHANGES:
+            folder = self._vipdoc / exchange / "lday"
+            if not folder.is_dir():
+                continue
+            for path in folder.glob(f"{exchange}*.day"):
+                m = _DAY_FILE.fullmatch(path.name)
+                if not m or m.group(1) != exchange:
+                    continue
+                try:
+                    resolved = path.resolve()
+                except (OSError, RuntimeError):
+                    continue  # a symlink loop is no symbol
+                if resolved.is_file() and resolved.is_relative_to(self._vipdoc):
+                    found.add(f"{m.group(2)}.{exchange.upper()}")
+        return sorted(found)
+
+    def version(self) -> str:
+        return np.__version__
