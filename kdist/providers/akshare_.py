@@ -24,7 +24,7 @@ import re
 import pandas as pd
 
 from ..errors import DataError, InvalidOptionError, PermanentProviderError, TransientProviderError
-from ..schema import Adjust, Freq, normalise_symbol, to_date
+from ..schema import Adjust, Freq, empty_bars, normalise_symbol, to_date
 from .base import Option, Provider
 
 __all__ = ["AkshareProvider"]
@@ -45,14 +45,6 @@ _COLUMNS = {
 _REQUIRED = ("日期", "开盘", "最高", "最低", "收盘")
 _SHARES_PER_LOT = 100.0
 
-
-def _empty() -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "ts": pd.Series(dtype="datetime64[us]"),
-            **{c: pd.Series(dtype="float64") for c in _COLUMNS.values() if c != "ts"},
-        }
-    )
 
 
 def _code(symbol: str) -> str:
@@ -157,7 +149,7 @@ class AkshareProvider(Provider):
         symbol = normalise_symbol(symbol)
         code = _code(symbol)
         if lo > hi:
-            return _empty()
+            return empty_bars()
         raw = self._call(
             symbol,
             symbol=code,
@@ -225,7 +217,7 @@ def _one_line(exc: BaseException) -> str:
 def _bars(raw: pd.DataFrame | None, symbol: str) -> pd.DataFrame:
     """Turn stock_zh_a_hist's frame into canonical columns and units."""
     if raw is None or len(raw) == 0:
-        return _empty()
+        return empty_bars()
     missing = [c for c in _REQUIRED if c not in raw.columns]
     if missing:
         raise DataError(

@@ -40,7 +40,7 @@ from ..errors import (
     SymbolNotFoundError,
     TransientProviderError,
 )
-from ..schema import Adjust, Freq, normalise_symbol, to_date
+from ..schema import Adjust, Freq, empty_bars, normalise_symbol, to_date
 from .base import Option, Provider
 
 __all__ = ["BaostockProvider"]
@@ -80,14 +80,6 @@ _RELOGIN = _NETWORK | {_NOT_LOGGED_IN}
 #: Seconds the logout at process exit may take.
 _EXIT_TIMEOUT = 5.0
 
-
-def _empty() -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "ts": pd.Series(dtype="datetime64[us]"),
-            **{c: pd.Series(dtype="float64") for c in _NUMBERS},
-        }
-    )
 
 
 def _code(symbol: str) -> str:
@@ -493,7 +485,7 @@ class BaostockProvider(Provider):
         symbol = normalise_symbol(symbol)
         code = _code(symbol)
         if lo > hi:
-            return _empty()
+            return empty_bars()
         if freq.intraday:
             fields = _MINUTE_FIELDS
         elif freq is Freq.DAY:
@@ -542,7 +534,7 @@ def _bars(columns: list[str], rows: list[list[str]], freq: Freq, symbol: str) ->
             symbol=symbol,
         ) from exc
     if len(raw) == 0:
-        return _empty()
+        return empty_bars()
     if "tradestatus" in raw.columns:
         # A suspended day repeats the previous close with no trades: not a bar.
         raw = raw[raw["tradestatus"].astype(str) != "0"]

@@ -10,6 +10,7 @@ exceptions are translated into :class:`~kdist.errors.TransientProviderError` (re
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pandas as pd
@@ -17,7 +18,7 @@ import pandas as pd
 from ..errors import InvalidOptionError, UsageError
 from ..schema import Adjust, Freq
 
-__all__ = ["Option", "Provider"]
+__all__ = ["Option", "Provider", "directory_option"]
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,27 @@ class Provider:
     def version(self) -> str | None:
         """Version of the vendor library used, recorded with each job."""
         return None
+
+
+def directory_option(provider: Provider, key: str, holds: str) -> Path:
+    """Return the resolved directory named by option ``key``, or raise InvalidOptionError.
+
+    For providers that read local files. Call it lazily (in :meth:`Provider.check` or on
+    first use), never on construction: a provider unpickled on a remote worker must find the
+    directory there, and a client that only submits need not have it. ``holds`` completes
+    "give the directory that holds ...".
+    """
+    value = provider.config[key]
+    path = Path(value).expanduser()
+    if not path.is_dir():
+        what = "is not a directory" if path.exists() else "does not exist"
+        raise InvalidOptionError(
+            f"Option {key}={value!r} of provider {provider.name!r} {what}; give the "
+            f"directory that holds {holds}",
+            option=key,
+            value=value,
+        )
+    return path.resolve()
 
 
 def _rebuild(cls, options):

@@ -29,7 +29,7 @@ from ..errors import (
     SymbolNotFoundError,
 )
 from ..schema import BAR_COLUMNS, Adjust, Freq, normalise_symbol, to_date
-from .base import Option, Provider
+from .base import Option, Provider, directory_option
 
 __all__ = ["CSVProvider", "ParquetProvider"]
 
@@ -178,16 +178,7 @@ class _FileProvider(Provider):
         self._root
 
     def _check_root(self) -> Path:
-        root = Path(self.root).expanduser()
-        if not root.is_dir():
-            what = "is not a directory" if root.exists() else "does not exist"
-            raise InvalidOptionError(
-                f"Option root={self.root!r} of provider {self.name!r} {what}; give the "
-                f"directory holding one {self.suffix} file per symbol",
-                option="root",
-                value=self.root,
-            )
-        return root.resolve()
+        return directory_option(self, "root", f"one {self.suffix} file per symbol")
 
     def _check_pattern(self):
         try:

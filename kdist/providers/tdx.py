@@ -40,7 +40,7 @@ import pandas as pd
 
 from ..errors import InvalidOptionError, PermanentProviderError, SymbolNotFoundError
 from ..schema import BAR_COLUMNS, Adjust, Freq, normalise_symbol, to_date
-from .base import Option, Provider
+from .base import Option, Provider, directory_option
 
 __all__ = ["TdxProvider"]
 
@@ -204,15 +204,7 @@ class TdxProvider(Provider):
         return self._resolved_vipdoc
 
     def _check_root(self) -> Path:
-        root = Path(self.root).expanduser()
-        if not root.is_dir():
-            what = "is not a directory" if root.exists() else "does not exist"
-            raise InvalidOptionError(
-                f"Option root={self.root!r} of provider 'tdx' {what}; give the TDX "
-                "installation directory that holds vipdoc/",
-                option="root",
-                value=self.root,
-            )
+        root = directory_option(self, "root", "vipdoc/ (the TDX installation directory)")
         vipdoc = root / "vipdoc"
         if not vipdoc.is_dir():
             hint = (

@@ -37,7 +37,7 @@ import re
 import pandas as pd
 
 from ..errors import DataError, InvalidOptionError, PermanentProviderError, TransientProviderError
-from ..schema import Adjust, Freq, normalise_symbol, to_date
+from ..schema import Adjust, Freq, empty_bars, normalise_symbol, to_date
 from .base import Option, Provider
 
 __all__ = ["YfinanceProvider"]
@@ -63,14 +63,6 @@ _ONE_MINUTE_SPAN = pd.Timedelta(days=7)
 _ZONES = {"SH": "Asia/Shanghai", "SZ": "Asia/Shanghai", "BJ": "Asia/Shanghai"}
 _PRICES = ("open", "high", "low", "close")
 
-
-def _empty() -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "ts": pd.Series(dtype="datetime64[us]"),
-            **{c: pd.Series(dtype="float64") for c in (*_PRICES, "volume", "amount")},
-        }
-    )
 
 
 def _ticker(symbol: str) -> str:
@@ -192,7 +184,7 @@ class YfinanceProvider(Provider):
         symbol = normalise_symbol(symbol)
         ticker = _ticker(symbol)
         if lo > hi:
-            return _empty()
+            return empty_bars()
         step = _ONE_MINUTE_SPAN if freq is Freq.MIN1 else stop - lo
         frames = []
         first = lo
@@ -316,7 +308,7 @@ def _flatten(frame: pd.DataFrame, ticker: str, symbol: str) -> pd.DataFrame:
 def _bars(raw: pd.DataFrame | None, symbol: str, ticker: str) -> pd.DataFrame:
     """Turn a yfinance frame into canonical bars with exchange-local naive ``ts``."""
     if raw is None or len(raw) == 0:
-        return _empty()
+        return empty_bars()
     frame = _flatten(raw, ticker, symbol) if isinstance(raw.columns, pd.MultiIndex) else raw
     columns = {str(c).strip().lower(): c for c in frame.columns}
     missing = [c for c in _PRICES if c not in columns]
