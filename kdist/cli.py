@@ -82,6 +82,7 @@ def _run_args(args) -> dict:
         db=args.db, client=args.scheduler, chunk_size=args.chunk_size,
         n_workers=args.workers, threads_per_worker=args.threads,
         fallback=not args.no_fallback, retries=args.retries, timeout=args.timeout,
+        max_concurrency=args.max_concurrency, max_rate=args.max_rate, cooldown=args.cooldown,
         callback=None if (args.json or args.quiet) else TerminalProgress(),
     )
 
@@ -95,7 +96,10 @@ def _show_reports(args, reports) -> int:
 
         for report in reports:
             Console().print(report.table())
-    return EXIT_PARTIAL if any(r.symbols_failed for r in reports) else EXIT_OK
+    for report in reports:
+        if report.note:
+            print(f"kdist: {report.note}", file=sys.stderr)
+    return EXIT_PARTIAL if any(r.symbols_failed or r.symbols_skipped for r in reports) else EXIT_OK
 
 
 def cmd_ingest(args) -> int:
@@ -255,6 +259,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="seconds one provider call may take (default 60)")
         p.add_argument("--overlap", type=int, default=3, metavar="N",
                        help="bars re-fetched before the last stored one (default 3)")
+        p.add_argument("--max-concurrency", type=int, metavar="N",
+                       help="provider calls in flight across the cluster (default: per vendor)")
+        p.add_argument("--max-rate", type=float, metavar="R",
+                       help="provider calls started per second across the cluster")
+        p.add_argument("--cooldown", type=float, default=60.0, metavar="S",
+                       help="pause after repeated connection drops before trying again "
+                            "(default 60)")
         p.add_argument("--json", action="store_true", help="print the report as JSON")
         p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
 

@@ -14,8 +14,9 @@ the message goes to ``Exception.__init__`` and context is kept as attributes.
     ├── MissingDependencyError (ImportError)   a provider's optional package is not installed
     ├── ProviderError                          a provider call failed (``.symbol``)
     │   ├── TransientProviderError             worth retrying: connection drops, timeouts, 429/5xx
-    │   └── PermanentProviderError             not worth retrying: unknown symbol, bad parameters
-    │       └── SymbolNotFoundError (LookupError)
+    │   ├── PermanentProviderError             not worth retrying: unknown symbol, bad parameters
+    │   │   └── SymbolNotFoundError (LookupError)
+    │   └── ProviderTrippedError               the job stopped calling a vendor that kept failing
     ├── DataError                              a provider frame cannot be normalised (``.column``)
     ├── ClusterError                           no Dask cluster could be used
     │   ├── SchedulerUnreachableError (OSError)
@@ -40,6 +41,7 @@ __all__ = [
     "NoWorkersError",
     "PermanentProviderError",
     "ProviderError",
+    "ProviderTrippedError",
     "SchedulerUnreachableError",
     "SchemaVersionError",
     "StoreError",
@@ -118,6 +120,10 @@ class PermanentProviderError(ProviderError):
 
 class SymbolNotFoundError(PermanentProviderError, LookupError):
     """The provider does not know ``symbol``."""
+
+
+class ProviderTrippedError(ProviderError):
+    """The circuit breaker opened: the job makes no more calls to ``provider``."""
 
 
 class DataError(KdistError):

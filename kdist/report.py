@@ -30,6 +30,8 @@ class Report:
     symbols_ok: int = 0
     symbols_empty: int = 0
     symbols_failed: int = 0
+    #: Symbols not fetched because the provider's circuit breaker opened (resumable).
+    symbols_skipped: int = 0
     failures: dict[str, str] = field(default_factory=dict)
     empty: list[str] = field(default_factory=list)
     rows_written: int = 0
@@ -42,6 +44,8 @@ class Report:
     #: True when this run finished an earlier job (``resume=``): counts are this run's.
     resumed: bool = False
     incremental: bool = False
+    #: Why the job stopped early, and what to do (e.g. the breaker opened).
+    note: str | None = None
 
     @property
     def rows_per_s(self) -> float:
@@ -60,6 +64,7 @@ class Report:
             ("provider", f"{self.provider}  {self.freq} {self.adjust}  {self.start} .. {self.end}"),
             ("symbols", f"{self.n_symbols} in {self.n_chunks} chunks: {self.symbols_ok} ok, "
                         f"{self.symbols_empty} empty, {self.symbols_failed} failed"
+                        + (f", {self.symbols_skipped} skipped" if self.symbols_skipped else "")
                         + (f", {len(self.revised)} revised" if self.revised else "")),
             ("rows written", f"{self.rows_written:,}" + (f" ({self.rejected_rows:,} rejected)" if self.rejected_rows else "")),
             ("time", f"{self.elapsed_s:.1f} s ({self.rows_per_s:,.0f} rows/s)"),
@@ -67,6 +72,8 @@ class Report:
         ]
         if self.dashboard_link:
             rows.append(("dashboard", self.dashboard_link))
+        if self.note:
+            rows.append(("note", self.note))
         return rows
 
     def _failure_lines(self, limit=10):

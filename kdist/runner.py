@@ -42,10 +42,14 @@ from .errors import (
     JobFailedError,
     KdistError,
     NoWorkersError,
+    ProviderTrippedError,
     SchedulerUnreachableError,
     TransientProviderError,
     UsageError,
 )
+from .limits import Limits
+from .limits import gate as get_gate
+from .limits import prepare as prepare_limits
 from .plan import Chunk, plan_chunks
 from .progress import Callback
 from .providers import Provider, get_provider
@@ -153,9 +157,10 @@ def _call(provider: Provider, timeout: float | None, symbol, *args):
     return box["value"]
 
 
-def _fetch_one(provider, symbol, since, end, freq, adjust, retries, timeout):
-    """Fetch one symbol with retries; return ``(frame, attempts)`` or raise the last error
-    with its attempt count in ``kdist_attempts``."""
+def _fetch_one(provider, symbol, since, end, freq, adjust, retries, timeout, gate=None):
+    """Fetch one symbol with retries through the job's gate (cluster-wide limits and
+    breaker); return ``(frame, attempts)`` or raise the last error with its attempt count
+    in ``kdist_attempts``."""
     last_day = end - pd.Timedelta(days=1)
     attempts = 0
     for attempt in Retrying(
@@ -167,9 +172,19 @@ def _fetch_one(provider, symbol, since, end, freq, adjust, retries, timeout):
         with attempt:
             attempts = attempt.retry_state.attempt_number
             try:
-                frame = _call(provider, timeout, symbol, since, last_day, freq.value, adjust.value)
+                if gate is None:
+                    frame = _call(provider, timeout, symbol, since, last_day, freq.value,
+                                  adjust.value)
+                else:
+                    gate.admit()
+                    with gate.slot():
+                        frame = _call(provider, timeout, symbol, since, last_day, freq.value,
+                                      adjust.value)
+                    gate.succeeded()
             except Exception as exc:
                 exc.kdist_attempts = attempts
+                if gate is not None and isinstance(exc, _TRANSIENT):
+                    gate.failed()
                 raise
     return frame, attempts
 
@@ -190,9 +205,10 @@ def _differs(stored: pd.DataFrame, bars: pd.DataFrame) -> bool:
                            equal_nan=True)
 
 
-def _symbol_bars(provider, symbol, since, chunk, freq, adjust, retries, timeout):
+def _symbol_bars(provider, symbol, since, chunk, freq, adjust, retries, timeout, gate):
     """Fetch and normalise one window of one symbol: ``(bars, rejected, attempts)``."""
-    raw, attempts = _fetch_one(provider, symbol, since, chunk.end, freq, adjust, retries, timeout)
+    raw, attempts = _fetch_one(provider, symbol, since, chunk.end, freq, adjust, retries, timeout,
+                               gate)
     bars, rejected = normalise(
         raw, freq=freq, adjust=adjust, start=since, end=chunk.end, tz=provider.tz
     )
@@ -206,6 +222,7 @@ def fetch_chunk(
     adjust: Adjust,
     retries: int = RETRIES,
     timeout: float | None = CALL_TIMEOUT,
+    limits: Limits | None = None,
 ) -> ChunkResult:
     """Fetch, normalise and validate every symbol of ``chunk`` (runs on a worker).
 
@@ -215,6 +232,7 @@ def fetch_chunk(
     ``full`` start and reported as revised.
     """
     frames, outcomes = [], []
+    gate = get_gate(limits)
     overlaps = {} if chunk.overlap is None else dict(tuple(chunk.overlap.groupby("symbol")))
     for i, symbol in enumerate(chunk.symbols):
         since, full = chunk.window(i)
@@ -222,13 +240,13 @@ def fetch_chunk(
         revised = False
         try:
             bars, rejected, attempts = _symbol_bars(
-                provider, symbol, since, chunk, freq, adjust, retries, timeout
+                provider, symbol, since, chunk, freq, adjust, retries, timeout, gate
             )
             stored = overlaps.get(symbol)
             if stored is not None and full < since and _differs(stored, bars):
                 revised, since = True, full
                 bars, rejected, more = _symbol_bars(
-                    provider, symbol, since, chunk, freq, adjust, retries, timeout
+                    provider, symbol, since, chunk, freq, adjust, retries, timeout, gate
                 )
                 attempts += more
         except DataError as exc:
@@ -237,7 +255,8 @@ def fetch_chunk(
             continue
         except Exception as exc:
             attempts += getattr(exc, "kdist_attempts", 1)
-            outcomes.append(_outcome(symbol, "failed", attempts=attempts, error=exc))
+            status = "skipped" if isinstance(exc, ProviderTrippedError) else "failed"
+            outcomes.append(_outcome(symbol, status, attempts=attempts, error=exc))
             continue
         if len(bars) == 0:
             if rejected:
@@ -307,12 +326,12 @@ def chunk_tasks(
     return [_task(provider, c, freq, adjust, retries, timeout, job_id) for c in chunks]
 
 
-def _task(provider, chunk, freq, adjust, retries, timeout, job_id, part=None):
+def _task(provider, chunk, freq, adjust, retries, timeout, job_id, part=None, limits=None):
     # pure=False and a key naming job and chunk: identical arguments in a later job (a re-run
     # in the same notebook) must fetch again, never reuse a cached result.
     suffix = "" if part is None else f"-{part:03d}"
     return dask.delayed(fetch_chunk, pure=False)(
-        provider, chunk, freq, adjust, retries, timeout,
+        provider, chunk, freq, adjust, retries, timeout, limits,
         dask_key_name=f"kdist-{job_id}-chunk-{chunk.index:05d}{suffix}",
     )
 
@@ -456,6 +475,10 @@ def ingest(
     max_in_flight: int | None = None,
     worker_timeout: float = 30.0,
     cancel: threading.Event | None = None,
+    max_concurrency: int | None = None,
+    max_rate: float | None = None,
+    trip_after: int | None = 5,
+    cooldown: float = 60.0,
 ) -> Report:
     """Import bars for many symbols into a DuckDB file, in parallel on a Dask cluster.
 
@@ -503,6 +526,13 @@ def ingest(
     cancel
         A ``threading.Event``: when set, in-flight work is cancelled, finished batches are
         committed and the job is marked cancelled (resumable).
+    max_concurrency, max_rate
+        Cluster-wide caps on provider calls in flight and calls started per second
+        (default: the provider's own conservative values; see :mod:`kdist.limits`).
+    trip_after, cooldown
+        Circuit breaker: after this many transient failures in a row, pause every worker's
+        calls for ``cooldown`` seconds; if failures go on, stop calling the provider and end
+        the job with the remaining symbols skipped (resumable). None disables it.
 
     Returns
     -------
@@ -553,9 +583,20 @@ def ingest(
              "n_chunks": len(chunks), "dashboard_link": cluster.dashboard_link, "db": str(db)}
         )
         callback.set_size(report.n_symbols)
+        limits = Limits(
+            # A fresh key per run: a resumed job must not inherit an open breaker.
+            key=f"kdist-{job.job_id}-{job.provider.name}-{uuid.uuid4().hex[:6]}",
+            provider=job.provider.name,
+            max_concurrency=max_concurrency or job.provider.max_concurrency,
+            max_rate=max_rate or job.provider.max_rate, trip_after=trip_after,
+            cooldown=cooldown,
+        )
+        if cluster.client is not None:
+            prepare_limits(limits, cluster.client)
         _run(job, chunks, cluster, store, report, callback, t0, retries=retries,
              timeout=timeout, batch_rows=batch_rows, flush_seconds=flush_seconds,
-             max_in_flight=max_in_flight, worker_timeout=worker_timeout, cancel=cancel)
+             max_in_flight=max_in_flight, worker_timeout=worker_timeout, cancel=cancel,
+             limits=limits)
 
     callback.on_finish(report)
     if report.status == "failed" and report.symbols_failed == report.n_symbols:
@@ -598,7 +639,7 @@ def _record_start(store: Store, job: _Job, cluster: Cluster):
 
 
 def _run(job, chunks, cluster, store, report, callback, t0, *, retries, timeout, batch_rows,
-         flush_seconds, max_in_flight, worker_timeout, cancel):
+         flush_seconds, max_in_flight, worker_timeout, cancel, limits=None):
     """Submit the chunks, collect and write their results; always leave the job recorded."""
     batch = _Batch(store.stored_symbols(job.symbols, job.freq, job.adjust))
     write_args = {"job_id": job.job_id, "freq": job.freq, "adjust": job.adjust,
@@ -616,7 +657,8 @@ def _run(job, chunks, cluster, store, report, callback, t0, *, retries, timeout,
             callback.on_write(rows, report.rows_written)
 
     limit = max_in_flight or max(4, 2 * cluster.n_threads)
-    queue = [(_task(job.provider, c, job.freq, job.adjust, retries, timeout, job.job_id), c)
+    queue = [(_task(job.provider, c, job.freq, job.adjust, retries, timeout, job.job_id,
+                    limits=limits), c)
              for c in reversed(chunks)]
     pending: dict = {}
     split: set = set()  # chunks already retried one symbol at a time
@@ -646,7 +688,7 @@ def _run(job, chunks, cluster, store, report, callback, t0, *, retries, timeout,
                         split.update(parts)
                         queue.extend(
                             (_task(job.provider, c, job.freq, job.adjust, retries, timeout,
-                                   job.job_id, part=i), c)
+                                   job.job_id, part=i, limits=limits), c)
                             for i, c in reversed(list(enumerate(parts)))
                         )
                         continue
@@ -654,6 +696,17 @@ def _run(job, chunks, cluster, store, report, callback, t0, *, retries, timeout,
                 batch.add(result, chunk)
                 _tally(report, result.outcomes)
                 callback.on_symbols(result.outcomes)
+                tripped = [o["error"] for o in result.outcomes if o["status"] == "skipped"]
+                if tripped:
+                    report.note = tripped[0]
+                if tripped and queue:
+                    # The breaker opened: what is not submitted yet is skipped unfetched.
+                    skipped = [_outcome(sym, "skipped", error=ProviderTrippedError(report.note))
+                               for _, c in queue for sym in c.symbols]
+                    queue.clear()
+                    batch.add_outcomes(skipped)
+                    _tally(report, skipped)
+                    callback.on_symbols(skipped)
             watch.check(bool(done), len(pending) + len(queue), job.job_id)
             if batch.due(batch_rows, flush_seconds):
                 flush()
@@ -783,6 +836,8 @@ def _tally(report: Report, outcomes):
         elif o["status"] == "empty":
             report.symbols_empty += 1
             report.empty.append(o["symbol"])
+        elif o["status"] == "skipped":
+            report.symbols_skipped += 1
         else:
             report.symbols_failed += 1
             report.failures[o["symbol"]] = f"{o['error_class']}: {o['error']}"
@@ -790,6 +845,8 @@ def _tally(report: Report, outcomes):
 
 
 def _final_status(report: Report) -> str:
+    if report.symbols_skipped:
+        return "interrupted"  # the breaker stopped it: resumable once the vendor answers
     if report.symbols_failed == 0:
         return "done"
     if report.symbols_failed == report.n_symbols:

@@ -67,6 +67,7 @@ CREATE TABLE IF NOT EXISTS kdist_jobs (
     symbols_ok INTEGER DEFAULT 0,
     symbols_empty INTEGER DEFAULT 0,
     symbols_failed INTEGER DEFAULT 0,
+    symbols_skipped INTEGER DEFAULT 0,
     rows_written BIGINT DEFAULT 0,
     rejected_rows BIGINT DEFAULT 0,
     elapsed_s DOUBLE,
@@ -391,10 +392,12 @@ class Store:
                 """UPDATE kdist_jobs SET status = ?, finished_at = ?, elapsed_s = ?,
                        note = coalesce(?, note),
                        symbols_ok = s.ok, symbols_empty = s.empty, symbols_failed = s.failed,
+                       symbols_skipped = s.skipped,
                        rows_written = s.rows_written, rejected_rows = s.rejected_rows
                    FROM (SELECT count(*) FILTER (WHERE status = 'ok') AS ok,
                                 count(*) FILTER (WHERE status = 'empty') AS empty,
                                 count(*) FILTER (WHERE status = 'failed') AS failed,
+                                count(*) FILTER (WHERE status = 'skipped') AS skipped,
                                 coalesce(sum(rows), 0) AS rows_written,
                                 coalesce(sum(rejected_rows), 0)
                                     AS rejected_rows
@@ -413,7 +416,8 @@ class Store:
                       CASE WHEN status = 'running' AND ? THEN 'interrupted' ELSE status END
                           AS status,
                       mode, provider, freq, adjust, start, "end", n_symbols, symbols_ok,
-                      symbols_empty, symbols_failed, rows_written, rejected_rows, elapsed_s, note
+                      symbols_empty, symbols_failed, symbols_skipped, rows_written,
+                      rejected_rows, elapsed_s, note
                FROM kdist_jobs ORDER BY created_at DESC""",
             [self.read_only],
         ).df()

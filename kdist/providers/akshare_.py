@@ -97,6 +97,9 @@ class AkshareProvider(Provider):
     freqs = (Freq.DAY, Freq.WEEK, Freq.MONTH)
     adjusts = (Adjust.NONE, Adjust.QFQ, Adjust.HFQ)
     tz = "Asia/Shanghai"
+    # Conservative cluster-wide politeness: Eastmoney drops connections after bursts of tens of calls.
+    max_concurrency = 2
+    max_rate = 1.0
     options = {
         "timeout": Option(float, 30.0, "seconds one HTTP request to Eastmoney may take"),
     }

@@ -430,6 +430,9 @@ class BaostockProvider(Provider):
     freqs = (Freq.DAY, Freq.WEEK, Freq.MONTH, Freq.MIN5, Freq.MIN15, Freq.MIN30, Freq.MIN60)
     adjusts = (Adjust.NONE, Adjust.QFQ, Adjust.HFQ)
     tz = "Asia/Shanghai"
+    # Conservative cluster-wide politeness: one baostock session per worker process; its server limits logins.
+    max_concurrency = 4
+    max_rate = 5.0
     options = {
         "timeout": Option(
             float, 30.0,

@@ -86,6 +86,10 @@ class Provider:
     #: Exchange time zone of tz-aware vendor timestamps; bars are stored in its local time.
     tz: ClassVar[str | None] = None
     options: ClassVar[dict[str, Option]] = {}
+    #: Politeness defaults for the whole cluster (None: unlimited): calls in flight at once,
+    #: and calls started per second. ``ingest(max_concurrency=..., max_rate=...)`` overrides.
+    max_concurrency: ClassVar[int | None] = None
+    max_rate: ClassVar[float | None] = None
 
     def __init__(self, **options):
         unknown = sorted(set(options) - set(self.options))

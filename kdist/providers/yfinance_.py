@@ -119,6 +119,9 @@ class YfinanceProvider(Provider):
     adjusts = (Adjust.NONE, Adjust.QFQ)
     #: None: each ticker is converted to its own exchange's local time in the provider.
     tz = None
+    # Conservative cluster-wide politeness: Yahoo answers bursts with HTTP 429.
+    max_concurrency = 4
+    max_rate = 2.0
     options = {
         "timeout": Option(float, 30.0, "seconds one request to Yahoo may take"),
     }
