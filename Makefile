@@ -17,12 +17,14 @@ $(VENV)/.installed-demo: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
-$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+$(VENV)/.installed-test: pyproject.toml tests/plugin_pkg/pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e tests/plugin_pkg
 	touch $@ $(VENV)/.installed-demo
 
-$(VENV)/.installed-notebook: pyproject.toml | $(BIN)/python
+$(VENV)/.installed-notebook: pyproject.toml tests/plugin_pkg/pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[test,notebook]"
+	$(BIN)/python -m pip install --quiet -e tests/plugin_pkg
 	touch $@ $(VENV)/.installed-test $(VENV)/.installed-demo
 
 venv: $(VENV)/.installed-test

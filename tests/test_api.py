@@ -18,7 +18,7 @@ def test_import_kdist_imports_no_optional_package():
     code = (
         "import sys, kdist\n"
         "heavy = ['ipywidgets', 'matplotlib', 'plotly', 'akshare', 'baostock', 'yfinance',\n"
-        "         'distributed', 'IPython', 'rich']\n"
+        "         'distributed', 'IPython', 'rich', 'pytest', 'kdist.testing']\n"
         "print(','.join(m for m in heavy if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -9,8 +9,8 @@ import pytest
 import kdist.errors as errors
 from kdist.errors import (
     ClusterError,
-    DatabaseLockedError,
     DataError,
+    DatabaseLockedError,
     InvalidOptionError,
     InvalidSymbolError,
     JobFailedError,
@@ -19,6 +19,7 @@ from kdist.errors import (
     NoWorkersError,
     PermanentProviderError,
     ProviderError,
+    ProviderTrippedError,
     SchedulerUnreachableError,
     SchemaVersionError,
     StoreError,
@@ -41,6 +42,7 @@ TREE = {
     TransientProviderError: (ProviderError, Exception),
     PermanentProviderError: (ProviderError, Exception),
     SymbolNotFoundError: (PermanentProviderError, LookupError),
+    ProviderTrippedError: (ProviderError, Exception),
     DataError: (KdistError, Exception),
     ClusterError: (KdistError, Exception),
     SchedulerUnreachableError: (ClusterError, OSError),

@@ -135,8 +135,9 @@ class Provider:
 
         The frame has a ``ts`` column (or DatetimeIndex) and ``open high low close`` plus
         ``volume`` (shares) and ``amount`` when the vendor has them; :func:`kdist.schema.normalise`
-        does the rest. An unknown symbol raises :class:`~kdist.errors.SymbolNotFoundError`;
-        no data in the window returns an empty frame.
+        does the rest. An unknown symbol raises :class:`~kdist.errors.SymbolNotFoundError` (or,
+        where the vendor cannot tell, returns an empty frame); no data in the window returns
+        an empty frame.
         """
         raise NotImplementedError
 

@@ -28,6 +28,7 @@ from kdist.errors import (
 )
 from kdist.providers.akshare_ import AkshareProvider
 from kdist.schema import Adjust, Freq, normalise
+from kdist.testing import ProviderConformance
 
 AK_COLUMNS = ["日期", "股票代码", "开盘", "收盘", "最高", "最低", "成交量", "成交额",
               "振幅", "涨跌幅", "涨跌额", "换手率"]
@@ -329,3 +330,17 @@ def test_live_daily_bars():
     assert len(bars) == 7 and rejected == {}
     assert bars["ts"].iloc[0] == pd.Timestamp("2024-01-02")
     assert bars["volume"].iloc[0] > 1e7  # shares, not lots
+
+
+# --- conformance ---------------------------------------------------------------------------------
+
+
+class TestConformance(ProviderConformance):
+    symbol = "000001.SZ"
+    start, end = "2024-01-02", "2024-01-05"
+    empty_window = ("2024-01-06", "2024-01-07")  # a weekend
+    unknown_symbol = "000002.SZ"  # Eastmoney answers no klines: an empty frame
+
+    @pytest.fixture
+    def provider(self, vendor, provider):  # the module's provider, its seam replaced
+        return provider

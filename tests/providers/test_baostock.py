@@ -33,6 +33,7 @@ from kdist.errors import (
 from kdist.providers import baostock_
 from kdist.providers.baostock_ import BaostockProvider
 from kdist.schema import Adjust, Freq, normalise
+from kdist.testing import ProviderConformance
 
 DAILY = "date,code,open,high,low,close,volume,amount,adjustflag,tradestatus"
 PERIOD = "date,code,open,high,low,close,volume,amount,adjustflag"
@@ -606,3 +607,17 @@ def test_live_bars(monkeypatch):
     bars, rejected = canonical(minute, p, "5m")
     assert len(bars) == 48 and rejected == {}
     assert bars["ts"].iloc[0] == pd.Timestamp("2024-01-02 09:35")
+
+
+# --- conformance ---------------------------------------------------------------------------------
+
+
+class TestConformance(ProviderConformance):
+    symbol = "600000.SH"
+    start, end = "2024-01-02", "2024-01-05"
+    empty_window = ("2030-01-01", "2030-01-31")
+    unknown_symbol = "AAPL"  # refused before login: A-shares only
+
+    @pytest.fixture
+    def provider(self, vendor, provider):  # the module's provider, its seam replaced
+        return provider

@@ -24,6 +24,7 @@ from kdist.errors import (
 from kdist.providers import get_provider
 from kdist.providers.files import CSVProvider, ParquetProvider
 from kdist.schema import BAR_COLUMNS, Adjust, Freq, normalise, window_bounds
+from kdist.testing import ProviderConformance
 
 # Yahoo-style export: capitalised headers, an extra column, no amount.
 ENGLISH = """Date,Open,High,Low,Close,Adj Close,Volume
@@ -546,3 +547,19 @@ def test_ingest_end_to_end(tmp_path, root):
     assert aapl["volume"].tolist() == [58414500.0, 71983600.0, 62303300.0]
     assert stored.loc[stored["symbol"] == "000300.SH", "volume"].isna().all()
     assert set(stored["source"]) == {"csv"}
+
+
+# -- conformance ------------------------------------------------------------------------------
+
+
+class TestConformance(ProviderConformance):
+    symbol = "AAPL"
+    start, end = "2024-01-01", "2024-01-31"
+    empty_window = ("2024-01-06", "2024-01-07")  # a weekend
+    unknown_symbol = "MSFT"  # no file
+
+    @pytest.fixture(params=["csv", "parquet"])
+    def provider(self, request, root):
+        write(root, "AAPL.csv", ENGLISH)
+        pd.read_csv(root / "AAPL.csv").to_parquet(root / "AAPL.parquet")
+        return get_provider(request.param, root=str(root))

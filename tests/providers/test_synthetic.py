@@ -17,6 +17,7 @@ from kdist.errors import (
 from kdist.providers import get_provider
 from kdist.providers.synthetic import SyntheticProvider
 from kdist.schema import Adjust, Freq, normalise
+from kdist.testing import ProviderConformance
 
 SYMBOL = "600000.SH"
 
@@ -346,3 +347,17 @@ def test_base_provider_cannot_list_symbols_by_default():
 
     with pytest.raises(UsageError, match="cannot list its symbols"):
         Quiet().list_symbols()
+
+
+# --- conformance -----------------------------------------------------------------------------
+
+
+class TestConformance(ProviderConformance):
+    symbol = SYMBOL
+    start, end = "2024-01-02", "2024-01-31"
+    empty_window = ("2024-01-06", "2024-01-07")  # a weekend
+    unknown_symbol = None  # every symbol has bars
+
+    @pytest.fixture
+    def provider(self, provider):  # the module's provider fixture
+        return provider

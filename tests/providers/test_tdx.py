@@ -27,6 +27,7 @@ from kdist.errors import (
 from kdist.providers import get_provider
 from kdist.providers.tdx import TdxProvider
 from kdist.schema import BAR_COLUMNS, Adjust, Freq, normalise, window_bounds
+from kdist.testing import ProviderConformance
 
 # .day rows: date, open, high, low, close (price x scale), amount (float32), volume.
 STOCK = [  # 600000.SH, x100
@@ -558,3 +559,17 @@ def test_ingest_end_to_end(tmp_path, root):
                           client="sync")
     assert minute.rows_written == 4
     assert stamps(kdist.load(db, freq="60m"), "%H:%M") == ["10:30", "11:30", "14:00", "15:00"]
+
+
+# -- conformance ------------------------------------------------------------------------------
+
+
+class TestConformance(ProviderConformance):
+    symbol = "600000.SH"
+    start, end = "2024-01-01", "2024-01-31"
+    empty_window = ("2024-01-06", "2024-01-07")  # a weekend
+    unknown_symbol = "600001.SH"  # no file
+
+    @pytest.fixture
+    def provider(self, tdx):
+        return tdx

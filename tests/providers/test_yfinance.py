@@ -26,6 +26,7 @@ from kdist.errors import (
 )
 from kdist.providers.yfinance_ import YfinanceProvider
 from kdist.schema import Adjust, Freq, normalise
+from kdist.testing import ProviderConformance
 
 # Real classes, so the provider's translation is tested against what yfinance raises.
 yf_exceptions = pytest.importorskip("yfinance.exceptions")
@@ -413,3 +414,19 @@ def test_live_daily_bars():
     assert len(bars) == 7 and rejected == {}
     assert bars["ts"].iloc[0] == pd.Timestamp("2024-01-02")
     assert bars["close"].iloc[0] == pytest.approx(185.64, abs=0.05)
+
+
+# --- conformance ---------------------------------------------------------------------------------
+
+
+class TestConformance(ProviderConformance):
+    symbol = "AAPL"
+    start, end = "2024-01-02", "2024-01-04"
+    empty_window = ("2024-01-06", "2024-01-07")  # a weekend
+    unknown_symbol = "NOSUCH"
+
+    @pytest.fixture
+    def provider(self, vendor, provider):  # the module's provider, its seam replaced
+        # What Yahoo answers for a ticker it does not know.
+        vendor.errors["NOSUCH"] = [yf_exceptions.YFTzMissingError("NOSUCH")]
+        return provider

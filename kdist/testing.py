@@ -1,0 +1,213 @@
+"""A conformance suite for providers: subclass it in a provider's tests to prove the contract.
+
+:class:`ProviderConformance` holds pytest tests of what every provider owes the runner:
+filled metadata, frames that :func:`kdist.schema.normalise` turns into canonical bars inside
+the requested window, an empty frame for an empty window, a permanent error (or no bars) for
+an unknown symbol, pickling by options, ``check`` refusing what the provider does not list,
+and ``version``. Its name does not start with ``Test``, so pytest collects only subclasses::
+
+    from kdist.testing import ProviderConformance
+
+    class TestConformance(ProviderConformance):
+        symbol, start, end = "600000.SH", "2024-01-02", "2024-01-31"
+        empty_window = ("2024-01-06", "2024-01-07")  # a weekend
+        unknown_symbol = "NOSUCH"
+
+        @pytest.fixture
+        def provider(self, fake_vendor):  # the seam already replaced
+            return MyProvider(token="test")
+
+This module imports pytest; ``import kdist`` never imports it.
+"""
+
+from __future__ import annotations
+
+import pickle
+
+import pandas as pd
+import pytest
+
+from .errors import InvalidOptionError, PermanentProviderError
+from .providers.base import Option, Provider
+from .schema import BAR_COLUMNS, Adjust, Freq, normalise, window_bounds
+
+__all__ = ["ProviderConformance"]
+
+_DTYPES = {"ts": "datetime64[us]", **{c: "float64" for c in BAR_COLUMNS[1:]}}
+
+
+class ProviderConformance:
+    """Tests every provider must pass; subclass it as ``Test...`` to run them.
+
+    Subclasses override the :meth:`provider` fixture and set the class attributes below.
+    Windows are inclusive dates, as users give them; the suite calls ``fetch`` the way the
+    runner does (Timestamps, the last day inclusive, ``freq`` and ``adjust`` as strings).
+    """
+
+    #: A symbol with at least one bar in ``[start, end]``.
+    symbol: str | None = None
+    #: An inclusive window (str, date or Timestamp) in which ``symbol`` has bars.
+    start = None
+    end = None
+    #: A frequency and adjustment the provider serves.
+    freq: str = "1d"
+    adjust: str = "none"
+    #: ``(start, end)`` in which ``symbol`` has no bars, or None to skip that test.
+    empty_window: tuple | None = None
+    #: A symbol the provider does not know, or None to skip that test.
+    unknown_symbol: str | None = None
+
+    @pytest.fixture
+    def provider(self) -> Provider:
+        """The provider under test, its vendor seam already replaced: override this."""
+        pytest.fail(f"{type(self).__name__} must override the `provider` fixture")
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _window(self, start=None, end=None) -> tuple[pd.Timestamp, pd.Timestamp]:
+        for attr in ("symbol", "start", "end"):
+            if getattr(self, attr) is None:
+                pytest.fail(f"{type(self).__name__} must set `{attr}`")
+        return window_bounds(self.start if start is None else start,
+                             self.end if end is None else end)
+
+    def _options(self) -> tuple[Freq, Adjust]:
+        return Freq.parse(self.freq), Adjust.parse(self.adjust)
+
+    def _fetch(self, provider, symbol=None, start=None, end=None) -> pd.DataFrame:
+        lo, hi = self._window(start, end)
+        freq, adjust = self._options()
+        # As kdist.runner calls it: the window's days as Timestamps, the last one inclusive.
+        raw = provider.fetch(symbol or self.symbol, lo, hi - pd.Timedelta(days=1),
+                             freq.value, adjust.value)
+        assert isinstance(raw, pd.DataFrame), (
+            f"fetch returned {type(raw).__name__}, not a pandas DataFrame"
+        )
+        return raw
+
+    def _normalise(self, provider, raw) -> tuple[pd.DataFrame, dict]:
+        # No window here, so bars outside it are seen, not silently dropped.
+        freq, adjust = self._options()
+        return normalise(raw, freq=freq, adjust=adjust, tz=provider.tz)
+
+    # -- metadata ---------------------------------------------------------------------------
+
+    def test_metadata_is_filled(self, provider):
+        cls = type(provider)
+        assert isinstance(provider, Provider), f"{cls.__name__} is not a kdist Provider"
+        assert isinstance(cls.name, str) and cls.name, f"{cls.__name__}.name is empty"
+        assert isinstance(cls.description, str) and cls.description, (
+            f"{cls.__name__}.description is empty"
+        )
+        assert all(isinstance(m, str) for m in cls.requires), "requires must hold module names"
+        assert cls.freqs and all(isinstance(f, Freq) for f in cls.freqs), (
+            "freqs must be a non-empty tuple of kdist.Freq"
+        )
+        assert cls.adjusts and all(isinstance(a, Adjust) for a in cls.adjusts), (
+            "adjusts must be a non-empty tuple of kdist.Adjust"
+        )
+        assert all(isinstance(o, Option) for o in cls.options.values()), (
+            "options must map names to kdist.providers.Option"
+        )
+        freq, adjust = self._options()
+        assert freq in cls.freqs and adjust in cls.adjusts, (
+            f"the suite's freq={freq.value!r}, adjust={adjust.value!r} are not served by "
+            f"{cls.name!r}: set freq and adjust on {type(self).__name__}"
+        )
+
+    def test_version_is_a_string_or_none(self, provider):
+        version = provider.version()
+        assert version is None or (isinstance(version, str) and version), (
+            f"version() returned {version!r}: give a non-empty str, or None"
+        )
+
+    # -- fetch ------------------------------------------------------------------------------
+
+    def test_fetch_gives_canonical_bars(self, provider):
+        bars, _ = self._normalise(provider, self._fetch(provider))
+        assert list(bars.columns) == list(BAR_COLUMNS)
+        dtypes = {c: str(bars[c].dtype) for c in BAR_COLUMNS}
+        assert dtypes == _DTYPES, f"normalised dtypes {dtypes}"
+        assert len(bars) >= 1, (
+            f"no bars for {self.symbol} in {self.start} .. {self.end}: choose a window with bars"
+        )
+
+    def test_bars_are_inside_the_window(self, provider):
+        lo, hi = self._window()
+        bars, _ = self._normalise(provider, self._fetch(provider))
+        outside = bars[(bars["ts"] < lo) | (bars["ts"] >= hi)]
+        assert outside.empty, (
+            f"{len(outside)} bar(s) outside {lo.date()} .. {(hi - pd.Timedelta(days=1)).date()}, "
+            f"first at {outside['ts'].iloc[0] if len(outside) else None}"
+        )
+
+    def test_no_duplicate_timestamps_after_normalise(self, provider):
+        bars, rejected = self._normalise(provider, self._fetch(provider))
+        # normalise keeps the last of equal stamps; a provider should not rely on it, e.g. by
+        # stamping daily bars with times that fall on one day.
+        assert "duplicate timestamp" not in rejected, (
+            f"{rejected['duplicate timestamp']} bar(s) share a timestamp after normalise"
+        )
+        assert bars["ts"].is_unique and bars["ts"].is_monotonic_increasing
+
+    def test_empty_window_gives_an_empty_frame(self, provider):
+        if self.empty_window is None:
+            pytest.skip("no empty_window given")
+        start, end = self.empty_window
+        raw = self._fetch(provider, start=start, end=end)
+        assert len(raw) == 0, f"{len(raw)} row(s) for a window without bars"
+        bars, rejected = self._normalise(provider, raw)
+        assert bars.empty and rejected == {}
+        assert list(bars.columns) == list(BAR_COLUMNS)
+
+    def test_unknown_symbol_is_a_permanent_error_or_empty(self, provider):
+        if self.unknown_symbol is None:
+            pytest.skip("no unknown_symbol given")
+        try:
+            raw = self._fetch(provider, symbol=self.unknown_symbol)
+        except PermanentProviderError as exc:
+            assert self.unknown_symbol in str(exc) or getattr(exc, "symbol", None) == (
+                self.unknown_symbol
+            ), f"the error does not name {self.unknown_symbol}: {exc}"
+            # Dask sends worker errors back to the client: the error must survive pickling.
+            copy = pickle.loads(pickle.dumps(exc))
+            assert type(copy) is type(exc) and str(copy) == str(exc)
+        except Exception as exc:
+            pytest.fail(
+                f"unknown symbol {self.unknown_symbol} raised {type(exc).__name__}: {exc}; "
+                "raise kdist.errors.SymbolNotFoundError or return an empty frame"
+            )
+        else:
+            bars, _ = self._normalise(provider, raw)
+            assert bars.empty, (
+                f"{len(bars)} bar(s) for unknown symbol {self.unknown_symbol}: raise "
+                "SymbolNotFoundError or return an empty frame"
+            )
+
+    # -- pickling and check -------------------------------------------------------------------
+
+    def test_pickle_round_trip_fetches_the_same_bars(self, provider):
+        copy = pickle.loads(pickle.dumps(provider))
+        assert copy is not provider and type(copy) is type(provider)
+        assert copy == provider, f"{copy!r} != {provider!r} after pickling"
+        expected, _ = self._normalise(provider, self._fetch(provider))
+        got, _ = self._normalise(copy, self._fetch(copy))
+        pd.testing.assert_frame_equal(got, expected)
+
+    def test_check_accepts_what_it_serves(self, provider):
+        lo, hi = self._window()
+        freq, adjust = self._options()
+        provider.check(freq=freq, adjust=adjust, start=lo, end=hi)
+
+    def test_check_refuses_what_it_does_not_list(self, provider):
+        lo, hi = self._window()
+        freq, adjust = self._options()
+        refused = [(f, adjust) for f in Freq if f not in provider.freqs]
+        refused += [(freq, a) for a in Adjust if a not in provider.adjusts]
+        if not refused:
+            pytest.skip(f"{provider.name!r} serves every freq and adjust")
+        for f, a in refused:
+            with pytest.raises(InvalidOptionError) as info:
+                provider.check(freq=f, adjust=a, start=lo, end=hi)
+            value = f.value if f is not freq else a.value
+            assert value in str(info.value), f"the refusal does not name {value!r}: {info.value}"
