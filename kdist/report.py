@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 __all__ = ["Report"]
 
 
-@dataclass
+@dataclass(repr=False)
 class Report:
     """The outcome of one import: counts, failures, timings. ``str()`` is a readable summary."""
 
@@ -82,6 +82,13 @@ class Report:
         if len(items) > limit:
             lines.append(f"... and {len(items) - limit} more (kdist jobs {self.job_id})")
         return lines
+
+    def __repr__(self):
+        return (
+            f"<Report {self.job_id} {self.status} on {self.mode}: {self.n_symbols} symbols, "
+            f"{self.symbols_ok} ok, {self.symbols_empty} empty, {self.symbols_failed} failed, "
+            f"{self.rows_written:,} rows in {self.elapsed_s:.1f} s>"
+        )
 
     def __str__(self):
         width = max(len(k) for k, _ in self._rows())

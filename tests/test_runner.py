@@ -187,3 +187,10 @@ def test_fetch_returns_a_frame_without_storing(tmp_path):
     assert list(tmp_path.iterdir()) == []
     with pytest.warns(UserWarning, match="1 symbol"):
         kdist.fetch(SYMBOLS[:2], **WINDOW, provider=kdist.get_provider("synthetic", fail=SYMBOLS[0]))
+
+
+def test_report_repr_is_one_readable_line(db):
+    report = kdist.ingest(SYMBOLS[:2], **WINDOW, db=db, client="sync")
+    text = repr(report)
+    assert "\n" not in text and text.startswith(f"<Report {report.job_id} done on sync: 2 symbols")
+    assert f"{report.rows_written:,} rows" in text
