@@ -97,33 +97,15 @@ class AkshareProvider(Provider):
     freqs = (Freq.DAY, Freq.WEEK, Freq.MONTH)
     adjusts = (Adjust.NONE, Adjust.QFQ, Adjust.HFQ)
     tz = "Asia/Shanghai"
-    # Conservative cluster-wide politeness: Eastmoney drops connections after bursts of tens of calls.
+    freq_hint = "use the baostock provider for 5-60 minute A-share bars"
+    # Conservative cluster-wide politeness: Eastmoney drops connections after bursts.
     max_concurrency = 2
     max_rate = 1.0
     options = {
-        "timeout": Option(float, 30.0, "seconds one HTTP request to Eastmoney may take"),
+        "timeout": Option(
+            float, 30.0, "seconds one HTTP request to Eastmoney may take", positive=True
+        ),
     }
-
-    def __init__(self, **options):
-        super().__init__(**options)
-        if self.timeout is None or not self.timeout > 0:  # also refuses NaN
-            raise InvalidOptionError(
-                f"Option timeout={self.timeout!r} of provider 'akshare' must be a positive "
-                "number of seconds",
-                option="timeout",
-                value=self.timeout,
-            )
-
-    def check(self, *, freq: Freq, adjust: Adjust, start: pd.Timestamp, end: pd.Timestamp):
-        """Refuse minute bars: stock_zh_a_hist serves daily, weekly and monthly bars only."""
-        if freq.intraday:
-            raise InvalidOptionError(
-                f"Provider 'akshare' has no {freq.value} bars (stock_zh_a_hist serves 1d, 1w "
-                "and 1M); use the baostock provider for 5-60 minute A-share bars",
-                option="freq",
-                value=freq.value,
-            )
-        super().check(freq=freq, adjust=adjust, start=start, end=end)
 
     def fetch(self, symbol, start, end, freq="1d", adjust="none") -> pd.DataFrame:
         """Return the bars of ``symbol`` stamped in ``[start, end]`` (dates inclusive).

@@ -430,37 +430,17 @@ class BaostockProvider(Provider):
     freqs = (Freq.DAY, Freq.WEEK, Freq.MONTH, Freq.MIN5, Freq.MIN15, Freq.MIN30, Freq.MIN60)
     adjusts = (Adjust.NONE, Adjust.QFQ, Adjust.HFQ)
     tz = "Asia/Shanghai"
-    # Conservative cluster-wide politeness: one baostock session per worker process; its server limits logins.
+    freq_hint = "for 1-minute bars use the tdx provider with local files"
+    # Conservative cluster-wide politeness: its server limits logins and sessions.
     max_concurrency = 4
     max_rate = 5.0
     options = {
         "timeout": Option(
             float, 30.0,
             "seconds a baostock login, query or page may stay silent before the session is reset",
+            positive=True,
         ),
     }
-
-    def __init__(self, **options):
-        super().__init__(**options)
-        if self.timeout is None or not self.timeout > 0:  # also refuses NaN
-            raise InvalidOptionError(
-                f"Option timeout={self.timeout!r} of provider 'baostock' must be a positive "
-                "number of seconds",
-                option="timeout",
-                value=self.timeout,
-            )
-
-    def check(self, *, freq: Freq, adjust: Adjust, start: pd.Timestamp, end: pd.Timestamp):
-        """Refuse 1-minute bars, which baostock does not serve."""
-        if freq not in self.freqs:
-            served = ", ".join(f.value for f in self.freqs)
-            raise InvalidOptionError(
-                f"Provider 'baostock' has no {freq.value} bars; it serves {served} (for "
-                "1-minute bars use the tdx provider with local files)",
-                option="freq",
-                value=freq.value,
-            )
-        super().check(freq=freq, adjust=adjust, start=start, end=end)
 
     def fetch(self, symbol, start, end, freq="1d", adjust="none") -> pd.DataFrame:
         """Return the bars of ``symbol`` stamped in ``[start, end]`` (dates inclusive).

@@ -28,6 +28,8 @@ class Option:
     type: type
     default: Any
     help: str = ""
+    #: Refuse zero, negative and NaN values (timeouts, latencies, rates).
+    positive: bool = False
 
     def coerce(self, name: str, value):
         """Return ``value`` as this option's type; strings from the CLI are parsed."""
@@ -85,6 +87,8 @@ class Provider:
     adjusts: ClassVar[tuple[Adjust, ...]] = tuple(Adjust)
     #: Exchange time zone of tz-aware vendor timestamps; bars are stored in its local time.
     tz: ClassVar[str | None] = None
+    #: Appended to the refusal of a freq the provider does not serve: where to get it instead.
+    freq_hint: ClassVar[str] = ""
     options: ClassVar[dict[str, Option]] = {}
     #: Politeness defaults for the whole cluster (None: unlimited): calls in flight at once,
     #: and calls started per second. ``ingest(max_concurrency=..., max_rate=...)`` overrides.
@@ -103,6 +107,14 @@ class Provider:
         self.config = {
             key: opt.coerce(key, options.get(key, opt.default)) for key, opt in self.options.items()
         }
+        for key, opt in self.options.items():
+            value = self.config[key]
+            if opt.positive and not (value is not None and value > 0):  # NaN fails too
+                raise InvalidOptionError(
+                    f"Option {key}={value!r} of provider {self.name!r} must be a positive number",
+                    option=key,
+                    value=value,
+                )
 
     def __getattr__(self, key):
         config = self.__dict__.get("config", {})
@@ -151,9 +163,11 @@ class Provider:
         """Refuse a request the vendor cannot serve, before any work is submitted."""
         if freq not in self.freqs:
             served = ", ".join(f.value for f in self.freqs)
+            hint = f"; {self.freq_hint}" if self.freq_hint else ""
             raise InvalidOptionError(
-                f"Provider {self.name!r} has no {freq.value} bars; it serves {served}",
+                f"Provider {self.name!r} has no {freq.value} bars; it serves {served}{hint}",
                 option="freq",
+                value=freq.value,
             )
         if adjust not in self.adjusts:
             served = ", ".join(a.value for a in self.adjusts)

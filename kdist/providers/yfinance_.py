@@ -123,18 +123,8 @@ class YfinanceProvider(Provider):
     max_concurrency = 4
     max_rate = 2.0
     options = {
-        "timeout": Option(float, 30.0, "seconds one request to Yahoo may take"),
+        "timeout": Option(float, 30.0, "seconds one request to Yahoo may take", positive=True),
     }
-
-    def __init__(self, **options):
-        super().__init__(**options)
-        if self.timeout is None or not self.timeout > 0:  # also refuses NaN
-            raise InvalidOptionError(
-                f"Option timeout={self.timeout!r} of provider 'yfinance' must be a positive "
-                "number of seconds",
-                option="timeout",
-                value=self.timeout,
-            )
 
     def check(self, *, freq: Freq, adjust: Adjust, start: pd.Timestamp, end: pd.Timestamp):
         """Refuse backward adjustment and intraday windows older than Yahoo serves."""
