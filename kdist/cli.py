@@ -66,12 +66,22 @@ def _frame_json(frame):
 
 
 def _provider(args):
+    """The provider the user named, or None for the default (for --resume: the job's)."""
     from .providers import get_provider
 
     options = _options(args.option)
-    if args.provider is None and not options:
-        return None  # the default, or for --resume and update the recorded one
-    return get_provider(args.provider or "synthetic", **options)
+    if args.provider is not None:
+        return get_provider(args.provider, **options)
+    if getattr(args, "resume", None) and options:
+        # --option alone changes the job's recorded provider options (e.g. a timeout).
+        from .store import Store
+
+        with Store(args.db, read_only=True) as store:
+            job = store.job(args.resume)
+        return get_provider(job["provider"], **{**job["provider_options"], **options})
+    if options:
+        return get_provider("synthetic", **options)
+    return None
 
 
 def _run_args(args) -> dict:
@@ -130,7 +140,8 @@ def cmd_ingest(args) -> int:
 def cmd_update(args) -> int:
     from .runner import update
 
-    reports = update(args.db, provider=_provider(args), freq=args.freq, adjust=args.adjust,
+    reports = update(args.db, provider=args.provider, options=_options(args.option),
+                     freq=args.freq, adjust=args.adjust,
                      end=args.end, overlap=args.overlap, **_run_args(args))
     if not reports:
         print(f"Nothing stored for {args.freq} {args.adjust} in {args.db}", file=sys.stderr)
@@ -367,9 +378,10 @@ def main(argv=None) -> int:
             raise
         print(f"kdist: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("kdist: interrupted; finished batches are stored. 'kdist jobs' shows the job; "
-              "'kdist ingest --resume JOB_ID' finishes it", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        resume = getattr(exc, "kdist_resume", "kdist ingest --resume JOB_ID (see kdist jobs)")
+        print(f"kdist: interrupted; finished batches are stored; finish with: {resume}",
+              file=sys.stderr)
         return 130
     finally:
         if previous is not None:

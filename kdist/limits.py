@@ -5,7 +5,7 @@ worker process. Every provider call goes through the gate:
 
 - **concurrency**: a ``distributed.Semaphore`` named after the job and provider caps the calls
   in flight across the whole cluster (a process-local semaphore when there is no cluster);
-- **rate**: a second cluster-wide semaphore of ``ceil(max_rate)`` tokens; a call takes a token
+- **rate**: a second cluster-wide semaphore of ``max(1, floor(max_rate))`` tokens; a call takes a token
   when it starts and a background thread gives it back one window later, so no more than
   ``max_rate`` calls start in any second across the cluster, however many workers or threads;
 - **circuit breaker**: after ``trip_after`` consecutive transient failures (connection drops,
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from .errors import ProviderTrippedError
 
-__all__ = ["Gate", "Limits"]
+__all__ = ["Gate", "Limits", "gate", "prepare", "stop"]
 
 #: Seconds a process trusts its copy of the cluster-wide breaker state.
 _STATE_TTL = 0.5
@@ -81,6 +81,15 @@ def gate(limits: Limits | None) -> Gate | None:
         return _gates[limits.key]
 
 
+def stop(key: str) -> None:
+    """End the job's gate in this process: chunks still running here stop at their next
+    symbol, and its background thread exits."""
+    with _gates_lock:
+        found = _gates.pop(key, None)
+    if found is not None:
+        found.close()
+
+
 def _worker():
     try:
         from distributed import get_worker
@@ -95,6 +104,7 @@ class Gate:
 
     def __init__(self, limits: Limits):
         self.limits = limits
+        self.stopped = False
         self._failures = 0
         self._lock = threading.Lock()
         self._state = dict(_CLOSED)
@@ -126,10 +136,21 @@ class Gate:
     def _give_back(self):
         # Tokens come back in the order they were taken, each one window after: one thread
         # for all of them, never a thread per call.
-        while True:
-            due = self._returns.get()
+        while not self.stopped:
+            try:
+                due = self._returns.get(timeout=5.0)
+            except queue.Empty:
+                continue
             time.sleep(max(0.0, due - time.monotonic()))
             self._tokens.release()
+
+    def close(self):
+        """Stop: running chunks end at their next symbol; threads and leases are released."""
+        self.stopped = True
+        for sem in (self._slots, self._tokens):
+            if sem is not None and hasattr(sem, "close"):
+                with contextlib.suppress(Exception):
+                    sem.close()
 
     # -- breaker --------------------------------------------------------------------------
 
@@ -182,6 +203,11 @@ class Gate:
     def succeeded(self):
         with self._lock:
             self._failures = 0
+        state = self._read()
+        if state["cool_until"] and not state["open"] and time.time() > state["cool_until"]:
+            # The vendor answers again after the cooldown: close the breaker, so failures
+            # hours later get a cooldown of their own before the job gives up.
+            self._write(dict(_CLOSED))
 
     # -- concurrency and rate -------------------------------------------------------------
 

@@ -16,6 +16,7 @@ which symbols are still missing, so ``resume=`` fetches only those.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import queue
 import threading
@@ -50,6 +51,7 @@ from .errors import (
 from .limits import Limits
 from .limits import gate as get_gate
 from .limits import prepare as prepare_limits
+from .limits import stop as stop_gate
 from .plan import Chunk, plan_chunks
 from .progress import Callback
 from .providers import Provider, get_provider
@@ -116,11 +118,17 @@ class _Caller:
 
     def __init__(self):
         self.jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self.owner = threading.current_thread()
         threading.Thread(target=self._serve, name="kdist-fetch", daemon=True).start()
 
     def _serve(self):
         while True:
-            fn, args, box, done = self.jobs.get()
+            try:
+                fn, args, box, done = self.jobs.get(timeout=5.0)
+            except queue.Empty:
+                if not self.owner.is_alive():
+                    return  # the task thread is gone (an in-process job ended): so are we
+                continue
             try:
                 box["value"] = fn(*args)
             except BaseException as exc:  # handed to the waiting thread, never lost
@@ -235,6 +243,8 @@ def fetch_chunk(
     gate = get_gate(limits)
     overlaps = {} if chunk.overlap is None else dict(tuple(chunk.overlap.groupby("symbol")))
     for i, symbol in enumerate(chunk.symbols):
+        if gate is not None and gate.stopped:
+            break  # the job is being stopped: the rest stay pending in the ledger
         since, full = chunk.window(i)
         attempts = 0
         revised = False
@@ -431,7 +441,9 @@ def _plan_job(symbols, start, end, freq, adjust, provider, db, skip_invalid, inc
             provider = get_provider(provider)
         lo, hi = window_bounds(job["start"], job["end"])
         params = job["params"]
-        return _Job(resume, todo, [], lo, hi, Freq.parse(job["freq"]),
+        # Symbols recorded as invalid (skip_invalid) fail again, never reach the provider.
+        valid, invalid = parse_symbols(todo, skip_invalid=True)
+        return _Job(resume, valid, invalid, lo, hi, Freq.parse(job["freq"]),
                     Adjust.parse(job["adjust"]), provider, bool(params.get("incremental")),
                     int(params.get("overlap", overlap)), resumed=True)
     freq, adjust = Freq.parse(freq), Adjust.parse(adjust)
@@ -557,8 +569,18 @@ def ingest(
     job.provider.check(freq=job.freq, adjust=job.adjust, start=job.start, end=job.end)
     callback = callback or Callback()
     if job.resumed and not job.symbols:
+        # Nothing left to fetch: what remains (if anything) are invalid symbols.
         report = _report(job, "done", db, mode="none")
+        _tally(report, [_outcome(s, "failed", error=UsageError("invalid symbol"))
+                        for s in job.invalid])
+        report.status = "failed" if job.invalid else "done"
         callback.on_finish(report)
+        if job.invalid:
+            raise JobFailedError(
+                f"Nothing left to import in job {job.job_id}: its remaining symbols are "
+                f"invalid ({', '.join(job.invalid[:5])})",
+                report=report,
+            )
         return report
 
     with resolve_cluster(
@@ -593,12 +615,14 @@ def ingest(
         )
         if cluster.client is not None:
             prepare_limits(limits, cluster.client)
-        _run(job, chunks, cluster, store, report, callback, t0, retries=retries,
-             timeout=timeout, batch_rows=batch_rows, flush_seconds=flush_seconds,
-             max_in_flight=max_in_flight, worker_timeout=worker_timeout, cancel=cancel,
-             limits=limits)
+        try:
+            _run(job, chunks, cluster, store, report, callback, t0, retries=retries,
+                 timeout=timeout, batch_rows=batch_rows, flush_seconds=flush_seconds,
+                 max_in_flight=max_in_flight, worker_timeout=worker_timeout, cancel=cancel,
+                 limits=limits)
+        finally:
+            callback.on_finish(report)  # also when the job raised: progress bars must close
 
-    callback.on_finish(report)
     if report.status == "failed" and report.symbols_failed == report.n_symbols:
         raise JobFailedError(
             f"No symbol could be imported ({report.symbols_failed} failed); "
@@ -713,8 +737,9 @@ def _run(job, chunks, cluster, store, report, callback, t0, *, retries, timeout,
             if cancel is not None and cancel.is_set():
                 break
         status = "cancelled" if (queue or pending) else _final_status(report)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         status = "cancelled"
+        exc.kdist_resume = f"kdist ingest --resume {job.job_id} --db {store.path}"
         raise
     except ClusterError as exc:
         status = "interrupted"
@@ -724,7 +749,14 @@ def _run(job, chunks, cluster, store, report, callback, t0, *, retries, timeout,
             **{**exc.__dict__, "job_id": job.job_id},
         ) from exc
     finally:
+        if limits is not None:
+            stop_gate(limits.key)  # in-process chunks stop at their next symbol
+            if cluster.client is not None and cluster.connected():
+                # Workers keep one gate per job (semaphores, a rate thread): end them too.
+                with contextlib.suppress(Exception):
+                    cluster.client.run(stop_gate, limits.key, wait=False)
         cluster.cancel(set(pending))
+        _collect_finished(pending, cluster, batch, report, callback)
         try:
             flush()  # whatever finished is kept, however the job ends
         except KdistError:
@@ -734,7 +766,33 @@ def _run(job, chunks, cluster, store, report, callback, t0, *, retries, timeout,
         finally:
             report.status = status
             report.elapsed_s = round(time.perf_counter() - t0, 3)
-            store.finish_job(job.job_id, status=status, elapsed_s=report.elapsed_s)
+            try:
+                store.finish_job(job.job_id, status=status, elapsed_s=report.elapsed_s)
+            except KdistError:
+                # A dead connection must not hide the error already on its way out; the
+                # next writer marks a job left "running" as interrupted.
+                if not _raising():
+                    raise
+
+
+def _collect_finished(pending, cluster, batch, report, callback):
+    """Keep the results of chunks that finished while the job was being stopped.
+
+    In-process (``sync``) chunks cannot be cancelled mid-run; they stop at their next
+    symbol, so their finished symbols are waited for briefly and kept.
+    """
+    for future, chunk in list(pending.items()):
+        try:
+            if cluster.client is None:
+                future.result(timeout=CALL_TIMEOUT)
+            elif future.status != "finished":
+                continue
+            result = _result(future, chunk, cluster, timeout=1.0)
+        except Exception:  # cancelled, lost, or slow: those symbols stay pending
+            continue
+        batch.add(result, chunk)
+        _tally(report, result.outcomes)
+        callback.on_symbols(result.outcomes)
 
 
 def _raising() -> bool:
@@ -803,22 +861,32 @@ def _result(future, chunk: Chunk, cluster: Cluster, timeout: float = RESULT_TIME
     and waiting for it here would keep the watchdog, cancel and flushes from running.
     Raises :class:`_NotYet` when the result is not (or no longer) to be had now.
     """
-    if cluster.client is not None and future.status not in ("finished", "error", "cancelled"):
-        raise _NotYet()  # reported done, then lost with its worker: Dask computes it again
+    if cluster.client is not None:
+        if future.status not in ("finished", "error", "cancelled"):
+            raise _NotYet()  # reported done, then lost with its worker: Dask computes it again
+        failed = future.status == "error"
+    else:
+        failed = future.done() and not future.cancelled() and future.exception() is not None
+    if failed:
+        # The task itself raised: never mistake its TimeoutError for a slow transfer below.
+        return _from_error(future.exception(), chunk, cluster)
     try:
         return future.result(timeout=timeout)
     except TimeoutError as exc:
-        # fetch_chunk turns provider timeouts into outcomes: this is the wait itself.
-        raise _NotYet() from exc
+        raise _NotYet() from exc  # the result is slow to arrive: try again later
     except Exception as exc:
-        if type(exc).__name__ == "KilledWorker":
-            err = RuntimeError(f"worker died while fetching ({exc})")
-            raise _WorkerDied(_failed(chunk, err)) from exc
-        if type(exc).__name__ == "CancelledError" and not cluster.connected():
-            raise SchedulerUnreachableError(
-                f"Lost the scheduler {cluster.address} mid-job", address=cluster.address
-            ) from exc
-        return _failed(chunk, exc)
+        return _from_error(exc, chunk, cluster)
+
+
+def _from_error(exc: BaseException, chunk: Chunk, cluster: Cluster) -> ChunkResult:
+    if type(exc).__name__ == "KilledWorker":
+        err = RuntimeError(f"worker died while fetching ({exc})")
+        raise _WorkerDied(_failed(chunk, err)) from exc
+    if type(exc).__name__ == "CancelledError" and not cluster.connected():
+        raise SchedulerUnreachableError(
+            f"Lost the scheduler {cluster.address} mid-job", address=cluster.address
+        ) from exc
+    return _failed(chunk, exc)
 
 
 def _failed(chunk: Chunk, exc: BaseException) -> ChunkResult:
@@ -858,6 +926,7 @@ def update(
     db=DEFAULT_DB,
     *,
     provider=None,
+    options: dict | None = None,
     freq="1d",
     adjust="none",
     end=None,
@@ -868,32 +937,33 @@ def update(
     """Bring every stored symbol up to date: one incremental :func:`ingest` per source.
 
     Each (freq, adjust) series stored by a provider is extended from its last bars to ``end``
-    (default today), with that provider's options from its most recent job. Pass
-    ``provider`` (a name or an object) to update only what that provider stored, or to change
-    its options. Suitable for a daily cron job (``kdist update``).
+    (default today), with that provider's options from its most recent job, updated by
+    ``options``. Pass ``provider`` (a name or an object) to update only what that provider
+    stored. Suitable for a daily cron job (``kdist update``).
 
     Returns one :class:`~kdist.report.Report` per provider updated (empty if nothing is
     stored).
     """
     freq, adjust = Freq.parse(freq), Adjust.parse(adjust)
-    wanted = None if provider is None else get_provider(provider)
+    # A name only filters (its options come from the ledger); an object is used as given.
+    wanted = provider.name if isinstance(provider, Provider) else provider
     with Store(db, read_only=True) as store:
         stored = store.catalog()
+        stored = stored[(stored["freq"] == freq.value) & (stored["adjust"] == adjust.value)]
+        if wanted is not None:
+            stored = stored[stored["source"] == wanted]
         jobs = store.jobs()
-    stored = stored[(stored["freq"] == freq.value) & (stored["adjust"] == adjust.value)]
-    if wanted is not None:
-        stored = stored[stored["source"] == wanted.name]
+        recorded = {}
+        for source in stored["source"].unique():
+            recent = jobs[jobs["provider"] == source]
+            recorded[source] = (store.job(recent["job_id"].iat[0])["provider_options"]
+                                if len(recent) else {})
     reports = []
     for source, rows in stored.groupby("source", sort=True):
-        if wanted is None:
-            recent = jobs[jobs["provider"] == source]
-            options = {}
-            if len(recent):
-                with Store(db, read_only=True) as store:
-                    options = store.job(recent["job_id"].iat[0])["provider_options"]
-            chosen = get_provider(source, **options)
+        if isinstance(provider, Provider):
+            chosen = provider
         else:
-            chosen = wanted
+            chosen = get_provider(source, **{**recorded[source], **(options or {})})
         reports.append(
             ingest(
                 rows["symbol"].tolist(), start=rows["first"].min(), end=end, freq=freq,

@@ -216,3 +216,59 @@ def test_unwritable_database_is_a_clear_error(tmp_path):
     blocker.write_text("not a directory")
     with pytest.raises(kdist.StoreError, match="file.txt"):
         kdist.ingest(SYMBOLS[:1], **WINDOW, db=str(blocker / "k.duckdb"), client="sync")
+
+
+def test_a_task_that_raises_timeouterror_fails_its_chunk_not_the_loop(db, monkeypatch):
+    # A TimeoutError raised by the task itself must not pass for a slow result transfer.
+    import kdist.runner as runner
+
+    def broken(limits):
+        raise TimeoutError("semaphore not granted")
+
+    monkeypatch.setattr(runner, "get_gate", broken)
+    t0 = time.monotonic()
+    with pytest.raises(kdist.JobFailedError):
+        kdist.ingest(SYMBOLS[:2], **WINDOW, db=db, client="sync")
+    assert time.monotonic() - t0 < 10
+
+
+def test_resume_fails_recorded_invalid_symbols_again_without_fetching(db, tmp_path):
+    log = tmp_path / "calls.log"
+    report = kdist.ingest(["600000.SH", "bad$sym"], **WINDOW, db=db, client="sync",
+                          skip_invalid=True)
+    with pytest.raises(kdist.JobFailedError, match="invalid") as info:
+        kdist.ingest(resume=report.job_id, db=db, client="sync",
+                     provider=kdist.get_provider("synthetic", call_log=str(log)))
+    assert not log.exists()
+    assert list(info.value.report.failures) == ["bad$sym"]
+    assert set(kdist.load(db)["symbol"]) == {"600000.SH"}
+
+
+def test_cancel_in_process_keeps_the_finished_symbols_of_a_running_chunk(db):
+    cancel = threading.Event()
+    provider = kdist.get_provider("synthetic", latency=0.2)
+    timer = threading.Timer(0.7, cancel.set)
+    timer.start()
+    t0 = time.monotonic()
+    report = kdist.ingest(SYMBOLS, **WINDOW, provider=provider, db=db, client="sync",
+                          chunk_size=len(SYMBOLS), cancel=cancel)
+    assert time.monotonic() - t0 < 1.5  # stops at the next symbol, not the chunk's end
+    assert report.status == "cancelled" and 1 <= report.symbols_ok < len(SYMBOLS)
+    assert kdist.load(db)["symbol"].nunique() == report.symbols_ok
+    with kdist.Store(db, read_only=True) as store:
+        assert (store.job_symbols(report.job_id)["status"] == "pending").sum() == \
+            len(SYMBOLS) - report.symbols_ok
+
+
+def test_repeated_jobs_leave_no_threads_behind(db):
+    before = set(threading.enumerate())  # earlier tests may have abandoned hung calls
+    for _ in range(3):
+        kdist.ingest(SYMBOLS[:2], **WINDOW, db=db, client="sync", max_rate=50)
+    deadline = time.monotonic() + 12
+    while time.monotonic() < deadline:
+        extra = [t.name for t in threading.enumerate()
+                 if t not in before and t.name.startswith("kdist-")]
+        if not extra:
+            break
+        time.sleep(0.5)
+    assert extra == []
