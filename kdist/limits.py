@@ -90,6 +90,14 @@ def stop(key: str) -> None:
         found.close()
 
 
+async def stop_on_worker(key: str) -> None:
+    """:func:`stop` for ``Client.run(..., wait=False)``, which runs only coroutines: the stop
+    itself runs in a thread, as closing a semaphore talks to the scheduler synchronously."""
+    import asyncio
+
+    await asyncio.get_running_loop().run_in_executor(None, stop, key)
+
+
 def _worker():
     try:
         from distributed import get_worker

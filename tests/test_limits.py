@@ -122,3 +122,26 @@ def test_cli_options_and_exit_code(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert code == 3
     assert "change network" in err
+
+
+def _gate_keys():
+    from kdist import limits
+
+    return sorted(limits._gates)
+
+
+def test_a_finished_job_leaves_no_gate_on_the_workers(db, client):
+    """Workers keep one gate per job (semaphores, a rate thread); the job ends them, so a
+    long-lived cluster does not collect one per import."""
+    report = kdist.ingest(["600000.SH", "000001.SZ", "600519.SH"], start="2024-01-01",
+                          end="2024-01-31", db=db, client=client, max_rate=50,
+                          max_concurrency=2)
+    assert report.status == "done"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        left = {w: keys for w, keys in client.run(_gate_keys).items()
+                if any(report.job_id in k for k in keys)}
+        if not left:
+            break
+        time.sleep(0.2)
+    assert not left
