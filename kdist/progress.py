@@ -16,7 +16,8 @@ class Callback:
     """Receives a job's events. Every method is optional; the base class ignores them all.
 
     Order: ``on_start`` once, then ``set_size`` once, then ``on_symbols`` as chunks finish and
-    ``on_write`` after each committed batch (interleaved), then ``on_finish`` once.
+    ``on_write`` after each committed batch and ``on_chunks`` after each task's result
+    (interleaved), then ``on_finish`` once.
     """
 
     def on_start(self, info: dict) -> None:
@@ -31,6 +32,10 @@ class Callback:
 
     def on_write(self, rows: int, total_rows: int) -> None:
         """A batch of ``rows`` was committed; ``total_rows`` so far."""
+
+    def on_chunks(self, done: int, total: int) -> None:
+        """``done`` of ``total`` tasks have returned. ``total`` grows when a chunk that lost
+        its worker is retried one symbol per task."""
 
     def on_finish(self, report) -> None:
         """The job ended; ``report`` is its :class:`~kdist.runner.Report`."""

@@ -52,6 +52,7 @@ from .limits import Limits
 from .limits import gate as get_gate
 from .limits import prepare as prepare_limits
 from .limits import stop as stop_gate
+from .limits import stop_on_worker
 from .plan import Chunk, plan_chunks
 from .progress import Callback
 from .providers import Provider, get_provider
@@ -685,6 +686,7 @@ def _run(job, chunks, cluster, store, report, callback, t0, *, retries, timeout,
                     limits=limits), c)
              for c in reversed(chunks)]
     pending: dict = {}
+    tasks = {"done": 0, "total": len(queue)}
     split: set = set()  # chunks already retried one symbol at a time
     patience: dict = {}  # seconds to wait for a result that was slow to fetch before
     status = "failed"
@@ -710,6 +712,7 @@ def _run(job, chunks, cluster, store, report, callback, t0, *, retries, timeout,
                         # that kills workers ends failed.
                         parts = chunk.split()
                         split.update(parts)
+                        tasks["total"] += len(parts) - 1
                         queue.extend(
                             (_task(job.provider, c, job.freq, job.adjust, retries, timeout,
                                    job.job_id, part=i, limits=limits), c)
@@ -720,6 +723,8 @@ def _run(job, chunks, cluster, store, report, callback, t0, *, retries, timeout,
                 batch.add(result, chunk)
                 _tally(report, result.outcomes)
                 callback.on_symbols(result.outcomes)
+                tasks["done"] += 1
+                callback.on_chunks(tasks["done"], tasks["total"])
                 tripped = [o["error"] for o in result.outcomes if o["status"] == "skipped"]
                 if tripped:
                     report.note = tripped[0]
@@ -727,6 +732,7 @@ def _run(job, chunks, cluster, store, report, callback, t0, *, retries, timeout,
                     # The breaker opened: what is not submitted yet is skipped unfetched.
                     skipped = [_outcome(sym, "skipped", error=ProviderTrippedError(report.note))
                                for _, c in queue for sym in c.symbols]
+                    tasks["total"] -= len(queue)
                     queue.clear()
                     batch.add_outcomes(skipped)
                     _tally(report, skipped)
@@ -754,7 +760,7 @@ def _run(job, chunks, cluster, store, report, callback, t0, *, retries, timeout,
             if cluster.client is not None and cluster.connected():
                 # Workers keep one gate per job (semaphores, a rate thread): end them too.
                 with contextlib.suppress(Exception):
-                    cluster.client.run(stop_gate, limits.key, wait=False)
+                    cluster.client.run(stop_on_worker, limits.key, wait=False)
         cluster.cancel(set(pending))
         _collect_finished(pending, cluster, batch, report, callback)
         try:
