@@ -1,0 +1,675 @@
+"""Notebook panels: start an import and look at the stored bars without writing code.
+
+:class:`IngestPanel` collects the arguments of :func:`kdist.ingest` (symbols, dates, freq,
+adjust, provider and its options, cluster, database), runs the import in a background thread
+so the kernel stays free, and shows its progress through the same
+:class:`~kdist.progress.Callback` the terminal bar uses. :class:`BrowsePanel` reads what is
+stored (:func:`kdist.catalog`, :func:`kdist.load`) and draws it with
+:func:`kdist.plotting.candles`. The panels hold no import logic of their own: everything they do
+can be done with the public API, and ``import kdist`` never imports this module or ipywidgets.
+
+Every control is a public attribute, so a panel can be driven from code and tested headless::
+
+    panel = IngestPanel(db="data/kdist.duckdb", symbols=["600000.SH", "000001.SZ"])
+    panel.start_button.click()
+    report = panel.wait()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import html
+import io
+import re
+import threading
+import time
+from pathlib import Path
+
+try:
+    import ipywidgets as W
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        'kdist.widgets needs ipywidgets: pip install "kdist[notebook]"'
+    ) from exc
+
+from .errors import KdistError, UsageError
+from .progress import Callback
+from .providers import available_providers
+from .providers.registry import provider_class
+from .runner import ingest
+from .schema import Adjust, Freq
+from .store import DEFAULT_DB, Store
+
+__all__ = ["BrowsePanel", "IngestPanel"]
+
+#: Seconds between two refreshes of the slower parts of a panel (rates, failures table).
+REFRESH_S = 0.25
+#: Failures listed in the panel; the ledger keeps them all.
+MAX_FAILURES_SHOWN = 50
+
+_WIDE = W.Layout(width="100%")
+
+
+def _date(value) -> dt.date | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    return dt.date.fromisoformat(str(value)[:10])
+
+
+def _error_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _symbols_from_upload(files) -> list[str]:
+    """Symbols from uploaded .txt/.csv files: a ``symbol`` column if there is one, else
+    every token separated by commas, spaces or new lines."""
+    symbols: list[str] = []
+    for f in files:
+        raw = bytes(f["content"])
+        for encoding in ("utf-8-sig", "gbk"):
+            try:
+                text = raw.decode(encoding)
+                break
+            except UnicodeDecodeError:
+                continue
+        else:
+            raise UsageError(f"Cannot read {f['name']}: save it as UTF-8 or GBK text")
+        lines = text.splitlines()
+        header = [c.strip().lower() for c in lines[0].split(",")] if lines else []
+        if "symbol" in header and str(f["name"]).lower().endswith(".csv"):
+            import pandas as pd
+
+            symbols += pd.read_csv(io.StringIO(text), dtype=str)[
+                lines[0].split(",")[header.index("symbol")]
+            ].dropna().str.strip().tolist()
+        else:
+            symbols += [t for t in re.split(r"[\s,;]+", text) if t]
+    return symbols
+
+
+class _PanelProgress(Callback):
+    """Moves an :class:`IngestPanel`'s bars and labels as the job reports progress.
+
+    Called from the import's thread. Bars follow every event; the rate and the failures table
+    are redrawn at most every :data:`REFRESH_S` seconds, and once more at the end.
+    """
+
+    def __init__(self, panel: IngestPanel):
+        self.panel = panel
+        self.t0 = time.perf_counter()
+        self.symbols_done = 0
+        self.failures: list[tuple[str, str]] = []
+        self.n_failed = 0
+        self._drawn = 0.0
+
+    def on_start(self, info):
+        p = self.panel
+        self.t0 = time.perf_counter()
+        p.job_id = info["job_id"]
+        p.chunks_bar.max = max(1, info["n_chunks"])
+        p.symbols_bar.max = max(1, info["n_symbols"])
+        link = info.get("dashboard_link")
+        p.dashboard.value = (
+            f"Dask dashboard: <a href='{html.escape(link)}' target='_blank'>"
+            f"{html.escape(link)}</a>" if link else "No Dask dashboard: running in this process"
+        )
+        p._say(
+            f"Running job <b>{html.escape(info['job_id'])}</b>: {info['n_symbols']} symbols in "
+            f"{info['n_chunks']} tasks on {html.escape(info['mode'])}"
+        )
+
+    def set_size(self, n_symbols):
+        self.panel.symbols_bar.max = max(1, n_symbols)
+
+    def on_chunks(self, done, total):
+        bar = self.panel.chunks_bar
+        bar.max = max(1, total)
+        bar.value = done
+
+    def on_symbols(self, outcomes):
+        self.symbols_done += len(outcomes)
+        self.panel.symbols_bar.value = min(self.symbols_done, self.panel.symbols_bar.max)
+        for o in outcomes:
+            if o["status"] in ("failed", "skipped"):
+                self.n_failed += 1
+                if len(self.failures) < MAX_FAILURES_SHOWN:
+                    self.failures.append((o["symbol"], str(o.get("error") or o["status"])))
+        self._draw()
+
+    def on_write(self, rows, total_rows):
+        self.panel.rows_label.value = f"{total_rows:,} rows written"
+        self._draw()
+
+    def on_finish(self, report):
+        self._draw(force=True)
+
+    def _draw(self, force=False):
+        now = time.perf_counter()
+        if not force and now - self._drawn < REFRESH_S:
+            return
+        self._drawn = now
+        elapsed = max(now - self.t0, 1e-9)
+        self.panel.rate_label.value = (
+            f"{self.symbols_done / elapsed:,.1f} symbols/s, {elapsed:,.1f} s"
+        )
+        self.panel.failures.value = self._failures_html()
+
+    def _failures_html(self) -> str:
+        if not self.failures:
+            return ""
+        rows = "".join(
+            f"<tr><td>{html.escape(s)}</td><td>{html.escape(e)}</td></tr>"
+            for s, e in self.failures
+        )
+        more = self.n_failed - len(self.failures)
+        more = f"<p>... and {more} more: see <code>kdist jobs {self.panel.job_id}</code></p>" \
+            if more > 0 else ""
+        return (
+            f"<b>Failed or skipped ({self.n_failed})</b>"
+            f"<table class='kdist-failures-table'><tr><th>symbol</th><th>error</th></tr>"
+            f"{rows}</table>{more}"
+        )
+
+
+class IngestPanel(W.VBox):
+    """A panel that imports bars into a DuckDB file: pick, click Start, watch.
+
+    The arguments give the controls their first values; everything can be changed in the panel.
+
+    Parameters
+    ----------
+    db
+        Path of the DuckDB file.
+    symbols
+        Symbols to fill the text area with; None ticks "all symbols of the provider".
+    start, end, freq, adjust, provider
+        As for :func:`kdist.ingest`.
+    provider_options
+        The provider's options, e.g. ``{"latency": 0.05}`` for ``synthetic``.
+    client
+        A ``distributed.Client`` to run on; adds "this notebook's client" to the cluster
+        choices and selects it.
+    n_workers, threads_per_worker
+        Size of the local cluster the panel starts on first use and keeps for later runs
+        (closed by :meth:`close`).
+    **ingest_options
+        Passed to :func:`kdist.ingest` unchanged (``chunk_size``, ``retries``, ...).
+
+    Attributes
+    ----------
+    report
+        The :class:`~kdist.report.Report` of the last finished run, or None.
+    error
+        The exception the last run raised, or None.
+    job_id
+        The id of the running or last job.
+    """
+
+    def __init__(self, db=DEFAULT_DB, *, symbols=None, start=None, end=None, freq="1d",
+                 adjust="none", provider="synthetic", provider_options=None, client=None,
+                 n_workers=2, threads_per_worker=1, **ingest_options):
+        self._client = client
+        self._ingest_options = ingest_options
+        self._local = None  # the panel's own local cluster, started on first use
+        self._local_size = None
+        self._thread: threading.Thread | None = None
+        self._cancel = threading.Event()
+        self.report = None
+        self.error: BaseException | None = None
+        self.job_id: str | None = None
+
+        if isinstance(symbols, str):
+            symbols = [symbols]
+        self.symbols_text = W.Textarea(
+            value=", ".join(symbols or []), placeholder="600000.SH, 000001.SZ, AAPL ...",
+            description="Symbols", layout=W.Layout(width="100%", height="80px"),
+        )
+        self.symbols_upload = W.FileUpload(accept=".txt,.csv", multiple=True,
+                                           description="Symbols file")
+        self.all_symbols = W.Checkbox(value=symbols is None, description="all symbols",
+                                      indent=False)
+        self.start_date = W.DatePicker(value=_date(start), description="Start")
+        self.end_date = W.DatePicker(value=_date(end), description="End")
+        self.freq = W.Dropdown(options=[f.value for f in Freq], value=Freq.parse(freq).value,
+                               description="Freq")
+        self.adjust = W.Dropdown(options=[a.value for a in Adjust],
+                                 value=Adjust.parse(adjust).value, description="Adjust")
+        names = [p["name"] for p in available_providers() if p["installed"]]
+        name = provider if isinstance(provider, str) else provider.name
+        self.provider = W.Dropdown(options=names, value=name, description="Provider")
+        self.options: dict[str, W.ValueWidget] = {}
+        self.options_box = W.VBox()
+        self._build_options(name, provider_options or (
+            {} if isinstance(provider, str) else provider.given_options()))
+        self.provider.observe(lambda change: self._build_options(change["new"], {}), "value")
+
+        choices = [("local cluster", "local"), ("scheduler address", "address"),
+                   ("in this process", "sync")]
+        if client is not None:
+            choices.insert(0, ("this notebook's client", "client"))
+        self.cluster = W.ToggleButtons(options=choices, value=choices[0][1],
+                                       description="Run on")
+        self.n_workers = W.BoundedIntText(value=n_workers, min=1, max=64, description="Workers")
+        self.threads = W.BoundedIntText(value=threads_per_worker, min=1, max=64,
+                                        description="Threads")
+        self.address = W.Text(placeholder="tcp://scheduler:8786 or tls://...",
+                              description="Address")
+        self.cluster.observe(lambda _: self._show_cluster_fields(), "value")
+        self.db = W.Text(value=str(db), description="Database", layout=_WIDE)
+
+        self.start_button = W.Button(description="Start", button_style="primary", icon="play")
+        self.cancel_button = W.Button(description="Cancel", button_style="warning",
+                                      icon="stop", disabled=True)
+        self.resume_button = W.Button(description="Resume", icon="redo", disabled=True,
+                                      tooltip="Fetch what the last job left unfinished")
+        self.start_button.on_click(lambda _: self._click(self.start))
+        self.cancel_button.on_click(lambda _: self.cancel())
+        self.resume_button.on_click(lambda _: self._click(self.resume))
+
+        self.status = W.HTML("Ready.")
+        self.dashboard = W.HTML()
+        self.chunks_bar = W.IntProgress(value=0, min=0, max=1, description="Tasks")
+        self.symbols_bar = W.IntProgress(value=0, min=0, max=1, description="Symbols")
+        self.rows_label = W.Label("0 rows written")
+        self.rate_label = W.Label("")
+        self.failures = W.HTML()
+        self.report_html = W.HTML()
+        for widget, name in [
+            (self, "kdist-ingest-panel"), (self.start_button, "kdist-start"),
+            (self.cancel_button, "kdist-cancel"), (self.resume_button, "kdist-resume"),
+            (self.symbols_bar, "kdist-symbols-bar"), (self.chunks_bar, "kdist-chunks-bar"),
+            (self.status, "kdist-status"), (self.failures, "kdist-failures"),
+            (self.report_html, "kdist-report"), (self.dashboard, "kdist-dashboard"),
+        ]:
+            widget.add_class(name)
+
+        self._cluster_fields = W.HBox([self.n_workers, self.threads, self.address])
+        self._show_cluster_fields()
+        super().__init__([
+            W.HTML("<h3 style='margin:0'>kdist import</h3>"),
+            self.symbols_text,
+            W.HBox([self.symbols_upload, self.all_symbols]),
+            W.HBox([W.VBox([self.start_date, self.end_date]),
+                    W.VBox([self.freq, self.adjust])]),
+            W.HBox([self.provider, self.options_box]),
+            self.cluster,
+            self._cluster_fields,
+            self.db,
+            W.HBox([self.start_button, self.cancel_button, self.resume_button]),
+            self.status,
+            self.dashboard,
+            self.chunks_bar,
+            self.symbols_bar,
+            W.HBox([self.rows_label, self.rate_label],
+                   layout=W.Layout(justify_content="space-between", width="420px")),
+            self.failures,
+            self.report_html,
+        ])
+
+    # -- building the controls ------------------------------------------------------------
+
+    def _build_options(self, name: str, values: dict):
+        cls = provider_class(name)
+        unknown = set(values) - set(cls.options)
+        if unknown:
+            raise UsageError(
+                f"Provider {name!r} has no option {', '.join(sorted(unknown))}; "
+                f"it has: {', '.join(cls.options) or 'none'}"
+            )
+        self.options = {}
+        for key, opt in cls.options.items():
+            given = values.get(key)
+            if opt.type is bool:
+                widget = W.Checkbox(value=bool(opt.default if given is None else given),
+                                    description=key, indent=False)
+            else:
+                widget = W.Text(value="" if given is None else str(given),
+                                placeholder="" if opt.default is None else str(opt.default),
+                                description=key)
+            widget.tooltip = opt.help
+            self.options[key] = widget
+        self.options_box.children = list(self.options.values())
+
+    def _show_cluster_fields(self):
+        mode = self.cluster.value
+        self.n_workers.layout.display = self.threads.layout.display = (
+            None if mode == "local" else "none")
+        self.address.layout.display = None if mode == "address" else "none"
+
+    # -- what the controls say --------------------------------------------------------------
+
+    def arguments(self) -> dict:
+        """The keyword arguments of :func:`kdist.ingest` the controls describe (without
+        ``client``), so a run can be repeated from code."""
+        if self.all_symbols.value:
+            symbols = None
+        else:
+            symbols = [t for t in re.split(r"[\s,;]+", self.symbols_text.value) if t]
+            symbols += _symbols_from_upload(self.symbols_upload.value)
+            if not symbols:
+                raise UsageError(
+                    "No symbols: type some, upload a file of them, or tick 'all symbols'"
+                )
+        cls = provider_class(self.provider.value)
+        options = {}
+        for key, widget in self.options.items():
+            value = widget.value
+            if isinstance(value, str):
+                if not value.strip():
+                    continue
+                value = cls.options[key].coerce(key, value.strip())
+            elif value == cls.options[key].default:
+                continue
+            options[key] = value
+        from .providers import get_provider
+
+        return {
+            "symbols": symbols,
+            "start": self.start_date.value,
+            "end": self.end_date.value,
+            "freq": self.freq.value,
+            "adjust": self.adjust.value,
+            "provider": get_provider(self.provider.value, **options),
+            "db": self.db.value.strip() or DEFAULT_DB,
+            **self._ingest_options,
+        }
+
+    def _client_for_run(self):
+        mode = self.cluster.value
+        if mode == "client":
+            return self._client
+        if mode == "sync":
+            return "sync"
+        if mode == "address":
+            return self.address.value.strip()
+        size = (self.n_workers.value, self.threads.value)
+        if self._local is None or self._local_size != size or not self._local.connected():
+            from .cluster import _local_cluster
+
+            self._close_local()
+            self._say(f"Starting a local cluster of {size[0]} workers x {size[1]} threads ...")
+            self._local, self._local_size = _local_cluster(*size), size
+        return self._local.client
+
+    # -- running ------------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        """Whether an import is running in this panel."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self):
+        """Start an import with the current values (what the Start button does)."""
+        arguments = self.arguments()  # bad input is reported before anything starts
+        if self.cluster.value == "address" and not self.address.value.strip():
+            raise UsageError("No scheduler address: give one like tcp://host:8786")
+        self._launch(arguments)
+
+    def resume(self):
+        """Fetch what the last job left unfinished (what the Resume button does)."""
+        if self.job_id is None:
+            raise UsageError("Nothing to resume: no job has run in this panel")
+        self._launch({"resume": self.job_id, "db": self.db.value.strip() or DEFAULT_DB,
+                      **self._ingest_options})
+
+    def cancel(self):
+        """Stop the running import: what finished is kept and the job can be resumed."""
+        if self.running:
+            self._cancel.set()
+            self.cancel_button.disabled = True
+            self._say("Cancelling: waiting for the tasks in flight ...")
+
+    def wait(self, timeout: float | None = None):
+        """Wait for the running import and return its report; raise what it raised.
+
+        Raises ``TimeoutError`` if it is still running after ``timeout`` seconds.
+        """
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                raise TimeoutError(f"The import is still running after {timeout:g} s")
+        if self.error is not None:
+            raise self.error
+        return self.report
+
+    def close(self):
+        """Cancel a running import, stop the panel's local cluster and close the widgets."""
+        self.cancel()
+        if self._thread is not None:
+            self._thread.join(60)
+        self._close_local()
+        super().close()
+
+    def _close_local(self):
+        if self._local is not None:
+            self._local.close()
+            self._local = None
+
+    def _click(self, action):
+        try:
+            action()
+        except KdistError as exc:
+            self._say(html.escape(_error_line(exc), quote=False), error=True)
+
+    def _launch(self, arguments: dict):
+        if self.running:
+            raise UsageError("An import is already running in this panel: wait or cancel it")
+        self._cancel = threading.Event()
+        self.report = self.error = None
+        self.chunks_bar.value = self.symbols_bar.value = 0
+        for bar in (self.chunks_bar, self.symbols_bar):
+            bar.bar_style = ""
+        self.rows_label.value = "0 rows written"
+        self.rate_label.value = self.failures.value = self.report_html.value = ""
+        self.start_button.disabled = self.resume_button.disabled = True
+        self.cancel_button.disabled = False
+        self._say("Starting ...")
+        self._thread = threading.Thread(
+            target=self._run, args=(arguments,), name="kdist-panel", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, arguments: dict):
+        progress = _PanelProgress(self)
+        try:
+            client = self._client_for_run()
+            self.report = ingest(**arguments, client=client, callback=progress,
+                                 cancel=self._cancel)
+        except BaseException as exc:  # shown in the panel; wait() re-raises it
+            self.error = exc
+            self.report = getattr(exc, "report", None)
+        finally:
+            self._finished(progress)
+
+    def _finished(self, progress: _PanelProgress):
+        report, error = self.report, self.error
+        if report is not None:
+            self.job_id = report.job_id
+            self.report_html.value = report._repr_html_()
+        style = {"done": "success", "partial": "warning", "cancelled": "warning"}.get(
+            getattr(report, "status", None), "danger")
+        self.symbols_bar.bar_style = self.chunks_bar.bar_style = style
+        if error is not None:
+            self._say(html.escape(_error_line(error), quote=False), error=True)
+        elif report.status == "cancelled":
+            self._say(
+                f"Cancelled: what finished is stored. Click Resume, or run "
+                f"<code>kdist ingest --resume {html.escape(report.job_id)} "
+                f"--db {html.escape(report.db)}</code>"
+            )
+        else:
+            self._say(f"Finished job <b>{html.escape(report.job_id)}</b>: {report.status}, "
+                      f"{report.rows_written:,} rows in {report.elapsed_s:.1f} s")
+        resumable = report is not None and report.status in ("cancelled", "interrupted",
+                                                              "partial")
+        self.resume_button.disabled = not resumable
+        self.start_button.disabled = False
+        self.cancel_button.disabled = True
+
+    def _say(self, text: str, error: bool = False):
+        colour = "#b00020" if error else "inherit"
+        self.status.value = f"<span style='color:{colour}'>{text}</span>"
+
+
+class BrowsePanel(W.VBox):
+    """A panel to look at stored bars: pick symbol, freq, adjust and dates; see a candlestick
+    chart with volume and the table of bars.
+
+    Parameters
+    ----------
+    db
+        Path of the DuckDB file (opened read-only, only while reading).
+    symbol
+        The symbol shown first (default: the first stored one).
+    rows
+        How many bars the table lists (the newest first).
+    """
+
+    def __init__(self, db=DEFAULT_DB, *, symbol=None, rows=200):
+        self.db = Path(db)
+        self.rows = rows
+        self.catalog = None
+        self.bars = None
+        self.symbol = W.Dropdown(description="Symbol")
+        self.freq = W.Dropdown(description="Freq")
+        self.adjust = W.Dropdown(description="Adjust")
+        self.start_date = W.DatePicker(description="From")
+        self.end_date = W.DatePicker(description="To")
+        self.refresh_button = W.Button(description="Refresh", icon="refresh",
+                                       tooltip="Read the catalog again after an import")
+        self.status = W.HTML()
+        self.chart = W.Image(format="png", layout=W.Layout(max_width="100%"))
+        self.figure = None
+        self.table = W.HTML(layout=W.Layout(max_height="320px", overflow="auto"))
+        for widget, name in [(self, "kdist-browse-panel"), (self.status, "kdist-browse-status"),
+                             (self.table, "kdist-bars-table"), (self.chart, "kdist-chart")]:
+            widget.add_class(name)
+        super().__init__([
+            W.HTML("<h3 style='margin:0'>kdist bars</h3>"),
+            W.HBox([self.symbol, self.freq, self.adjust, self.refresh_button]),
+            W.HBox([self.start_date, self.end_date]),
+            self.status, self.chart, self.table,
+        ])
+        self._quiet = False
+        self.symbol.observe(lambda _: self._choose_series(), "value")
+        self.freq.observe(lambda _: self._choose_series(), "value")
+        self.adjust.observe(lambda _: self._choose_range(), "value")
+        for picker in (self.start_date, self.end_date):
+            picker.observe(lambda _: self.show(), "value")
+        self.refresh_button.on_click(lambda _: self.refresh())
+        self.refresh(symbol)
+
+    def refresh(self, symbol=None):
+        """Read the catalog again (after an import) and show the chosen symbol."""
+        from .store import catalog
+
+        try:
+            if not self.db.exists():
+                raise UsageError(f"{self.db} does not exist yet: import some bars first")
+            self.catalog = catalog(self.db)
+        except KdistError as exc:
+            self.catalog = None
+            self._say(html.escape(_error_line(exc), quote=False), error=True)
+            return
+        if self.catalog.empty:
+            self._say(f"No bars stored in {html.escape(str(self.db))} yet.", error=True)
+            return
+        symbols = sorted(self.catalog["symbol"].unique())
+        keep = symbol or (self.symbol.value if self.symbol.value in symbols else symbols[0])
+        with self._hold():
+            self.symbol.options = symbols
+            self.symbol.value = keep
+        self._choose_series()
+
+    @contextlib.contextmanager
+    def _hold(self):
+        """Change several controls without redrawing after each one."""
+        self._quiet = True
+        try:
+            yield
+        finally:
+            self._quiet = False
+
+    def _series(self):
+        c = self.catalog
+        return c[c["symbol"] == self.symbol.value]
+
+    def _choose_series(self):
+        if self._quiet or self.catalog is None:
+            return
+        series = self._series()
+        with self._hold():
+            freqs = sorted(series["freq"].unique())
+            self.freq.options = freqs
+            if self.freq.value not in freqs:
+                self.freq.value = "1d" if "1d" in freqs else freqs[0]
+            adjusts = sorted(series.loc[series["freq"] == self.freq.value, "adjust"].unique())
+            self.adjust.options = adjusts
+            if self.adjust.value not in adjusts:
+                self.adjust.value = "none" if "none" in adjusts else adjusts[0]
+        self._choose_range()
+
+    def _choose_range(self):
+        if self._quiet or self.catalog is None:
+            return
+        s = self._series()
+        row = s[(s["freq"] == self.freq.value) & (s["adjust"] == self.adjust.value)].iloc[0]
+        first, last = _date(row["first"]), _date(row["last"])
+        with self._hold():
+            # The last year by default: a readable chart; widen "From" for more.
+            self.start_date.value = max(first, last - dt.timedelta(days=365))
+            self.end_date.value = last
+        self.show()
+
+    def show(self):
+        """Load the chosen bars and draw the chart and the table."""
+        if self._quiet or self.catalog is None or self.symbol.value is None:
+            return
+        from .plotting import candles
+        from .store import load
+
+        try:
+            self.bars = load(self.db, self.symbol.value, start=self.start_date.value,
+                             end=self.end_date.value, freq=self.freq.value,
+                             adjust=self.adjust.value)
+        except KdistError as exc:
+            self._say(html.escape(_error_line(exc), quote=False), error=True)
+            return
+        bars = self.bars
+        if bars.empty:
+            self.chart.value, self.figure = b"", None
+            self._say("No bars in that range.", error=True)
+            self.table.value = ""
+            return
+        self._say(
+            f"{html.escape(self.symbol.value)} {self.freq.value} {self.adjust.value}: "
+            f"{len(bars):,} bars from {bars['ts'].iloc[0]:%Y-%m-%d} to "
+            f"{bars['ts'].iloc[-1]:%Y-%m-%d}, source {html.escape(str(bars['source'].iloc[0]))}"
+        )
+        # A PNG in an Image widget shows the same in a kernel, a browser and a headless test,
+        # whatever matplotlib backend is active.
+        self.figure = candles(bars, title=f"{self.symbol.value} {self.freq.value}")
+        buffer = io.BytesIO()
+        self.figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+        self.chart.value = buffer.getvalue()
+        _close(self.figure)
+        newest = bars.iloc[::-1].head(self.rows).drop(columns=["symbol"])
+        self.table.value = newest.to_html(index=False, float_format=lambda v: f"{v:,.2f}",
+                                          classes="kdist-bars", border=0)
+
+    def _say(self, text: str, error: bool = False):
+        colour = "#b00020" if error else "inherit"
+        self.status.value = f"<span style='color:{colour}'>{text}</span>"
+
+
+def _close(figure):
+    """Forget a figure pyplot may be tracking, so charts drawn for the panel do not pile up
+    (or show a second time under the inline backend)."""
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)

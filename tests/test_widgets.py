@@ -1,0 +1,251 @@
+"""The notebook panels, driven headless: set the controls, click, wait, check the database."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from pathlib import Path
+
+import pytest
+
+import kdist
+from kdist.errors import InvalidOptionError
+
+W = pytest.importorskip("ipywidgets")
+widgets = pytest.importorskip("kdist.widgets")
+pytest.importorskip("matplotlib")
+
+
+def _panel(db, **kwargs):
+    kwargs.setdefault("start", "2023-01-01")
+    kwargs.setdefault("end", "2023-12-31")
+    return widgets.IngestPanel(db=db, **kwargs)
+
+
+def test_start_imports_what_the_controls_say(db, client, fingerprint):
+    panel = _panel(db, symbols=["600000.SH"], client=client)
+    # Change the controls the way a user would, after construction.
+    panel.symbols_text.value = "600000.SH, 000001.SZ\nsz000002 , AAPL"
+    panel.start_date.value = dt.date(2022, 1, 1)
+    panel.end_date.value = dt.date(2022, 12, 31)
+    panel.freq.value = "1w"
+    panel.options["fail"].value = "AAPL"
+    panel.options["seed"].value = "3"
+    assert panel.cluster.value == "client"
+
+    panel.start_button.click()
+    report = panel.wait(120)
+
+    assert report.status == "partial" and report.job_id == panel.job_id
+    stored = fingerprint(db, freq="1w")
+    assert sorted(stored["symbol"]) == ["000001.SZ", "000002.SZ", "600000.SH"]
+    expected = kdist.fetch(["600000.SH", "000001.SZ", "000002.SZ"], start="2022-01-01",
+                           end="2022-12-31", freq="1w",
+                           provider=kdist.get_provider("synthetic", seed=3))
+    assert report.rows_written == int(stored["bars"].sum()) == len(expected)
+    # The bars went where the controls said: weekly, seed 3.
+    loaded = kdist.load(db, "600000.SH", freq="1w")
+    want = expected[expected["symbol"] == "600000.SH"].reset_index(drop=True)
+    assert loaded["close"].tolist() == pytest.approx(want["close"].tolist())
+
+    # Progress: every symbol and task counted, rows shown, the failure listed with its error.
+    assert panel.symbols_bar.value == panel.symbols_bar.max == 4
+    assert panel.chunks_bar.value == panel.chunks_bar.max == report.n_chunks
+    assert panel.rows_label.value == f"{report.rows_written:,} rows written"
+    assert "symbols/s" in panel.rate_label.value
+    assert "AAPL" in panel.failures.value and "option fail" in panel.failures.value
+    assert "600000.SH" not in panel.failures.value
+    assert report.job_id in panel.report_html.value and "partial" in panel.report_html.value
+    assert client.dashboard_link in panel.dashboard.value
+    assert panel.symbols_bar.bar_style == "warning"
+    assert not panel.start_button.disabled and panel.cancel_button.disabled
+
+
+def test_the_panel_runs_on_its_own_local_cluster_and_reuses_it(db):
+    panel = _panel(db, symbols="600000.SH", n_workers=1, threads_per_worker=1)
+    try:
+        assert panel.cluster.value == "local"
+        panel.start()
+        first = panel.wait(120)
+        local = panel._local
+        assert first.status == "done" and first.mode == "distributed"
+        assert local is not None and local.n_workers == 1
+        assert first.dashboard_link and first.dashboard_link in panel.dashboard.value
+        assert "127.0.0.1" in first.dashboard_link
+
+        panel.symbols_text.value = "000001.SZ"
+        panel.start()
+        second = panel.wait(120)
+        assert second.status == "done" and panel._local is local  # no second cluster
+    finally:
+        panel.close()
+    assert panel._local is None and not local.connected()
+    assert sorted(kdist.catalog(db)["symbol"]) == ["000001.SZ", "600000.SH"]
+
+
+def test_all_symbols_and_in_process(db):
+    panel = _panel(db, symbols=None, provider_options={"universe": 7})
+    assert panel.all_symbols.value
+    panel.cluster.value = "sync"
+    panel.start()
+    report = panel.wait(60)
+    assert report.mode == "sync" and report.n_symbols == 7 and report.status == "done"
+    assert len(kdist.catalog(db)) == 7
+    assert panel.dashboard.value.startswith("No Dask dashboard")
+
+
+def test_cancel_stops_the_import_and_resume_finishes_it(db, client, tmp_path, fingerprint):
+    calls = tmp_path / "calls.log"
+    symbols = kdist.get_provider("synthetic", universe=300).list_symbols()
+    panel = _panel(db, symbols=symbols, client=client, chunk_size=2,
+                   provider_options={"latency": 0.1, "call_log": str(calls)})
+    panel.start_button.click()
+    deadline = time.monotonic() + 60
+    while panel.symbols_bar.value < 10 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert panel.running
+
+    # The kernel's thread stays free while the import runs: a 20 ms tick never lags.
+    ticks = []
+    for _ in range(50):
+        t = time.perf_counter()
+        time.sleep(0.02)
+        ticks.append(time.perf_counter() - t)
+    assert max(ticks) < 0.25, max(ticks)
+
+    clicked = time.monotonic()
+    panel.cancel_button.click()
+    assert panel.cancel_button.disabled and "Cancelling" in panel.status.value
+    report = panel.wait(30)
+    stopped = time.monotonic() - clicked
+    assert report.status == "cancelled" and stopped < 10, stopped
+
+    # Really stopped: no provider call starts after the job ended.
+    time.sleep(1.0)
+    made = calls.read_text().count("\n")
+    time.sleep(1.0)
+    assert calls.read_text().count("\n") == made < len(symbols)
+
+    with kdist.Store(db, read_only=True) as store:
+        assert store.job(report.job_id)["status"] == "cancelled"
+        left = store.unfinished_symbols(report.job_id)
+    assert 0 < len(left) < len(symbols)
+    assert f"--resume {report.job_id}" in panel.status.value
+    assert not panel.resume_button.disabled and panel.symbols_bar.bar_style == "warning"
+
+    panel.resume_button.click()
+    resumed = panel.wait(120)
+    assert resumed.status == "done" and resumed.resumed and resumed.job_id == report.job_id
+    assert resumed.n_symbols == len(left)
+    assert sorted(fingerprint(db)["symbol"]) == sorted(symbols)
+    assert kdist.check(db)["ok"]
+
+
+def test_bad_input_is_one_line_in_the_panel_and_starts_nothing(db):
+    panel = _panel(db, symbols="")
+    panel.all_symbols.value = False
+    panel.start_button.click()
+    assert not panel.running and "No symbols" in panel.status.value
+    assert not Path(db).exists()
+
+    panel.symbols_text.value = "600000.SH"
+    panel.options["latency"].value = "soon"
+    panel.start_button.click()
+    assert "latency='soon' is not a valid float" in panel.status.value
+    with pytest.raises(InvalidOptionError):
+        panel.arguments()
+
+    # An error the import raises (end before start) is shown and kept for wait().
+    panel.options["latency"].value = ""
+    panel.cluster.value = "sync"
+    panel.start_date.value, panel.end_date.value = dt.date(2024, 1, 1), dt.date(2023, 1, 1)
+    panel.start_button.click()
+    with pytest.raises(kdist.UsageError):
+        panel.wait(30)
+    assert "is after end 2023-01-01: swap them" in panel.status.value
+    assert "#b00020" in panel.status.value
+    assert not panel.start_button.disabled
+
+    panel.cluster.value = "address"
+    panel.start_date.value = dt.date(2023, 1, 1)
+    panel.start_button.click()
+    assert "No scheduler address" in panel.status.value and not panel.running
+
+
+def test_provider_choice_rebuilds_its_options():
+    panel = _panel("unused.duckdb", symbols="600000.SH")
+    assert "latency" in panel.options and "root" not in panel.options
+    panel.provider.value = "csv"
+    assert set(panel.options) == set(kdist.providers.registry.provider_class("csv").options)
+    assert list(panel.options_box.children) == list(panel.options.values())
+    with pytest.raises(kdist.UsageError, match="no option colour"):
+        _panel("unused.duckdb", provider_options={"colour": "red"})
+
+
+def test_symbols_from_an_uploaded_file():
+    files = [
+        {"name": "list.csv", "content": memoryview("Symbol,name\n600000.SH,浦发银行\n000001.SZ,平安银行\n".encode("gbk"))},
+        {"name": "more.txt", "content": memoryview(b"AAPL MSFT\nsz000002")},
+    ]
+    assert widgets._symbols_from_upload(files) == [
+        "600000.SH", "000001.SZ", "AAPL", "MSFT", "sz000002"
+    ]
+
+
+def test_browse_panel_shows_what_is_stored(db):
+    kdist.ingest(["600000.SH", "000001.SZ"], start="2021-01-01", end="2023-12-31", db=db,
+                 client="sync")
+    kdist.ingest(["000001.SZ"], start="2023-01-01", end="2023-12-31", freq="1w", db=db,
+                 client="sync")
+    panel = widgets.BrowsePanel(db, rows=50)
+    assert list(panel.symbol.options) == ["000001.SZ", "600000.SH"]
+    assert panel.symbol.value == "000001.SZ" and list(panel.freq.options) == ["1d", "1w"]
+    assert panel.freq.value == "1d"
+    # The last year by default.
+    assert panel.end_date.value == dt.date(2023, 12, 29)
+    assert panel.start_date.value == dt.date(2022, 12, 29)
+    expected = kdist.load(db, "000001.SZ", start="2022-12-29", end="2023-12-29")
+    assert len(panel.bars) == len(expected)
+    assert panel.table.value.count("<tr") == 50 + 1  # header and the newest 50
+    assert "2023-12-29" in panel.table.value
+    assert bytes(panel.chart.value).startswith(b"\x89PNG")
+    assert len(panel.figure.axes) == 2  # prices and volume
+    assert f"{len(expected):,} bars" in panel.status.value
+
+    panel.symbol.value = "600000.SH"
+    assert list(panel.freq.options) == ["1d"]
+    panel.start_date.value = dt.date(2021, 1, 1)
+    assert len(panel.bars) == len(kdist.load(db, "600000.SH"))
+
+    panel.symbol.value = "000001.SZ"
+    panel.freq.value = "1w"
+    assert len(panel.bars) == len(kdist.load(db, "000001.SZ", freq="1w"))
+
+
+def test_browse_panel_explains_a_missing_or_empty_database(tmp_path):
+    panel = widgets.BrowsePanel(tmp_path / "none.duckdb")
+    assert "does not exist yet" in panel.status.value
+    with kdist.Store(tmp_path / "empty.duckdb"):
+        pass
+    panel = widgets.BrowsePanel(tmp_path / "empty.duckdb")
+    assert "No bars stored" in panel.status.value
+
+
+def test_browse_panel_refresh_sees_a_new_import(db):
+    kdist.ingest(["600000.SH"], start="2023-01-01", end="2023-03-31", db=db, client="sync")
+    panel = widgets.BrowsePanel(db)
+    kdist.ingest(["000001.SZ"], start="2023-01-01", end="2023-03-31", db=db, client="sync")
+    panel.refresh_button.click()
+    assert list(panel.symbol.options) == ["000001.SZ", "600000.SH"]
+    assert panel.symbol.value == "600000.SH"  # the choice is kept
+
+
+def test_panel_thread_ends_even_when_the_database_is_locked(db):
+    with kdist.Store(db):  # another writer holds the file
+        panel = _panel(db, symbols="600000.SH")
+        panel.cluster.value = "sync"
+        panel.start()
+        with pytest.raises(kdist.DatabaseLockedError):
+            panel.wait(30)
+    assert "in use by another import in this process" in panel.status.value
+    assert not panel.running and panel.report is None
