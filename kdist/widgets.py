@@ -355,6 +355,21 @@ class IngestPanel(W.VBox):
                 raise UsageError(
                     "No symbols: type some, upload a file of them, or tick 'all symbols'"
                 )
+        return {
+            "symbols": symbols,
+            "start": self.start_date.value,
+            "end": self.end_date.value,
+            "freq": self.freq.value,
+            "adjust": self.adjust.value,
+            "provider": self._provider(),
+            "db": self.db.value.strip() or DEFAULT_DB,
+            **self._ingest_options,
+        }
+
+    def _provider(self):
+        """The provider chosen, with the options typed into the panel."""
+        from .providers import get_provider
+
         cls = provider_class(self.provider.value)
         options = {}
         for key, widget in self.options.items():
@@ -366,18 +381,7 @@ class IngestPanel(W.VBox):
             elif value == cls.options[key].default:
                 continue
             options[key] = value
-        from .providers import get_provider
-
-        return {
-            "symbols": symbols,
-            "start": self.start_date.value,
-            "end": self.end_date.value,
-            "freq": self.freq.value,
-            "adjust": self.adjust.value,
-            "provider": get_provider(self.provider.value, **options),
-            "db": self.db.value.strip() or DEFAULT_DB,
-            **self._ingest_options,
-        }
+        return get_provider(self.provider.value, **options)
 
     def _client_for_run(self):
         mode = self.cluster.value
@@ -411,11 +415,18 @@ class IngestPanel(W.VBox):
         self._launch(arguments)
 
     def resume(self):
-        """Fetch what the last job left unfinished (what the Resume button does)."""
+        """Fetch what the last job left unfinished (what the Resume button does).
+
+        The job keeps its symbols, dates, freq and adjust; the provider's options are taken
+        from the panel as they are now, so a slow or failing setting can be changed first.
+        """
         if self.job_id is None:
             raise UsageError("Nothing to resume: no job has run in this panel")
-        self._launch({"resume": self.job_id, "db": self.db.value.strip() or DEFAULT_DB,
-                      **self._ingest_options})
+        arguments = {"resume": self.job_id, "db": self.db.value.strip() or DEFAULT_DB,
+                     **self._ingest_options}
+        if self.report is not None and self.report.provider == self.provider.value:
+            arguments["provider"] = self._provider()
+        self._launch(arguments)
 
     def cancel(self):
         """Stop the running import: what finished is kept and the job can be resumed."""
