@@ -27,13 +27,19 @@ $(VENV)/.installed-notebook: pyproject.toml tests/plugin_pkg/pyproject.toml | $(
 	$(BIN)/python -m pip install --quiet -e tests/plugin_pkg
 	touch $@ $(VENV)/.installed-test $(VENV)/.installed-demo
 
+# What make test needs: the browser test runs JupyterLab and Playwright (Chromium comes from apt).
+$(VENV)/.installed-browser: pyproject.toml tests/plugin_pkg/pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[test,notebook,browser]"
+	$(BIN)/python -m pip install --quiet -e tests/plugin_pkg
+	touch $@ $(VENV)/.installed-notebook $(VENV)/.installed-test $(VENV)/.installed-demo
+
 venv: $(VENV)/.installed-test
 
 demo: $(VENV)/.installed-demo
 	$(BIN)/kdist ingest --all --start 2020-01-01 --end 2024-12-31 --db $(DB)
 	$(BIN)/kdist check --db $(DB)
 
-test: $(VENV)/.installed-test
+test: $(VENV)/.installed-browser
 	$(BIN)/python -m pytest
 
 # Unit tests only (no cluster processes, no notebooks), for a quick loop while editing.
@@ -41,7 +47,7 @@ test-fast: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -m "not slow and not network and not browser" tests
 
 lab: $(VENV)/.installed-notebook
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 notebooks/
 
 clean:
 	rm -rf $(VENV) data .pytest_cache
