@@ -243,7 +243,10 @@ class IngestPanel(W.VBox):
         name = provider if isinstance(provider, str) else provider.name
         self.provider = W.Dropdown(options=names, value=name, description="Provider")
         self.options: dict[str, W.ValueWidget] = {}
-        self.options_box = W.VBox()
+        # The provider's options, three to a row, folded away under a summary of those set.
+        self.options_box = W.GridBox(layout=W.Layout(
+            grid_template_columns="repeat(3, minmax(0, 1fr))", width="100%"))
+        self.options_fold = W.Accordion(children=[self.options_box], selected_index=None)
         self._build_options(name, provider_options or (
             {} if isinstance(provider, str) else provider.given_options()))
         self.provider.observe(lambda change: self._build_options(change["new"], {}), "value")
@@ -273,8 +276,10 @@ class IngestPanel(W.VBox):
 
         self.status = W.HTML("Ready.")
         self.dashboard = W.HTML()
-        self.chunks_bar = W.IntProgress(value=0, min=0, max=1, description="Tasks")
-        self.symbols_bar = W.IntProgress(value=0, min=0, max=1, description="Symbols")
+        self.chunks_bar = W.IntProgress(value=0, min=0, max=1, description="Tasks",
+                                        layout=W.Layout(width="60%"))
+        self.symbols_bar = W.IntProgress(value=0, min=0, max=1, description="Symbols",
+                                         layout=W.Layout(width="60%"))
         self.rows_label = W.Label("0 rows written")
         self.rate_label = W.Label("")
         self.failures = W.HTML()
@@ -296,7 +301,8 @@ class IngestPanel(W.VBox):
             W.HBox([self.symbols_upload, self.all_symbols]),
             W.HBox([W.VBox([self.start_date, self.end_date]),
                     W.VBox([self.freq, self.adjust])]),
-            W.HBox([self.provider, self.options_box]),
+            self.provider,
+            self.options_fold,
             self.cluster,
             self._cluster_fields,
             self.db,
@@ -306,7 +312,7 @@ class IngestPanel(W.VBox):
             self.chunks_bar,
             self.symbols_bar,
             W.HBox([self.rows_label, self.rate_label],
-                   layout=W.Layout(justify_content="space-between", width="420px")),
+                   layout=W.Layout(justify_content="space-between", width="60%")),
             self.failures,
             self.report_html,
         ])
@@ -332,8 +338,21 @@ class IngestPanel(W.VBox):
                                 placeholder="" if opt.default is None else str(opt.default),
                                 description=key)
             widget.tooltip = opt.help
+            widget.layout.width = "auto"
+            widget.observe(lambda _: self._title_options(), "value")
             self.options[key] = widget
         self.options_box.children = list(self.options.values())
+        self._title_options()
+
+    def _title_options(self):
+        """Name the options that differ from the provider's defaults in the fold's title."""
+        defaults = provider_class(self.provider.value).options
+        given = [
+            f"{k}={w.value}" for k, w in self.options.items()
+            if (w.value.strip() if isinstance(w.value, str) else w.value != defaults[k].default)
+        ]
+        summary = ", ".join(given) if given else "defaults"
+        self.options_fold.set_title(0, f"{self.provider.value} options: {summary}")
 
     def _show_cluster_fields(self):
         mode = self.cluster.value

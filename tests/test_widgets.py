@@ -255,3 +255,12 @@ def test_panel_thread_ends_even_when_the_database_is_locked(db):
             panel.wait(30)
     assert "in use by another import in this process" in panel.status.value
     assert not panel.running and panel.report is None
+
+
+def test_the_options_fold_names_what_is_set():
+    panel = _panel("unused.duckdb", symbols="600000.SH", provider_options={"latency": 0.05})
+    assert panel.options_fold.get_title(0) == "synthetic options: latency=0.05"
+    panel.options["fail"].value = "AAPL"
+    assert panel.options_fold.get_title(0) == "synthetic options: latency=0.05, fail=AAPL"
+    panel.provider.value = "example"
+    assert panel.options_fold.get_title(0) == "example options: defaults"
