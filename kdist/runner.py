@@ -682,7 +682,11 @@ def _run(job, chunks, cluster, store, report, callback, t0, *, retries, timeout,
             callback.on_write(rows, report.rows_written)
 
     limit = max_in_flight or max(4, 2 * cluster.n_threads)
-    queue = [(_task(job.provider, c, job.freq, job.adjust, retries, timeout, job.job_id,
+    # Keys name the job and this run of it: a resumed job keeps its id, and a chunk of the
+    # cancelled run may still be running or held by the scheduler under the same number;
+    # sharing its key would hand that stale result to the new task.
+    run_id = f"{job.job_id}-{uuid.uuid4().hex[:4]}"
+    queue = [(_task(job.provider, c, job.freq, job.adjust, retries, timeout, run_id,
                     limits=limits), c)
              for c in reversed(chunks)]
     pending: dict = {}
@@ -715,7 +719,7 @@ def _run(job, chunks, cluster, store, report, callback, t0, *, retries, timeout,
                         tasks["total"] += len(parts) - 1
                         queue.extend(
                             (_task(job.provider, c, job.freq, job.adjust, retries, timeout,
-                                   job.job_id, part=i, limits=limits), c)
+                                   run_id, part=i, limits=limits), c)
                             for i, c in reversed(list(enumerate(parts)))
                         )
                         continue

@@ -69,6 +69,28 @@ def test_cancel_then_resume_fetches_only_the_rest(db, tmp_path, reference, finge
     pd.testing.assert_frame_equal(fingerprint(db), reference())
 
 
+def test_resume_on_the_same_cluster_never_reuses_the_cancelled_runs_results(
+        db, client, reference, fingerprint):
+    """A resumed job keeps its id; chunks of the cancelled run may still be running on the
+    cluster when the resume submits its own. Sharing their keys handed the stale results to
+    the new tasks: symbols were lost and others stored twice."""
+    symbols = kdist.get_provider("synthetic").list_symbols()[:40]
+    cancel = threading.Event()
+    first = kdist.ingest(symbols, **WINDOW, db=db, client=client, cancel=cancel,
+                         provider=kdist.get_provider("synthetic", latency=0.2),
+                         callback=CancelAfter(cancel, 6))
+    assert first.status == "cancelled"
+    second = kdist.ingest(resume=first.job_id, db=db, client=client,
+                          provider=kdist.get_provider("synthetic"))
+    assert second.status == "done"
+    assert second.symbols_ok + first.symbols_ok == len(symbols)
+    assert kdist.check(db)["duplicate_keys"] == 0
+    with kdist.Store(db, read_only=True) as store:
+        ledger = store.job_symbols(first.job_id)
+    assert (ledger["status"] == "ok").all() and len(ledger) == len(symbols)
+    pd.testing.assert_frame_equal(fingerprint(db), reference(symbols=symbols))
+
+
 def test_resume_of_a_finished_job_fetches_nothing(db, tmp_path):
     log = tmp_path / "calls.log"
     provider = kdist.get_provider("synthetic", call_log=str(log))
