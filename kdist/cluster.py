@@ -107,14 +107,21 @@ class Cluster:
         return set(done), set(pending)
 
     def cancel(self, futures):
-        """Cancel futures that have not finished."""
+        """Cancel futures that have not finished.
+
+        Best effort: a client that already lost its scheduler cannot send the request, and
+        that failure must not hide the error that is stopping the job.
+        """
         if not futures:
             return
         if self.client is None:
             for f in futures:
                 f.cancel()
-        else:
+            return
+        try:
             self.client.cancel(list(futures))
+        except Exception:  # the scheduler is gone: so are the tasks
+            pass
 
     def close(self):
         """Shut down what this object started (never a client the caller passed in)."""

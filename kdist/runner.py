@@ -737,6 +737,7 @@ def _run(job, chunks, cluster, store, report, callback, t0, *, retries, timeout,
                     skipped = [_outcome(sym, "skipped", error=ProviderTrippedError(report.note))
                                for _, c in queue for sym in c.symbols]
                     tasks["total"] -= len(queue)
+                    callback.on_chunks(tasks["done"], tasks["total"])
                     queue.clear()
                     batch.add_outcomes(skipped)
                     _tally(report, skipped)

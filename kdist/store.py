@@ -619,8 +619,9 @@ def _store_error(path: Path, exc: Exception) -> StoreError:
         )
     if "different configuration" in text:
         return DatabaseLockedError(
-            f"{path} is open for writing in this process (an import is running): wait for "
-            "it to finish, or read it after",
+            f"{path} is already open in this process with other settings (an import "
+            "writing it, or a connection such as duckdb.connect(..., read_only=True)): close "
+            "that connection or wait for the import to finish",
             path=str(path),
             holder="this process",
             pid=os.getpid(),

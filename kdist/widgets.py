@@ -33,13 +33,14 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         'kdist.widgets needs ipywidgets: pip install "kdist[notebook]"'
     ) from exc
 
-from .errors import KdistError, UsageError
+from .cluster import resolve_cluster
+from .errors import ClusterError, KdistError, UsageError
 from .progress import Callback
-from .providers import available_providers
+from .providers import available_providers, get_provider
 from .providers.registry import provider_class
 from .runner import ingest
-from .schema import Adjust, Freq
-from .store import DEFAULT_DB, Store
+from .schema import Adjust, Freq, normalise_symbol, to_date
+from .store import DEFAULT_DB
 
 __all__ = ["BrowsePanel", "IngestPanel"]
 
@@ -48,17 +49,38 @@ REFRESH_S = 0.25
 #: Failures listed in the panel; the ledger keeps them all.
 MAX_FAILURES_SHOWN = 50
 
-_WIDE = W.Layout(width="100%")
+#: Local clusters started by panels, by (workers, threads): panels of the same size share one,
+#: so re-running the cell that builds a panel does not start another cluster.
+_LOCAL: dict[tuple[int, int], object] = {}
+_LOCAL_LOCK = threading.Lock()
 
 
-def _date(value) -> dt.date | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, dt.datetime):
-        return value.date()
-    if isinstance(value, dt.date):
-        return value
-    return dt.date.fromisoformat(str(value)[:10])
+def _date(value, name: str) -> dt.date | None:
+    return None if value is None or value == "" else to_date(value, name=name).date()
+
+
+def _local_cluster(size: tuple[int, int]):
+    with _LOCAL_LOCK:
+        cluster = _LOCAL.get(size)
+        if cluster is None or not cluster.connected():
+            cluster = _LOCAL[size] = resolve_cluster(
+                "local", n_workers=size[0], threads_per_worker=size[1], fallback=False)
+        return cluster
+
+
+def _close_local(cluster):
+    with _LOCAL_LOCK:
+        for size, known in list(_LOCAL.items()):
+            if known is cluster:
+                del _LOCAL[size]
+    cluster.close()
+
+
+def _close_tree(widget):
+    """Close a widget and every widget inside it (``close`` alone leaves the children)."""
+    for child in getattr(widget, "children", ()):
+        _close_tree(child)
+    W.Widget.close(widget)  # not a panel's own close(), which calls this
 
 
 def _error_line(exc: BaseException) -> str:
@@ -84,9 +106,13 @@ def _symbols_from_upload(files) -> list[str]:
         if "symbol" in header and str(f["name"]).lower().endswith(".csv"):
             import pandas as pd
 
-            symbols += pd.read_csv(io.StringIO(text), dtype=str)[
-                lines[0].split(",")[header.index("symbol")]
-            ].dropna().str.strip().tolist()
+            try:
+                table = pd.read_csv(io.StringIO(text), dtype=str)
+            except (ValueError, pd.errors.ParserError) as exc:
+                first = str(exc).splitlines()[0]
+                raise UsageError(f"Cannot read {f['name']} as CSV ({first})") from None
+            column = table.columns[[c.strip().lower() for c in table.columns].index("symbol")]
+            symbols += table[column].dropna().str.strip().tolist()
         else:
             symbols += [t for t in re.split(r"[\s,;]+", text) if t]
     return symbols
@@ -167,8 +193,9 @@ class _PanelProgress(Callback):
             for s, e in self.failures
         )
         more = self.n_failed - len(self.failures)
-        more = f"<p>... and {more} more: see <code>kdist jobs {self.panel.job_id}</code></p>" \
-            if more > 0 else ""
+        db = html.escape(self.panel.db.value, quote=False)
+        more = (f"<p>... and {more} more: see <code>kdist jobs {self.panel.job_id} --db {db}"
+                f"</code></p>" if more > 0 else "")
         return (
             f"<b>Failed or skipped ({self.n_failed})</b>"
             f"<table class='kdist-failures-table'><tr><th>symbol</th><th>error</th></tr>"
@@ -186,7 +213,10 @@ class IngestPanel(W.VBox):
     db
         Path of the DuckDB file.
     symbols
-        Symbols to fill the text area with; None ticks "all symbols of the provider".
+        Symbols to fill the text area with.
+    all_symbols
+        Tick "all symbols": import every symbol the provider lists (the text area and the
+        file upload are then disabled).
     start, end, freq, adjust, provider
         As for :func:`kdist.ingest`.
     provider_options
@@ -195,8 +225,8 @@ class IngestPanel(W.VBox):
         A ``distributed.Client`` to run on; adds "this notebook's client" to the cluster
         choices and selects it.
     n_workers, threads_per_worker
-        Size of the local cluster the panel starts on first use and keeps for later runs
-        (closed by :meth:`close`).
+        Size of the local cluster started on the first run and kept for later ones (panels of
+        the same size share it; :meth:`close` stops it).
     **ingest_options
         Passed to :func:`kdist.ingest` unchanged (``chunk_size``, ``retries``, ...).
 
@@ -210,15 +240,21 @@ class IngestPanel(W.VBox):
         The id of the running or last job.
     """
 
-    def __init__(self, db=DEFAULT_DB, *, symbols=None, start=None, end=None, freq="1d",
-                 adjust="none", provider="synthetic", provider_options=None, client=None,
-                 n_workers=2, threads_per_worker=1, **ingest_options):
+    def __init__(self, db=DEFAULT_DB, *, symbols=None, all_symbols=False, start=None, end=None,
+                 freq="1d", adjust="none", provider="synthetic", provider_options=None,
+                 client=None, n_workers=2, threads_per_worker=1, **ingest_options):
         self._client = client
         self._ingest_options = ingest_options
-        self._local = None  # the panel's own local cluster, started on first use
-        self._local_size = None
+        self._local = None  # the shared local cluster last used
         self._thread: threading.Thread | None = None
         self._cancel = threading.Event()
+        # Start, Cancel and the end of a run change the buttons and the status: one at a time.
+        self._lock = threading.Lock()
+        self._closing = False
+        # Bad arguments fail here, as kdist errors, before any widget exists.
+        name = provider if isinstance(provider, str) else provider.name
+        provider_class(name)  # UnknownProviderError lists the names
+        first_start, first_end = _date(start, "start"), _date(end, "end")
         self.report = None
         self.error: BaseException | None = None
         self.job_id: str | None = None
@@ -231,16 +267,17 @@ class IngestPanel(W.VBox):
         )
         self.symbols_upload = W.FileUpload(accept=".txt,.csv", multiple=True,
                                            description="Symbols file")
-        self.all_symbols = W.Checkbox(value=symbols is None, description="all symbols",
-                                      indent=False)
-        self.start_date = W.DatePicker(value=_date(start), description="Start")
-        self.end_date = W.DatePicker(value=_date(end), description="End")
+        self.all_symbols = W.Checkbox(value=all_symbols, description="all symbols",
+                                      indent=False, tooltip="every symbol the provider lists")
+        self.all_symbols.observe(lambda _: self._show_symbol_fields(), "value")
+        self.symbols_upload.observe(lambda _: self._take_upload(), "value")
+        self.start_date = W.DatePicker(value=first_start, description="Start")
+        self.end_date = W.DatePicker(value=first_end, description="End")
         self.freq = W.Dropdown(options=[f.value for f in Freq], value=Freq.parse(freq).value,
                                description="Freq")
         self.adjust = W.Dropdown(options=[a.value for a in Adjust],
                                  value=Adjust.parse(adjust).value, description="Adjust")
         names = [p["name"] for p in available_providers() if p["installed"]]
-        name = provider if isinstance(provider, str) else provider.name
         self.provider = W.Dropdown(options=names, value=name, description="Provider")
         self.options: dict[str, W.ValueWidget] = {}
         # The provider's options, three to a row, folded away under a summary of those set.
@@ -263,7 +300,7 @@ class IngestPanel(W.VBox):
         self.address = W.Text(placeholder="tcp://scheduler:8786 or tls://...",
                               description="Address")
         self.cluster.observe(lambda _: self._show_cluster_fields(), "value")
-        self.db = W.Text(value=str(db), description="Database", layout=_WIDE)
+        self.db = W.Text(value=str(db), description="Database", layout=W.Layout(width="100%"))
 
         self.start_button = W.Button(description="Start", button_style="primary", icon="play")
         self.cancel_button = W.Button(description="Cancel", button_style="warning",
@@ -271,7 +308,7 @@ class IngestPanel(W.VBox):
         self.resume_button = W.Button(description="Resume", icon="redo", disabled=True,
                                       tooltip="Fetch what the last job left unfinished")
         self.start_button.on_click(lambda _: self._click(self.start))
-        self.cancel_button.on_click(lambda _: self.cancel())
+        self.cancel_button.on_click(lambda _: self._click(self.cancel))
         self.resume_button.on_click(lambda _: self._click(self.resume))
 
         self.status = W.HTML("Ready.")
@@ -295,6 +332,7 @@ class IngestPanel(W.VBox):
 
         self._cluster_fields = W.HBox([self.n_workers, self.threads, self.address])
         self._show_cluster_fields()
+        self._show_symbol_fields()
         super().__init__([
             W.HTML("<h3 style='margin:0'>kdist import</h3>"),
             self.symbols_text,
@@ -327,6 +365,8 @@ class IngestPanel(W.VBox):
                 f"Provider {name!r} has no option {', '.join(sorted(unknown))}; "
                 f"it has: {', '.join(cls.options) or 'none'}"
             )
+        for widget in self.options.values():
+            widget.close()
         self.options = {}
         for key, opt in cls.options.items():
             given = values.get(key)
@@ -334,7 +374,7 @@ class IngestPanel(W.VBox):
                 widget = W.Checkbox(value=bool(opt.default if given is None else given),
                                     description=key, indent=False)
             else:
-                widget = W.Text(value="" if given is None else str(given),
+                widget = W.Text(value=opt.format(given),
                                 placeholder="" if opt.default is None else str(opt.default),
                                 description=key)
             widget.tooltip = opt.help
@@ -354,6 +394,26 @@ class IngestPanel(W.VBox):
         summary = ", ".join(given) if given else "defaults"
         self.options_fold.set_title(0, f"{self.provider.value} options: {summary}")
 
+    def _show_symbol_fields(self):
+        everything = self.all_symbols.value
+        self.symbols_text.disabled = self.symbols_upload.disabled = everything
+
+    def _take_upload(self):
+        """Move an uploaded file's symbols into the text area, where they can be seen and
+        edited, and clear the upload so they are not added again."""
+        if not self.symbols_upload.value:
+            return
+        try:
+            found = _symbols_from_upload(self.symbols_upload.value)
+        except UsageError as exc:
+            self._say(html.escape(_error_line(exc), quote=False), error=True)
+        else:
+            typed = self.symbols_text.value.strip()
+            self.symbols_text.value = ", ".join(([typed] if typed else []) + found)
+            self._say(f"Added {len(found)} symbols from "
+                      f"{html.escape(', '.join(f['name'] for f in self.symbols_upload.value))}.")
+        self.symbols_upload.value = ()
+
     def _show_cluster_fields(self):
         mode = self.cluster.value
         self.n_workers.layout.display = self.threads.layout.display = (
@@ -369,7 +429,6 @@ class IngestPanel(W.VBox):
             symbols = None
         else:
             symbols = [t for t in re.split(r"[\s,;]+", self.symbols_text.value) if t]
-            symbols += _symbols_from_upload(self.symbols_upload.value)
             if not symbols:
                 raise UsageError(
                     "No symbols: type some, upload a file of them, or tick 'all symbols'"
@@ -387,8 +446,6 @@ class IngestPanel(W.VBox):
 
     def _provider(self):
         """The provider chosen, with the options typed into the panel."""
-        from .providers import get_provider
-
         cls = provider_class(self.provider.value)
         options = {}
         for key, widget in self.options.items():
@@ -411,12 +468,9 @@ class IngestPanel(W.VBox):
         if mode == "address":
             return self.address.value.strip()
         size = (self.n_workers.value, self.threads.value)
-        if self._local is None or self._local_size != size or not self._local.connected():
-            from .cluster import _local_cluster
-
-            self._close_local()
+        if size not in _LOCAL:
             self._say(f"Starting a local cluster of {size[0]} workers x {size[1]} threads ...")
-            self._local, self._local_size = _local_cluster(*size), size
+        self._local = _local_cluster(size)
         return self._local.client
 
     # -- running ------------------------------------------------------------------------------
@@ -436,23 +490,26 @@ class IngestPanel(W.VBox):
     def resume(self):
         """Fetch what the last job left unfinished (what the Resume button does).
 
-        The job keeps its symbols, dates, freq and adjust; the provider's options are taken
-        from the panel as they are now, so a slow or failing setting can be changed first.
+        The job keeps everything it recorded: symbols, dates, freq, adjust, provider and
+        provider options, so its bars all come from the same source settings.
         """
         if self.job_id is None:
             raise UsageError("Nothing to resume: no job has run in this panel")
-        arguments = {"resume": self.job_id, "db": self.db.value.strip() or DEFAULT_DB,
-                     **self._ingest_options}
-        if self.report is not None and self.report.provider == self.provider.value:
-            arguments["provider"] = self._provider()
-        self._launch(arguments)
+        self._launch({"resume": self.job_id, "db": self.db.value.strip() or DEFAULT_DB,
+                      **self._ingest_options})
 
     def cancel(self):
-        """Stop the running import: what finished is kept and the job can be resumed."""
-        if self.running:
+        """Stop the running import: what finished is kept and the job can be resumed.
+
+        On a cluster the tasks in flight are cancelled at once; in this process the import
+        stops after the provider call in progress returns.
+        """
+        with self._lock:
+            if not self.running or self._cancel.is_set():
+                return
             self._cancel.set()
             self.cancel_button.disabled = True
-            self._say("Cancelling: waiting for the tasks in flight ...")
+            self._say("Cancelling: waiting for the calls in flight ...")
 
     def wait(self, timeout: float | None = None):
         """Wait for the running import and return its report; raise what it raised.
@@ -468,55 +525,68 @@ class IngestPanel(W.VBox):
         return self.report
 
     def close(self):
-        """Cancel a running import, stop the panel's local cluster and close the widgets."""
-        self.cancel()
-        if self._thread is not None:
-            self._thread.join(60)
-        self._close_local()
-        super().close()
+        """Cancel a running import, close the widgets and stop the panel's local cluster.
 
-    def _close_local(self):
+        Returns at once: a running import stops in the background and the cluster is stopped
+        when it has.
+        """
+        with self._lock:
+            self._closing = True
+            running = self.running
+        if running:
+            self.cancel()  # _run's end stops the cluster
+        else:
+            self._stop_local()
+        _close_tree(self)
+
+    def _stop_local(self):
         if self._local is not None:
-            self._local.close()
+            _close_local(self._local)
             self._local = None
 
     def _click(self, action):
+        """A button's handler: every error ends up in the status line, never in a log."""
         try:
             action()
-        except KdistError as exc:
+        except Exception as exc:
             self._say(html.escape(_error_line(exc), quote=False), error=True)
 
     def _launch(self, arguments: dict):
-        if self.running:
-            raise UsageError("An import is already running in this panel: wait or cancel it")
-        self._cancel = threading.Event()
-        self.report = self.error = None
-        self.chunks_bar.value = self.symbols_bar.value = 0
-        for bar in (self.chunks_bar, self.symbols_bar):
-            bar.bar_style = ""
-        self.rows_label.value = "0 rows written"
-        self.rate_label.value = self.failures.value = self.report_html.value = ""
-        self.start_button.disabled = self.resume_button.disabled = True
-        self.cancel_button.disabled = False
-        self._say("Starting ...")
-        self._thread = threading.Thread(
-            target=self._run, args=(arguments,), name="kdist-panel", daemon=True
-        )
-        self._thread.start()
+        with self._lock:
+            if self.running:
+                return  # a second click while it runs
+            self._cancel = threading.Event()
+            self.report = self.error = None
+            self.chunks_bar.value = self.symbols_bar.value = 0
+            for bar in (self.chunks_bar, self.symbols_bar):
+                bar.bar_style = ""
+            self.rows_label.value = "0 rows written"
+            self.rate_label.value = self.failures.value = self.report_html.value = ""
+            self.start_button.disabled = self.resume_button.disabled = True
+            self.cancel_button.disabled = False
+            self._say("Starting ...")
+            self._thread = threading.Thread(
+                target=self._run, args=(arguments,), name="kdist-panel", daemon=True
+            )
+            self._thread.start()
 
     def _run(self, arguments: dict):
         progress = _PanelProgress(self)
         try:
             client = self._client_for_run()
+            # A scheduler the user named must be used or fail: never a silent local stand-in.
             self.report = ingest(**arguments, client=client, callback=progress,
-                                 cancel=self._cancel)
+                                 cancel=self._cancel, fallback=self.cluster.value == "local")
         except BaseException as exc:  # shown in the panel; wait() re-raises it
             self.error = exc
             self.report = getattr(exc, "report", None)
         finally:
-            self._finished(progress)
+            with self._lock:
+                self._finished()
+            if self._closing:
+                self._stop_local()
 
-    def _finished(self, progress: _PanelProgress):
+    def _finished(self):
         report, error = self.report, self.error
         if report is not None:
             self.job_id = report.job_id
@@ -535,8 +605,10 @@ class IngestPanel(W.VBox):
         else:
             self._say(f"Finished job <b>{html.escape(report.job_id)}</b>: {report.status}, "
                       f"{report.rows_written:,} rows in {report.elapsed_s:.1f} s")
-        resumable = report is not None and report.status in ("cancelled", "interrupted",
-                                                              "partial")
+        if report is not None:
+            resumable = report.status in ("cancelled", "interrupted", "partial")
+        else:  # a lost cluster: the job is recorded as interrupted
+            resumable = isinstance(error, ClusterError) and self.job_id is not None
         self.resume_button.disabled = not resumable
         self.start_button.disabled = False
         self.cancel_button.disabled = True
@@ -610,6 +682,13 @@ class BrowsePanel(W.VBox):
             self._say(f"No bars stored in {html.escape(str(self.db))} yet.", error=True)
             return
         symbols = sorted(self.catalog["symbol"].unique())
+        if symbol is not None:
+            symbol = normalise_symbol(symbol)
+            if symbol not in symbols:
+                raise UsageError(
+                    f"{symbol} is not stored in {self.db}; stored: {', '.join(symbols[:5])}"
+                    + (f" and {len(symbols) - 5} more" if len(symbols) > 5 else "")
+                )
         keep = symbol or (self.symbol.value if self.symbol.value in symbols else symbols[0])
         with self._hold():
             self.symbol.options = symbols
@@ -649,7 +728,7 @@ class BrowsePanel(W.VBox):
             return
         s = self._series()
         row = s[(s["freq"] == self.freq.value) & (s["adjust"] == self.adjust.value)].iloc[0]
-        first, last = _date(row["first"]), _date(row["last"])
+        first, last = _date(row["first"], "first"), _date(row["last"], "last")
         with self._hold():
             # The last year by default: a readable chart; widen "From" for more.
             self.start_date.value = max(first, last - dt.timedelta(days=365))
@@ -683,11 +762,15 @@ class BrowsePanel(W.VBox):
         )
         # A PNG in an Image widget shows the same in a kernel, a browser and a headless test,
         # whatever matplotlib backend is active.
-        self.figure = candles(bars, title=f"{self.symbol.value} {self.freq.value}")
-        buffer = io.BytesIO()
-        self.figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-        self.chart.value = buffer.getvalue()
-        _close(self.figure)
+        try:
+            self.figure = candles(bars, title=f"{self.symbol.value} {self.freq.value}")
+            buffer = io.BytesIO()
+            self.figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+            self.chart.value = buffer.getvalue()
+            _close(self.figure)
+        except Exception as exc:  # an observer's error would only reach a hidden log
+            self.chart.value, self.figure = b"", None
+            self._say(html.escape(_error_line(exc), quote=False), error=True)
         newest = bars.iloc[::-1].head(self.rows).drop(columns=["symbol"])
         self.table.value = newest.to_html(index=False, float_format=lambda v: f"{v:,.2f}",
                                           classes="kdist-bars", border=0)
@@ -695,6 +778,10 @@ class BrowsePanel(W.VBox):
     def _say(self, text: str, error: bool = False):
         colour = "#b00020" if error else "inherit"
         self.status.value = f"<span style='color:{colour}'>{text}</span>"
+
+    def close(self):
+        """Close the panel and every widget in it."""
+        _close_tree(self)
 
 
 def _close(figure):

@@ -79,13 +79,23 @@ def test_without_limits_the_same_job_runs_wider(tmp_path):
     assert most_at_once(spans(log)) >= 3
 
 
+class TaskCounts(kdist.Callback):
+    last = (0, 0)
+
+    def on_chunks(self, done, total):
+        self.last = (done, total)
+
+
 def test_breaker_pauses_then_stops_and_the_job_resumes(db, tmp_path, fingerprint):
     log = tmp_path / "calls.log"
     broken = kdist.get_provider("synthetic", flaky=1.0, call_log=str(log))
     t0 = time.monotonic()
+    tasks = TaskCounts()
     report = kdist.ingest(SYMBOLS[:12], **WINDOW, provider=broken, db=db, client="sync",
-                          chunk_size=1, retries=2, trip_after=3, cooldown=0.3)
+                          chunk_size=1, retries=2, trip_after=3, cooldown=0.3, callback=tasks)
     assert time.monotonic() - t0 < 10  # ends promptly
+    # The task bar ends full: chunks skipped unsubmitted leave the total.
+    assert tasks.last[0] == tasks.last[1] < 12
     assert report.status == "interrupted"
     assert report.symbols_skipped >= 8 and report.symbols_ok == 0
     assert "change network" in report.note

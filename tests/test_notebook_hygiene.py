@@ -60,3 +60,11 @@ def test_outputs_only_on_checked_cells(path):
         assert cell.get("execution_count") is None, (
             f"{path.name} cell {i} {first}: clear its execution count"
         )
+
+
+@pytest.mark.parametrize("path", paths, ids=lambda p: p.name)
+def test_no_saved_widget_state(path):
+    metadata = json.loads(path.read_text(encoding="utf-8")).get("metadata", {})
+    assert "widgets" not in metadata, (
+        f"{path.name}: saved widget state (old job ids, paths, ports); clear it before committing"
+    )

@@ -215,9 +215,23 @@ def test_a_second_import_in_the_same_process_is_refused(db):
     with kdist.Store(db):
         with pytest.raises(DatabaseLockedError, match="another import in this process"):
             kdist.ingest(SYMBOLS[:1], **WINDOW, db=db, client="sync")
-        with pytest.raises(DatabaseLockedError, match="open for writing in this process"):
+        with pytest.raises(DatabaseLockedError, match="already open in this process"):
             kdist.load(db)
     assert kdist.load(db).empty  # released: readable again
+
+
+def test_an_open_read_only_connection_is_named_when_it_blocks_an_import(db):
+    """A notebook that queries the file with DuckDB and then imports meets this."""
+    import duckdb
+
+    kdist.ingest(SYMBOLS[:1], **WINDOW, db=db, client="sync")
+    con = duckdb.connect(db, read_only=True)
+    try:
+        with pytest.raises(DatabaseLockedError, match=r"duckdb.connect\(\.\.\., read_only=True\)"):
+            kdist.ingest(SYMBOLS[:1], **WINDOW, db=db, client="sync")
+    finally:
+        con.close()
+    assert kdist.ingest(SYMBOLS[:1], **WINDOW, db=db, client="sync").status == "done"
 
 
 def test_a_job_left_running_shows_as_interrupted_and_resumes(db, fingerprint, reference):

@@ -32,6 +32,9 @@ class Recorder(Callback):
     def on_write(self, rows, total):
         self.events.append(("write", rows, total))
 
+    def on_chunks(self, done, total):
+        self.events.append(("chunks", done, total))
+
     def on_finish(self, report):
         self.events.append(("finish", report.status))
 
@@ -123,6 +126,8 @@ def test_small_batches_are_written_as_results_arrive(db):
     assert writes[-1][2] == report.rows_written
     assert recorder.events[0] == ("start", 5, 5)
     assert recorder.events[-1] == ("finish", "done")
+    chunks = [e[1:] for e in recorder.events if e[0] == "chunks"]
+    assert chunks == [(i, 5) for i in range(1, 6)]
 
 
 def test_invalid_symbols_refused_before_anything_is_written(db):

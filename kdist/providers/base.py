@@ -31,6 +31,14 @@ class Option:
     #: Refuse zero, negative and NaN values (timeouts, latencies, rates).
     positive: bool = False
 
+    def format(self, value) -> str:
+        """``value`` as text that :meth:`coerce` reads back (a form field, a CLI option)."""
+        if value is None:
+            return ""
+        if isinstance(value, dict):
+            return ",".join(f"{k}:{v}" for k, v in value.items())
+        return str(value)
+
     def coerce(self, name: str, value):
         """Return ``value`` as this option's type; strings from the CLI are parsed."""
         if value is None or isinstance(value, self.type):
