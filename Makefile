@@ -47,7 +47,7 @@ test-fast: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -m "not slow and not network and not browser" tests
 
 lab: $(VENV)/.installed-notebook
-	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 notebooks/
+	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 $(if $(filter 0,$(shell id -u)),--allow-root) notebooks/
 
 clean:
 	rm -rf $(VENV) data .pytest_cache
