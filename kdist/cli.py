@@ -1,8 +1,12 @@
 """The ``kdist`` command: a thin layer that parses arguments, calls the API and prints.
 
 Exit codes: 0 every symbol ok or empty; 3 some symbols failed; 1 the job failed (nothing
-imported, database locked or unusable, cluster lost); 2 bad usage (invalid symbols, dates,
-options). A kdist error is one line on stderr; ``--debug`` shows the traceback.
+imported, database locked or unusable, cluster lost, a TLS scheduler refused the
+certificates); 2 bad usage (invalid symbols, dates, options, a ``tls://`` scheduler without
+certificates). A kdist error is one line on stderr; ``--debug`` shows the traceback.
+
+``kdist cluster certs|scheduler|worker`` make a cluster's TLS certificates and run
+``dask scheduler`` / ``dask worker`` with them (``--print`` shows the command instead).
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import shlex
 import signal
 import sys
 import threading
@@ -92,6 +98,7 @@ def _run_args(args) -> dict:
         db=args.db, client=args.scheduler, chunk_size=args.chunk_size,
         n_workers=args.workers, threads_per_worker=args.threads,
         fallback=not args.no_fallback, retries=args.retries, timeout=args.timeout,
+        security=args.certs, tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key,
         max_concurrency=args.max_concurrency, max_rate=args.max_rate, cooldown=args.cooldown,
         callback=None if (args.json or args.quiet) else TerminalProgress(),
     )
@@ -140,7 +147,8 @@ def cmd_ingest(args) -> int:
 def cmd_update(args) -> int:
     from .runner import update
 
-    reports = update(args.db, provider=args.provider, options=_options(args.option),
+    # db comes with the shared arguments (passing it twice was a TypeError).
+    reports = update(provider=args.provider, options=_options(args.option),
                      freq=args.freq, adjust=args.adjust,
                      end=args.end, overlap=args.overlap, **_run_args(args))
     if not reports:
@@ -239,6 +247,77 @@ def cmd_providers(args) -> int:
     return EXIT_OK
 
 
+def cmd_cluster_certs(args) -> int:
+    from .security import make_certs
+
+    made = make_certs(args.dir, hosts=args.host or None, days=args.days, force=args.force)
+    d = args.dir.rstrip("/") or "/"
+    ca = "a new CA" if made["new_ca"] else f"the CA already in {d}"
+    print(f"Certificates for {', '.join(made['hosts'])}, signed by {ca}, valid until "
+          f"{made['not_after']:%Y-%m-%d}, in {d}/:")
+    rows = [
+        ("ca.pem", "CA certificate", "every machine"),
+        ("ca-key.pem", "CA key (0600)", "stays here: it signs new certificates"),
+        ("scheduler.pem scheduler-key.pem", "scheduler", "the scheduler machine"),
+        ("worker.pem worker-key.pem", "workers", "every worker machine"),
+        ("client.pem client-key.pem", "client", "the machine with the database (kdist ingest)"),
+    ]
+    for files, what, where in rows:
+        print(f"  {files:<33} {what:<15} -> {where}")
+    remote = [h for h in made["hosts"] if h not in ("localhost", "127.0.0.1", "::1")]
+    listen = f" --host {remote[0]}" if remote else ""
+    address = f"tls://{remote[0] if remote else '127.0.0.1'}:8786"
+    print("Next (see docs/deploy.md):\n"
+          f"  kdist cluster scheduler --certs {d}{listen}\n"
+          f"  kdist cluster worker {address} --certs {d}\n"
+          f"  kdist ingest 600000.SH --start 2024-01-01 --scheduler {address} --certs {d}")
+    return EXIT_OK
+
+
+def _start(command: list[str], args, note: str) -> int:
+    """Print the ``dask`` command (``--print``), or replace this process with it."""
+    if args.print:
+        print(shlex.join(command))
+        return EXIT_OK
+    print(f"kdist: {note}\nkdist: running: {shlex.join(command)}", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    # exec, not a child: Ctrl-C, SIGTERM and a service manager reach Dask directly.
+    os.execv(command[0], command)
+    return EXIT_FAILED  # not reached
+
+
+def cmd_cluster_scheduler(args) -> int:
+    from .security import scheduler_command
+
+    command = scheduler_command(args.certs, tls_ca=args.tls_ca, tls_cert=args.tls_cert,
+                                tls_key=args.tls_key, host=args.host, port=args.port,
+                                dashboard_address=args.dashboard_address)
+    host = args.host if args.host not in ("0.0.0.0", "::", "") else "THIS_HOST"
+    port = args.port or "PORT"  # 0: Dask picks one, shown in its "Scheduler at:" line
+    certs = f"--certs {args.certs}" if args.certs else "--tls-ca ... --tls-cert ... --tls-key ..."
+    return _start(command, args,
+                  f"clients connect with --scheduler tls://{host}:{port} {certs} "
+                  "(their client certificates)")
+
+
+def cmd_cluster_worker(args) -> int:
+    from .security import worker_command
+
+    command = worker_command(args.address, args.certs, tls_ca=args.tls_ca,
+                             tls_cert=args.tls_cert, tls_key=args.tls_key,
+                             nthreads=args.nthreads, host=args.host, name=args.name)
+    return _start(command, args, f"starting a worker of {args.address}")
+
+
+def _tls_args(p, role: str):
+    p.add_argument("--certs", metavar="DIR",
+                   help=f"directory from 'kdist cluster certs' (uses ca.pem, {role}.pem, "
+                        f"{role}-key.pem)")
+    p.add_argument("--tls-ca", metavar="FILE", help="or: the cluster's CA certificate")
+    p.add_argument("--tls-cert", metavar="FILE", help=f"and the {role} certificate")
+    p.add_argument("--tls-key", metavar="FILE", help=f"and the {role} key")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="kdist", description="Import K-line bars on a Dask cluster into DuckDB.")
     parser.add_argument("--version", action="version", version=f"kdist {__version__}")
@@ -259,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--scheduler", metavar="ADDRESS|local|sync",
                        help="scheduler address, 'local' or 'sync' "
                             "(default $KDIST_SCHEDULER or local)")
+        _tls_args(p, "client")
         p.add_argument("--workers", type=int, metavar="N", help="local cluster workers")
         p.add_argument("--threads", type=int, metavar="N", help="threads per local worker")
         p.add_argument("--chunk-size", type=int, metavar="N", help="symbols per task")
@@ -332,6 +412,43 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("providers", help="list data providers and how to install them")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_providers)
+
+    cluster = sub.add_parser(
+        "cluster", help="TLS certificates, and a TLS dask scheduler or worker",
+        description="Make a cluster's TLS certificates and start dask scheduler / dask "
+                    "worker with them. See docs/deploy.md.")
+    csub = cluster.add_subparsers(dest="cluster_command", required=True, parser_class=_Parser)
+    p = csub.add_parser("certs", help="make a CA and scheduler, worker and client certificates")
+    p.add_argument("dir", metavar="DIR", help="directory to write (created if missing)")
+    p.add_argument("--host", action="append", metavar="NAME_OR_IP",
+                   help="a host name or IP of the machines, repeatable "
+                        "(default: localhost and 127.0.0.1)")
+    p.add_argument("--days", type=int, default=825, metavar="N",
+                   help="days the certificates are valid (default 825)")
+    p.add_argument("--force", action="store_true",
+                   help="replace existing certificates (an existing CA is kept)")
+    p.set_defaults(func=cmd_cluster_certs)
+
+    p = csub.add_parser("scheduler", help="run dask scheduler with TLS")
+    _tls_args(p, "scheduler")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only; the "
+                        "machine's address or 0.0.0.0 to let workers on other machines in)")
+    p.add_argument("--port", type=int, default=8786, help="default 8786")
+    p.add_argument("--dashboard-address", default="127.0.0.1:8787", metavar="HOST:PORT",
+                   help="the dashboard, plain HTTP without login (default 127.0.0.1:8787)")
+    p.add_argument("--print", action="store_true", help="print the dask command, do not run it")
+    p.set_defaults(func=cmd_cluster_scheduler)
+
+    p = csub.add_parser("worker", help="run dask worker with TLS")
+    p.add_argument("address", metavar="ADDRESS", help="the scheduler, tls://HOST:PORT")
+    _tls_args(p, "worker")
+    p.add_argument("--nthreads", type=int, metavar="N", help="threads (default: Dask's, the cores)")
+    p.add_argument("--host", help="address to listen on (default: 127.0.0.1 for a scheduler "
+                                  "on this machine, else the interface that reaches it)")
+    p.add_argument("--name", help="worker name shown on the dashboard")
+    p.add_argument("--print", action="store_true", help="print the dask command, do not run it")
+    p.set_defaults(func=cmd_cluster_worker)
     return parser
 
 

@@ -6,6 +6,14 @@
 ``KDIST_SCHEDULER`` environment variable or Dask's ``scheduler-address`` setting names a
 scheduler; otherwise kdist starts a local cluster.
 
+Safe by default: the local cluster's scheduler, workers and dashboard listen on 127.0.0.1
+only. A plain ``tcp://`` scheduler that is not on this machine gets a warning, since anyone
+who reaches its port can run code on its workers. A ``tls://`` scheduler needs the client's
+certificates (``security=`` a ``Security`` or a directory from ``kdist cluster certs``, or
+``tls_ca``/``tls_cert``/``tls_key``; see :mod:`kdist.security`); without them the job is
+refused before anything is contacted, and a TLS handshake the scheduler refuses is an error,
+never a reason to fall back.
+
 A scheduler that does not answer within ``connect_timeout`` seconds, or has no workers within
 ``worker_timeout``, is never waited on forever: kdist warns and runs the job on a local
 cluster instead (``fallback=True``, the default), or raises a :class:`~kdist.errors.ClusterError`.
@@ -25,7 +33,7 @@ from urllib.parse import urlparse
 
 import dask
 
-from .errors import InvalidOptionError, NoWorkersError, SchedulerUnreachableError
+from .errors import InvalidOptionError, NoWorkersError, SchedulerUnreachableError, UsageError
 
 __all__ = ["Cluster", "resolve_cluster"]
 
@@ -141,8 +149,13 @@ class Cluster:
         self.close()
 
 
+def _with_scheme(address: str) -> str:
+    """``host:8786`` -> ``tcp://host:8786``: Dask's default protocol is plain TCP."""
+    return address if "://" in address else f"tcp://{address}"
+
+
 def _is_loopback(address: str) -> bool:
-    host = urlparse(address if "://" in address else f"tcp://{address}").hostname or ""
+    host = urlparse(_with_scheme(address)).hostname or ""
     if host == "localhost":
         return True
     try:
@@ -177,46 +190,122 @@ def _local_cluster(n_workers, threads_per_worker) -> Cluster:
     )
 
 
-def _probe(address: str, timeout: float):
-    """Open and close a TCP connection to the scheduler's port.
+def _probe(address: str, timeout: float, security=None):
+    """Open and close a connection to the scheduler's port.
 
     A refused connection fails here at once; Dask's client would retry it until its timeout.
+    A ``tls://`` scheduler gets a whole TLS handshake (a bare TCP connection would show in
+    its log as a failed handshake each time a job starts), which also fails at once when
+    the scheduler's certificate is not from our CA.
     """
-    parsed = urlparse(address if "://" in address else f"tcp://{address}")
+    parsed = urlparse(_with_scheme(address))
     if parsed.scheme not in ("tcp", "tls") or not parsed.port:
         return  # other protocols (inproc, ucx) are left to Dask
-    with socket.create_connection((parsed.hostname, parsed.port), timeout=timeout):
-        pass
+    with socket.create_connection((parsed.hostname, parsed.port), timeout=timeout) as sock:
+        if parsed.scheme == "tls" and security is not None:
+            context = security.get_connection_args("client")["ssl_context"]
+            if context is not None:
+                context.wrap_socket(sock, server_hostname=parsed.hostname).close()
+
+
+#: What a refused TLS handshake means, by OpenSSL reason (or exception name).
+_TLS_REASONS = {
+    "CERTIFICATE_VERIFY_FAILED": "its certificate is not signed by the CA {ca}",
+    "TLSV1_ALERT_UNKNOWN_CA": "it does not accept the client certificate {cert} (not signed "
+                              "by its CA)",
+    "SSLV3_ALERT_BAD_CERTIFICATE": "it does not accept the client certificate {cert}",
+    "TLSV13_ALERT_CERTIFICATE_REQUIRED": "it wants a client certificate",
+    # TLS 1.3: the server checks the client's certificate after the client's half of the
+    # handshake, and may just close the connection.
+    "SSLEOFError": "it closed the connection during the handshake, as it does when it does "
+                   "not accept the client certificate {cert}",
+    "UNEXPECTED_EOF_WHILE_READING": "it closed the connection during the handshake, as it "
+                                    "does when it does not accept the client certificate "
+                                    "{cert}",
+    "WRONG_VERSION_NUMBER": "it does not speak TLS (a plain tcp:// scheduler?)",
+}
+
+
+def _tls_failure(exc: BaseException) -> str | None:
+    """Why a TLS connection failed, if ``exc`` is a refused handshake; else None."""
+    import ssl
+
+    chain, seen = [], set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    for link in chain:
+        if isinstance(link, ssl.SSLError):
+            reason, name = getattr(link, "reason", None), type(link).__name__
+            if reason in _TLS_REASONS or name not in _TLS_REASONS:
+                return reason or name
+            return name
+    for link in chain:
+        # Dask keeps only the text of some SSL errors.
+        text = str(link)
+        for reason in _TLS_REASONS:
+            if reason in text:
+                return reason
+        if type(link).__name__ == "FatalCommClosedError" or "TLS certificate" in text:
+            return "handshake refused"
+    return None
+
+
+def _file_name(value) -> str:
+    # Security also takes PEM text instead of a file name.
+    return "(given in memory)" if value and "\n" in str(value) else str(value)
 
 
 def _remote_cluster(address: str, connect_timeout: float, worker_timeout: float, security):
     from distributed import Client
 
+    address = _with_scheme(address)
     if address.startswith("tcp://") and not _is_loopback(address):
         warnings.warn(
             f"Connecting to {address} without TLS: anyone who can reach that port can run "
-            "code on the cluster. Use a tls:// scheduler with certificates on shared networks.",
+            "any code on the cluster's workers and read what they fetch. On a shared network "
+            "use a TLS scheduler: 'kdist cluster certs DIR', 'kdist cluster scheduler --certs "
+            "DIR', then --scheduler tls://HOST:8786 --certs DIR (see docs/deploy.md).",
             UserWarning,
             stacklevel=3,
         )
     try:
-        _probe(address, connect_timeout)
+        _probe(address, connect_timeout, security)
         client = Client(
             address, timeout=connect_timeout, set_as_default=False, security=security
         )
     except (OSError, TimeoutError) as exc:
+        reason = _tls_failure(exc) if address.startswith("tls://") else None
+        if reason is not None:
+            why = _TLS_REASONS.get(reason, "{reason}").format(
+                ca=_file_name(security.tls_ca_file), cert=_file_name(security.tls_client_cert),
+                reason=reason,
+            )
+            raise SchedulerUnreachableError(
+                f"TLS connection to scheduler {address} failed: {why}. Give the "
+                "certificates of that cluster's CA: --certs DIR or --tls-ca, --tls-cert and "
+                "--tls-key (Python: security=DIR or tls_ca=, tls_cert=, tls_key=)",
+                address=address,
+                tls=reason,
+            ) from exc
+        hint = ""
+        if address.startswith("tcp://") and type(exc).__name__ == "CommClosedError":
+            hint = "; if it is a TLS scheduler, use its tls:// address and certificates"
         raise SchedulerUnreachableError(
             f"Scheduler {address} did not answer within {connect_timeout:g}s ({exc}); "
-            "check the address and that 'dask scheduler' is running",
+            f"check the address and that 'dask scheduler' is running{hint}",
             address=address,
         ) from exc
     try:
         client.wait_for_workers(1, timeout=worker_timeout)
     except (TimeoutError, OSError) as exc:
         client.close()
+        start = (f"kdist cluster worker {address} --certs DIR" if address.startswith("tls://")
+                 else f"dask worker {address}")
         raise NoWorkersError(
             f"Scheduler {address} has no workers after {worker_timeout:g}s; "
-            "start some with 'dask worker " + address + "'",
+            f"start some with '{start}'",
             address=address,
         ) from exc
     return Cluster(
@@ -228,6 +317,29 @@ def _remote_cluster(address: str, connect_timeout: float, worker_timeout: float,
     )
 
 
+def _security(client, security, tls_ca, tls_cert, tls_key):
+    """The client's ``Security`` for ``client``, or None; refuse what cannot work."""
+    from .security import client_security, config_security
+
+    given = client_security(security, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
+    is_tls = isinstance(client, str) and client.startswith("tls://")
+    if given is not None and not is_tls:
+        where = client if isinstance(client, str) else "a distributed.Client (it has its own)"
+        raise UsageError(
+            f"TLS certificates were given but the scheduler is {where}: they are for a "
+            "tls:// scheduler; pass its address, e.g. --scheduler tls://HOST:8786"
+        )
+    if is_tls and given is None:
+        given = config_security()  # Dask's own settings (distributed.comm.tls.*)
+        if given is None:
+            raise UsageError(
+                f"Scheduler {client} uses TLS: give the client's certificates with --certs "
+                "DIR or --tls-ca, --tls-cert and --tls-key (Python: security=DIR or tls_ca=, "
+                "tls_cert=, tls_key=); 'kdist cluster certs DIR' makes them"
+            )
+    return given
+
+
 def resolve_cluster(
     client=None,
     *,
@@ -237,6 +349,9 @@ def resolve_cluster(
     connect_timeout: float = CONNECT_TIMEOUT,
     worker_timeout: float = WORKER_TIMEOUT,
     security=None,
+    tls_ca=None,
+    tls_cert=None,
+    tls_key=None,
 ) -> Cluster:
     """Return the :class:`Cluster` a job should run on.
 
@@ -253,16 +368,28 @@ def resolve_cluster(
     connect_timeout, worker_timeout
         Seconds to wait for the scheduler to answer, and for its first worker.
     security
-        A ``distributed.security.Security`` for ``tls://`` schedulers.
+        For a ``tls://`` scheduler: a ``distributed.security.Security``, or a directory made
+        by ``kdist cluster certs`` (its ``ca.pem``, ``client.pem``, ``client-key.pem``).
+    tls_ca, tls_cert, tls_key
+        Or the three files: the cluster's CA certificate, the client's certificate and key.
+        Without any of these a ``tls://`` scheduler uses Dask's ``distributed.comm.tls``
+        settings, if they name a CA and a client certificate.
 
     Raises
     ------
+    UsageError
+        A ``tls://`` scheduler without certificates, certificates for anything else, or
+        TLS files that are missing, unreadable or do not match.
+    SchedulerUnreachableError
+        The scheduler refused the TLS handshake (its ``tls`` attribute says why), whatever
+        ``fallback`` says: other certificates are needed, not another cluster.
     SchedulerUnreachableError, NoWorkersError
-        With ``fallback=False`` only.
+        Otherwise with ``fallback=False`` only.
     """
     if client is None:
         client = os.environ.get("KDIST_SCHEDULER") or dask.config.get("scheduler-address", None)
         client = client or "local"
+    security = _security(client, security, tls_ca, tls_cert, tls_key)
     if not isinstance(client, str):
         # A distributed.Client the caller owns: use it, never close it.
         return Cluster(
@@ -289,7 +416,7 @@ def resolve_cluster(
     try:
         return _remote_cluster(client, connect_timeout, worker_timeout, security)
     except (SchedulerUnreachableError, NoWorkersError) as exc:
-        if not fallback:
+        if not fallback or getattr(exc, "tls", None):
             raise
         reason = str(exc)
     warnings.warn(f"{reason}. Running locally instead.", UserWarning, stacklevel=2)

@@ -492,6 +492,10 @@ def ingest(
     max_rate: float | None = None,
     trip_after: int | None = 5,
     cooldown: float = 60.0,
+    security=None,
+    tls_ca=None,
+    tls_cert=None,
+    tls_key=None,
 ) -> Report:
     """Import bars for many symbols into a DuckDB file, in parallel on a Dask cluster.
 
@@ -546,6 +550,10 @@ def ingest(
         Circuit breaker: after this many transient failures in a row, pause every worker's
         calls for ``cooldown`` seconds; if failures go on, stop calling the provider and end
         the job with the remaining symbols skipped (resumable). None disables it.
+    security, tls_ca, tls_cert, tls_key
+        Certificates for a ``tls://`` scheduler: a directory from ``kdist cluster certs``
+        or a ``distributed.security.Security``, or the three files (CA, client certificate,
+        client key); see :func:`kdist.cluster.resolve_cluster`.
 
     Returns
     -------
@@ -586,7 +594,8 @@ def ingest(
 
     with resolve_cluster(
         client, n_workers=n_workers, threads_per_worker=threads_per_worker, fallback=fallback,
-        worker_timeout=worker_timeout,
+        worker_timeout=worker_timeout, security=security, tls_ca=tls_ca, tls_cert=tls_cert,
+        tls_key=tls_key,
     ) as cluster, Store(db) as store:
         report = _report(job, "running", db, mode=cluster.mode, cluster=cluster)
         windows = overlap_bars = None

@@ -152,3 +152,90 @@ def test_locked_database_fails_before_fetching_and_names_the_holder(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+# --- kdist cluster: certificates and TLS commands --------------------------------------------
+
+
+def test_cluster_certs_writes_a_ca_and_says_where_each_file_goes(capsys, tmp_path):
+    certs = tmp_path / "certs"
+    code, out, err = run(capsys, "cluster", "certs", certs, "--host", "sched.lan",
+                         "--host", "10.0.0.5")
+    assert code == 0, err
+    assert sorted(p.name for p in certs.iterdir()) == [
+        "ca-key.pem", "ca.pem", "client-key.pem", "client.pem", "scheduler-key.pem",
+        "scheduler.pem", "worker-key.pem", "worker.pem"]
+    assert "sched.lan, 10.0.0.5" in out and "signed by a new CA" in out
+    assert "stays here" in out and "every worker machine" in out
+    assert f"kdist cluster scheduler --certs {certs} --host sched.lan" in out
+    assert f"--scheduler tls://sched.lan:8786 --certs {certs}" in out
+
+    code, _, err = run(capsys, "cluster", "certs", certs)
+    assert code == 2 and "--force" in err and len(err.strip().splitlines()) == 1
+    code, out, _ = run(capsys, "cluster", "certs", certs, "--force")
+    assert code == 0 and f"signed by the CA already in {certs}" in out
+
+
+def test_cluster_scheduler_and_worker_print_the_dask_commands(capsys, tmp_path):
+    import shlex
+
+    from kdist.security import scheduler_command, worker_command
+
+    certs = tmp_path / "certs"
+    run(capsys, "cluster", "certs", certs)
+    code, out, _ = run(capsys, "cluster", "scheduler", "--certs", certs, "--port", "8800",
+                       "--print")
+    assert code == 0
+    assert shlex.split(out) == scheduler_command(certs, port=8800)
+    assert shlex.split(out)[1:4] == ["scheduler", "--protocol", "tls"]
+
+    code, out, _ = run(capsys, "cluster", "worker", "tls://127.0.0.1:8800", "--certs", certs,
+                       "--nthreads", "2", "--print")
+    assert code == 0
+    assert shlex.split(out) == worker_command("tls://127.0.0.1:8800", certs, nthreads=2)
+
+    code, out, _ = run(capsys, "cluster", "worker", "tls://127.0.0.1:8800",
+                       "--tls-ca", certs / "ca.pem", "--tls-cert", certs / "worker.pem",
+                       "--tls-key", certs / "worker-key.pem", "--print")
+    assert code == 0 and f"--tls-cert {certs / 'worker.pem'}" in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["cluster", "scheduler", "--print"], "needs --certs DIR"),
+    (["cluster", "scheduler", "--certs", "{tmp}/nope", "--print"], "no such directory"),
+    (["cluster", "worker", "tcp://127.0.0.1:8786", "--certs", "{tmp}", "--print"],
+     "not a TLS address"),
+    (["cluster", "certs", "{tmp}/c", "--host", "not a host"], "Invalid host"),
+    (["ingest", "600000.SH", *WINDOW, "--scheduler", "tls://127.0.0.1:8786"],
+     "uses TLS: give the client's certificates with --certs DIR or --tls-ca"),
+    (["ingest", "600000.SH", *WINDOW, "--scheduler", "tls://127.0.0.1:8786",
+      "--tls-ca", "{tmp}/ca.pem"], "--tls-ca, --tls-cert and --tls-key together"),
+    (["ingest", "600000.SH", *WINDOW, "--scheduler", "sync", "--certs", "{tmp}"],
+     "they are for a tls:// scheduler"),
+    (["update", "--scheduler", "tls://127.0.0.1:8786"], "uses TLS"),
+])
+def test_tls_usage_errors_exit_2_in_one_line(capsys, tmp_path, db, args, message):
+    if args[0] == "update":  # update needs something stored to update
+        run(capsys, "ingest", "600000.SH", *WINDOW, "--db", db, "--scheduler", "sync")
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    if "{tmp}/ca.pem" not in " ".join(args):
+        from kdist.security import make_certs
+
+        make_certs(tmp_path)
+    code, _, err = run(capsys, *args, *(["--db", db] if args[0] in ("ingest", "update") else []))
+    assert code == 2, err
+    assert message in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_update_extends_what_is_stored(capsys, db):
+    code, _, err = run(capsys, "ingest", "600000.SH", "--start", "2024-01-01", "--end",
+                       "2024-02-29", "--db", db, "--scheduler", "sync")
+    assert code == 0, err
+    code, out, err = run(capsys, "update", "--end", "2024-03-29", "--db", db,
+                         "--scheduler", "sync", "--json")
+    assert code == 0, err
+    [report] = json.loads(out)
+    assert report["symbols_ok"] == 1 and report["rows_written"] > 0
+    code, out, _ = run(capsys, "show", "600000.SH", "--db", db, "--tail", "1")
+    assert "2024-03-29" in out

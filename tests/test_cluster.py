@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import os
 import socket
 import time
 
@@ -9,7 +11,7 @@ import pytest
 
 import kdist
 from kdist.cluster import resolve_cluster
-from kdist.errors import NoWorkersError, SchedulerUnreachableError
+from kdist.errors import SchedulerUnreachableError
 
 WINDOW = {"start": "2024-01-01", "end": "2024-03-31"}
 
@@ -27,12 +29,43 @@ def test_sync_runs_in_process():
 
 
 @pytest.mark.slow
-def test_default_local_cluster_listens_on_loopback_only():
-    with resolve_cluster("local", n_workers=1, threads_per_worker=1) as cluster:
-        info = cluster.client.scheduler_info()
+def test_default_local_cluster_listens_on_loopback_only(monkeypatch):
+    """Scheduler, nanny, worker and dashboard sockets of the default cluster: 127.0.0.1 only.
+
+    Checked on the sockets the processes really listen on (psutil), not on the addresses
+    Dask reports, and with kdist's own dashboard default (127.0.0.1:8787).
+    """
+    import dask
+    import psutil
+
+    monkeypatch.delenv("KDIST_SCHEDULER", raising=False)
+    monkeypatch.delenv("KDIST_DASHBOARD_ADDRESS", raising=False)
+    with dask.config.set({"scheduler-address": None}), resolve_cluster(
+        None, n_workers=1, threads_per_worker=1
+    ) as cluster:
         assert cluster.mode == "local"
-        assert cluster.address.startswith("tcp://127.0.0.1:")
-        assert all(w.startswith("tcp://127.0.0.1:") for w in info["workers"])
+        client = cluster.client
+        workers = client.run(os.getpid)
+        nannies = client.run(os.getpid, nanny=True)
+        me = psutil.Process()
+        procs = [me, *(psutil.Process(pid) for pid in (*workers.values(), *nannies.values()))]
+        found = {(p.pid, c.laddr.ip, c.laddr.port) for p in procs
+                 for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN}
+        ports = {port for _, _, port in found}
+
+        def port(address):
+            return int(address.rsplit(":", 1)[1].split("/")[0])
+
+        # The sockets Dask says it uses are among them...
+        assert port(cluster.address) in ports
+        assert port(cluster.dashboard_link) in ports
+        assert {port(w) for w in workers} <= ports and {port(n) for n in nannies} <= ports
+        for pid in (*workers.values(), *nannies.values()):
+            assert any(p == pid for p, _, _ in found), f"process {pid} listens on nothing?"
+        # ... and no socket of the scheduler's process, the nannies or the workers is
+        # reachable from another machine.
+        outside = {f for f in found if not ipaddress.ip_address(f[1]).is_loopback}
+        assert not outside, f"listening beyond loopback: {outside}"
         assert cluster.dashboard_link.startswith("http://127.0.0.1:")
 
 
@@ -42,8 +75,6 @@ def test_unreachable_scheduler_without_fallback_fails_fast_naming_it(db):
     with pytest.raises(SchedulerUnreachableError, match=address):
         kdist.ingest(["600000.SH"], **WINDOW, db=db, client=address, fallback=False)
     assert time.monotonic() - t0 < 15
-    import os
-
     assert not os.path.exists(db)  # the database is not touched before the cluster is resolved
 
 
