@@ -224,6 +224,8 @@ class IngestPanel(W.VBox):
     client
         A ``distributed.Client`` to run on; adds "this notebook's client" to the cluster
         choices and selects it.
+    certs
+        For a ``tls://`` scheduler address: the directory ``kdist cluster certs`` wrote.
     n_workers, threads_per_worker
         Size of the local cluster started on the first run and kept for later ones (panels of
         the same size share it; :meth:`close` stops it).
@@ -242,7 +244,7 @@ class IngestPanel(W.VBox):
 
     def __init__(self, db=DEFAULT_DB, *, symbols=None, all_symbols=False, start=None, end=None,
                  freq="1d", adjust="none", provider="synthetic", provider_options=None,
-                 client=None, n_workers=2, threads_per_worker=1, **ingest_options):
+                 client=None, n_workers=2, threads_per_worker=1, certs=None, **ingest_options):
         self._client = client
         self._ingest_options = ingest_options
         self._local = None  # the shared local cluster last used
@@ -297,6 +299,8 @@ class IngestPanel(W.VBox):
         self.n_workers = W.BoundedIntText(value=n_workers, min=1, max=64, description="Workers")
         self.threads = W.BoundedIntText(value=threads_per_worker, min=1, max=64,
                                         description="Threads")
+        self.certs = W.Text(value="" if certs is None else str(certs), description="Certificates",
+                            placeholder="for tls://: a directory from kdist cluster certs")
         self.address = W.Text(placeholder="tcp://scheduler:8786 or tls://...",
                               description="Address")
         self.cluster.observe(lambda _: self._show_cluster_fields(), "value")
@@ -330,7 +334,7 @@ class IngestPanel(W.VBox):
         ]:
             widget.add_class(name)
 
-        self._cluster_fields = W.HBox([self.n_workers, self.threads, self.address])
+        self._cluster_fields = W.HBox([self.n_workers, self.threads, self.address, self.certs])
         self._show_cluster_fields()
         self._show_symbol_fields()
         super().__init__([
@@ -418,7 +422,8 @@ class IngestPanel(W.VBox):
         mode = self.cluster.value
         self.n_workers.layout.display = self.threads.layout.display = (
             None if mode == "local" else "none")
-        self.address.layout.display = None if mode == "address" else "none"
+        self.address.layout.display = self.certs.layout.display = (
+            None if mode == "address" else "none")
 
     # -- what the controls say --------------------------------------------------------------
 
@@ -575,8 +580,10 @@ class IngestPanel(W.VBox):
         try:
             client = self._client_for_run()
             # A scheduler the user named must be used or fail: never a silent local stand-in.
+            certs = self.certs.value.strip() if self.cluster.value == "address" else ""
             self.report = ingest(**arguments, client=client, callback=progress,
-                                 cancel=self._cancel, fallback=self.cluster.value == "local")
+                                 cancel=self._cancel, fallback=self.cluster.value == "local",
+                                 security=certs or None)
         except BaseException as exc:  # shown in the panel; wait() re-raises it
             self.error = exc
             self.report = getattr(exc, "report", None)

@@ -214,7 +214,7 @@ class Procs:
 
     def worker(self, name: str, *, nanny: bool, nthreads: int = 1) -> subprocess.Popen:
         cmd = [BIN / "dask", "worker", self.address, "--nthreads", nthreads, "--host", "127.0.0.1",
-               "--no-dashboard", "--name", name, "--local-directory", self.tmp / name]
+               "--no-dashboard", "--dashboard-address", "127.0.0.1:0", "--name", name, "--local-directory", self.tmp / name]
         return self.spawn(cmd + ([] if nanny else ["--no-nanny"]), name=name)
 
     def client(self):

@@ -277,6 +277,23 @@ def test_bad_input_is_one_line_in_the_panel_and_starts_nothing(db):
     assert "No scheduler address" in panel.status.value and not panel.running
 
 
+def test_a_tls_address_asks_for_certificates(db, tmp_path):
+    panel = _panel(db, symbols="600000.SH")
+    panel.cluster.value = "address"
+    assert panel.certs.layout.display is None  # shown with the address
+    panel.address.value = "tls://127.0.0.1:8786"
+    panel.start_button.click()
+    with pytest.raises(kdist.UsageError):
+        panel.wait(30)
+    assert "certificates" in panel.status.value.lower() and not Path(db).exists()
+
+    panel.certs.value = str(tmp_path / "no-such-dir")
+    panel.start_button.click()
+    with pytest.raises(kdist.KdistError):
+        panel.wait(30)
+    assert "no-such-dir" in panel.status.value and not Path(db).exists()
+
+
 def test_constructor_errors_are_kdist_errors():
     with pytest.raises(kdist.errors.UnknownProviderError, match="available"):
         _panel("unused.duckdb", provider="yf")
