@@ -310,7 +310,8 @@ def test_unknown_option_lists_known_ones():
         SyntheticProvider(sed=1)
     message = str(info.value)
     assert "Unknown option(s) sed for provider 'synthetic'" in message
-    assert "known: call_log, crash, empty, fail, flaky, hang, jitter, latency, seed, universe" in message
+    assert ("known: call_log, crash, empty, fail, flaky, hang, jitter, latency, latency_dist, "
+            "seed, slow_factor, slow_worker, universe") in message
     assert info.value.option == "sed"
 
 
