@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DB ?= data/kdist.duckdb
 
-.PHONY: demo test test-fast lab clean venv
+.PHONY: demo test test-fast lab bench clean venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,10 @@ test-fast: $(VENV)/.installed-test
 
 lab: $(VENV)/.installed-notebook
 	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 $(if $(filter 0,$(shell id -u)),--allow-root) notebooks/
+
+# The benchmark scenarios of benchmarks/README.md (about 30 minutes); writes benchmarks/results.json.
+bench: $(VENV)/.installed-test
+	$(BIN)/python -m benchmarks.run
 
 clean:
 	rm -rf $(VENV) data .pytest_cache

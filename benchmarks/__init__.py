@@ -1,0 +1,1 @@
+"""End-to-end benchmarks of kdist: ``python -m benchmarks.run`` (see run.py)."""

@@ -1,0 +1,317 @@
+"""The ways of getting bars into DuckDB that the benchmark compares, each run in a fresh process.
+
+Every alternative imports the same synthetic bars into the ``kline`` table of a database that
+kdist created, so all of them store the same columns (``symbol, freq, adjust, ts, open, high,
+low, close, volume, amount, source``) and their files are comparable:
+
+- ``kdist``: :func:`kdist.ingest` (or :func:`kdist.update` for the incremental scenario), on
+  kdist's default local cluster (``cold``: started and stopped inside the timed call, as a
+  user's ``kdist ingest`` does) or on an already running cluster of the same shape (``warm``);
+- ``sequential``: the loop a user writes by hand: fetch a symbol, INSERT it, next;
+- ``gather_all``: one Dask task per chunk of symbols, ``client.gather`` every frame,
+  ``pd.concat`` them, one INSERT at the end;
+- ``records``: the original bridge: one slice of symbols per worker, each worker returns
+  ``DataFrame.to_dict("records")``, the client rebuilds one DataFrame from all records and
+  INSERTs it;
+- ``ceiling``: DuckDB alone: one INSERT of the same rows, already in memory as one frame with
+  the stored columns, into the empty table (building the frame is not timed).
+
+The hand-written alternatives call ``provider.fetch`` and store what it returns, as a user
+would; kdist also normalises and validates every frame (that cost is kdist's).
+
+:func:`run` measures one run in the current process and returns a dict: the timed seconds,
+rows stored, the client's peak resident memory (``ru_maxrss`` of this process only: worker
+processes are children with their own accounting), the database size, CPU seconds and load.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import resource
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+#: What every alternative stores in the constant columns.
+FREQ, ADJUST, SOURCE = "1d", "none", "synthetic"
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def _children_cpu_s() -> float:
+    """CPU seconds of this process's ended children: the Dask worker processes, whose whole
+    life (start-up included) falls inside one run."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _rss_mb() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def _db_bytes(path: str) -> int:
+    return sum(os.path.getsize(p) for p in (path, path + ".wal") if os.path.exists(p))
+
+
+def _stored_rows(path: str) -> int:
+    import duckdb
+
+    with duckdb.connect(path, read_only=True) as con:
+        return con.execute("SELECT count(*) FROM kline").fetchone()[0]
+
+
+def _empty_db(path: str):
+    """A fresh database with kdist's tables, so every alternative writes the same table."""
+    import kdist
+
+    for p in (path, path + ".wal"):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(p)
+    kdist.Store(path).close()
+
+
+def _provider(spec):
+    import kdist
+
+    return kdist.get_provider("synthetic", **spec.get("options", {}))
+
+
+def _symbols(spec) -> list[str]:
+    import kdist
+
+    return kdist.get_provider("synthetic", universe=spec["symbols"]).list_symbols()
+
+
+@contextlib.contextmanager
+def _cluster(spec):
+    """A running LocalCluster of the spec's shape (kdist's default local shape by default)."""
+    from distributed import Client, LocalCluster
+
+    workers = spec.get("n_workers") or min(4, os.cpu_count() or 1)
+    threads = spec.get("threads_per_worker") or 2
+    with LocalCluster(
+        n_workers=workers, threads_per_worker=threads, processes=True, host="127.0.0.1",
+        dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR,
+    ) as cluster, Client(cluster, set_as_default=False) as client:
+        # Warm the workers: kdist, pandas and the provider imported before the timer starts.
+        client.run(_warm_worker)
+        yield client
+
+
+def _warm_worker():
+    import kdist
+    from kdist.schema import normalise
+
+    normalise(kdist.get_provider("synthetic").fetch("600000.SH", "2024-01-02", "2024-01-31"))
+
+
+def _insert(con, frame: pd.DataFrame):
+    con.register("bench_frame", frame)
+    try:
+        con.execute(
+            """INSERT INTO kline SELECT symbol, ?, ?, ts, open, high, low, close, volume,
+               amount, ? FROM bench_frame""",
+            [FREQ, ADJUST, SOURCE],
+        )
+    finally:
+        con.unregister("bench_frame")
+
+
+# --- the alternatives ----------------------------------------------------------------------
+
+
+def _fetch_frames(provider, symbols, start, end) -> pd.DataFrame:
+    """What a user's Dask task does: fetch each symbol, tag it, concatenate."""
+    frames = []
+    for symbol in symbols:
+        frame = provider.fetch(symbol, start, end)
+        frame.insert(0, "symbol", symbol)
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _fetch_records(provider, symbols, start, end) -> list[dict]:
+    return _fetch_frames(provider, symbols, start, end).to_dict("records")
+
+
+def run_kdist(spec, db, timer):
+    import kdist
+
+    provider = _provider(spec)
+    symbols = None if spec.get("update") else _symbols(spec)
+    kwargs = {"split": spec.get("split", "chunks")}
+    if spec.get("chunk_size"):
+        kwargs["chunk_size"] = spec["chunk_size"]
+    mode = spec.get("mode", "warm")
+    client_cm = _cluster(spec) if mode == "warm" else contextlib.nullcontext(None)
+    with client_cm as client:
+        if mode == "cold":
+            kwargs.update(n_workers=spec.get("n_workers"),
+                          threads_per_worker=spec.get("threads_per_worker"))
+        with timer:
+            if spec.get("update"):
+                reports = kdist.update(db, end=spec["end"], provider=provider, client=client)
+                report = reports[0]
+            else:
+                report = kdist.ingest(symbols, start=spec["start"], end=spec["end"],
+                                      provider=provider, db=db, client=client, **kwargs)
+    return {"status": report.status, "mode": report.mode, "n_chunks": report.n_chunks,
+            "rows_written": report.rows_written, "elapsed_s": report.elapsed_s,
+            "symbols_ok": report.symbols_ok, "revised": len(report.revised)}
+
+
+def run_sequential(spec, db, timer):
+    import duckdb
+
+    provider = _provider(spec)
+    symbols = _symbols(spec)
+    with timer:
+        con = duckdb.connect(db)
+        for symbol in symbols:
+            con.register("frame", provider.fetch(symbol, spec["start"], spec["end"]))
+            con.execute(
+                """INSERT INTO kline SELECT ?, ?, ?, ts, open, high, low, close, volume, amount, ?
+                   FROM frame""",
+                [symbol, FREQ, ADJUST, SOURCE],
+            )
+        con.close()
+    return {}
+
+
+def run_gather_all(spec, db, timer):
+    import duckdb
+    from kdist.plan import plan_chunks
+
+    provider = _provider(spec)
+    symbols = _symbols(spec)
+    with _cluster(spec) as client:
+        # The same chunks kdist would make on this cluster.
+        n_threads = sum(client.nthreads().values())
+        chunks = plan_chunks(symbols, pd.Timestamp(spec["start"]), pd.Timestamp(spec["end"]),
+                             n_threads=n_threads)
+        with timer:
+            futures = [client.submit(_fetch_frames, provider, list(c.symbols), spec["start"],
+                                     spec["end"], pure=False) for c in chunks]
+            frames = client.gather(futures)
+            del futures
+            bars = pd.concat(frames, ignore_index=True)
+            del frames
+            con = duckdb.connect(db)
+            _insert(con, bars)
+            con.close()
+    return {"n_chunks": len(chunks)}
+
+
+def run_records(spec, db, timer):
+    import duckdb
+
+    provider = _provider(spec)
+    symbols = _symbols(spec)
+    with _cluster(spec) as client:
+        workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
+        slices = np.array_split(np.array(symbols, dtype=object), len(workers))
+        with timer:
+            futures = [client.submit(_fetch_records, provider, list(part), spec["start"],
+                                     spec["end"], workers=[w], pure=False)
+                       for w, part in zip(workers, slices)]
+            records = []
+            for future in futures:
+                records.extend(future.result())
+            del futures
+            bars = pd.DataFrame(records)
+            del records
+            con = duckdb.connect(db)
+            _insert(con, bars)
+            con.close()
+    return {"n_chunks": len(slices)}
+
+
+def run_ceiling(spec, db, timer):
+    import duckdb
+
+    provider = _provider(spec)
+    symbols = _symbols(spec)
+    bars = _fetch_frames(provider, symbols, spec["start"], spec["end"])
+    bars.insert(1, "freq", FREQ)
+    bars.insert(2, "adjust", ADJUST)
+    bars["source"] = SOURCE
+    with timer:
+        con = duckdb.connect(db)
+        con.register("bench_frame", bars)
+        con.execute("INSERT INTO kline SELECT * FROM bench_frame")
+        con.unregister("bench_frame")
+        con.close()
+    return {}
+
+
+ALTERNATIVES = {
+    "kdist": run_kdist,
+    "sequential": run_sequential,
+    "gather_all": run_gather_all,
+    "records": run_records,
+    "ceiling": run_ceiling,
+}
+
+
+class _Timer:
+    def __init__(self):
+        self.seconds = None
+        self.rss_before = None
+
+    def __enter__(self):
+        self.rss_before = _rss_mb()
+        self.peak_before = _peak_rss_mb()
+        self.cpu0 = time.process_time()
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.t0
+        self.cpu = time.process_time() - self.cpu0
+
+
+def run(spec: dict) -> dict:
+    """Run one alternative of one scenario in this process and measure it."""
+    os.environ.setdefault("KDIST_DASHBOARD_ADDRESS", "127.0.0.1:0")
+    db = spec["db"]
+    if spec.get("base_db"):  # the incremental scenario starts from a copy of a full import
+        for suffix in ("", ".wal"):
+            if os.path.exists(spec["base_db"] + suffix):
+                shutil.copyfile(spec["base_db"] + suffix, db + suffix)
+    else:
+        _empty_db(db)
+    if spec.get("call_log"):
+        Path(spec["call_log"]).unlink(missing_ok=True)
+    load0 = os.getloadavg()[0]
+    children0 = _children_cpu_s()
+    timer = _Timer()
+    extra = ALTERNATIVES[spec["alt"]](spec, db, timer)
+    peak = _peak_rss_mb()  # before anything below reads the database
+    # Worker processes have ended and been waited for by now (every cluster is closed).
+    workers_cpu = _children_cpu_s() - children0
+    rows = _stored_rows(db)
+    if spec.get("check"):
+        import kdist
+
+        extra["check_ok"] = kdist.check(db)["ok"]
+    return {
+        "seconds": timer.seconds,
+        "client_cpu_s": timer.cpu,
+        "workers_cpu_s": workers_cpu,
+        "rows": rows,
+        "peak_rss_mb": peak,
+        "rss_before_mb": timer.rss_before,
+        "db_bytes": _db_bytes(db),
+        "load_before": load0,
+        "load_after": os.getloadavg()[0],
+        **extra,
+    }

@@ -1,0 +1,1 @@
+"""One-off measurements behind the benchmark's findings; not run by ``make bench``."""

@@ -1,0 +1,508 @@
+"""End-to-end benchmark of kdist against the ways users import bars without it.
+
+Usage::
+
+    python -m benchmarks.run                      # every scenario, full size (make bench)
+    python -m benchmarks.run --smoke              # tiny sizes, one repeat: proves it works
+    python -m benchmarks.run --scenarios A,B      # some scenarios
+    python -m benchmarks.run --repeats 5 --out /tmp/results.json --workdir /tmp/bench
+
+Every measurement runs in a fresh Python process (so the client's peak memory is its own,
+not a previous run's), writes into a fresh database created by kdist, and is repeated
+(``--repeats``, default 3); figures are the medians. The table is printed and the whole
+result (machine, scenarios, every repeat, medians, ratios, targets, pass/fail) is written as
+JSON to ``benchmarks/results.json`` unless ``--out`` says otherwise.
+
+Scenarios (full size; ``--smoke`` shrinks every one):
+
+A. zero latency, 2,000 symbols x 10 years daily: kdist (cold: its default local cluster
+   started inside the call; warm: the same cluster already running), the sequential loop,
+   gather-all, the records bridge and the DuckDB ceiling;
+B. 100 ms +/- 20 ms per symbol, 1,000 symbols x 1 year daily, 2 workers x 16 threads: kdist
+   against the concurrency bound (total threads / latency symbols per second);
+C. stragglers, 400 symbols x 1 year, 20 ms per symbol: one worker 4x slower, and
+   heavy-tailed (Pareto) latency: kdist's default chunking against one slice per worker;
+D. 5,000 symbols x 10 years daily: client peak memory of kdist and gather-all, bytes per
+   stored bar;
+E. after D, ``kdist.update`` adding one day (cold: as a cron job runs it; warm: on a running
+   cluster): its time against D's import (cold), and what it fetched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+DEFAULT_OUT = HERE / "results.json"
+
+# --- scenarios -----------------------------------------------------------------------------
+
+FULL = {
+    "A": {"symbols": 2000, "start": "2015-01-01", "end": "2024-12-31"},
+    "B": {"symbols": 1000, "start": "2024-01-01", "end": "2024-12-31",
+          "latency": 0.1, "jitter": 0.02, "n_workers": 2, "threads_per_worker": 16},
+    "C": {"symbols": 400, "start": "2024-01-01", "end": "2024-12-31", "latency": 0.02,
+          "n_workers": 2, "threads_per_worker": 2},
+    "D": {"symbols": 5000, "start": "2015-01-01", "end": "2024-12-30"},
+    "E": {"end": "2024-12-31"},
+}
+SMOKE = {
+    "A": {"symbols": 40, "start": "2024-01-01", "end": "2024-12-31"},
+    "B": {"symbols": 48, "start": "2024-01-01", "end": "2024-03-31",
+          "latency": 0.05, "jitter": 0.01, "n_workers": 2, "threads_per_worker": 4},
+    "C": {"symbols": 24, "start": "2024-01-01", "end": "2024-03-31", "latency": 0.01,
+          "n_workers": 2, "threads_per_worker": 2},
+    "D": {"symbols": 60, "start": "2024-01-01", "end": "2024-12-30"},
+    "E": {"end": "2024-12-31"},
+}
+TARGETS = {
+    "A.kdist_vs_records": ("records time / kdist time", ">=", 40.0),
+    "A.kdist_vs_sequential": ("kdist time / sequential time", "<=", 0.5),
+    "A.kdist_vs_ceiling": ("kdist rows/s / DuckDB ceiling rows/s", ">=", 0.4),
+    "B.kdist_vs_bound": ("kdist symbols/s / (threads / mean latency)", ">=", 0.85),
+    "C.slow_worker": ("per-worker time / default chunking time, one worker 4x slower", ">=", 1.5),
+    "C.pareto": ("per-worker time / default chunking time, Pareto latency", ">=", 1.5),
+    "D.memory_vs_gather": ("kdist client peak RSS / gather-all client peak RSS", "<=", 1 / 3),
+    "D.memory_mb": ("kdist client peak RSS, MB", "<", 1500.0),
+    "D.bytes_per_bar": ("database bytes / stored bars (kdist)", "<=", 20.0),
+    "E.update_vs_import": ("update time / full import time (both cold)", "<", 0.10),
+    "E.only_new_bars": ("symbols fetched from their overlap on, none in full", "==", 1.0),
+}
+
+
+#: Figures reported next to the targets, without a target of their own.
+INFO = {
+    "A.warm.kdist_vs_records": "as A.kdist_vs_records, kdist on a running cluster",
+    "A.warm.kdist_vs_sequential": "as A.kdist_vs_sequential, kdist on a running cluster",
+    "A.warm.kdist_vs_ceiling": "as A.kdist_vs_ceiling, kdist on a running cluster",
+    "E.warm.update_vs_import": "update on a running cluster / full import (cold)",
+}
+
+
+def _runs(name: str, size: dict, tmp: Path) -> list[tuple[str, dict]]:
+    """The measurements of one scenario: (label, child spec)."""
+    base = {k: size[k] for k in ("symbols", "start", "end") if k in size}
+    shape = {k: size[k] for k in ("n_workers", "threads_per_worker") if k in size}
+    if name == "A":
+        return [
+            ("kdist_cold", {**base, "alt": "kdist", "mode": "cold"}),
+            ("kdist_warm", {**base, "alt": "kdist", "mode": "warm"}),
+            ("sequential", {**base, "alt": "sequential"}),
+            ("gather_all", {**base, "alt": "gather_all"}),
+            ("records", {**base, "alt": "records"}),
+            ("ceiling", {**base, "alt": "ceiling"}),
+        ]
+    if name == "B":
+        options = {"latency": size["latency"], "jitter": size["jitter"]}
+        return [("kdist_warm", {**base, **shape, "alt": "kdist", "mode": "warm",
+                                "options": options})]
+    if name == "C":
+        runs = []
+        stragglers = {
+            "slow_worker": {"latency": size["latency"], "slow_worker": "0", "slow_factor": 4.0},
+            "pareto": {"latency": size["latency"], "latency_dist": "pareto"},
+        }
+        for kind, options in stragglers.items():
+            for split in ("chunks", "per-worker"):
+                label = f"{kind}.{'default' if split == 'chunks' else 'per_worker'}"
+                runs.append((label, {**base, **shape, "alt": "kdist", "mode": "warm",
+                                     "split": split, "options": options}))
+        return runs
+    if name == "D":
+        return [
+            ("kdist_cold", {**base, "alt": "kdist", "mode": "cold", "keep_db": True,
+                            "check": True}),
+            ("gather_all", {**base, "alt": "gather_all"}),
+        ]
+    if name == "E":
+        return [
+            (f"kdist_update_{mode}", {"alt": "kdist", "mode": mode, "update": True,
+                                      "end": size["end"], "call_log": str(tmp / "E-calls.log"),
+                                      "options": {"call_log": str(tmp / "E-calls.log")}})
+            for mode in ("cold", "warm")
+        ]
+    raise ValueError(f"unknown scenario {name!r}")
+
+
+# --- running -------------------------------------------------------------------------------
+
+
+#: Environment of every measured process. Dask's worker profiler is off: on Python 3.11 its
+#: sys._current_frames() calls were seen to deadlock a kdist worker (see README.md); the
+#: Dask alternatives run on the same cluster settings, so the comparison stays fair.
+CHILD_ENV = {"KDIST_DASHBOARD_ADDRESS": "127.0.0.1:0",
+             "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False"}
+
+
+def _child(spec: dict, tmp: Path, index: int, timeout: float, profiler: bool = False) -> dict:
+    """Run one measurement in a fresh interpreter; return its measurements."""
+    spec = {**spec, "db": str(tmp / f"run-{index}.duckdb")}
+    out = tmp / f"run-{index}.json"
+    env = {**os.environ, **CHILD_ENV,
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    if profiler:
+        env.pop("DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED")
+    cmd = [sys.executable, "-m", "benchmarks.run", "--child", json.dumps(spec), "--child-out",
+           str(out)]
+    # A session of its own: a run that hangs is killed with its worker processes.
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise RuntimeError(f"benchmark run {spec['alt']} did not finish within {timeout:g}s")
+    if proc.returncode != 0 or not out.exists():
+        raise RuntimeError(
+            f"benchmark run {spec['alt']} failed (exit {proc.returncode}):\n{stderr[-3000:]}"
+        )
+    result = json.loads(out.read_text())
+    if not spec.get("keep_db"):
+        for suffix in ("", ".wal"):
+            Path(spec["db"] + suffix).unlink(missing_ok=True)
+    else:
+        result["db"] = spec["db"]
+    return result
+
+
+def _median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def _summarise(repeats: list[dict]) -> dict:
+    keys = ("seconds", "rows", "peak_rss_mb", "rss_before_mb", "db_bytes", "client_cpu_s",
+            "workers_cpu_s", "load_before", "load_after")
+    summary = {k: _median([r.get(k) for r in repeats]) for k in keys}
+    summary["rows_per_s"] = summary["rows"] / summary["seconds"] if summary["seconds"] else None
+    summary["bytes_per_bar"] = (summary["db_bytes"] / summary["rows"]) if summary["rows"] else None
+    summary["repeats"] = repeats
+    return summary
+
+
+def _calls(path: Path) -> list[tuple[str, str, str]]:
+    if not path.exists():
+        return []
+    return [tuple(line.split()) for line in path.read_text().splitlines() if line.strip()]
+
+
+def run_scenario(name: str, size: dict, repeats: int, tmp: Path, state: dict, log,
+                 only=None, timeout: float = 1800.0, profiler: bool = False) -> dict:
+    results = {}
+    for label, spec in _runs(name, size, tmp):
+        if only and label not in only:
+            continue
+        if name == "E":
+            base = state.get("D_db")
+            if base is None:
+                raise RuntimeError("scenario E needs scenario D's database: run D too")
+            spec = {**spec, "base_db": base}
+        reps = []
+        for i in range(repeats):
+            index = len(state.setdefault("runs", []))
+            state["runs"].append(label)
+            result = _child(spec, tmp, index, timeout, profiler)
+            if name == "E":
+                calls = _calls(Path(spec["call_log"]))
+                result["calls"] = len(calls)
+                result["fetch_starts"] = sorted({c[1] for c in calls})
+                result["fetch_ends"] = sorted({c[2] for c in calls})
+            reps.append(result)
+            log(f"  {name} {label} #{i + 1}: {result['seconds']:.2f}s, {result['rows']:,} rows, "
+                f"peak {result['peak_rss_mb']:.0f} MB, load {result['load_before']:.1f}")
+            if spec.get("keep_db") and i < repeats - 1:
+                for suffix in ("", ".wal"):
+                    Path(result["db"] + suffix).unlink(missing_ok=True)
+        results[label] = _summarise(reps)
+        results[label]["spec"] = {k: v for k, v in spec.items() if k not in ("db",)}
+        if spec.get("keep_db"):
+            state["D_db"] = reps[-1]["db"]
+            state["D_seconds"] = results[label]["seconds"]
+            state["D_symbols"] = spec["symbols"]
+            state["D_start"] = spec["start"]
+    return results
+
+
+def _ratio(a, b):
+    return a / b if a is not None and b else None
+
+
+class _Missing(dict):
+    """A run that was not measured (``--runs``): every figure is None."""
+
+    def __missing__(self, key):
+        return None
+
+
+def _get(runs: dict, label: str) -> dict:
+    return runs.get(label) or _Missing()
+
+
+def evaluate(scenarios: dict, sizes: dict, state: dict) -> dict:
+    """Ratios against the issue's targets; a target whose inputs were not run is absent."""
+    got = {}
+    if "A" in scenarios:
+        a = {k: _get(scenarios["A"], k) for k in
+             ("kdist_cold", "kdist_warm", "sequential", "gather_all", "records", "ceiling")}
+        kdist = a["kdist_cold"]
+        got["A.kdist_vs_records"] = _ratio(a["records"]["seconds"], kdist["seconds"])
+        got["A.kdist_vs_sequential"] = _ratio(kdist["seconds"], a["sequential"]["seconds"])
+        got["A.kdist_vs_ceiling"] = _ratio(kdist["rows_per_s"], a["ceiling"]["rows_per_s"])
+        warm = a["kdist_warm"]
+        got["A.warm.kdist_vs_records"] = _ratio(a["records"]["seconds"], warm["seconds"])
+        got["A.warm.kdist_vs_sequential"] = _ratio(warm["seconds"], a["sequential"]["seconds"])
+        got["A.warm.kdist_vs_ceiling"] = _ratio(warm["rows_per_s"], a["ceiling"]["rows_per_s"])
+    if "B" in scenarios:
+        size = sizes["B"]
+        bound = size["n_workers"] * size["threads_per_worker"] / size["latency"]
+        run = scenarios["B"].get("kdist_warm")
+        if run:
+            rate = size["symbols"] / run["seconds"]
+            run["symbols_per_s"], run["bound_symbols_per_s"] = rate, bound
+            got["B.kdist_vs_bound"] = rate / bound
+    if "C" in scenarios:
+        c = {k: _get(scenarios["C"], k) for k in
+             ("slow_worker.default", "slow_worker.per_worker", "pareto.default",
+              "pareto.per_worker")}
+        for kind in ("slow_worker", "pareto"):
+            got[f"C.{kind}"] = _ratio(c[f"{kind}.per_worker"]["seconds"],
+                                      c[f"{kind}.default"]["seconds"])
+    if "D" in scenarios:
+        d = {k: _get(scenarios["D"], k) for k in ("kdist_cold", "gather_all")}
+        got["D.memory_vs_gather"] = _ratio(d["kdist_cold"]["peak_rss_mb"],
+                                           d["gather_all"]["peak_rss_mb"])
+        got["D.memory_mb"] = d["kdist_cold"]["peak_rss_mb"]
+        got["D.bytes_per_bar"] = d["kdist_cold"]["bytes_per_bar"]
+    if "E" in scenarios and state.get("D_seconds") and scenarios["E"]:
+        e = _get(scenarios["E"], "kdist_update_cold")
+        got["E.update_vs_import"] = _ratio(e["seconds"], state["D_seconds"])
+        got["E.warm.update_vs_import"] = _ratio(
+            _get(scenarios["E"], "kdist_update_warm")["seconds"], state["D_seconds"])
+        ok = all(
+            r["calls"] == state["D_symbols"] and r["fetch_starts"]
+            and min(r["fetch_starts"]) > state["D_start"]
+            for runs in scenarios["E"].values() for r in runs["repeats"]
+        )
+        got["E.only_new_bars"] = 1.0 if ok else 0.0
+    verdicts = {}
+    for key, value in got.items():
+        if key not in TARGETS:
+            verdicts[key] = {"what": INFO.get(key, key), "value": value}
+            continue
+        what, op, target = TARGETS[key]
+        ok = None if value is None else {
+            ">=": value >= target, "<=": value <= target, "<": value < target,
+            "==": value == target,
+        }[op]
+        verdicts[key] = {"what": what, "value": value, "target": f"{op} {target:g}", "pass": ok}
+    return verdicts
+
+
+# --- machine and report --------------------------------------------------------------------
+
+
+def machine() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    cpu = "unknown"
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem_kb = 0
+    with open("/proc/meminfo", encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("MemTotal"):
+                mem_kb = int(line.split()[1])
+    packages = {}
+    for name in ("kdist", "dask", "distributed", "pandas", "numpy", "pyarrow", "duckdb"):
+        try:
+            packages[name] = version(name)
+        except PackageNotFoundError:
+            packages[name] = None
+    commit = None
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                                capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True,
+                               text=True, timeout=10).stdout.strip()
+        commit = commit + ("+dirty" if dirty else "") if commit else None
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "cores_usable": len(os.sched_getaffinity(0)),
+        "ram_gb": round(mem_kb / 2**20, 1),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "packages": packages,
+        "commit": commit,
+        "load_at_start": list(os.getloadavg()),
+    }
+
+
+def _fmt(value, unit=""):
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if abs(value) >= 100:
+            return f"{value:,.0f}{unit}"
+        return f"{value:.3g}{unit}"
+    return f"{value:,}{unit}"
+
+
+def _cpu(r: dict):
+    """CPU seconds of the client and its worker processes: steadier than wall time on a
+    shared machine (None for results that predate the figure)."""
+    if r.get("workers_cpu_s") is None:
+        return None
+    return r["client_cpu_s"] + r["workers_cpu_s"]
+
+
+def table(result: dict) -> str:
+    lines = []
+    lines.append(f"machine: {result['machine']['cpu']}, {result['machine']['cores']} cores, "
+                 f"{result['machine']['ram_gb']} GB, Python {result['machine']['python']}, "
+                 f"load {result['machine']['load_at_start'][0]:.1f} at start, "
+                 f"{result['load_at_end'][0]:.1f} at end")
+    lines.append("")
+    head = f"{'scenario':<9} {'run':<22} {'seconds':>9} {'cpu s':>6} {'rows':>12} " \
+           f"{'rows/s':>11} {'peak MB':>8} {'B/bar':>6} {'load':>5}"
+    lines.append(head)
+    lines.append("-" * len(head))
+    for name, runs in result["scenarios"].items():
+        for label, r in runs.items():
+            lines.append(
+                f"{name:<9} {label:<22} {_fmt(r['seconds']):>9} {_fmt(_cpu(r)):>6} "
+                f"{_fmt(r['rows']):>12} "
+                f"{_fmt(r['rows_per_s']):>11} {_fmt(r['peak_rss_mb']):>8} "
+                f"{_fmt(r['bytes_per_bar']):>6} {_fmt(r['load_before']):>5}"
+            )
+    lines.append("")
+    head = f"{'target':<26} {'value':>8} {'wanted':>9}  result"
+    lines.append(head)
+    lines.append("-" * len(head))
+    for key, v in result["targets"].items():
+        verdict = {True: "PASS", False: "FAIL", None: "-"}[v.get("pass")] if "pass" in v else "(info)"
+        lines.append(f"{key:<26} {_fmt(v['value']):>8} {v.get('target', ''):>9}  {verdict}")
+    return "\n".join(lines)
+
+
+def markdown(result: dict) -> str:
+    """The results as Markdown tables, for README.md."""
+    m = result["machine"]
+    runs = [r for rs in result["scenarios"].values() for r in rs.values()]
+    cpu = any(_cpu(r) is not None for r in runs)  # results older than the figure have none
+    lines = [
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['ram_gb']} GB RAM, {m['os']}, "
+        f"Python {m['python']}; " + ", ".join(f"{k} {v}" for k, v in m["packages"].items()) + ".",
+        f"Command: `{result['command'].strip()}` (commit {m.get('commit')}); median of "
+        f"{result['repeats']} runs; load average {m['load_at_start'][0]:.1f} at the start, "
+        f"{result['load_at_end'][0]:.1f} at the end; {result['total_seconds']:.0f} s in all.",
+        "",
+        "| scenario | run | seconds |" + (" CPU s |" if cpu else "")
+        + " bars | bars/s | client peak MB | bytes/bar | load |",
+        "|---|---|---:|" + ("---:|" if cpu else "") + "---:|---:|---:|---:|---:|",
+    ]
+    for name, runs in result["scenarios"].items():
+        for label, r in runs.items():
+            lines.append(
+                f"| {name} | {label} | {_fmt(r['seconds'])} | "
+                + (f"{_fmt(_cpu(r))} | " if cpu else "") + f"{_fmt(r['rows'])} | "
+                f"{_fmt(r['rows_per_s'])} | {_fmt(r['peak_rss_mb'])} | "
+                f"{_fmt(r['bytes_per_bar'])} | {_fmt(r['load_before'])} |"
+            )
+    lines += ["", "| target | measured | wanted | result |", "|---|---:|---:|---|"]
+    for key, v in result["targets"].items():
+        verdict = {True: "pass", False: "**fail**", None: "-"}[v.get("pass")] if "pass" in v \
+            else "(info)"
+        what = v.get("what", key)
+        lines.append(f"| {key}: {what} | {_fmt(v['value'])} | {v.get('target', '')} | {verdict} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, one repeat")
+    parser.add_argument("--scenarios", default="A,B,C,D,E", help="comma-separated, e.g. A,B")
+    parser.add_argument("--repeats", type=int, help="repeats per measurement (default 3, smoke 1)")
+    parser.add_argument("--out", default=None, help=f"results JSON (default {DEFAULT_OUT})")
+    parser.add_argument("--workdir", default=None, help="where databases go (default: a temp dir)")
+    parser.add_argument("--runs", default=None,
+                        help="only these runs, e.g. kdist_warm,ceiling (targets needing others "
+                             "are left out)")
+    parser.add_argument("--timeout", type=float, default=None,
+                        help="seconds one run may take before it is killed (default 1800, smoke 300)")
+    parser.add_argument("--dask-profiler", action="store_true",
+                        help="keep Dask's worker profiler on (off by default, see README.md)")
+    parser.add_argument("--quiet", action="store_true", help="print only the table")
+    parser.add_argument("--markdown", metavar="RESULTS_JSON",
+                        help="print the tables of a results file as Markdown, run nothing")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--child-out", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.child:
+        from benchmarks.alternatives import run
+
+        result = run(json.loads(args.child))
+        Path(args.child_out).write_text(json.dumps(result, default=str))
+        return 0
+
+    if args.markdown:
+        print(markdown(json.loads(Path(args.markdown).read_text())))
+        return 0
+
+    names = [s.strip().upper() for s in args.scenarios.split(",") if s.strip()]
+    unknown = sorted(set(names) - set(FULL))
+    if unknown:
+        parser.error(f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(FULL)}")
+    if "E" in names and "D" not in names:
+        parser.error("scenario E updates scenario D's database: add D")
+    sizes = SMOKE if args.smoke else FULL
+    repeats = args.repeats or (1 if args.smoke else 3)
+    out = Path(args.out) if args.out else DEFAULT_OUT
+    log = (lambda *a: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+
+    result = {"command": "python -m benchmarks.run " + " ".join(argv or sys.argv[1:]),
+              "smoke": args.smoke, "repeats": repeats, "machine": machine(),
+              "sizes": {n: sizes[n] for n in names},
+              "environment": {k: v for k, v in CHILD_ENV.items()
+                              if not (args.dask_profiler and "PROFILE" in k)},
+              "scenarios": {}}
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="kdist-bench-", dir=args.workdir) as tmp:
+        state: dict = {}
+        for name in names:
+            log(f"scenario {name}: {sizes[name]}")
+            only = set(args.runs.split(",")) if args.runs else None
+            result["scenarios"][name] = run_scenario(
+                name, sizes[name], repeats, Path(tmp), state, log, only,
+                timeout=args.timeout or (300.0 if args.smoke else 1800.0),
+                profiler=args.dask_profiler)
+        result["targets"] = evaluate(result["scenarios"], sizes, state)
+    result["load_at_end"] = list(os.getloadavg())
+    result["total_seconds"] = round(time.perf_counter() - t0, 1)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    print(table(result))
+    print(f"\nwritten: {out} ({result['total_seconds']:.0f}s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

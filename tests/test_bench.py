@@ -1,0 +1,115 @@
+"""The benchmark harness still works: a smoke run measures every alternative of every scenario.
+
+Performance targets are not asserted here (CI machines vary); ``make bench`` measures them.
+What is asserted: every run happened, stored the same rows as the others of its scenario,
+and reported sane figures in the JSON layout ``benchmarks/results.json`` has.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # benchmarks/ is a top-level folder, not part of the package
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import run as bench  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+RUNS = {
+    "A": {"kdist_cold", "kdist_warm", "sequential", "gather_all", "records", "ceiling"},
+    "B": {"kdist_warm"},
+    "C": {"slow_worker.default", "slow_worker.per_worker", "pareto.default", "pareto.per_worker"},
+    "D": {"kdist_cold", "gather_all"},
+    "E": {"kdist_update_cold", "kdist_update_warm"},
+}
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bench")
+    out = tmp / "results.json"
+    assert bench.main(["--smoke", "--out", str(out), "--workdir", str(tmp), "--quiet"]) == 0
+    return json.loads(out.read_text()), tmp
+
+
+def test_every_alternative_ran(smoke):
+    result, _ = smoke
+    assert result["smoke"] is True and result["repeats"] == 1
+    assert set(result["scenarios"]) == set(RUNS)
+    for name, labels in RUNS.items():
+        assert set(result["scenarios"][name]) == labels, name
+
+
+def test_figures_are_sane(smoke):
+    result, _ = smoke
+    for name, runs in result["scenarios"].items():
+        for label, r in runs.items():
+            assert r["seconds"] > 0, (name, label)
+            assert r["rows"] > 0 and r["rows_per_s"] > 0, (name, label)
+            assert r["peak_rss_mb"] > 50, (name, label)  # a Python process with pandas
+            assert r["db_bytes"] > 0 and r["bytes_per_bar"] > 0, (name, label)
+            assert len(r["repeats"]) == 1
+
+
+def test_same_data_everywhere(smoke):
+    result, _ = smoke
+    sizes = result["sizes"]
+    a = result["scenarios"]["A"]
+    # Every alternative stored the same bars: 40 symbols x 257 trading days of 2024.
+    assert {r["rows"] for r in a.values()} == {sizes["A"]["symbols"] * 257}
+    for name in ("B", "C", "D"):
+        assert len({r["rows"] for r in result["scenarios"][name].values()}) == 1, name
+    d = result["scenarios"]["D"]["kdist_cold"]["repeats"][0]
+    assert d["status"] == "done" and d["check_ok"] is True
+
+
+def test_update_fetched_only_the_tail(smoke):
+    result, _ = smoke
+    d_rows = result["scenarios"]["D"]["kdist_cold"]["rows"]
+    for run in result["scenarios"]["E"].values():
+        r = run["repeats"][0]
+        assert r["status"] == "done" and r["revised"] == 0
+        assert r["calls"] == result["sizes"]["D"]["symbols"]  # one call per symbol
+        assert r["fetch_ends"] == ["2024-12-31"]
+        assert run["rows"] == d_rows + result["sizes"]["D"]["symbols"]  # one new bar each
+    assert result["targets"]["E.only_new_bars"]["pass"] is True
+
+
+def test_targets_and_machine_reported(smoke):
+    result, _ = smoke
+    for key, (what, op, target) in bench.TARGETS.items():
+        verdict = result["targets"][key]
+        assert verdict["what"] == what and verdict["target"] == f"{op} {target:g}"
+        assert isinstance(verdict["value"], float) and verdict["pass"] in (True, False)
+    machine = result["machine"]
+    assert machine["cores"] >= 1 and machine["ram_gb"] > 0 and machine["python"]
+    assert machine["packages"]["kdist"] and machine["packages"]["duckdb"]
+    assert len(machine["load_at_start"]) == 3
+
+
+def test_table_names_every_run(smoke):
+    result, _ = smoke
+    text = bench.table(result)
+    for labels in RUNS.values():
+        for label in labels:
+            assert label in text
+    assert "A.kdist_vs_ceiling" in text and ("PASS" in text or "FAIL" in text)
+
+
+def test_unknown_scenario_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as info:
+        bench.main(["--scenarios", "Z"])
+    assert info.value.code == 2
+    assert "unknown scenario(s) Z" in capsys.readouterr().err
+
+
+def test_update_needs_the_full_import(capsys):
+    with pytest.raises(SystemExit):
+        bench.main(["--scenarios", "E"])
+    assert "scenario E updates scenario D's database" in capsys.readouterr().err
