@@ -249,6 +249,8 @@ def _to_ts(values: pd.Series, tz: str | None = None) -> pd.Series:
     tz-aware values (datetimes or strings with a UTC offset) are converted to ``tz`` when it
     is given, then the zone is dropped; without ``tz`` they keep their wall time.
     """
+    if isinstance(values.dtype, np.dtype) and values.dtype.kind == "M":
+        return values.astype("datetime64[us]")  # already naive datetimes: the common case
     if (pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)) or (
         values.dtype == object and len(values) and isinstance(values.iloc[0], (int, np.integer))
     ):
@@ -395,5 +397,5 @@ def normalise(
     if not last.all():
         rejected["duplicate timestamp"] += int((~last).sum())
         order = order[last]
-    bars = pd.DataFrame({"ts": ts[order], **{k: v[order] for k, v in values.items()}})
+    bars = pd.DataFrame({"ts": ts[order], **{k: v[order] for k, v in values.items()}}, copy=False)
     return bars, dict(rejected)

@@ -33,7 +33,7 @@ __all__ = ["DEFAULT_DB", "Store", "catalog", "check", "load"]
 DEFAULT_DB = "data/kdist.duckdb"
 SCHEMA_VERSION = "1"
 #: DuckDB memory limit of the writing connection (environment: KDIST_DUCKDB_MEMORY).
-WRITER_MEMORY = "512MB"
+WRITER_MEMORY = "256MB"
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS kdist_meta (key VARCHAR NOT NULL, value VARCHAR);
