@@ -115,6 +115,7 @@ class Gate:
         self.stopped = False
         self._failures = 0
         self._lock = threading.Lock()
+        self._refreshing = threading.Lock()
         self._state = dict(_CLOSED)
         self._state_at = 0.0
         worker = _worker()
@@ -163,13 +164,17 @@ class Gate:
     # -- breaker --------------------------------------------------------------------------
 
     def _read(self) -> dict:
-        now = time.monotonic()
-        if self._var is not None and now - self._state_at > _STATE_TTL:
+        # One thread refreshes the shared state when it is stale; the others go on with the
+        # copy they have rather than queue up at the scheduler together.
+        if (self._var is not None and time.monotonic() - self._state_at > _STATE_TTL
+                and self._refreshing.acquire(blocking=False)):
             try:
                 self._state = self._var.get(timeout=1) or self._state
             except Exception:  # never set yet, or the scheduler is slow: keep our copy
                 pass
-            self._state_at = now
+            finally:
+                self._state_at = time.monotonic()
+                self._refreshing.release()
         return self._state
 
     def _write(self, state: dict):

@@ -64,7 +64,7 @@ from .store import DEFAULT_DB, Store
 __all__ = ["ChunkResult", "chunk_tasks", "fetch", "fetch_chunk", "ingest", "update"]
 
 #: Rows that make a batch worth writing, and the age at which a smaller batch is written anyway.
-BATCH_ROWS = 491_520  # 4 DuckDB row groups: fewer, fuller transactions
+BATCH_ROWS = 250_000
 FLUSH_SECONDS = 5.0
 #: Attempts per symbol for transient errors, and the most time spent retrying one symbol.
 RETRIES = 3
