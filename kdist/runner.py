@@ -1044,11 +1044,13 @@ def fetch(
     provider="synthetic",
     client="sync",
     chunk_size: int | None = None,
+    worker_timeout: float = 30.0,
 ) -> pd.DataFrame:
     """Fetch bars into one in-memory DataFrame without storing them, for a quick look.
 
     Runs in this process by default (``client="sync"``); pass a client or ``"local"`` to
-    use a cluster. Failed symbols are named in a warning. Use :func:`ingest` for anything
+    use a cluster (``worker_timeout``: seconds without any worker before it gives up with
+    ``NoWorkersError``). Failed symbols are named in a warning. Use :func:`ingest` for anything
     large: this holds every row in memory and warns past a few million rows.
     """
     freq, adjust = Freq.parse(freq), Adjust.parse(adjust)
@@ -1060,33 +1062,42 @@ def fetch(
         chunks = plan_chunks(valid, lo, hi, freq=freq, n_threads=cluster.n_threads,
                              chunk_size=chunk_size)
         job_id = _new_job_id()
-        pending = {
-            cluster.submit(_task(provider, c, freq, adjust, RETRIES, CALL_TIMEOUT, job_id)): c
-            for c in chunks
-        }
+        # As in ingest: a bounded number in flight, and a watchdog, so a cluster that lost
+        # its workers or its scheduler ends the fetch with an error instead of a wait.
+        queue = [(_task(provider, c, freq, adjust, RETRIES, CALL_TIMEOUT, job_id), c)
+                 for c in reversed(chunks)]
+        limit = max(4, 2 * cluster.n_threads)
+        watch = _Watchdog(cluster, worker_timeout)
+        pending: dict = {}
         frames, failures, rows, warned = {}, {}, 0, False
-        while pending:
-            done, _ = cluster.wait(set(pending), timeout=1.0)
-            for future in done:
-                chunk = pending.pop(future)
-                try:
-                    result = _result(future, chunk, cluster)
-                except _NotYet:
-                    pending[future] = chunk
-                    continue
-                except _WorkerDied as died:
-                    result = died.result
-                frames[chunk.index] = result.bars
-                rows += len(result.bars)
-                failures.update(
-                    {o["symbol"]: o["error"] for o in result.outcomes if o["status"] == "failed"}
-                )
-                if rows > FETCH_WARN_ROWS and not warned:
-                    warned = True
-                    warnings.warn(
-                        f"kdist.fetch holds {rows:,} rows in memory; use kdist.ingest to store "
-                        "large imports in DuckDB", ResourceWarning, stacklevel=2,
-                    )
+        try:
+            while queue or pending:
+                while queue and len(pending) < limit:
+                    task, chunk = queue.pop()
+                    pending[cluster.submit(task)] = chunk
+                done, _ = cluster.wait(set(pending), timeout=1.0)
+                for future in done:
+                    chunk = pending.pop(future)
+                    try:
+                        result = _result(future, chunk, cluster)
+                    except _NotYet:
+                        pending[future] = chunk
+                        continue
+                    except _WorkerDied as died:
+                        result = died.result
+                    frames[chunk.index] = result.bars
+                    rows += len(result.bars)
+                    failures.update({o["symbol"]: o["error"] for o in result.outcomes
+                                     if o["status"] == "failed"})
+                    if rows > FETCH_WARN_ROWS and not warned:
+                        warned = True
+                        warnings.warn(
+                            f"kdist.fetch holds {rows:,} rows in memory; use kdist.ingest to "
+                            "store large imports in DuckDB", ResourceWarning, stacklevel=2,
+                        )
+                watch.check(bool(done), len(pending) + len(queue), job_id)
+        finally:
+            cluster.cancel(set(pending))
     if failures:
         shown = "; ".join(f"{s}: {e}" for s, e in list(failures.items())[:5])
         warnings.warn(f"{len(failures)} symbol(s) failed: {shown}", UserWarning, stacklevel=2)

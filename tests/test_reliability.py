@@ -308,3 +308,24 @@ def test_repeated_jobs_leave_no_threads_behind(db):
             break
         time.sleep(0.5)
     assert extra == []
+
+
+@pytest.mark.slow
+def test_fetch_on_a_cluster_that_loses_every_worker_ends_with_an_error():
+    """kdist.fetch used to submit everything and wait: with no worker left it waited forever."""
+    import logging
+
+    from distributed import Client, LocalCluster
+
+    from kdist.errors import NoWorkersError
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR) as cluster, \
+            Client(cluster, set_as_default=False) as client:
+        symbols = kdist.get_provider("synthetic", universe=40).list_symbols()
+        threading.Timer(1.5, lambda: cluster.scale(0)).start()
+        t0 = time.monotonic()
+        with pytest.raises(NoWorkersError, match="No workers for 3s"):
+            kdist.fetch(symbols, **WINDOW, client=client, chunk_size=1, worker_timeout=3,
+                        provider=kdist.get_provider("synthetic", latency=0.3))
+        assert time.monotonic() - t0 < 30
