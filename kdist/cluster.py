@@ -210,6 +210,8 @@ def _probe(address: str, timeout: float, security=None):
 
 #: What a refused TLS handshake means, by OpenSSL reason (or exception name).
 _TLS_REASONS = {
+    "CERTIFICATE_EXPIRED": "its certificate has expired",
+    "SSLV3_ALERT_CERTIFICATE_EXPIRED": "it refused the client certificate {cert}: expired",
     "CERTIFICATE_VERIFY_FAILED": "its certificate is not signed by the CA {ca}",
     "TLSV1_ALERT_UNKNOWN_CA": "it does not accept the client certificate {cert} (not signed "
                               "by its CA)",
@@ -236,6 +238,9 @@ def _tls_failure(exc: BaseException) -> str | None:
         chain.append(exc)
         exc = exc.__cause__ or exc.__context__
     for link in chain:
+        if isinstance(link, ssl.SSLCertVerificationError) and "expired" in str(
+                getattr(link, "verify_message", "")):
+            return "CERTIFICATE_EXPIRED"
         if isinstance(link, ssl.SSLError):
             reason, name = getattr(link, "reason", None), type(link).__name__
             if reason in _TLS_REASONS or name not in _TLS_REASONS:
@@ -282,10 +287,14 @@ def _remote_cluster(address: str, connect_timeout: float, worker_timeout: float,
                 ca=_file_name(security.tls_ca_file), cert=_file_name(security.tls_client_cert),
                 reason=reason,
             )
+            todo = (
+                "re-issue the certificates with 'kdist cluster certs DIR --force', give them "
+                "to every machine and restart the scheduler and workers" if "EXPIRED" in reason
+                else "give the certificates of that cluster's CA: --certs DIR or --tls-ca, "
+                "--tls-cert and --tls-key (Python: security=DIR or tls_ca=, tls_cert=, tls_key=)"
+            )
             raise SchedulerUnreachableError(
-                f"TLS connection to scheduler {address} failed: {why}. Give the "
-                "certificates of that cluster's CA: --certs DIR or --tls-ca, --tls-cert and "
-                "--tls-key (Python: security=DIR or tls_ca=, tls_cert=, tls_key=)",
+                f"TLS connection to scheduler {address} failed: {why}; {todo}",
                 address=address,
                 tls=reason,
             ) from exc
@@ -411,6 +420,17 @@ def resolve_cluster(
         raise InvalidOptionError(
             f"Unknown scheduler {client!r}: give an address like tcp://host:8786, "
             "'local' or 'sync'",
+            option="scheduler",
+        )
+    parsed = urlparse(_with_scheme(client))
+    try:
+        port = parsed.port
+    except ValueError:
+        port = None
+    if parsed.scheme in ("tcp", "tls") and not (parsed.hostname and port):
+        raise InvalidOptionError(
+            f"Scheduler address {client!r} needs a host and a port, like "
+            f"{parsed.scheme}://host:8786",
             option="scheduler",
         )
     try:

@@ -228,14 +228,28 @@ def _load_ca(directory: Path):
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
+    key_file = directory / CA_KEY
     try:
+        info = key_file.stat()
         cert = x509.load_pem_x509_certificate((directory / CA_CERT).read_bytes())
-        key = serialization.load_pem_private_key((directory / CA_KEY).read_bytes(), None)
+        key = serialization.load_pem_private_key(key_file.read_bytes(), None)
     except (OSError, ValueError, TypeError) as exc:
         raise UsageError(
             f"Cannot use the CA in {directory} ({CA_CERT}, {CA_KEY}): {exc}; "
             "use an empty directory to make a new CA"
         ) from exc
+    # A CA key others can read, or one somebody else put there, would sign their
+    # certificates too: refuse it rather than trust it.
+    if info.st_mode & 0o077 or info.st_uid != os.getuid():
+        raise UsageError(
+            f"Refusing the CA in {directory}: {key_file} must belong to you and be readable by "
+            "you only (chmod 600); if others could read it, make a new CA in an empty directory"
+        )
+    if cert.not_valid_after_utc <= _dt.datetime.now(_dt.timezone.utc) + _dt.timedelta(days=1):
+        raise UsageError(
+            f"The CA in {directory} expires on {cert.not_valid_after_utc:%Y-%m-%d}: make a new "
+            "CA in an empty directory and give every machine its ca.pem"
+        )
     return cert, key
 
 
@@ -413,10 +427,18 @@ def config_security():
     CA and a client certificate; else None."""
     from distributed.security import Security
 
-    security = Security()
-    if security.tls_ca_file and security.tls_client_cert:
-        return security
-    return None
+    security = Security(require_encryption=True)
+    if not (security.tls_ca_file and security.tls_client_cert):
+        return None
+    try:
+        security.get_connection_args("client")  # reads and checks the files
+    except Exception as exc:
+        raise UsageError(
+            "Dask's TLS settings (distributed.comm.tls.ca-file, .client.cert, .client.key) "
+            f"cannot be used: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; "
+            "fix them or pass --certs DIR"
+        ) from None
+    return security
 
 
 def dask_command() -> list[str]:

@@ -486,3 +486,46 @@ def test_a_client_with_another_cas_certificates_is_refused(tls_cluster, certs, o
                                f"{tls_cluster.address} failed:")
     assert reason in lines[0] and "certificates of that cluster's CA" in lines[0]
     assert not db.exists()  # no fallback to a local run, nothing written
+
+
+# -- from review: settings, addresses, the CA's key, expiry -----------------------------------
+
+def test_broken_dask_tls_settings_are_a_usage_error_not_a_local_run(tmp_path, monkeypatch):
+    make_certs(tmp_path / "certs")
+    monkeypatch.setenv("DASK_DISTRIBUTED__COMM__TLS__CA_FILE", str(tmp_path / "nope.pem"))
+    monkeypatch.setenv("DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT",
+                       str(tmp_path / "certs" / "client.pem"))
+    monkeypatch.setenv("DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY",
+                       str(tmp_path / "certs" / "client-key.pem"))
+    import dask
+
+    dask.config.refresh()
+    try:
+        with pytest.raises(UsageError, match="Dask's TLS settings"):
+            resolve_cluster("tls://127.0.0.1:1")
+    finally:
+        monkeypatch.undo()
+        dask.config.refresh()
+
+
+@pytest.mark.parametrize("address", ["tls://127.0.0.1", "tcp://127.0.0.1:", "tcp://:8786"])
+def test_an_address_without_host_or_port_is_a_usage_error(address, tmp_path):
+    make_certs(tmp_path / "certs")
+    security = tmp_path / "certs" if address.startswith("tls") else None
+    with pytest.raises(kdist.errors.InvalidOptionError, match="needs a host and a port"):
+        resolve_cluster(address, security=security)
+
+
+def test_a_ca_key_others_can_read_is_refused(tmp_path):
+    make_certs(tmp_path / "ck")
+    (tmp_path / "ck" / "ca-key.pem").chmod(0o644)
+    with pytest.raises(UsageError, match="readable by you only"):
+        make_certs(tmp_path / "ck", force=True)
+
+
+def test_an_expired_certificate_is_named_as_expired():
+    from kdist.cluster import _tls_failure
+
+    error = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    error.verify_message = "certificate has expired"
+    assert _tls_failure(error) == "CERTIFICATE_EXPIRED"
