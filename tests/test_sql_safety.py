@@ -27,7 +27,8 @@ import pytest
 import kdist
 
 PACKAGE = Path(kdist.__file__).parent
-SQL_METHODS = {"execute", "executemany", "sql", "query"}
+SQL_METHODS = {"execute", "executemany", "sql", "query", "filter", "project", "aggregate",
+               "from_query", "table", "view"}
 
 
 class _Checker(ast.NodeVisitor):
@@ -103,11 +104,35 @@ def _safe(node, names: set[str]) -> bool:
     return False
 
 
+def _module_level(tree: ast.Module):
+    """Every statement that runs at module level, inside if/for/while/try/with blocks too,
+    but not inside functions or classes."""
+    todo = list(tree.body)
+    while todo:
+        node = todo.pop()
+        yield node
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            continue
+        for field in ("body", "orelse", "finalbody", "handlers"):
+            todo.extend(getattr(node, field, []) or [])
+
+
 def _module_constants(tree: ast.Module) -> set[str]:
     """Module-level names bound exactly once, to fixed text, and never declared global."""
     counts, values = Counter(), {}
     rebound = {n for node in ast.walk(tree) if isinstance(node, ast.Global) for n in node.names}
-    for node in tree.body:
+    for node in _module_level(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            for alias in node.names:  # an imported name is not fixed text
+                name = (alias.asname or alias.name).split(".")[0]
+                counts[name] += 1
+                values[name] = None
+            continue
+        if isinstance(node, (ast.For, ast.AsyncFor)):
+            for name in ast.walk(node.target):
+                if isinstance(name, ast.Name):
+                    counts[name.id] += 2  # a loop binds many values
+            continue
         targets, value = [], None
         if isinstance(node, ast.Assign):
             targets, value = node.targets, node.value
@@ -200,6 +225,22 @@ def test_kdist_builds_no_sql_from_input():
 
 
 BAD = {
+    "a constant rebound inside an if at module level": """
+        TABLE = "kline"
+        if True:
+            TABLE = input()
+        def count(con):
+            return con.execute(f"SELECT count(*) FROM {TABLE}").fetchone()
+    """,
+    "an imported name as an identifier": """
+        from os import environ as TABLE
+        def count(con):
+            return con.execute(f"SELECT count(*) FROM {TABLE}").fetchone()
+    """,
+    "a relation filter built from a value": """
+        def load(con, symbol):
+            return con.table("kline").filter(f"symbol = '{symbol}'").df()
+    """,
     "f-string of a parameter": """
         def load(con, symbol):
             return con.execute(f"SELECT * FROM kline WHERE symbol = '{symbol}'").df()
