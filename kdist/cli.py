@@ -265,12 +265,14 @@ def cmd_cluster_certs(args) -> int:
     for files, what, where in rows:
         print(f"  {files:<33} {what:<15} -> {where}")
     remote = [h for h in made["hosts"] if h not in ("localhost", "127.0.0.1", "::1")]
-    listen = f" --host {remote[0]}" if remote else ""
-    address = f"tls://{remote[0] if remote else '127.0.0.1'}:8786"
-    print("Next (see docs/deploy.md):\n"
-          f"  kdist cluster scheduler --certs {d}{listen}\n"
-          f"  kdist cluster worker {address} --certs {d}\n"
-          f"  kdist ingest 600000.SH --start 2024-01-01 --scheduler {address} --certs {d}")
+    host = remote[0] if remote else "127.0.0.1"
+    listen = f" --host {shlex.quote(host)}" if remote else ""
+    address = f"tls://{f'[{host}]' if ':' in host else host}:8786"  # IPv6 in brackets
+    certs = shlex.quote(str(d))
+    print("Next (see docs/deploy.md; the scheduler is assumed on the first host given):\n"
+          f"  kdist cluster scheduler --certs {certs}{listen}\n"
+          f"  kdist cluster worker {address} --certs {certs}\n"
+          f"  kdist ingest 600000.SH --start 2024-01-01 --scheduler {address} --certs {certs}")
     return EXIT_OK
 
 

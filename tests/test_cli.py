@@ -239,3 +239,16 @@ def test_update_extends_what_is_stored(capsys, db):
     assert report["symbols_ok"] == 1 and report["rows_written"] > 0
     code, out, _ = run(capsys, "show", "600000.SH", "--db", db, "--tail", "1")
     assert "2024-03-29" in out
+
+
+def test_cluster_certs_prints_commands_that_paste(tmp_path):
+    """Quoted for the shell, an IPv6 scheduler in brackets."""
+    import shlex
+
+    target = tmp_path / "with space"
+    out = subprocess.run(
+        [sys.executable, "-m", "kdist", "cluster", "certs", str(target), "--host", "fd00::5"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    worker = next(line for line in out.splitlines() if "cluster worker" in line)
+    assert shlex.split(worker)[3:] == ["tls://[fd00::5]:8786", "--certs", str(target)]
