@@ -419,7 +419,26 @@ def client_security(security=None, *, tls_ca=None, tls_cert=None, tls_key=None):
         raise UsageError(
             f"Cannot use the TLS files {files.ca}, {files.cert}, {files.key}: {why}"
         ) from exc
+    _check_dates(files.cert)
     return result
+
+
+def _check_dates(path: Path):
+    """Refuse a client certificate that is expired (or not yet valid) here, with what to do,
+    rather than as the scheduler's refusal of the handshake."""
+    from cryptography import x509
+
+    try:
+        cert = x509.load_pem_x509_certificate(Path(path).read_bytes())
+    except (OSError, ValueError):
+        return  # PEM text in memory, or a format Dask reads and we do not: Dask decides
+    now = _dt.datetime.now(_dt.timezone.utc)
+    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+        raise UsageError(
+            f"The client certificate {path} is valid from {cert.not_valid_before_utc:%Y-%m-%d} "
+            f"to {cert.not_valid_after_utc:%Y-%m-%d}, not now: re-issue the certificates with "
+            "'kdist cluster certs DIR --force' and give them to every machine"
+        )
 
 
 def config_security():

@@ -529,3 +529,26 @@ def test_an_expired_certificate_is_named_as_expired():
     error = ssl.SSLCertVerificationError(1, "certificate verify failed")
     error.verify_message = "certificate has expired"
     assert _tls_failure(error) == "CERTIFICATE_EXPIRED"
+
+
+def test_an_expired_client_certificate_is_refused_before_connecting(tmp_path):
+    """Made with dates in the past by the same CA, as a certificate looks after 825 days."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+
+    make_certs(tmp_path / "c")
+    d = tmp_path / "c"
+    ca = x509.load_pem_x509_certificate((d / "ca.pem").read_bytes())
+    ca_key = serialization.load_pem_private_key((d / "ca-key.pem").read_bytes(), None)
+    key = serialization.load_pem_private_key((d / "client-key.pem").read_bytes(), None)
+    old = x509.load_pem_x509_certificate((d / "client.pem").read_bytes())
+    past = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=900)
+    expired = (x509.CertificateBuilder().subject_name(old.subject).issuer_name(ca.subject)
+               .public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(past).not_valid_after(past + dt.timedelta(days=825))
+               .sign(ca_key, hashes.SHA256()))
+    (d / "client.pem").write_bytes(expired.public_bytes(serialization.Encoding.PEM))
+    with pytest.raises(UsageError, match="not now: re-issue"):
+        client_security(d)
