@@ -377,10 +377,11 @@ def chunk_tasks(
     return [_task(provider, c, freq, adjust, retries, timeout, job_id) for c in chunks]
 
 
-def _task(provider, chunk, freq, adjust, retries, timeout, job_id, part=None, limits=None):
+def _task(provider, chunk, freq, adjust, retries, timeout, job_id, part=None, limits=None,
+          solo=False):
     # pure=False and a key naming job and chunk: identical arguments in a later job (a re-run
     # in the same notebook) must fetch again, never reuse a cached result.
-    suffix = "" if part is None else f"-{part:03d}"
+    suffix = ("" if part is None else f"-{part:03d}") + ("-solo" if solo else "")
     return dask.delayed(fetch_chunk, pure=False)(
         provider, chunk, freq, adjust, retries, timeout, limits,
         dask_key_name=f"kdist-{job_id}-chunk-{chunk.index:05d}{suffix}",
@@ -741,13 +742,20 @@ def _run(job, chunks, cluster, store, report, callback, t0, *, retries, timeout,
     pending: dict = {}
     tasks = {"done": 0, "total": len(queue)}
     split: set = set()  # chunks already retried one symbol at a time
+    # One-symbol tasks that died with a worker once: Dask also blames a task that only
+    # waited on the dying worker, so each gets one more try, alone on the cluster.
+    solo: list = []
+    tried_alone: set = set()
     patience: dict = {}  # seconds to wait for a result that was slow to fetch before
     status = "failed"
     try:
         watch = _Watchdog(cluster, worker_timeout)
-        while queue or pending:
+        while queue or pending or solo:
             while queue and len(pending) < limit:
                 task, chunk = queue.pop()
+                pending[cluster.submit(task)] = chunk
+            if solo and not queue and not pending:
+                task, chunk = solo.pop()
                 pending[cluster.submit(task)] = chunk
             done, _ = cluster.wait(set(pending), timeout=min(1.0, flush_seconds))
             for future in done:
@@ -772,6 +780,12 @@ def _run(job, chunks, cluster, store, report, callback, t0, *, retries, timeout,
                             for i, c in reversed(list(enumerate(parts)))
                         )
                         continue
+                    if len(chunk) == 1 and chunk not in tried_alone:
+                        tried_alone.add(chunk)
+                        solo.append((_task(job.provider, chunk, job.freq, job.adjust, retries,
+                                           timeout, run_id, part=len(tried_alone),
+                                           limits=limits, solo=True), chunk))
+                        continue
                     result = died.result
                 batch.add(result, chunk)
                 _tally(report, result.outcomes)
@@ -781,22 +795,23 @@ def _run(job, chunks, cluster, store, report, callback, t0, *, retries, timeout,
                 tripped = [o["error"] for o in result.outcomes if o["status"] == "skipped"]
                 if tripped:
                     report.note = tripped[0]
-                if tripped and queue:
+                if tripped and (queue or solo):
                     # The breaker opened: what is not submitted yet is skipped unfetched.
                     skipped = [_outcome(sym, "skipped", error=ProviderTrippedError(report.note))
-                               for _, c in queue for sym in c.symbols]
-                    tasks["total"] -= len(queue)
+                               for _, c in queue + solo for sym in c.symbols]
+                    tasks["total"] -= len(queue) + len(solo)
                     callback.on_chunks(tasks["done"], tasks["total"])
                     queue.clear()
+                    solo.clear()
                     batch.add_outcomes(skipped)
                     _tally(report, skipped)
                     callback.on_symbols(skipped)
-            watch.check(bool(done), len(pending) + len(queue), job.job_id)
+            watch.check(bool(done), len(pending) + len(queue) + len(solo), job.job_id)
             if batch.due(batch_rows, flush_seconds):
                 flush()
             if cancel is not None and cancel.is_set():
                 break
-        status = "cancelled" if (queue or pending) else _final_status(report)
+        status = "cancelled" if (queue or pending or solo) else _final_status(report)
     except KeyboardInterrupt as exc:
         status = "cancelled"
         exc.kdist_resume = f"kdist ingest --resume {job.job_id} --db {store.path}"
