@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from _procs import kill_groups
 
 import kdist
 from kdist.security import client_security, dask_command, make_certs
@@ -124,13 +125,7 @@ class Hosts:
         return ok
 
     def stop_processes(self):
-        for proc in self.procs:
-            try:
-                os.killpg(proc.pid, 9)
-            except ProcessLookupError:
-                pass
-        for proc in self.procs:
-            proc.wait(timeout=30)
+        kill_groups(self.procs, timeout=30)
         self.procs.clear()
 
     def down(self):

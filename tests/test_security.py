@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from _procs import kill_groups
 
 import kdist
 from kdist.cluster import resolve_cluster
@@ -344,13 +345,7 @@ class TLSCluster:
         return self
 
     def close(self):
-        for proc in self.procs:
-            try:
-                os.killpg(proc.pid, 9)
-            except ProcessLookupError:
-                pass
-        for proc in self.procs:
-            proc.wait(timeout=20)
+        kill_groups(self.procs, timeout=20)
         for log in self.logs:
             log.close()
 
