@@ -154,7 +154,7 @@ class Gate:
             self._tokens.release()
 
     def close(self):
-        """Stop: running chunks end at their next symbol; threads and leases are released."""
+        """Stop: running chunks end at their next provider call; threads and leases are released."""
         self.stopped = True
         for sem in (self._slots, self._tokens):
             if sem is not None and hasattr(sem, "close"):

@@ -31,6 +31,7 @@ __all__ = [
     "Freq",
     "KLINE_COLUMNS",
     "normalise",
+    "normalise_many",
     "normalise_symbol",
     "parse_symbols",
     "to_date",
@@ -321,10 +322,77 @@ def normalise(
     DataError
         A required column is missing, appears twice, or cannot be read at all.
     """
-    rejected: Counter[str] = Counter()
     freq, adjust = Freq.parse(freq), Adjust.parse(adjust)
     if frame is None or len(frame) == 0:
         return empty_bars(), {}
+    ts, values = _columns(frame, freq, tz)
+    lo = None if start is None else _us(start)
+    bars, _, rejected = _clean(ts, values, None, 1, adjust, lo, end)
+    return bars, rejected[0]
+
+
+def normalise_many(
+    frame: pd.DataFrame,
+    symbols,
+    *,
+    freq: Freq = Freq.DAY,
+    adjust: Adjust = Adjust.NONE,
+    start=None,
+    end: pd.Timestamp | None = None,
+    tz: str | None = None,
+) -> tuple[pd.DataFrame, np.ndarray, list[dict[str, int]]]:
+    """:func:`normalise` for many symbols' bars in one frame, with the same rules.
+
+    ``frame`` has a ``symbol`` column naming one of ``symbols`` on every row (rows of other
+    symbols are dropped); ``start`` is one window start for all, or one per symbol.
+
+    Returns ``(bars, codes, rejected)``: the canonical bars sorted by symbol (in the order of
+    ``symbols``) then ``ts``, unique per symbol; ``codes[i]``, the index in ``symbols`` of
+    row ``i``'s symbol; and one rejected-rows count by reason per symbol.
+    """
+    freq, adjust = Freq.parse(freq), Adjust.parse(adjust)
+    symbols = list(symbols)
+    if frame is None or len(frame) == 0:
+        return empty_bars(), np.zeros(0, np.intp), [{} for _ in symbols]
+    if "symbol" not in frame.columns:
+        raise DataError("missing column 'symbol' in a batch of several symbols", column="symbol")
+    named = frame["symbol"]
+    if isinstance(named.dtype, pd.CategoricalDtype):
+        known = pd.Index(named.cat.categories).get_indexer(symbols)
+        codes = np.full(len(named.cat.categories) + 1, -1, np.intp)
+        codes[known[known >= 0]] = np.flatnonzero(known >= 0)
+        codes = codes[named.cat.codes.to_numpy()]  # code -1 (missing) reads the last slot: -1
+    else:
+        codes = pd.Index(symbols).get_indexer(named.astype(object))
+    ts, values = _columns(frame.drop(columns="symbol"), freq, tz)
+    if (codes < 0).any():
+        mine = np.flatnonzero(codes >= 0)
+        codes, ts = codes[mine], ts[mine]
+        values = {k: v[mine] for k, v in values.items()}
+    if start is None:
+        lo = None
+    elif isinstance(start, (list, tuple, np.ndarray, pd.Series, pd.Index)):
+        lo = np.array([_us(s) for s in start], dtype="datetime64[us]")[codes]
+    else:
+        lo = _us(start)
+    return _clean(ts, values, codes, len(symbols), adjust, lo, end)
+
+
+def _ordered(ts: np.ndarray, codes: np.ndarray | None) -> bool:
+    """True when rows are sorted by (code, ts) with no timestamp repeated within a code."""
+    later = ts[1:] > ts[:-1]
+    if codes is None:
+        return bool(later.all())
+    step = codes[1:] - codes[:-1]
+    return bool(((step > 0) | ((step == 0) & later)).all())
+
+
+def _us(value) -> np.datetime64:
+    return np.datetime64(pd.Timestamp(value).as_unit("us").to_datetime64())
+
+
+def _columns(frame: pd.DataFrame, freq: Freq, tz) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The ``ts`` column and the float64 value columns of a provider frame, as numpy."""
     frame = _flatten_columns(frame)
     names = [str(c).strip().lower() for c in frame.columns]
     wanted = {*BAR_COLUMNS, *_TS_ALIASES}
@@ -360,15 +428,23 @@ def normalise(
         if not pd.api.types.is_numeric_dtype(series):
             series = pd.to_numeric(series.astype("str").str.replace(",", ""), errors="coerce")
         values[col] = series.to_numpy(dtype="float64", na_value=np.nan)
+    return ts, values
 
+
+def _clean(ts, values, codes, n, adjust: Adjust, start, end):
+    """Apply the row rules to ``n`` symbols' rows (``codes`` says whose; None: all one).
+
+    Returns ``(bars, codes, rejected)`` as :func:`normalise_many` does.
+    """
     o, h, lo, c = (values[k] for k in PRICE_COLUMNS)
-    prices = np.column_stack((o, h, lo, c))
     with np.errstate(invalid="ignore"):
         checks = [
             ("bad timestamp", np.isnat(ts)),
-            ("missing or non-finite price", ~np.isfinite(prices).all(axis=1)),
+            ("missing or non-finite price",
+             ~(np.isfinite(o) & np.isfinite(h) & np.isfinite(lo) & np.isfinite(c))),
             ("non-positive price",
-             (prices <= 0).any(axis=1) if adjust is not Adjust.QFQ else np.zeros(len(ts), bool)),
+             ((o <= 0) | (h <= 0) | (lo <= 0) | (c <= 0)) if adjust is not Adjust.QFQ
+             else np.zeros(len(ts), bool)),
             ("high below low", h < lo),
             ("open or close outside [low, high]",
              (np.maximum(o, c) > h) | (np.minimum(o, c) < lo)),
@@ -377,25 +453,47 @@ def normalise(
     if start is not None or end is not None:
         outside = np.zeros(len(ts), bool)
         if start is not None:
-            outside |= ts < np.datetime64(pd.Timestamp(start).as_unit("us").to_datetime64())
+            outside |= ts < start
         if end is not None:
-            outside |= ts >= np.datetime64(pd.Timestamp(end).as_unit("us").to_datetime64())
+            outside |= ts >= _us(end)
         checks.append(("outside requested window", outside))
+    rejected: list[Counter[str]] = [Counter() for _ in range(n)]
     bad = np.zeros(len(ts), bool)
+
+    def count(reason, mask):
+        if codes is None:
+            rejected[0][reason] += int(mask.sum())
+            return
+        for i, k in enumerate(np.bincount(codes[mask], minlength=n)):
+            if k:
+                rejected[i][reason] += int(k)
+
     for reason, mask in checks:
         new = mask & ~bad
         if new.any():
-            rejected[reason] += int(new.sum())
+            count(reason, new)
             bad |= new
+    if not bad.any() and _ordered(ts, codes):
+        # Clean rows already in order, with unique times (most vendors, most of the time):
+        # no sort. Copied: the bars never share memory with the caller's frame.
+        bars = pd.DataFrame({"ts": ts, **values}, copy=True)
+        out = np.zeros(len(ts), np.intp) if codes is None else codes
+        return bars, out, [dict(r) for r in rejected]
     keep = np.flatnonzero(~bad)
     # Last wins: a vendor that repeats a timestamp corrects itself in the later row. A stable
     # sort keeps equal timestamps in arrival order, so the last of each run is the one kept.
-    order = keep[np.argsort(ts[keep], kind="stable")]
-    sorted_ts = ts[order]
-    last = np.ones(len(order), bool)
-    last[:-1] = sorted_ts[1:] != sorted_ts[:-1]
-    if not last.all():
-        rejected["duplicate timestamp"] += int((~last).sum())
+    if codes is None:
+        order = keep[np.argsort(ts[keep], kind="stable")]
+        same = ts[order][1:] == ts[order][:-1]
+    else:
+        order = keep[np.lexsort((ts[keep], codes[keep]))]
+        same = (ts[order][1:] == ts[order][:-1]) & (codes[order][1:] == codes[order][:-1])
+    if same.any():
+        last = np.r_[~same, True]
+        dropped = np.zeros(len(ts), bool)
+        dropped[order[~last]] = True
+        count("duplicate timestamp", dropped)
         order = order[last]
     bars = pd.DataFrame({"ts": ts[order], **{k: v[order] for k, v in values.items()}}, copy=False)
-    return bars, dict(rejected)
+    out = np.zeros(len(order), np.intp) if codes is None else codes[order]
+    return bars, out, [dict(r) for r in rejected]

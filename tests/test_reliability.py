@@ -16,6 +16,8 @@ import pytest
 import kdist
 from kdist.errors import DatabaseLockedError, UsageError
 from kdist.progress import Callback
+from kdist.providers import Provider
+from kdist.providers.synthetic import SyntheticProvider
 
 SYMBOLS = kdist.get_provider("synthetic", universe=12).list_symbols()
 WINDOW = {"start": "2024-01-01", "end": "2024-06-28"}
@@ -280,9 +282,15 @@ def test_resume_fails_recorded_invalid_symbols_again_without_fetching(db, tmp_pa
     assert set(kdist.load(db)["symbol"]) == {"600000.SH"}
 
 
+class _OneByOne(SyntheticProvider):
+    """Without the batch hook: a chunk is one call per symbol, and cancel acts between them."""
+
+    fetch_many = Provider.fetch_many
+
+
 def test_cancel_in_process_keeps_the_finished_symbols_of_a_running_chunk(db):
     cancel = threading.Event()
-    provider = kdist.get_provider("synthetic", latency=0.2)
+    provider = _OneByOne(latency=0.2)
     timer = threading.Timer(0.7, cancel.set)
     timer.start()
     t0 = time.monotonic()

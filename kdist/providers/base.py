@@ -102,6 +102,10 @@ class Provider:
     #: and calls started per second. ``ingest(max_concurrency=..., max_rate=...)`` overrides.
     max_concurrency: ClassVar[int | None] = None
     max_rate: ClassVar[float | None] = None
+    #: Whether calls wait on a network service. A small job from a provider that does not
+    #: (files, generated data) runs in the client's process when no scheduler is named:
+    #: starting worker processes would take longer than the job.
+    remote: ClassVar[bool] = True
 
     def __init__(self, **options):
         unknown = sorted(set(options) - set(self.options))
@@ -162,6 +166,20 @@ class Provider:
         raise NotImplementedError
 
     # -- optional hooks -------------------------------------------------------------------
+
+    def fetch_many(self, symbols, starts, end, freq="1d", adjust="none") -> pd.DataFrame | None:
+        """Return the bars of several symbols in one call, or None to be asked one by one.
+
+        ``symbols[i]``'s bars are those stamped in ``[starts[i], end]`` (dates inclusive), as
+        :meth:`fetch` would return them, in one frame with a ``symbol`` column (strings or a
+        categorical of ``symbols``); a symbol without bars has no rows. kdist calls it once
+        per chunk when a provider overrides it and no ``max_concurrency`` or ``max_rate`` is
+        in force, with a timeout of the per-call timeout times the number of symbols. An
+        exception is never a failed symbol: kdist then asks :meth:`fetch` symbol by symbol,
+        so each symbol gets its own retries and outcome. Worth it when the vendor serves many
+        symbols in one request, or when per-call overhead dominates (local or generated data).
+        """
+        return None
 
     def list_symbols(self) -> list[str]:
         """Every symbol the provider can serve (for ``--all``)."""

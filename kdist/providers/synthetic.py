@@ -28,6 +28,7 @@ fetched).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -111,12 +112,14 @@ def _mix_int(x: int) -> int:
     return x ^ (x >> 31)
 
 
-def _salt(key: int, stream: int) -> np.uint64:
-    """A well-spread per-(symbol, seed, stream) offset: streams never share hash inputs."""
-    return np.uint64(_mix_int(key ^ _mix_int(stream)))
+def _salts(keys: np.ndarray, stream: int) -> np.ndarray:
+    """A well-spread per-(symbol, seed, stream) offset, one per key, shaped ``(n, 1)``:
+    streams never share hash inputs."""
+    mixed = _mix_int(stream)  # plain ints: cheaper than numpy for the few keys of a chunk
+    return np.array([_mix_int(int(key) ^ mixed) for key in keys], np.uint64)[:, None]
 
 
-def _hash(salt: np.uint64, index: np.ndarray) -> np.ndarray:
+def _hash(salt: np.ndarray, index: np.ndarray) -> np.ndarray:
     """Hash of ``salt + index`` for int64 indices (negative ones wrap, still unique)."""
     with np.errstate(over="ignore"):
         return _mix(index.astype(np.uint64) + salt)
@@ -131,52 +134,58 @@ def _symbol_key(symbol: str, seed: int) -> int:
     return zlib.crc32(symbol.encode()) | (zlib.crc32(f"{seed}".encode()) << 32)
 
 
-def _pins(key: int, blocks: np.ndarray) -> np.ndarray:
-    """Log price at the start of each block: value noise over the block index."""
-    salt = _salt(key, _PINS)
+# Every generator below works on ``n`` symbols at once: ``keys`` holds one uint64 key per
+# symbol and results have one row per symbol, so a batch costs little more than one symbol.
+
+
+def _pins(keys: np.ndarray, blocks: np.ndarray) -> np.ndarray:
+    """Log price at the start of each block: value noise over the block index, ``(n, b)``."""
+    salt = _salts(keys, _PINS)[:, :, None]
     knot = blocks[:, None] >> _PIN_OCTAVES  # floor division by 2**octave, negatives too
     frac = (blocks[:, None] - (knot << _PIN_OCTAVES)) / (2.0**_PIN_OCTAVES)
     left = _unit(_hash(salt, knot * 8 + _PIN_OCTAVES))
     right = _unit(_hash(salt, (knot + 1) * 8 + _PIN_OCTAVES))
     level = (left + (right - left) * frac) * _PIN_AMPLITUDE
-    total = level[:, 0].copy()
+    total = level[..., 0].copy()
     for octave in range(1, len(_PIN_OCTAVES)):  # column by column: the same sum in any window
-        total += level[:, octave]
+        total += level[..., octave]
     return total
 
 
-def _skeleton(key: int, d0: int, d1: int) -> np.ndarray:
+def _skeleton(keys: np.ndarray, d0: int, d1: int) -> np.ndarray:
     """Log price at the session open and close of calendar days ``d0..d1`` (days since 1990),
-    as ``[open d0, close d0, open d0+1, close d0+1, ...]``.
+    as rows ``[open d0, close d0, open d0+1, close d0+1, ...]``, one per key.
 
     Whole blocks are always computed, so a day's value never depends on the window.
     """
     b0, b1 = d0 // _BLOCK, d1 // _BLOCK
-    n = b1 - b0 + 1
+    n, nb = len(keys), b1 - b0 + 1
     points = np.arange(2 * _BLOCK * b0, 2 * _BLOCK * (b1 + 1), dtype=np.int64)
-    steps = _unit(_hash(_salt(key, _STEPS), points)).reshape(n, 2 * _BLOCK) * _STEP_SCALE
-    walk = np.cumsum(steps, axis=1)
-    pins = _pins(key, np.arange(b0, b1 + 2, dtype=np.int64))
+    steps = _unit(_hash(_salts(keys, _STEPS), points)).reshape(n, nb, 2 * _BLOCK)
+    walk = np.cumsum(steps * _STEP_SCALE, axis=2)
+    pins = _pins(keys, np.arange(b0, b1 + 2, dtype=np.int64))
     # Brownian bridge: bend each block's walk linearly so it ends on the next block's pin.
-    miss = walk[:, -1] - (pins[1:] - pins[:-1])
-    walk = np.concatenate([np.zeros((n, 1)), walk[:, :-1]], axis=1)
-    log = pins[:-1, None] + walk - miss[:, None] * _RAMP
+    miss = walk[:, :, -1] - (pins[:, 1:] - pins[:, :-1])
+    walk = np.concatenate([np.zeros((n, nb, 1)), walk[:, :, :-1]], axis=2)
+    log = pins[:, :-1, None] + walk - miss[:, :, None] * _RAMP
     first = 2 * (d0 - _BLOCK * b0)
-    return log.ravel()[first : first + 2 * (d1 - d0 + 1)]
+    return log.reshape(n, -1)[:, first : first + 2 * (d1 - d0 + 1)]
 
 
-def _noise(key: int, stream: int, index: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Four independent uniforms in [0, 1) per index, from the 16-bit quarters of one hash."""
-    bits = _hash(_salt(key, stream), index)
+def _noise(keys: np.ndarray, stream: int, index: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Four independent uniforms in [0, 1) per key and index, from the 16-bit quarters of
+    one hash."""
+    bits = _hash(_salts(keys, stream), index)
     mask = np.uint64(0xFFFF)
     return tuple(
         ((bits >> np.uint64(16 * i)) & mask).astype(np.float64) * (1.0 / 65536) for i in range(4)
     )
 
 
-def _ohlcv(key: int, log_open, log_close, noise, scale: float):
-    base = 5.0 + (_mix_int(key) % 9500) / 100.0
-    lots = (2_000 + _mix_int(key ^ 7) % 50_000) * scale
+def _ohlcv(keys: np.ndarray, log_open, log_close, noise, scale: float):
+    mixed = [_mix_int(int(k)) for k in keys]
+    base = np.array([5.0 + (m % 9500) / 100.0 for m in mixed])[:, None]
+    lots = np.array([(2_000 + _mix_int(int(k) ^ 7) % 50_000) * scale for k in keys])[:, None]
     open_ = base * np.exp(log_open)
     close = base * np.exp(log_close)
     n_spread, n_high, n_low, n_volume = noise
@@ -189,30 +198,31 @@ def _ohlcv(key: int, log_open, log_close, noise, scale: float):
     return open_, high, low, close, volume, amount
 
 
-def _daily(key: int, days: np.ndarray):
+def _daily(keys: np.ndarray, days: np.ndarray):
     """Daily bars of the trading days ``days`` (datetime64[D], sorted, not empty)."""
     d = (days - _EPOCH).astype(np.int64)
-    log = _skeleton(key, int(d[0]), int(d[-1]))
+    log = _skeleton(keys, int(d[0]), int(d[-1]))
     at = 2 * (d - d[0])
-    return _ohlcv(key, log[at], log[at + 1], _noise(key, _NOISE, d), 1.0)
+    return _ohlcv(keys, log[:, at], log[:, at + 1], _noise(keys, _NOISE, d), 1.0)
 
 
-def _intraday(key: int, days: np.ndarray, minutes: int):
+def _intraday(keys: np.ndarray, days: np.ndarray, minutes: int):
     """``minutes`` bars of the trading days ``days``: each day's open bridged to its close."""
+    n = len(keys)
     d = (days - _EPOCH).astype(np.int64)
-    log = _skeleton(key, int(d[0]), int(d[-1]))
+    log = _skeleton(keys, int(d[0]), int(d[-1]))
     at = 2 * (d - d[0])
-    opens, closes = log[at], log[at + 1]
+    opens, closes = log[:, at, None], log[:, at + 1, None]
     per_day = 240 // minutes
     index = d[:, None] * per_day + np.arange(per_day)
-    steps = _unit(_hash(_salt(key, _INTRADAY * 1000 + minutes), index))
-    walk = np.cumsum(steps * (_SIGMA_DAY * math.sqrt(3.0 / per_day)), axis=1)
-    miss = walk[:, -1] - (closes - opens)
-    path = opens[:, None] + walk - miss[:, None] * (np.arange(1, per_day + 1) / per_day)
-    path[:, -1] = closes  # exactly: the last bar closes where the daily bar does
-    starts = np.concatenate([opens[:, None], path[:, :-1]], axis=1)
-    noise = _noise(key, _INTRADAY_NOISE * 1000 + minutes, index.ravel())
-    return _ohlcv(key, starts.ravel(), path.ravel(), noise, minutes / 240.0)
+    steps = _unit(_hash(_salts(keys, _INTRADAY * 1000 + minutes)[:, :, None], index))
+    walk = np.cumsum(steps * (_SIGMA_DAY * math.sqrt(3.0 / per_day)), axis=2)
+    miss = walk[:, :, -1:] - (closes - opens)
+    path = opens + walk - miss * (np.arange(1, per_day + 1) / per_day)
+    path[:, :, -1] = closes[:, :, 0]  # exactly: the last bar closes where the daily bar does
+    starts = np.concatenate([opens, path[:, :, :-1]], axis=2)
+    noise = _noise(keys, _INTRADAY_NOISE * 1000 + minutes, index.ravel())
+    return _ohlcv(keys, starts.reshape(n, -1), path.reshape(n, -1), noise, minutes / 240.0)
 
 
 def _worker_name() -> str | None:
@@ -267,6 +277,12 @@ class SyntheticProvider(Provider):
         self._crash = set(parse_symbols(self.crash)[0]) if self.crash else set()
         self._slow = {s.strip() for s in self.slow_worker.split(",") if s.strip()}
 
+    @property
+    def remote(self) -> bool:
+        """Only a simulated network or worker fault makes calls wait or kill their process:
+        then even small jobs run on workers (see :attr:`Provider.remote`)."""
+        return bool(self.latency or self.slow_worker or self.hang or self.crash)
+
     def list_symbols(self) -> list[str]:
         half = (self.universe + 1) // 2
         sh = [f"{600000 + i:06d}.SH" for i in range(half)]
@@ -308,54 +324,93 @@ class SyntheticProvider(Provider):
                 )
 
     def fetch(self, symbol, start, end, freq="1d", adjust="none") -> pd.DataFrame:
+        freq, adjust = Freq.parse(freq), Adjust.parse(adjust)
+        with self._straggling():
+            self._simulate_network(symbol, start, end)
+            if symbol in self._empty or to_date(start) > to_date(end):
+                return pd.DataFrame(columns=_COLUMNS)
+            _, columns = self._bars([symbol], [start], end, freq, adjust)
+            return pd.DataFrame(columns, copy=False)
+
+    def fetch_many(self, symbols, starts, end, freq="1d", adjust="none") -> pd.DataFrame | None:
+        """Every symbol's bars in one call, computed together (about 0.2 ms per 10 years of
+        daily bars of a symbol, a third of one :meth:`fetch`). The simulated network is the
+        same as ``fetch``'s, one call per symbol; symbols with a simulated fault (``fail``,
+        ``hang``, ``crash``, ``flaky``) are left to ``fetch``, one by one."""
+        faulty = self._fail | self._hang | self._crash
+        if self.flaky or any(symbol in faulty for symbol in symbols):
+            return None
+        with self._straggling():
+            for symbol, start in zip(symbols, starts):
+                self._simulate_network(symbol, start, end)
+            codes, columns = self._bars(symbols, starts, end, Freq.parse(freq),
+                                        Adjust.parse(adjust))
+        names = pd.Categorical.from_codes(codes, categories=list(symbols))
+        return pd.DataFrame({"symbol": names, **columns}, copy=False)
+
+    @contextlib.contextmanager
+    def _straggling(self):
         t0 = time.perf_counter()
         try:
-            return self._fetch(symbol, start, end, freq, adjust)
+            yield
         finally:
             if self._slow and _worker_name() in self._slow:
                 # A straggler: this worker takes slow_factor times as long for everything.
                 time.sleep((self.slow_factor - 1) * (time.perf_counter() - t0))
 
-    def _fetch(self, symbol, start, end, freq, adjust) -> pd.DataFrame:
-        freq, adjust = Freq.parse(freq), Adjust.parse(adjust)
-        self._simulate_network(symbol, start, end)
-        lo, hi = to_date(start), to_date(end)
-        first = lo.to_datetime64().astype("datetime64[D]")
-        last = hi.to_datetime64().astype("datetime64[D]")
-        if symbol in self._empty or first > last:
-            return pd.DataFrame(columns=_COLUMNS)
+    def _bars(self, symbols, starts, end, freq: Freq, adjust: Adjust):
+        """The bars of each symbol from its start to ``end`` (dates inclusive), generated
+        together: ``(codes, columns)``, each row's index in ``symbols`` and flat columns."""
+        lo = np.array([to_date(s).to_datetime64() for s in starts], "datetime64[us]")
+        hi = to_date(end).to_datetime64()
+        first, last = lo.min().astype("datetime64[D]"), hi.astype("datetime64[D]")
         if freq is Freq.WEEK:
             first = first - (first - np.datetime64("1970-01-05")).astype(int) % 7
             last = last + 6 - (last - np.datetime64("1970-01-05")).astype(int) % 7
         elif freq is Freq.MONTH:
             first = first.astype("datetime64[M]").astype("datetime64[D]")
             last = (last.astype("datetime64[M]") + 1).astype("datetime64[D]") - 1
-        days = _trading_days(first, last)
+        days = _trading_days(first, last) if first <= last else np.array([], "datetime64[D]")
         if len(days) == 0:
-            return _no_bars()
-        key = _symbol_key(symbol, self.seed)
+            return np.zeros(0, np.intp), _no_bars()
+        keys = np.array([_symbol_key(symbol, self.seed) for symbol in symbols], np.uint64)
         if freq.intraday:
             n = freq.minutes
             ends = np.concatenate([np.arange(570 + n, 691, n), np.arange(780 + n, 901, n)])
             ts = (days.astype("datetime64[m]")[:, None] + ends).ravel()
-            o, h, l, c, v, a = _intraday(key, days, n)
+            day = np.repeat(days, len(ends))
+            o, h, l, c, v, a = _intraday(keys, days, n)
         else:
-            ts = days
-            o, h, l, c, v, a = _daily(key, days)
+            ts = day = days
+            o, h, l, c, v, a = _daily(keys, days)
         if adjust is not Adjust.NONE:
             # A simple, deterministic adjustment: prices scaled by a per-symbol factor.
-            factor = 1.0 + (zlib.crc32(f"{symbol}{adjust.value}".encode()) % 50) / 100.0
+            factor = np.array(
+                [1.0 + (zlib.crc32(f"{symbol}{adjust.value}".encode()) % 50) / 100.0
+                 for symbol in symbols]
+            )[:, None]
             factor = 1.0 / factor if adjust is Adjust.QFQ else factor
             o, h, l, c = (np.round(x * factor, 2) for x in (o, h, l, c))
         ts = ts.astype("datetime64[us]")
+        empty = [i for i, symbol in enumerate(symbols) if symbol in self._empty]
         if freq in (Freq.WEEK, Freq.MONTH):
             ts, o, h, l, c, v, a = _aggregate(days, freq, ts, o, h, l, c, v, a)
-            keep = (ts >= lo.to_datetime64()) & (ts <= hi.to_datetime64())
-            ts, o, h, l, c, v, a = (x[keep] for x in (ts, o, h, l, c, v, a))
-        return pd.DataFrame(
-            {"ts": ts, "open": o, "high": h, "low": l, "close": c, "volume": v, "amount": a},
-            copy=False,
-        )
+            keep = (ts >= lo[:, None]) & (ts <= hi)
+        elif empty or (lo != lo[0]).any():
+            keep = day.astype("datetime64[us]") >= lo[:, None]
+        else:
+            keep = None  # the common case (and one symbol): every bar is in every window
+        if keep is not None:
+            keep[empty] = False
+        if keep is None or keep.all():
+            codes = np.repeat(np.arange(len(symbols)), len(ts))
+            ts = np.tile(ts, len(symbols))
+            o, h, l, c, v, a = (x.ravel() for x in (o, h, l, c, v, a))
+        else:
+            codes, at = np.nonzero(keep)
+            ts, o, h, l, c, v, a = ts[at], *(x[keep] for x in (o, h, l, c, v, a))
+        return codes, {"ts": ts, "open": o, "high": h, "low": l, "close": c, "volume": v,
+                       "amount": a}
 
     def version(self) -> str:
         from .. import __version__
@@ -363,14 +418,13 @@ class SyntheticProvider(Provider):
         return __version__
 
 
-def _no_bars() -> pd.DataFrame:
-    return pd.DataFrame({"ts": np.array([], "datetime64[us]"),
-                         **{c: np.array([], np.float64) for c in _COLUMNS[1:]}})
+def _no_bars() -> dict[str, np.ndarray]:
+    return {"ts": np.array([], "datetime64[us]"), **{c: np.array([], np.float64) for c in _COLUMNS[1:]}}
 
 
 def _aggregate(days, freq: Freq, ts, o, h, l, c, v, a):
-    """Weekly or monthly bars of daily columns: first open, max high, min low, last close,
-    summed volume and amount, stamped on the group's last trading day."""
+    """Weekly or monthly bars of daily columns (one row per symbol): first open, max high, min
+    low, last close, summed volume and amount, stamped on the group's last trading day."""
     if freq is Freq.WEEK:
         group = (days - np.datetime64("1970-01-05")).astype(np.int64) // 7
     else:
@@ -378,6 +432,7 @@ def _aggregate(days, freq: Freq, ts, o, h, l, c, v, a):
     starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
     ends = np.r_[starts[1:], len(group)] - 1
     return (
-        ts[ends], o[starts], np.maximum.reduceat(h, starts), np.minimum.reduceat(l, starts),
-        c[ends], np.add.reduceat(v, starts), np.add.reduceat(a, starts),
+        ts[ends], o[:, starts], np.maximum.reduceat(h, starts, axis=1),
+        np.minimum.reduceat(l, starts, axis=1), c[:, ends], np.add.reduceat(v, starts, axis=1),
+        np.add.reduceat(a, starts, axis=1),
     )
