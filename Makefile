@@ -36,7 +36,7 @@ $(VENV)/.installed-browser: pyproject.toml tests/plugin_pkg/pyproject.toml | $(B
 venv: $(VENV)/.installed-test
 
 demo: $(VENV)/.installed-demo
-	$(BIN)/kdist ingest --all --start 2020-01-01 --end 2024-12-31 --db $(DB)
+	$(BIN)/kdist ingest --all --start 2020-01-01 --end 2024-12-31 --scheduler local --db $(DB)
 	$(BIN)/kdist check --db $(DB)
 
 test: $(VENV)/.installed-browser

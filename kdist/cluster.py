@@ -35,7 +35,7 @@ import dask
 
 from .errors import InvalidOptionError, NoWorkersError, SchedulerUnreachableError, UsageError
 
-__all__ = ["Cluster", "resolve_cluster"]
+__all__ = ["Cluster", "named_scheduler", "resolve_cluster"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,8 @@ class Cluster:
     address: str | None = None
     dashboard_link: str | None = None
     fallback_reason: str | None = None
+    #: Why this mode was chosen when nobody named one (e.g. a small job runs in process).
+    reason: str | None = None
     _closers: list = field(default_factory=list, repr=False)
     _executor: cf.ThreadPoolExecutor | None = field(default=None, repr=False)
 
@@ -396,8 +398,7 @@ def resolve_cluster(
         Otherwise with ``fallback=False`` only.
     """
     if client is None:
-        client = os.environ.get("KDIST_SCHEDULER") or dask.config.get("scheduler-address", None)
-        client = client or "local"
+        client = named_scheduler() or "local"
     security = _security(client, security, tls_ca, tls_cert, tls_key)
     if not isinstance(client, str):
         # A distributed.Client the caller owns: use it, never close it.
@@ -446,6 +447,11 @@ def resolve_cluster(
         return _fallback_sync(f"{reason}; local cluster failed to start ({exc})")
     cluster.fallback_reason = reason
     return cluster
+
+
+def named_scheduler() -> str | None:
+    """The scheduler named by ``KDIST_SCHEDULER`` or Dask's ``scheduler-address``, if any."""
+    return os.environ.get("KDIST_SCHEDULER") or dask.config.get("scheduler-address", None)
 
 
 def _fallback_sync(reason: str) -> Cluster:

@@ -39,6 +39,8 @@ class Report:
     elapsed_s: float = 0.0
     dashboard_link: str | None = None
     fallback_reason: str | None = None
+    #: Why the job ran where it did when no scheduler was named (a small job in process).
+    mode_reason: str | None = None
     #: Symbols whose stored overlap differed at the source, so they were fetched in full.
     revised: list[str] = field(default_factory=list)
     #: True when this run finished an earlier job (``resume=``): counts are this run's.
@@ -60,7 +62,8 @@ class Report:
         rows = [
             ("job", self.job_id + (f" ({kind})" if kind else "")),
             ("status", self.status),
-            ("mode", self.mode + (f" (fallback: {self.fallback_reason})" if self.fallback_reason else "")),
+            ("mode", self.mode + (f" (fallback: {self.fallback_reason})" if self.fallback_reason
+                                  else f" ({self.mode_reason})" if self.mode_reason else "")),
             ("provider", f"{self.provider}  {self.freq} {self.adjust}  {self.start} .. {self.end}"),
             ("symbols", f"{self.n_symbols} in {self.n_chunks} chunks: {self.symbols_ok} ok, "
                         f"{self.symbols_empty} empty, {self.symbols_failed} failed"

@@ -131,6 +131,7 @@ class _FileProvider(Provider):
 
     #: File suffix in the default pattern and in messages.
     suffix: ClassVar[str] = ""
+    remote = False  # local files: a small job runs in the client's process
     freqs = tuple(Freq)
     # The files hold whatever prices they hold; kdist cannot adjust them.
     adjusts = (Adjust.NONE,)

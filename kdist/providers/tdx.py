@@ -163,6 +163,7 @@ class TdxProvider(Provider):
     [2.345, 2.351, 2.338, 2.342]
     """
 
+    remote = False  # local files: a small job runs in the client's process
     name = "tdx"
     description = "Local 通达信 (TDX) vipdoc files: .day daily, .lc1 1-minute, .lc5 5-minute bars"
     url = "https://www.tdx.com.cn/"
