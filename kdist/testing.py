@@ -29,7 +29,7 @@ import pytest
 
 from .errors import InvalidOptionError, PermanentProviderError
 from .providers.base import Option, Provider
-from .schema import BAR_COLUMNS, Adjust, Freq, normalise, window_bounds
+from .schema import BAR_COLUMNS, Adjust, Freq, normalise, normalise_many, window_bounds
 
 __all__ = ["ProviderConformance"]
 
@@ -183,6 +183,24 @@ class ProviderConformance:
                 f"{len(bars)} bar(s) for unknown symbol {self.unknown_symbol}: raise "
                 "SymbolNotFoundError or return an empty frame"
             )
+
+    def test_fetch_many_gives_what_fetch_gives(self, provider):
+        if type(provider).fetch_many is Provider.fetch_many:
+            pytest.skip(f"{provider.name!r} has no fetch_many")
+        lo, hi = self._window()
+        freq, adjust = self._options()
+        symbols = [self.symbol] + ([self.unknown_symbol] if self.unknown_symbol else [])
+        raw = provider.fetch_many(symbols, [lo] * len(symbols), hi - pd.Timedelta(days=1),
+                                  freq.value, adjust.value)
+        if raw is None:
+            pytest.skip(f"{provider.name!r} declined this batch (fetch_many returned None)")
+        assert isinstance(raw, pd.DataFrame) and "symbol" in raw.columns, (
+            "fetch_many must return a DataFrame with a 'symbol' column, or None"
+        )
+        bars, codes, _ = normalise_many(raw, symbols, freq=freq, adjust=adjust, tz=provider.tz)
+        expected, _ = self._normalise(provider, self._fetch(provider))
+        pd.testing.assert_frame_equal(bars[codes == 0].reset_index(drop=True), expected)
+        assert not (codes == 1).any(), f"fetch_many gave bars for {self.unknown_symbol}"
 
     # -- pickling and check -------------------------------------------------------------------
 
