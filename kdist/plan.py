@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from .errors import InvalidOptionError
@@ -133,18 +134,24 @@ def plan_chunks(
             by_threads = math.ceil(n / (CHUNKS_PER_THREAD * max(1, n_threads)))
             by_rows = max(1, MAX_CHUNK_ROWS // estimate_rows(freq, first, end))
             chunk_size = max(1, min(by_threads, by_rows, MAX_CHUNK_SYMBOLS))
-    if windows is not None:
-        windows = windows.set_index("symbol")
+    if windows is None:
+        return [Chunk(i, tuple(symbols[lo : lo + chunk_size]), start, end)
+                for i, lo in enumerate(range(0, n, chunk_size))]
+    position = pd.Index(symbols)
+    windows = windows.iloc[np.argsort(position.get_indexer(windows["symbol"]), kind="stable")]
+    since, full = list(windows["since"]), list(windows["full"])
+    if overlap is not None and len(overlap):
+        # Sorted by the symbols' order once, then each chunk's bars are one slice.
+        at = position.get_indexer(overlap["symbol"])
+        order = np.argsort(at, kind="stable")
+        overlap, at = overlap.iloc[order].reset_index(drop=True), at[order]
     chunks = []
     for i, lo in enumerate(range(0, n, chunk_size)):
-        part = tuple(symbols[lo : lo + chunk_size])
-        if windows is None:
-            chunks.append(Chunk(i, part, start, end))
-            continue
-        mine = windows.loc[list(part)]
-        rows = overlap[overlap["symbol"].isin(part)] if overlap is not None else None
-        chunks.append(
-            Chunk(i, part, start, end, since=tuple(mine["since"]), full=tuple(mine["full"]),
-                  overlap=rows.reset_index(drop=True) if rows is not None and len(rows) else None)
-        )
+        hi = min(lo + chunk_size, n)
+        rows = None
+        if overlap is not None and len(overlap):
+            a, b = np.searchsorted(at, [lo, hi])
+            rows = overlap.iloc[a:b].reset_index(drop=True) if b > a else None
+        chunks.append(Chunk(i, tuple(symbols[lo:hi]), start, end, since=tuple(since[lo:hi]),
+                            full=tuple(full[lo:hi]), overlap=rows))
     return chunks

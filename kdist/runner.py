@@ -107,9 +107,12 @@ class ChunkResult:
 
 
 def _outcome(symbol, status, *, rows=0, first=None, last=None, attempts=0, error=None,
-             rejected=None, start=None, revised=False):
+             rejected=None, start=None, revised=False, appended=False):
     rejected = rejected or {}
     return {
+        # Only bars after the last stored one were kept (the stored overlap matched): no
+        # stored window to replace. Not a ledger column.
+        "appended": appended,
         "symbol": symbol,
         "status": status,
         "rows": rows,
@@ -309,12 +312,19 @@ def fetch_chunk(
                 provider, symbol, since, chunk, freq, adjust, retries, timeout, gate
             )
             stored = overlaps.get(symbol)
-            if stored is not None and full < since and _differs(stored, bars):
-                revised, since = True, full
-                bars, rejected, more = _symbol_bars(
-                    provider, symbol, since, chunk, freq, adjust, retries, timeout, gate
-                )
-                attempts += more
+            appended = False
+            if stored is not None and full < since:
+                if _differs(stored, bars):
+                    revised, since = True, full
+                    bars, rejected, more = _symbol_bars(
+                        provider, symbol, since, chunk, freq, adjust, retries, timeout, gate
+                    )
+                    attempts += more
+                else:
+                    # The stored bars still hold: keep only what comes after them.
+                    appended = True
+                    last = stored[0].max().astype(bars["ts"].dtype)
+                    bars = bars[bars["ts"].to_numpy() > last].reset_index(drop=True)
         except DataError as exc:
             err = DataError(f"{symbol}: {exc}", symbol=symbol, column=getattr(exc, "column", None))
             outcomes.append(_outcome(symbol, "failed", attempts=attempts or 1, error=err))
@@ -323,6 +333,10 @@ def fetch_chunk(
             attempts += getattr(exc, "kdist_attempts", 1)
             status = "skipped" if isinstance(exc, ProviderTrippedError) else "failed"
             outcomes.append(_outcome(symbol, status, attempts=attempts, error=exc))
+            continue
+        if len(bars) == 0 and appended:
+            outcomes.append(_outcome(symbol, "ok", attempts=attempts, rejected=rejected,
+                                     start=since, appended=True))  # up to date already
             continue
         if len(bars) == 0:
             if rejected:
@@ -338,7 +352,7 @@ def fetch_chunk(
         outcomes.append(
             _outcome(symbol, "ok", rows=len(bars), first=bars["ts"].iat[0],
                      last=bars["ts"].iat[-1], attempts=attempts, rejected=rejected,
-                     start=since, revised=revised)
+                     start=since, revised=revised, appended=appended)
         )
     return ChunkResult(chunk.index, _tag(frames, tagged), outcomes)
 
@@ -381,7 +395,13 @@ def _fetch_batch(provider, chunk, freq, adjust, retries, timeout, gate) -> Chunk
         return None
     if gate is not None:
         gate.succeeded()
-    revised = _revised(chunk, bars, codes)
+    revised, last = _revised(chunk, bars, codes)
+    appended = ~np.isnat(last)  # checked against stored bars, and they still hold
+    if appended.any():
+        # Keep only what comes after the stored bars: nothing stored is rewritten.
+        old = appended[codes] & (bars["ts"].to_numpy() <= last[codes])
+        if old.any():
+            bars, codes = bars[~old].reset_index(drop=True), codes[~old]
     attempts = np.ones(len(chunk), np.int64)
     if revised:
         # History changed at the source: fetch those symbols again from their full start.
@@ -405,6 +425,10 @@ def _fetch_batch(provider, chunk, freq, adjust, retries, timeout, gate) -> Chunk
     outcomes = []
     for i, symbol in enumerate(chunk.symbols):
         since = chunk.window(i)[1 if i in revised else 0]
+        if counts[i] == 0 and appended[i]:
+            outcomes.append(_outcome(symbol, "ok", attempts=int(attempts[i]),
+                                     rejected=rejected[i], start=since, appended=True))
+            continue
         if counts[i] == 0:
             if rejected[i]:
                 reasons = ", ".join(f"{n} {r}" for r, n in rejected[i].items())
@@ -418,7 +442,8 @@ def _fetch_batch(provider, chunk, freq, adjust, retries, timeout, gate) -> Chunk
         outcomes.append(
             _outcome(symbol, "ok", rows=int(counts[i]), first=pd.Timestamp(ts[ends[i] - counts[i]]),
                      last=pd.Timestamp(ts[ends[i] - 1]), attempts=int(attempts[i]),
-                     rejected=rejected[i], start=since, revised=i in revised)
+                     rejected=rejected[i], start=since, revised=i in revised,
+                     appended=bool(appended[i]))
         )
     bars.insert(0, "symbol", _symbol_column(chunk.symbols, codes))
     return ChunkResult(chunk.index, bars, outcomes)
@@ -431,28 +456,47 @@ def _symbol_column(symbols, codes: np.ndarray):
     return pd.array(names, dtype="str")
 
 
-def _revised(chunk: Chunk, bars: pd.DataFrame, codes: np.ndarray) -> set[int]:
-    """Indices of the chunk's symbols whose fetched bars disagree with their stored overlap
-    bars (a stored bar gone or changed at the source), as :func:`_differs` decides."""
+def _revised(chunk: Chunk, bars: pd.DataFrame, codes: np.ndarray):
+    """Check the chunk's fetched bars against their stored overlap bars, as :func:`_differs`.
+
+    Returns ``(revised, last)``: the indices of the symbols whose stored bars are gone or
+    changed at the source, and per symbol the time of its last stored bar where they all
+    still hold (NaT where nothing was checked, or the symbol was revised).
+    """
+    n = len(chunk)
+    last = np.full(n, np.datetime64("NaT"), "datetime64[us]")
     if chunk.overlap is None or chunk.since is None or len(chunk.overlap) == 0:
-        return set()
+        return set(), last
     checked = np.array([full < since for since, full in zip(chunk.since, chunk.full)])
     stored = chunk.overlap
-    mine = pd.Index(chunk.symbols).get_indexer(stored["symbol"].astype(object))
+    # Plain numpy and dicts from here: this runs once per chunk of an update, where pandas'
+    # per-call costs were most of the chunk's time.
+    index = {symbol: i for i, symbol in enumerate(chunk.symbols)}
+    mine = np.array([index.get(s, -1) for s in stored["symbol"].tolist()], np.intp)
     keep = (mine >= 0) & checked[np.maximum(mine, 0)]
     if not keep.any():
-        return set()
-    want = pd.DataFrame({"code": mine[keep],
-                         "ts": stored["ts"].to_numpy()[keep].astype(bars["ts"].dtype)})
-    fetched = pd.DataFrame({"code": codes, "ts": bars["ts"].to_numpy(), "row": np.arange(len(bars))})
-    at = want.merge(fetched, on=["code", "ts"], how="left")["row"].to_numpy()
-    gone = np.isnan(at)
-    rows = np.where(gone, 0, at).astype(np.intp)
-    expected = stored.loc[keep, _COMPARED].to_numpy(dtype="float64")
-    got = bars[_COMPARED].to_numpy(dtype="float64")[rows] if len(bars) else np.full_like(expected, np.nan)
+        return set(), last
+    mine = mine[keep]
+    want = stored["ts"].to_numpy()[keep].astype("datetime64[us]")
+    expected = np.column_stack([stored[c].to_numpy(dtype="float64") for c in _COMPARED])[keep]
+    # (symbol, ts) as one sortable int64: fetched bars are sorted by symbol, then ts.
+    fetched = codes.astype(np.int64) * 2**54 + (
+        bars["ts"].to_numpy().astype("datetime64[us]").view(np.int64) + 2**53)
+    sought = mine.astype(np.int64) * 2**54 + (want.view(np.int64) + 2**53)
+    at = np.minimum(np.searchsorted(fetched, sought), max(len(fetched) - 1, 0))
+    found = (fetched[at] == sought) if len(fetched) else np.zeros(len(sought), bool)
+    got = (np.column_stack([bars[c].to_numpy(dtype="float64") for c in _COMPARED])[at]
+           if len(bars) else expected * np.nan)
     close = np.abs(got - expected) <= 1e-9 + 1e-9 * np.abs(expected)
-    same = ~gone & (close | (np.isnan(got) & np.isnan(expected))).all(axis=1)
-    return {int(c) for c in np.unique(want["code"].to_numpy()[~same])}
+    same = found & (close | (np.isnan(got) & np.isnan(expected))).all(axis=1)
+    revised = {int(c) for c in np.unique(mine[~same])}
+    latest = np.full(n, np.iinfo(np.int64).min, np.int64)
+    np.maximum.at(latest, mine, want.view(np.int64))
+    held = np.zeros(n, bool)
+    held[mine] = True
+    held[list(revised)] = False
+    last[held] = latest[held].view("datetime64[us]")
+    return revised, last
 
 
 def _tag(frames, symbols) -> pd.DataFrame:
@@ -520,8 +564,10 @@ def _task(provider, chunk, freq, adjust, retries, timeout, job_id, part=None, li
     # pure=False and a key naming job and chunk: identical arguments in a later job (a re-run
     # in the same notebook) must fetch again, never reuse a cached result.
     suffix = ("" if part is None else f"-{part:03d}") + ("-solo" if solo else "")
-    return dask.delayed(fetch_chunk, pure=False)(
-        provider, chunk, freq, adjust, retries, timeout, limits,
+    # The arguments travel inside a partial: dask.delayed would otherwise walk the chunk
+    # (a dataclass holding a frame of overlap bars) looking for collections, each time.
+    call = functools.partial(fetch_chunk, provider, chunk, freq, adjust, retries, timeout, limits)
+    return dask.delayed(call, pure=False)(
         dask_key_name=f"kdist-{job_id}-chunk-{chunk.index:05d}{suffix}",
     )
 
@@ -558,7 +604,8 @@ class _Batch:
         # Only symbols that came back with bars replace their stored window: a failure or
         # an empty answer never erases history.
         ok = [(o["symbol"], o["window_start"]) for o in result.outcomes
-              if o["status"] == "ok" and (self.stored is None or o["symbol"] in self.stored)]
+              if o["status"] == "ok" and not o.get("appended")
+              and (self.stored is None or o["symbol"] in self.stored)]
         if ok:
             symbols, starts = zip(*ok)
             self.windows.append(
@@ -882,7 +929,12 @@ def _record_start(store: Store, job: _Job, cluster: Cluster):
 def _run(job, chunks, cluster, store, report, callback, t0, *, retries, timeout, batch_rows,
          flush_seconds, max_in_flight, worker_timeout, cancel, limits=None):
     """Submit the chunks, collect and write their results; always leave the job recorded."""
-    batch = _Batch(store.stored_symbols(job.symbols, job.freq, job.adjust))
+    if job.incremental:
+        # Every stored symbol of an incremental job came with its last stored bars.
+        stored = {s for c in chunks if c.overlap is not None for s in c.overlap["symbol"]}
+    else:
+        stored = store.stored_symbols(job.symbols, job.freq, job.adjust)
+    batch = _Batch(stored)
     write_args = {"job_id": job.job_id, "freq": job.freq, "adjust": job.adjust,
                   "source": job.provider.name}
     if job.invalid:

@@ -357,14 +357,16 @@ def normalise_many(
     if "symbol" not in frame.columns:
         raise DataError("missing column 'symbol' in a batch of several symbols", column="symbol")
     named = frame["symbol"]
-    if isinstance(named.dtype, pd.CategoricalDtype):
+    if isinstance(named.dtype, pd.CategoricalDtype) and list(named.cat.categories) == symbols:
+        codes = named.cat.codes.to_numpy().astype(np.intp)  # the provider used our order
+    elif isinstance(named.dtype, pd.CategoricalDtype):
         known = pd.Index(named.cat.categories).get_indexer(symbols)
         codes = np.full(len(named.cat.categories) + 1, -1, np.intp)
         codes[known[known >= 0]] = np.flatnonzero(known >= 0)
         codes = codes[named.cat.codes.to_numpy()]  # code -1 (missing) reads the last slot: -1
     else:
         codes = pd.Index(symbols).get_indexer(named.astype(object))
-    ts, values = _columns(frame.drop(columns="symbol"), freq, tz)
+    ts, values = _columns(frame, freq, tz)
     if (codes < 0).any():
         mine = np.flatnonzero(codes >= 0)
         codes, ts = codes[mine], ts[mine]

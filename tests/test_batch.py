@@ -102,6 +102,11 @@ def test_revised_history_is_detected_per_symbol_in_a_batch():
     for o in batch.outcomes:
         assert o["window_start"] == (START if o["symbol"] in revised else since[0])
         assert o["attempts"] == (2 if o["symbol"] in revised else 1)
+        assert o["appended"] == (o["symbol"] not in revised)
+    # Symbols whose stored bars still hold get only the bars after them; revised ones all.
+    first = batch.bars.groupby("symbol")["ts"].min()
+    assert (first.drop(sorted(revised)) > pd.Timestamp("2024-02-28")).all()
+    assert (first[sorted(revised)] < pd.Timestamp("2023-11-03")).all()
 
 
 class Crafted(Provider):

@@ -133,7 +133,12 @@ def test_incremental_fetches_only_new_bars_and_equals_a_full_import(db, tmp_path
     starts = {c[1] for c in calls(log)}
     # The 3 overlap bars before 2024-06-14 (Fri) start on Wed 2024-06-12.
     assert starts == {"2024-06-12"}
-    assert report.rows_written == len(SYMBOLS) * 13  # 3 overlap + 10 new trading days
+    # The 3 overlap bars matched the stored ones and stay as they are: only the 10 new
+    # trading days are written, and nothing stored is deleted.
+    assert report.rows_written == len(SYMBOLS) * 10
+    with kdist.Store(db, read_only=True) as store:
+        ledger = store.job_symbols(report.job_id)
+    assert (ledger["rows"] == 10).all() and (ledger["first_ts"] == pd.Timestamp("2024-06-17")).all()
     pd.testing.assert_frame_equal(fingerprint(db), reference())
 
 
@@ -170,6 +175,13 @@ def test_update_extends_every_stored_series_with_recorded_options(db, tmp_path, 
     catalog = kdist.catalog(db)
     assert (catalog["last"] == pd.Timestamp("2024-06-28")).all()
     assert catalog["updated"].notna().all() and set(catalog["source"]) == {"synthetic"}
+
+
+def test_an_update_with_nothing_new_writes_nothing_and_is_ok(db):
+    kdist.ingest(SYMBOLS, **WINDOW, db=db, client="sync")
+    (report,) = kdist.update(db, end=WINDOW["end"], client="sync")
+    assert report.status == "done" and report.symbols_ok == len(SYMBOLS)
+    assert report.rows_written == 0 and report.revised == []
 
 
 def test_update_with_nothing_stored_does_nothing(db):
