@@ -199,7 +199,7 @@ def _local_cluster(n_workers, threads_per_worker) -> Cluster:
 
     n_workers = n_workers or min(4, os.cpu_count() or 1)
     threads_per_worker = threads_per_worker or 2
-    with dask.config.set(_start_method()):
+    with dask.config.set({**_start_method(), **_WORKER_MALLOC}):
         cluster = LocalCluster(
             n_workers=n_workers,
             threads_per_worker=threads_per_worker,
@@ -216,6 +216,16 @@ def _local_cluster(n_workers, threads_per_worker) -> Cluster:
         dashboard_link=client.dashboard_link,
         _closers=[cluster.close, client.close],
     )
+
+
+#: glibc settings for local workers, replacing Dask's ``MALLOC_TRIM_THRESHOLD_=65536``. With
+#: Dask's, every array over 128 KiB is a fresh mmap, page-faulted in and unmapped again, and
+#: a chunk of 10-year bars cost 2.6x the CPU (2.9 s instead of 1.1 for 2,000 symbols); with
+#: these, 0.76 s. A worker keeps at most 64 MiB of freed memory for reuse.
+_WORKER_MALLOC = {
+    "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": 64 * 2**20,
+    "distributed.nanny.pre-spawn-environ.MALLOC_MMAP_THRESHOLD_": 32 * 2**20,
+}
 
 
 def _start_method() -> dict:

@@ -73,8 +73,12 @@ from .store import DEFAULT_DB, Store
 
 __all__ = ["ChunkResult", "chunk_tasks", "fetch", "fetch_chunk", "ingest", "update"]
 
+#: Rows of one DuckDB row group. A batch commits whole row groups and carries the rest of
+#: its rows into the next one: DuckDB then never rewrites a partly filled row group, which
+#: cost a third more time and up to 10 bytes per bar.
+ROW_GROUP = 122_880
 #: Rows that make a batch worth writing, and the age at which a smaller batch is written anyway.
-BATCH_ROWS = 250_000
+BATCH_ROWS = 2 * ROW_GROUP
 FLUSH_SECONDS = 5.0
 #: Attempts per symbol for transient errors, and the most time spent retrying one symbol.
 RETRIES = 3
@@ -622,7 +626,15 @@ class _Batch:
             return False
         return self.rows >= batch_rows or time.monotonic() - self.since >= flush_seconds
 
-    def write(self, store: Store, **job) -> int:
+    def write(self, store: Store, *, final: bool = True, **job) -> int:
+        """Write the batch in one transaction; unless ``final``, only whole row groups.
+
+        The rows past the last whole row group wait for the next write, with the outcomes
+        of their symbols, so a symbol is recorded ok only in the transaction that stores the
+        last of its bars. Its stored window is replaced now, before the first of them. A job
+        that dies in between leaves such a symbol pending with some bars: a resume replaces
+        its window, as for any stored symbol.
+        """
         if self.since is None:
             return 0
         windows = (
@@ -633,8 +645,21 @@ class _Batch:
                                "start": pd.Series(dtype="datetime64[us]"),
                                "stop": pd.Series(dtype="datetime64[us]")})
         )
-        rows = store.write_batch(_concat(self.frames), self.outcomes, windows=windows, **job)
+        bars = _concat(self.frames)
+        cut = len(bars) if final else len(bars) // ROW_GROUP * ROW_GROUP
+        if cut == 0:
+            cut = len(bars)  # less than a row group: written as it is (a time-based flush)
+        carry = bars.iloc[cut:]
+        waiting = set(carry["symbol"].unique()) if len(carry) else set()
+        now = [o for o in self.outcomes if o["symbol"] not in waiting]
+        later = [o for o in self.outcomes if o["symbol"] in waiting]
+        rows = store.write_batch(bars.iloc[:cut], now, windows=windows, **job)
         self._reset()
+        if len(carry):
+            self.since = time.monotonic()
+            self.frames = [carry.reset_index(drop=True)]
+            self.rows = len(carry)
+            self.outcomes = later
         return rows
 
 
@@ -943,8 +968,8 @@ def _run(job, chunks, cluster, store, report, callback, t0, *, retries, timeout,
         _tally(report, bad)
         callback.on_symbols(bad)
 
-    def flush():
-        rows = batch.write(store, **write_args)
+    def flush(final: bool = True):
+        rows = batch.write(store, final=final, **write_args)
         report.rows_written += rows
         if rows:
             callback.on_write(rows, report.rows_written)
@@ -1036,7 +1061,7 @@ def _run(job, chunks, cluster, store, report, callback, t0, *, retries, timeout,
             if batch.due(batch_rows, flush_seconds) or (draining and batch.rows >= batch_rows // 4):
                 # Also while the last chunks run and the client has nothing else to do: the
                 # write at the end then holds only their bars.
-                flush()
+                flush(final=False)
             if cancel is not None and cancel.is_set():
                 break
         status = "cancelled" if (queue or pending or solo) else _final_status(report)

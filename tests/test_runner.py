@@ -214,3 +214,52 @@ def test_report_repr_is_one_readable_line(db):
     text = repr(report)
     assert "\n" not in text and text.startswith(f"<Report {report.job_id} done on sync: 2 symbols")
     assert f"{report.rows_written:,} rows" in text
+
+
+class _Writes:
+    """Stands in for the store: records what each transaction would write."""
+
+    def __init__(self):
+        self.calls = []
+
+    def write_batch(self, bars, outcomes, *, windows, **job):
+        self.calls.append((bars.copy(), [o["symbol"] for o in outcomes], list(windows["symbol"])))
+        return len(bars)
+
+
+def test_batches_commit_whole_row_groups_and_carry_the_rest(monkeypatch):
+    from kdist import runner
+
+    monkeypatch.setattr(runner, "ROW_GROUP", 10)
+    chunk = Chunk(0, ("A", "B", "C"), pd.Timestamp("2024-01-01"), pd.Timestamp("2024-02-01"))
+    days = pd.date_range("2024-01-02", periods=7, freq="D")
+    bars = pd.concat([pd.DataFrame({"symbol": s, "ts": days, "close": 1.0}) for s in "ABC"],
+                     ignore_index=True)
+    outcomes = [runner._outcome(s, "ok", rows=7, start=chunk.start) for s in "ABC"]
+    outcomes.append(runner._outcome("D", "failed", error=ValueError("x")))
+    batch = runner._Batch(stored={"A", "C"})
+    batch.add(runner.ChunkResult(0, bars, outcomes), chunk)
+    store = _Writes()
+    assert batch.write(store, final=False, job_id="j") == 20  # 21 rows: two row groups now
+    written, recorded, replaced = store.calls[0]
+    assert len(written) == 20 and recorded == ["A", "B", "D"]  # C's last bar waits
+    assert replaced == ["A", "C"]  # C's stored window goes now, before its first bars
+    assert batch.rows == 1 and [o["symbol"] for o in batch.outcomes] == ["C"]
+    assert batch.write(store, final=True, job_id="j") == 1
+    written, recorded, replaced = store.calls[1]
+    assert list(written["symbol"]) == ["C"] and recorded == ["C"] and replaced == []
+
+
+def test_an_import_in_row_group_batches_stores_every_bar_once(db, tmp_path, monkeypatch,
+                                                               fingerprint):
+    from kdist import runner
+
+    whole = tmp_path / "whole.duckdb"
+    kdist.ingest(SYMBOLS, **WINDOW, db=whole, client="sync")  # one batch
+    monkeypatch.setattr(runner, "ROW_GROUP", 50)
+    report = kdist.ingest(SYMBOLS, **WINDOW, db=db, client="sync", chunk_size=2, batch_rows=100)
+    assert report.status == "done" and report.symbols_ok == len(SYMBOLS)
+    pd.testing.assert_frame_equal(fingerprint(db), fingerprint(whole))
+    with kdist.Store(db, read_only=True) as store:
+        ledger = store.job_symbols(report.job_id)
+    assert (ledger["status"] == "ok").all() and ledger["rows"].sum() == report.rows_written
