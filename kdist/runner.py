@@ -485,8 +485,8 @@ def _revised(chunk: Chunk, bars: pd.DataFrame, codes: np.ndarray):
     expected = np.column_stack([stored[c].to_numpy(dtype="float64") for c in _COMPARED])[keep]
     # (symbol, ts) as one sortable int64: fetched bars are sorted by symbol, then ts.
     fetched = codes.astype(np.int64) * 2**54 + (
-        bars["ts"].to_numpy().astype("datetime64[us]").view(np.int64) + 2**53)
-    sought = mine.astype(np.int64) * 2**54 + (want.view(np.int64) + 2**53)
+        bars["ts"].to_numpy().astype("datetime64[us]").astype(np.int64) + 2**53)
+    sought = mine.astype(np.int64) * 2**54 + (want.astype(np.int64) + 2**53)
     at = np.minimum(np.searchsorted(fetched, sought), max(len(fetched) - 1, 0))
     found = (fetched[at] == sought) if len(fetched) else np.zeros(len(sought), bool)
     got = (np.column_stack([bars[c].to_numpy(dtype="float64") for c in _COMPARED])[at]
@@ -495,11 +495,11 @@ def _revised(chunk: Chunk, bars: pd.DataFrame, codes: np.ndarray):
     same = found & (close | (np.isnan(got) & np.isnan(expected))).all(axis=1)
     revised = {int(c) for c in np.unique(mine[~same])}
     latest = np.full(n, np.iinfo(np.int64).min, np.int64)
-    np.maximum.at(latest, mine, want.view(np.int64))
+    np.maximum.at(latest, mine, want.astype(np.int64))
     held = np.zeros(n, bool)
     held[mine] = True
     held[list(revised)] = False
-    last[held] = latest[held].view("datetime64[us]")
+    last[held] = latest[held].astype("datetime64[us]")
     return revised, last
 
 

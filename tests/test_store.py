@@ -14,7 +14,7 @@ import pytest
 import kdist
 from kdist.errors import DatabaseLockedError, InvalidSymbolError, SchemaVersionError, StoreError
 from kdist.schema import Adjust, Freq, window_bounds
-from kdist.store import SCHEMA_VERSION, Store
+from kdist.store import BLOCK_SIZE, SCHEMA_VERSION, Store
 
 JAN = [f"2024-01-{d:02d}" for d in (2, 3, 4, 5, 8)]
 FEB = [f"2024-02-{d:02d}" for d in (1, 2, 5)]
@@ -89,7 +89,8 @@ def test_new_store_creates_tables_and_version(db):
                             "volume", "amount", "source"]
     types = dict(rows(db, "SELECT column_name, data_type FROM duckdb_columns() "
                           "WHERE table_name = 'kline'"))
-    assert types["ts"] == "TIMESTAMP" and types["open"] == "DOUBLE" and types["volume"] == "DOUBLE"
+    assert types["ts"] == "TIMESTAMP_S" and types["open"] == "DOUBLE" and types["volume"] == "DOUBLE"
+    assert rows(db, "SELECT block_size FROM pragma_database_size()") == [(BLOCK_SIZE,)]
 
 
 def test_reopening_keeps_data_and_meta(db):
@@ -567,6 +568,101 @@ def test_summary(filled):
                   & (summary["adjust"] == "none")].iloc[0]
     assert row["bars"] == 8 and str(row["first"].date()) == JAN[0] and str(row["last"].date()) == FEB[-1]
     assert len(summary) == 5
+
+
+def test_reads_return_ts_as_datetime64_us(filled):
+    """kline.ts is TIMESTAMP_S on disk; every read gives pandas what it gave before."""
+    with Store(filled) as store:
+        store.start_job(_job("job-9"), ["600000.SH"])
+        jan = bars("600000.SH", JAN)
+        write(store, [jan], job_id="job-9", outcomes=[
+            outcome("600000.SH", rows=5, first_ts=jan["ts"].iat[0], last_ts=jan["ts"].iat[-1],
+                    window_start=jan["ts"].iat[0])])
+    with Store(filled, read_only=True) as store:
+        loaded = store.load()
+        summary = store.catalog()
+        windows_, overlap = store.incremental_windows(
+            ["600000.SH", "NEW.SZ"], Freq.DAY, Adjust.NONE, pd.Timestamp("2024-01-01"),
+            pd.Timestamp("2025-01-01"), 2)
+        ledger = store.job_symbols("job-9")
+        fp = store.fingerprint()
+    us = np.dtype("datetime64[us]")
+    assert loaded["ts"].dtype == us
+    assert (summary["first"].dtype, summary["last"].dtype, summary["updated"].dtype) == (us,) * 3
+    assert overlap["ts"].dtype == us and windows_["since"].dtype == us
+    assert sorted(overlap["ts"].dt.strftime("%Y-%m-%d")) == JAN[-2:]
+    assert (ledger["first_ts"].dtype, ledger["last_ts"].dtype, ledger["window_start"].dtype) == (
+        us,) * 3
+    assert fp["bars"].dtype == np.int64 and fp["value_hash"].map(type).eq(str).all()
+
+
+def test_fingerprint_hashes_ts_as_microsecond_timestamps(filled):
+    """Fingerprints are what schema version 1 (ts TIMESTAMP) gave for the same bars."""
+    with Store(filled, read_only=True) as store:
+        got = store.fingerprint()
+        want = store.con.execute(
+            """SELECT symbol, count(*) AS bars,
+                      sum(hash(ts::TIMESTAMP, open, high, low, close, volume)::HUGEINT)::VARCHAR
+                          AS value_hash
+               FROM (SELECT * REPLACE (ts::TIMESTAMP AS ts) FROM kline)
+               WHERE freq = '1d' AND adjust = 'none' GROUP BY symbol ORDER BY symbol"""
+        ).df()
+    pd.testing.assert_frame_equal(got, want)
+
+
+@pytest.mark.parametrize("unit", ["s", "ms", "us", "ns"])
+def test_any_datetime_unit_is_stored_exactly(db, unit):
+    times = ["2024-01-02 09:31:00", "2024-01-02 09:31:59", "1969-12-31 23:59:59",
+             "2199-12-31 15:00:00"]
+    frame = bars("600000.SH", times)
+    frame["ts"] = frame["ts"].astype(f"datetime64[{unit}]")
+    with Store(db) as store:
+        write(store, [frame], start="1969-01-01", end="2200-01-01", freq=Freq.MIN1)
+        loaded = store.load(freq="1m")
+    assert loaded["ts"].dtype == np.dtype("datetime64[us]")
+    assert loaded["ts"].tolist() == sorted(pd.Timestamp(t) for t in times)
+
+
+def test_sub_second_bars_are_refused_not_rounded(db, fingerprint):
+    with Store(db) as store:
+        write(store, [bars("600000.SH", JAN)])
+    before = fingerprint(db)
+    bad = bars("000001.SZ", pd.to_datetime(["2024-01-02 09:31:00", "2024-01-02 09:31:00.500",
+                                            "2024-01-02 09:32:59.999999"], format="ISO8601"))
+    with Store(db) as store:
+        with pytest.raises(StoreError) as info:
+            write(store, [bars("600000.SH", JAN, 2.0), bad], freq=Freq.MIN1)
+        err = info.value
+        assert "2 bars with sub-second timestamps" in str(err)
+        assert "000001.SZ 2024-01-02 09:31:00.500000" in str(err) and err.path == db
+        # Nothing of the batch was written, and the store still works.
+        write(store, [bars("000001.SZ", ["2024-01-02 09:31:00"])], freq=Freq.MIN1)
+    pd.testing.assert_frame_equal(fingerprint(db), before)
+    assert kdist.load(db, freq="1m")["ts"].tolist() == [pd.Timestamp("2024-01-02 09:31:00")]
+
+
+def test_window_bounds_with_sub_second_parts_replace_exactly(db):
+    # Stored ts are whole seconds and the delete compares them with the bounds rounded up:
+    # ts >= 09:31:00.3 must not take the 09:31:00 bar, ts < 09:31:01.5 must take 09:31:01.
+    minutes = ["2024-01-02 09:31:00", "2024-01-02 09:31:01", "2024-01-02 09:31:02"]
+    window = pd.DataFrame({"symbol": pd.Series(["600000.SH"], dtype="str"),
+                           "start": [pd.Timestamp("2024-01-02 09:31:00.300")],
+                           "stop": [pd.Timestamp("2024-01-02 09:31:01.500")]})
+    with Store(db) as store:
+        write(store, [bars("600000.SH", minutes, 1.0)], freq=Freq.MIN1)
+        write(store, [bars("600000.SH", [])], freq=Freq.MIN1, window=window,
+              outcomes=[outcome("600000.SH", rows=0)])
+        kept = store.load(freq="1m")["ts"].dt.strftime("%H:%M:%S").tolist()
+    assert kept == ["09:31:00", "09:31:02"]
+
+
+def test_reader_can_register_frames_right_after_opening(filled):
+    # DuckDB 2.0 refuses register() while a result is not read to its end: opening and
+    # check() must leave none behind.
+    with Store(filled, read_only=True) as store:
+        assert store.stored_symbols(["AAPL", "MSFT"], Freq.DAY, Adjust.NONE) == {"AAPL"}
+        store.check()
+        assert store.stored_symbols(["AAPL"], Freq.DAY, Adjust.NONE) == {"AAPL"}
 
 
 # --- locks -----------------------------------------------------------------------------------
