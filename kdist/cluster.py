@@ -106,7 +106,8 @@ class Cluster:
         """
         if self.client is None:
             return {}
-        finished = [f for f in futures if f.status == "finished"]
+        # A few at a time: each result is held until the batch it joins is written.
+        finished = [f for f in futures if f.status == "finished"][:_GATHER_AT_ONCE]
         if len(finished) < 2:
             return {}
         try:
@@ -497,6 +498,10 @@ def resolve_cluster(
         return _fallback_sync(f"{reason}; local cluster failed to start ({exc})")
     cluster.fallback_reason = reason
     return cluster
+
+
+#: Finished results fetched in one round trip.
+_GATHER_AT_ONCE = 4
 
 
 def named_scheduler() -> str | None:

@@ -1038,10 +1038,15 @@ def _run(job, chunks, cluster, store, report, callback, t0, *, retries, timeout,
                         continue
                     result = died.result
                 batch.add(result, chunk)
+                gathered.pop(future, None)
                 _tally(report, result.outcomes)
                 callback.on_symbols(result.outcomes)
                 tasks["done"] += 1
                 callback.on_chunks(tasks["done"], tasks["total"])
+                if batch.rows >= batch_rows:
+                    # Now, not after every finished chunk is in: the client holds about
+                    # one batch, however many chunks finished together.
+                    flush(final=False)
                 tripped = [o["error"] for o in result.outcomes if o["status"] == "skipped"]
                 if tripped:
                     report.note = tripped[0]
