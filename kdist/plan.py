@@ -130,7 +130,9 @@ def plan_chunks(
         if split == "per-worker":
             chunk_size = math.ceil(n / max(1, n_workers))
         else:
-            first = start if windows is None else min(windows["since"].min(), start)
+            # An incremental chunk fetches from each symbol's `since`; a revised symbol's
+            # full history is fetched on its own, so it does not size the chunk.
+            first = start if windows is None else windows["since"].min()
             by_threads = math.ceil(n / (CHUNKS_PER_THREAD * max(1, n_threads)))
             by_rows = max(1, MAX_CHUNK_ROWS // estimate_rows(freq, first, end))
             chunk_size = max(1, min(by_threads, by_rows, MAX_CHUNK_SYMBOLS))

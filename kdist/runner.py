@@ -483,10 +483,12 @@ def _revised(chunk: Chunk, bars: pd.DataFrame, codes: np.ndarray):
     mine = mine[keep]
     want = stored["ts"].to_numpy()[keep].astype("datetime64[us]")
     expected = np.column_stack([stored[c].to_numpy(dtype="float64") for c in _COMPARED])[keep]
-    # (symbol, ts) as one sortable int64: fetched bars are sorted by symbol, then ts.
-    fetched = codes.astype(np.int64) * 2**54 + (
-        bars["ts"].to_numpy().astype("datetime64[us]").astype(np.int64) + 2**53)
-    sought = mine.astype(np.int64) * 2**54 + (want.astype(np.int64) + 2**53)
+    # (symbol, ts) as one sortable int64, from the times' ranks (packing raw microseconds
+    # overflows past 512 symbols): fetched bars are sorted by symbol, then ts.
+    got_ts = bars["ts"].to_numpy().astype("datetime64[us]")
+    times = np.unique(np.concatenate([got_ts, want]))
+    fetched = codes.astype(np.int64) * len(times) + np.searchsorted(times, got_ts)
+    sought = mine.astype(np.int64) * len(times) + np.searchsorted(times, want)
     at = np.minimum(np.searchsorted(fetched, sought), max(len(fetched) - 1, 0))
     found = (fetched[at] == sought) if len(fetched) else np.zeros(len(sought), bool)
     got = (np.column_stack([bars[c].to_numpy(dtype="float64") for c in _COMPARED])[at]

@@ -246,3 +246,17 @@ def test_normalise_many_drops_rows_of_symbols_not_asked_for():
                           "open": 1.0, "high": 1.0, "low": 1.0, "close": 1.0})
     bars, codes, rejected = normalise_many(frame, ["C", "A"])
     assert list(codes) == [0, 1] and len(bars) == 2 and rejected == [{}, {}]
+
+
+def test_a_chunk_of_many_symbols_is_checked_against_its_stored_bars():
+    # 600 symbols in one chunk: the (symbol, time) keys of the overlap check must not overflow.
+    symbols = tuple(SyntheticProvider(universe=600).list_symbols())
+    since = tuple([pd.Timestamp("2024-02-26")] * len(symbols))
+    overlap = _stored(Chunk(0, symbols, since[0], pd.Timestamp("2024-02-29")))
+    chunk = Chunk(0, symbols, START, END, since=since, full=tuple([START] * len(symbols)),
+                  overlap=overlap)
+    provider, batch, one = _both(chunk)
+    assert provider.batches == 1
+    _same(batch, one)
+    assert not any(o["revised"] for o in batch.outcomes)
+    assert all(o["appended"] for o in batch.outcomes)
