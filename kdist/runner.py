@@ -338,27 +338,30 @@ def fetch_chunk(
             status = "skipped" if isinstance(exc, ProviderTrippedError) else "failed"
             outcomes.append(_outcome(symbol, status, attempts=attempts, error=exc))
             continue
-        if len(bars) == 0 and appended:
-            outcomes.append(_outcome(symbol, "ok", attempts=attempts, rejected=rejected,
-                                     start=since, appended=True))  # up to date already
-            continue
-        if len(bars) == 0:
-            if rejected:
-                reasons = ", ".join(f"{n} {r}" for r, n in rejected.items())
-                err = DataError(f"{symbol}: every row was rejected ({reasons})", symbol=symbol)
-                outcomes.append(_outcome(symbol, "failed", attempts=attempts, error=err,
-                                         rejected=rejected))
-            else:
-                outcomes.append(_outcome(symbol, "empty", attempts=attempts, start=since))
-            continue
-        frames.append(bars)
-        tagged.append(symbol)
-        outcomes.append(
-            _outcome(symbol, "ok", rows=len(bars), first=bars["ts"].iat[0],
-                     last=bars["ts"].iat[-1], attempts=attempts, rejected=rejected,
-                     start=since, revised=revised, appended=appended)
-        )
+        ts = bars["ts"].to_numpy()
+        outcomes.append(_fetched(symbol, ts[0] if len(ts) else None,
+                                 ts[-1] if len(ts) else None, rows=len(bars),
+                                 attempts=attempts, rejected=rejected, since=since,
+                                 revised=revised, appended=appended))
+        if len(bars):
+            frames.append(bars)
+            tagged.append(symbol)
     return ChunkResult(chunk.index, _tag(frames, tagged), outcomes)
+
+
+def _fetched(symbol, first, last, *, rows, attempts, rejected, since, revised, appended):
+    """The outcome of a symbol whose fetch answered: ok, empty, or failed when every row was
+    rejected. An appended symbol without new bars is ok: it is up to date already."""
+    if rows == 0 and not appended:
+        if rejected:
+            reasons = ", ".join(f"{n} {r}" for r, n in rejected.items())
+            err = DataError(f"{symbol}: every row was rejected ({reasons})", symbol=symbol)
+            return _outcome(symbol, "failed", attempts=attempts, error=err, rejected=rejected)
+        return _outcome(symbol, "empty", attempts=attempts, start=since)
+    return _outcome(symbol, "ok", rows=rows,
+                    first=None if first is None else pd.Timestamp(first),
+                    last=None if last is None else pd.Timestamp(last), attempts=attempts,
+                    rejected=rejected, start=since, revised=revised, appended=appended)
 
 
 def _batches(provider: Provider, limits: Limits | None) -> bool:
@@ -428,27 +431,13 @@ def _fetch_batch(provider, chunk, freq, adjust, retries, timeout, gate) -> Chunk
     ts = bars["ts"].to_numpy()
     outcomes = []
     for i, symbol in enumerate(chunk.symbols):
-        since = chunk.window(i)[1 if i in revised else 0]
-        if counts[i] == 0 and appended[i]:
-            outcomes.append(_outcome(symbol, "ok", attempts=int(attempts[i]),
-                                     rejected=rejected[i], start=since, appended=True))
-            continue
-        if counts[i] == 0:
-            if rejected[i]:
-                reasons = ", ".join(f"{n} {r}" for r, n in rejected[i].items())
-                err = DataError(f"{symbol}: every row was rejected ({reasons})", symbol=symbol)
-                outcomes.append(_outcome(symbol, "failed", attempts=int(attempts[i]), error=err,
-                                         rejected=rejected[i]))
-            else:
-                outcomes.append(_outcome(symbol, "empty", attempts=int(attempts[i]),
-                                         start=since))
-            continue
-        outcomes.append(
-            _outcome(symbol, "ok", rows=int(counts[i]), first=pd.Timestamp(ts[ends[i] - counts[i]]),
-                     last=pd.Timestamp(ts[ends[i] - 1]), attempts=int(attempts[i]),
-                     rejected=rejected[i], start=since, revised=i in revised,
-                     appended=bool(appended[i]))
-        )
+        n, end = int(counts[i]), int(ends[i])
+        outcomes.append(_fetched(
+            symbol, ts[end - n] if n else None, ts[end - 1] if n else None, rows=n,
+            attempts=int(attempts[i]), rejected=rejected[i],
+            since=chunk.window(i)[1 if i in revised else 0], revised=i in revised,
+            appended=bool(appended[i]),
+        ))
     bars.insert(0, "symbol", _symbol_column(chunk.symbols, codes))
     return ChunkResult(chunk.index, bars, outcomes)
 
