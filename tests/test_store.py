@@ -189,6 +189,23 @@ def test_write_returns_rows_and_stores_values(db):
     assert rows(db, "SELECT DISTINCT freq, adjust FROM kline") == [("1d", "none")]
 
 
+def test_batch_of_many_frames_leaves_no_free_blocks(db):
+    """Two row groups of bars concatenated from 96 frames, as the runner builds a batch: the
+    file holds them once. A string column of many Arrow chunks let DuckDB insert the pieces
+    in parallel into row groups of their own, rewritten at the checkpoint, and half the file
+    was free blocks."""
+    days = pd.bdate_range("2015-01-01", periods=2560).strftime("%Y-%m-%d")
+    frames = [bars(f"{600000 + i:06d}.SH", days, close=np.arange(1.0, 2561.0)) for i in range(96)]
+    for frame in frames:
+        frame["symbol"] = frame["symbol"].astype("str")
+    with Store(db) as store:
+        assert write(store, frames, start="2015-01-01", end="2025-12-31") == 96 * 2560
+    ((free, used),) = rows(
+        db, "SELECT free_blocks, used_blocks FROM pragma_database_size()"
+    )
+    assert used > 0 and free == 0
+
+
 def test_same_window_twice_no_duplicates(db, fingerprint):
     with Store(db) as store:
         write(store, [bars("600000.SH", JAN + FEB), bars("000001.SZ", JAN)])
