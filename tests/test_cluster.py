@@ -10,7 +10,7 @@ import time
 import pytest
 
 import kdist
-from kdist.cluster import resolve_cluster
+from kdist.cluster import _AHEAD, Cluster, resolve_cluster
 from kdist.errors import SchedulerUnreachableError
 
 WINDOW = {"start": "2024-01-01", "end": "2024-03-31"}
@@ -104,6 +104,49 @@ def test_given_client_is_used_and_left_open(client, db):
     assert report.mode == "distributed"
     assert report.symbols_ok == 2
     assert client.status == "running"
+
+
+def _ahead_settled(cluster, n, timeout=10.0):
+    """Wait until ``n`` results are held fetched ahead (Dask's callback thread starts them)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with cluster._ahead_lock:
+            ahead = list(cluster._ahead.values())
+        if len(ahead) == n and all(a.done() for a in ahead):
+            return ahead
+        time.sleep(0.02)
+    raise AssertionError(f"{len(ahead)} results fetched ahead, expected {n}")
+
+
+def test_finished_results_are_fetched_ahead_up_to_a_bound(client):
+    import dask
+    from distributed import wait
+
+    cluster = Cluster("distributed", client=client)
+    futures = cluster.submit_many(
+        [dask.delayed(list, pure=False)(range(i, i + 3)) for i in range(2 * _AHEAD)]
+    )
+    with client.as_current():
+        wait(futures, timeout=30)
+    ahead = _ahead_settled(cluster, _AHEAD)  # fetched before anyone asked, and no more
+    assert all(a.exception() is None for a in ahead)
+    got = cluster.gather_finished(futures, timeout=10)
+    # The ones fetched ahead, and the rest in one round trip (at most 4 of them).
+    assert [got[f] for f in futures] == [list(range(i, i + 3)) for i in range(2 * _AHEAD)]
+    assert cluster._ahead == {}
+
+
+def test_cancelled_futures_drop_their_results_fetched_ahead(client):
+    import dask
+    from distributed import wait
+
+    cluster = Cluster("distributed", client=client)
+    futures = cluster.submit_many([dask.delayed(list, pure=False)(range(3)) for _ in range(2)])
+    with client.as_current():
+        wait(futures, timeout=30)
+    _ahead_settled(cluster, 2)
+    cluster.cancel(futures)
+    assert cluster._ahead == {}
 
 
 def test_unknown_scheduler_word_is_a_usage_error():
