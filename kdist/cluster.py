@@ -61,6 +61,8 @@ class Cluster:
     _executor: cf.ThreadPoolExecutor | None = field(default=None, repr=False)
     #: Results being fetched, or fetched, before the caller asks: {future key: cf.Future}.
     _ahead: dict = field(default_factory=dict, repr=False)
+    #: Keys whose results nobody has asked for yet: only these are fetched ahead.
+    _unasked: set = field(default_factory=set, repr=False)
     _ahead_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -101,6 +103,8 @@ class Cluster:
         if self.client is None:
             return [self.submit(task) for task in tasks]
         futures = list(self.client.compute(list(tasks)))
+        with self._ahead_lock:
+            self._unasked.update(f.key for f in futures)
         for future in futures:
             future.add_done_callback(self._fetch_ahead)
         return futures
@@ -117,7 +121,9 @@ class Cluster:
         if future.status != "finished":
             return
         with self._ahead_lock:
-            if len(self._ahead) >= _AHEAD:
+            # Dask's callback thread may run late: a result already asked for (and fetched
+            # by the caller) must not be fetched again and held.
+            if future.key not in self._unasked or len(self._ahead) >= _AHEAD:
                 return
             try:
                 self._ahead[future.key] = asyncio.run_coroutine_threadsafe(
@@ -139,6 +145,7 @@ class Cluster:
         results = {}
         for future in futures:
             with self._ahead_lock:
+                self._unasked.discard(future.key)  # fetched now, one way or another
                 ahead = self._ahead.pop(future.key, None)
             if ahead is not None:
                 try:
@@ -196,6 +203,7 @@ class Cluster:
             return
         with self._ahead_lock:
             for f in futures:
+                self._unasked.discard(f.key)
                 ahead = self._ahead.pop(f.key, None)
                 if ahead is not None:
                     ahead.cancel()
