@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import math
 import queue
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -99,6 +100,8 @@ async def stop_on_worker(key: str) -> None:
 
 
 def _worker():
+    if "distributed" not in sys.modules:
+        return None  # not in a Dask worker, and importing it would cost 0.2 s (in process)
     try:
         from distributed import get_worker
 
