@@ -23,6 +23,10 @@ __all__ = ["Chunk", "estimate_rows", "plan_chunks"]
 CHUNKS_PER_THREAD = 4
 #: Upper bound on the symbols of one chunk, and on its estimated rows.
 MAX_CHUNK_SYMBOLS = 50
+#: The bound for a job run in process: no worker can be lost with a chunk, and each chunk
+#: costs a task and a check of its own (a 5,000-symbol daily update: 1.3 s in 100 chunks,
+#: 0.9 s in 10).
+MAX_CHUNK_SYMBOLS_IN_PROCESS = 500
 MAX_CHUNK_ROWS = 250_000
 
 _BARS_PER_DAY = {Freq.DAY: 1, Freq.WEEK: 0.2, Freq.MONTH: 1 / 21}
@@ -93,6 +97,7 @@ def plan_chunks(
     split: str = "chunks",
     windows: pd.DataFrame | None = None,
     overlap: pd.DataFrame | None = None,
+    in_process: bool = False,
 ) -> list[Chunk]:
     """Return the chunks of a job, in symbol order.
 
@@ -111,6 +116,9 @@ def plan_chunks(
     windows, overlap
         Incremental jobs: ``windows`` has one row per symbol with ``since`` (fetch start) and
         ``full`` (start of a full re-fetch); ``overlap`` the stored bars each fetch must match.
+    in_process
+        The job runs in this process (``sync``): default chunks may hold up to
+        ``MAX_CHUNK_SYMBOLS_IN_PROCESS`` symbols instead of ``MAX_CHUNK_SYMBOLS``.
     """
     if split not in ("chunks", "per-worker"):
         raise InvalidOptionError(
@@ -135,7 +143,8 @@ def plan_chunks(
             first = start if windows is None else windows["since"].min()
             by_threads = math.ceil(n / (CHUNKS_PER_THREAD * max(1, n_threads)))
             by_rows = max(1, MAX_CHUNK_ROWS // estimate_rows(freq, first, end))
-            chunk_size = max(1, min(by_threads, by_rows, MAX_CHUNK_SYMBOLS))
+            cap = MAX_CHUNK_SYMBOLS_IN_PROCESS if in_process else MAX_CHUNK_SYMBOLS
+            chunk_size = max(1, min(by_threads, by_rows, cap))
     if windows is None:
         return [Chunk(i, tuple(symbols[lo : lo + chunk_size]), start, end)
                 for i, lo in enumerate(range(0, n, chunk_size))]

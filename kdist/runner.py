@@ -867,7 +867,7 @@ def ingest(
         chunks = plan_chunks(
             job.symbols, job.start, job.end, freq=job.freq, n_threads=cluster.n_threads,
             n_workers=cluster.n_workers, chunk_size=chunk_size, split=split,
-            windows=windows, overlap=overlap_bars,
+            windows=windows, overlap=overlap_bars, in_process=cluster.mode == "sync",
         )
         report.n_chunks = len(chunks)
         _record_start(store, job, cluster)

@@ -10,6 +10,7 @@ from kdist.plan import (
     CHUNKS_PER_THREAD,
     MAX_CHUNK_ROWS,
     MAX_CHUNK_SYMBOLS,
+    MAX_CHUNK_SYMBOLS_IN_PROCESS,
     Chunk,
     estimate_rows,
     plan_chunks,
@@ -46,6 +47,17 @@ def test_default_respects_max_chunk_symbols():
     assert max(len(c) for c in chunks) == MAX_CHUNK_SYMBOLS
     assert len(chunks) == 1000 // MAX_CHUNK_SYMBOLS
     assert flatten(chunks) == syms
+
+
+def test_in_process_chunks_hold_more_symbols_within_the_row_budget():
+    syms = symbols(5000)
+    lo, hi = window_bounds("2024-12-24", "2024-12-31")  # an update's few days
+    chunks = plan_chunks(syms, lo, hi, n_threads=1, in_process=True)
+    assert [len(c) for c in chunks] == [MAX_CHUNK_SYMBOLS_IN_PROCESS] * 10
+    assert flatten(chunks) == syms
+    # Years of bars: the row budget still decides, as on a cluster.
+    years = plan_chunks(syms, START, END, n_threads=1, in_process=True)
+    assert max(len(c) for c in years) == MAX_CHUNK_ROWS // estimate_rows(Freq.DAY, START, END)
 
 
 def test_intraday_respects_row_budget():
