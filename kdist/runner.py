@@ -1272,8 +1272,7 @@ def update(
     # A name only filters (its options come from the ledger); an object is used as given.
     wanted = provider.name if isinstance(provider, Provider) else provider
     with Store(db, read_only=True) as store:
-        stored = store.catalog()
-        stored = stored[(stored["freq"] == freq.value) & (stored["adjust"] == adjust.value)]
+        stored = store.series(freq, adjust)
         if wanted is not None:
             stored = stored[stored["source"] == wanted]
         jobs = store.jobs()

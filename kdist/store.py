@@ -397,6 +397,18 @@ class Store:
             self.con.unregister("kdist_wanted")
         return {r[0] for r in rows}
 
+    def series(self, freq: Freq, adjust: Adjust) -> pd.DataFrame:
+        """The stored symbols of one freq and adjust: ``symbol, source, first`` (first bar).
+
+        What :meth:`catalog` says of them, in one pass grouped by symbol alone: 41 ms on a
+        12.9M-bar file, where the catalog's grouping by symbol, freq and adjust takes 124.
+        """
+        return self.con.execute(
+            """SELECT symbol, any_value(source) AS source, min(ts)::TIMESTAMP AS first
+               FROM kline WHERE freq = ? AND adjust = ? GROUP BY symbol ORDER BY symbol""",
+            [freq.value, adjust.value],
+        ).df()
+
     def unfinished_symbols(self, job_id: str) -> list[str]:
         """Symbols of a job that are not yet ok or empty (pending or failed), in order."""
         return [
@@ -420,27 +432,33 @@ class Store:
         """
         wanted = pd.DataFrame({"symbol": pd.Series(symbols, dtype="str")})
         slack = _bar_span(freq) * (2 * overlap) + pd.Timedelta(days=15)
-        self.con.register("kdist_wanted", wanted)
+        # Two steps: per-symbol bounds (a cheap aggregate), then the last bars of each symbol
+        # from a slice near its end, rather than ranking every stored bar. The bounds cover
+        # every stored symbol of the series, and the wanted ones are picked here: a join in
+        # the scan cost more than the scan (a 12.9M-bar file: 86 ms instead of 39).
+        bounds = self.con.execute(
+            """SELECT symbol, min(ts)::TIMESTAMP AS first_ts, max(ts)::TIMESTAMP AS last_ts
+               FROM kline WHERE freq = ? AND adjust = ? AND ts < ? GROUP BY symbol""",
+            [freq.value, adjust.value, end],
+        ).df()
+        bounds = bounds[bounds["symbol"].isin(wanted["symbol"])].reset_index(drop=True)
+        # The slice starts no earlier than the earliest symbol's: a constant bound the scan
+        # applies before the join (68 ms instead of 170 for 5,000 symbols).
+        floor = (bounds["last_ts"].min() - slack).ceil("s") if len(bounds) else None
+        self.con.register("kdist_bounds", bounds)
         try:
-            # Two steps: per-symbol bounds (a cheap aggregate), then the last bars of each
-            # symbol from a slice near its end, rather than ranking every stored bar.
             bars = self.con.execute(
-                """WITH bounds AS (
-                       SELECT k.symbol, min(k.ts)::TIMESTAMP AS first_ts,
-                              max(k.ts)::TIMESTAMP AS last_ts
-                       FROM kline k JOIN kdist_wanted w ON k.symbol = w.symbol
-                       WHERE k.freq = ? AND k.adjust = ? AND k.ts < ? GROUP BY k.symbol)
-                   SELECT k.symbol, k.ts::TIMESTAMP AS ts, k.open, k.high, k.low, k.close,
+                """SELECT k.symbol, k.ts::TIMESTAMP AS ts, k.open, k.high, k.low, k.close,
                           k.volume, b.first_ts
-                   FROM kline k JOIN bounds b ON k.symbol = b.symbol
-                   WHERE k.freq = ? AND k.adjust = ? AND k.ts <= b.last_ts
-                     AND k.ts >= b.last_ts - ?::INTERVAL
+                   FROM kline k JOIN kdist_bounds b ON k.symbol = b.symbol
+                   WHERE k.freq = ? AND k.adjust = ? AND k.ts >= ?::TIMESTAMP_S
+                     AND k.ts <= b.last_ts AND k.ts >= b.last_ts - ?::INTERVAL
                    QUALIFY row_number() OVER (PARTITION BY k.symbol ORDER BY k.ts DESC) <= ?""",
-                [freq.value, adjust.value, end, freq.value, adjust.value,
+                [freq.value, adjust.value, None if floor is None else floor.to_pydatetime(),
                  f"{int(slack.total_seconds())} seconds", overlap],
             ).df()
         finally:
-            self.con.unregister("kdist_wanted")
+            self.con.unregister("kdist_bounds")
         start = pd.Timestamp(start)
         last_day = pd.Timestamp(end) - pd.Timedelta(days=1)
         stored = bars.groupby("symbol").agg(since=("ts", "min"), first=("first_ts", "min"))

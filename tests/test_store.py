@@ -587,6 +587,18 @@ def test_summary(filled):
     assert len(summary) == 5
 
 
+def test_series_lists_one_freq_and_adjust_as_the_catalog_does(filled):
+    with Store(filled, read_only=True) as store:
+        summary = store.catalog()
+        for freq, adjust in [(Freq.DAY, Adjust.NONE), (Freq.DAY, Adjust.QFQ),
+                             (Freq.WEEK, Adjust.NONE), (Freq.MIN1, Adjust.NONE)]:
+            series = store.series(freq, adjust)
+            mine = summary[(summary["freq"] == freq.value) & (summary["adjust"] == adjust.value)]
+            assert series["symbol"].tolist() == mine["symbol"].tolist()
+            assert series["first"].tolist() == mine["first"].tolist()
+            assert set(series["source"]) <= {"test"}
+
+
 def test_reads_return_ts_as_datetime64_us(filled):
     """kline.ts is TIMESTAMP_S on disk; every read gives pandas what it gave before."""
     with Store(filled) as store:
