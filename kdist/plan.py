@@ -78,6 +78,39 @@ class Chunk:
         return rows if len(rows) else None
 
 
+def _bounds(n: int, size: int, threads: int, most: int) -> list[int]:
+    """Where the chunks of a job start (and the last one ends), ``size`` symbols each on
+    average, never more than ``most``.
+
+    With several threads, two changes to equal chunks, for a job that waits on a network:
+    - Chunk sizes alternate a quarter above and below ``size``, when ``most`` allows: equal
+      chunks started together finish together, and then every thread normalises its bars
+      and asks the scheduler for more work at the same moment.
+    - The last round (one chunk per thread) is cut in halves, its second half in quarters:
+      at the end some threads run out of work while others still have a whole chunk to
+      finish, and smaller last chunks shorten that wait.
+    Scenario B (32 threads, 0.8 s chunks), median of 3: 3.59 s instead of 3.77 with equal
+    chunks (the bound is 3.125 s). Scenario C's stragglers lose a little: 5.3 s instead of
+    4.8 with a 4x slower worker (one slice per worker: 16.6 s).
+    """
+    if threads <= 1 or size < 2 or n <= threads * size:
+        return list(range(0, n, size)) + [n]
+    step = max(1, size // 4)
+    if size + step <= most:
+        cycle = [size + step, size - step]
+    else:
+        cycle = [size]
+    head = n - threads * size  # where the last round starts
+    bounds, at = [], 0
+    while at < head:
+        bounds.append(at)
+        at += cycle[len(bounds) % len(cycle) - 1]
+    half = head + (n - head) // 2
+    bounds += list(range(head, half, max(1, size // 2)))
+    bounds += list(range(half, n, max(1, size // 4)))
+    return bounds + [n]
+
+
 def estimate_rows(freq: Freq, start: pd.Timestamp, end: pd.Timestamp) -> int:
     """Rough bars per symbol in ``[start, end)``: 245 trading days a year, 4 hours a day."""
     days = max(1.0, (end - start).days * 245 / 365)
@@ -134,6 +167,7 @@ def plan_chunks(
     n = len(symbols)
     if n == 0:
         return []
+    threads = most = 1  # a given chunk_size, or slices per worker, are taken as they are
     if chunk_size is None:
         if split == "per-worker":
             chunk_size = math.ceil(n / max(1, n_workers))
@@ -144,10 +178,13 @@ def plan_chunks(
             by_threads = math.ceil(n / (CHUNKS_PER_THREAD * max(1, n_threads)))
             by_rows = max(1, MAX_CHUNK_ROWS // estimate_rows(freq, first, end))
             cap = MAX_CHUNK_SYMBOLS_IN_PROCESS if in_process else MAX_CHUNK_SYMBOLS
-            chunk_size = max(1, min(by_threads, by_rows, cap))
+            most = max(1, min(by_rows, cap))
+            chunk_size = min(by_threads, most)
+            threads = 1 if in_process else n_threads
+    bounds = _bounds(n, chunk_size, threads, most)
     if windows is None:
-        return [Chunk(i, tuple(symbols[lo : lo + chunk_size]), start, end)
-                for i, lo in enumerate(range(0, n, chunk_size))]
+        return [Chunk(i, tuple(symbols[lo:hi]), start, end)
+                for i, (lo, hi) in enumerate(zip(bounds, bounds[1:]))]
     position = pd.Index(symbols)
     windows = windows.iloc[np.argsort(position.get_indexer(windows["symbol"]), kind="stable")]
     since, full = list(windows["since"]), list(windows["full"])
@@ -157,8 +194,7 @@ def plan_chunks(
         order = np.argsort(at, kind="stable")
         overlap, at = overlap.iloc[order].reset_index(drop=True), at[order]
     chunks = []
-    for i, lo in enumerate(range(0, n, chunk_size)):
-        hi = min(lo + chunk_size, n)
+    for i, (lo, hi) in enumerate(zip(bounds, bounds[1:])):
         rows = None
         if overlap is not None and len(overlap):
             a, b = np.searchsorted(at, [lo, hi])

@@ -562,9 +562,12 @@ def _task(provider, chunk, freq, adjust, retries, timeout, job_id, part=None, li
     # The arguments travel inside a partial: dask.delayed would otherwise walk the chunk
     # (a dataclass holding a frame of overlap bars) looking for collections, each time.
     call = functools.partial(fetch_chunk, provider, chunk, freq, adjust, retries, timeout, limits)
-    return dask.delayed(call, pure=False)(
-        dask_key_name=f"kdist-{job_id}-chunk-{chunk.index:05d}{suffix}",
-    )
+    # Its place in the plan as the task's priority: Dask otherwise ran a submission's tasks
+    # in no useful order, and the small chunks planned to end the job could run first.
+    with dask.annotate(priority=-chunk.index):
+        return dask.delayed(call, pure=False)(
+            dask_key_name=f"kdist-{job_id}-chunk-{chunk.index:05d}{suffix}",
+        )
 
 
 def _new_job_id() -> str:

@@ -152,6 +152,22 @@ def test_cancelled_futures_drop_their_results_fetched_ahead(client):
     assert cluster._ahead == {}
 
 
+def test_chunks_run_in_the_order_they_were_planned(client, db, tmp_path):
+    """Dask ran the tasks of one submission in no useful order (the last first, in one run
+    a round of full chunks after the small ones meant to end the job): each chunk carries
+    its place as the task's priority."""
+    log = tmp_path / "calls.log"
+    provider = kdist.get_provider("synthetic", latency=0.02, call_log=str(log))
+    symbols = kdist.get_provider("synthetic", universe=24).list_symbols()
+    kdist.ingest(symbols, **WINDOW, provider=provider, db=db, client=client, chunk_size=2)
+    calls = [symbols.index(line.split()[0]) // 2 for line in log.read_text().splitlines()]
+    first = {}
+    for at, chunk in enumerate(calls):
+        first.setdefault(chunk, at)
+    # Two worker threads: chunk i starts before chunk i + 2 does.
+    assert all(first[i] < first[i + 2] for i in range(len(symbols) // 2 - 2)), calls
+
+
 def test_unknown_scheduler_word_is_a_usage_error():
     with pytest.raises(kdist.UsageError, match="tcp://host:8786"):
         resolve_cluster("localhost")

@@ -32,8 +32,37 @@ def test_default_gives_several_chunks_per_thread():
     syms = symbols(400)
     chunks = plan_chunks(syms, START, END, n_threads=4, n_workers=2)
     assert len(chunks) >= CHUNKS_PER_THREAD * 4
-    assert max(len(c) for c in chunks) == 25  # 400 / (4 chunks x 4 threads)
+    sizes = [len(c) for c in chunks]
+    # 25 symbols on average (400 / (4 chunks x 4 threads)) before the last round.
+    assert sum(sizes[:12]) == 12 * 25
     assert flatten(chunks) == syms
+
+
+def test_chunks_vary_in_size_so_they_do_not_finish_together():
+    chunks = plan_chunks(symbols(1000), START, END, n_threads=32, n_workers=2)
+    sizes = [len(c) for c in chunks]
+    assert sizes[:8] == [10, 6] * 4  # 8 on average: 1000 / (4 chunks x 32 threads)
+    assert max(sizes) <= MAX_CHUNK_SYMBOLS
+    assert flatten(chunks) == symbols(1000)
+
+
+def test_the_last_round_of_chunks_is_smaller():
+    sizes = [len(c) for c in plan_chunks(symbols(1000), START, END, n_threads=32)]
+    # One chunk per thread's worth of symbols (32 x 8) at the end: half in halves, half in
+    # quarters.
+    assert sizes[-96:] == [4] * 32 + [2] * 64
+    assert sum(sizes[:-96]) == 1000 - 256
+
+
+def test_chunk_sizes_never_pass_the_row_budget_to_vary():
+    # 25 years of daily bars: the row budget sets the size, so chunks cannot be larger.
+    lo, hi = window_bounds("2000-01-01", "2024-12-31")
+    most = MAX_CHUNK_ROWS // estimate_rows(Freq.DAY, lo, hi)
+    assert most < MAX_CHUNK_SYMBOLS
+    syms = symbols(2000)
+    sizes = [len(c) for c in plan_chunks(syms, lo, hi, n_threads=4)]
+    assert sizes[: 2000 // most - 4] == [most] * (2000 // most - 4)
+    assert max(sizes) == most
 
 
 def test_few_symbols_give_one_symbol_chunks():
