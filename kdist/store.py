@@ -43,7 +43,7 @@ DEFAULT_DB = "data/kdist.duckdb"
 #: Version of the tables below, kept in ``kdist_meta``. 2: ``kline.ts`` is TIMESTAMP_S.
 SCHEMA_VERSION = "2"
 #: DuckDB memory limit of the writing connection (environment: KDIST_DUCKDB_MEMORY).
-WRITER_MEMORY = "128MB"
+WRITER_MEMORY = "256MB"
 #: Block size of a new database file, in bytes (DuckDB's default is 262144).
 BLOCK_SIZE = 131072
 
