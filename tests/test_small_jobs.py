@@ -65,7 +65,7 @@ def test_an_update_in_process_fetches_in_few_large_chunks(db):
     symbols = kdist.get_provider("synthetic", universe=1200).list_symbols()
     kdist.ingest(symbols, start="2024-03-01", end="2024-03-28", db=db, client="sync")
     (report,) = kdist.update(db, end="2024-04-01")
-    # In process, a chunk may hold up to 500 symbols: 4 chunks of 300 for the one thread
+    # In process, a chunk may hold up to 2,000 symbols: 4 chunks of 300 for the one thread
     # (a cluster's chunks hold at most 50: 24 of them).
     assert report.mode == "sync" and report.n_chunks == 4
     assert report.symbols_ok == 1200
