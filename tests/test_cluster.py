@@ -162,6 +162,9 @@ def test_chunks_run_in_the_order_they_were_planned(client, db, tmp_path):
     log = tmp_path / "calls.log"
     provider = kdist.get_provider("synthetic", latency=0.02, call_log=str(log))
     symbols = kdist.get_provider("synthetic", universe=24).list_symbols()
+    # Both workers import kdist first: a worker still importing it when the job starts
+    # would run its first chunk late whatever its priority (seen on a loaded machine).
+    client.run(lambda: __import__("kdist.runner"))
     kdist.ingest(symbols, **WINDOW, provider=provider, db=db, client=client, chunk_size=2)
     calls = [symbols.index(line.split()[0]) // 2 for line in log.read_text().splitlines()]
     first = {}
