@@ -145,6 +145,25 @@ CHILD_ENV = {"KDIST_DASHBOARD_ADDRESS": "127.0.0.1:0",
              "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False"}
 
 
+def _cpu_ticks() -> tuple[int, int] | None:
+    """(steal, total) jiffies of all CPUs since boot, from /proc/stat; None elsewhere."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    # user nice system idle iowait irq softirq steal [guest guest_nice, counted in user]
+    return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
+
+
+def _steal_pct(before, after) -> float | None:
+    """Share of the CPU time the hypervisor gave to other machines: a shared host's runs
+    are slower by about that much, whatever the load average says."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return 100.0 * (after[0] - before[0]) / (after[1] - before[1])
+
+
 def _child(spec: dict, tmp: Path, index: int, timeout: float, profiler: bool = False) -> dict:
     """Run one measurement in a fresh interpreter; return its measurements."""
     spec = {**spec, "db": str(tmp / f"run-{index}.duckdb")}
@@ -156,6 +175,7 @@ def _child(spec: dict, tmp: Path, index: int, timeout: float, profiler: bool = F
     cmd = [sys.executable, "-m", "benchmarks.run", "--child", json.dumps(spec), "--child-out",
            str(out)]
     # A session of its own: a run that hangs is killed with its worker processes.
+    ticks = _cpu_ticks()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
@@ -169,6 +189,7 @@ def _child(spec: dict, tmp: Path, index: int, timeout: float, profiler: bool = F
             f"benchmark run {spec['alt']} failed (exit {proc.returncode}):\n{stderr[-3000:]}"
         )
     result = json.loads(out.read_text())
+    result["steal_pct"] = _steal_pct(ticks, _cpu_ticks())
     if not spec.get("keep_db"):
         for suffix in ("", ".wal"):
             Path(spec["db"] + suffix).unlink(missing_ok=True)
@@ -184,7 +205,7 @@ def _median(values):
 
 def _summarise(repeats: list[dict]) -> dict:
     keys = ("seconds", "rows", "peak_rss_mb", "rss_before_mb", "db_bytes", "client_cpu_s",
-            "workers_cpu_s", "load_before", "load_after")
+            "workers_cpu_s", "load_before", "load_after", "steal_pct")
     summary = {k: _median([r.get(k) for r in repeats]) for k in keys}
     summary["rows_per_s"] = summary["rows"] / summary["seconds"] if summary["seconds"] else None
     summary["bytes_per_bar"] = (summary["db_bytes"] / summary["rows"]) if summary["rows"] else None
@@ -221,7 +242,8 @@ def run_scenario(name: str, size: dict, repeats: int, tmp: Path, state: dict, lo
                 result["fetch_ends"] = sorted({c[2] for c in calls})
             reps.append(result)
             log(f"  {name} {label} #{i + 1}: {result['seconds']:.2f}s, {result['rows']:,} rows, "
-                f"peak {result['peak_rss_mb']:.0f} MB, load {result['load_before']:.1f}")
+                f"peak {result['peak_rss_mb']:.0f} MB, load {result['load_before']:.1f}, "
+                f"steal {_fmt(result['steal_pct'], '%')}")
             if spec.get("keep_db") and i < repeats - 1:
                 for suffix in ("", ".wal"):
                     Path(result["db"] + suffix).unlink(missing_ok=True)
@@ -378,10 +400,11 @@ def table(result: dict) -> str:
     lines.append(f"machine: {result['machine']['cpu']}, {result['machine']['cores']} cores, "
                  f"{result['machine']['ram_gb']} GB, Python {result['machine']['python']}, "
                  f"load {result['machine']['load_at_start'][0]:.1f} at start, "
-                 f"{result['load_at_end'][0]:.1f} at end")
+                 f"{result['load_at_end'][0]:.1f} at end, "
+                 f"CPU steal {_fmt(result.get('steal_pct'), '%')}")
     lines.append("")
     head = f"{'scenario':<9} {'run':<22} {'seconds':>9} {'cpu s':>6} {'rows':>12} " \
-           f"{'rows/s':>11} {'peak MB':>8} {'B/bar':>6} {'load':>5}"
+           f"{'rows/s':>11} {'peak MB':>8} {'B/bar':>6} {'load':>5} {'steal':>6}"
     lines.append(head)
     lines.append("-" * len(head))
     for name, runs in result["scenarios"].items():
@@ -390,7 +413,8 @@ def table(result: dict) -> str:
                 f"{name:<9} {label:<22} {_fmt(r['seconds']):>9} {_fmt(_cpu(r)):>6} "
                 f"{_fmt(r['rows']):>12} "
                 f"{_fmt(r['rows_per_s']):>11} {_fmt(r['peak_rss_mb']):>8} "
-                f"{_fmt(r['bytes_per_bar']):>6} {_fmt(r['load_before']):>5}"
+                f"{_fmt(r['bytes_per_bar']):>6} {_fmt(r['load_before']):>5} "
+                f"{_fmt(r.get('steal_pct'), '%'):>6}"
             )
     lines.append("")
     head = f"{'target':<26} {'value':>8} {'wanted':>9}  result"
@@ -412,11 +436,12 @@ def markdown(result: dict) -> str:
         f"Python {m['python']}; " + ", ".join(f"{k} {v}" for k, v in m["packages"].items()) + ".",
         f"Command: `{result['command'].strip()}` (commit {m.get('commit')}); median of "
         f"{result['repeats']} runs; load average {m['load_at_start'][0]:.1f} at the start, "
-        f"{result['load_at_end'][0]:.1f} at the end; {result['total_seconds']:.0f} s in all.",
+        f"{result['load_at_end'][0]:.1f} at the end; CPU steal "
+        f"{_fmt(result.get('steal_pct'), '%')} over the run; {result['total_seconds']:.0f} s in all.",
         "",
         "| scenario | run | seconds |" + (" CPU s |" if cpu else "")
-        + " bars | bars/s | client peak MB | bytes/bar | load |",
-        "|---|---|---:|" + ("---:|" if cpu else "") + "---:|---:|---:|---:|---:|",
+        + " bars | bars/s | client peak MB | bytes/bar | load | CPU steal |",
+        "|---|---|---:|" + ("---:|" if cpu else "") + "---:|---:|---:|---:|---:|---:|",
     ]
     for name, runs in result["scenarios"].items():
         for label, r in runs.items():
@@ -424,7 +449,8 @@ def markdown(result: dict) -> str:
                 f"| {name} | {label} | {_fmt(r['seconds'])} | "
                 + (f"{_fmt(_cpu(r))} | " if cpu else "") + f"{_fmt(r['rows'])} | "
                 f"{_fmt(r['rows_per_s'])} | {_fmt(r['peak_rss_mb'])} | "
-                f"{_fmt(r['bytes_per_bar'])} | {_fmt(r['load_before'])} |"
+                f"{_fmt(r['bytes_per_bar'])} | {_fmt(r['load_before'])} | "
+                f"{_fmt(r.get('steal_pct'), '%')} |"
             )
     lines += ["", "| target | measured | wanted | result |", "|---|---:|---:|---|"]
     for key, v in result["targets"].items():
@@ -484,7 +510,7 @@ def main(argv=None) -> int:
               "environment": {k: v for k, v in CHILD_ENV.items()
                               if not (args.dask_profiler and "PROFILE" in k)},
               "scenarios": {}}
-    t0 = time.perf_counter()
+    t0, ticks = time.perf_counter(), _cpu_ticks()
     with tempfile.TemporaryDirectory(prefix="kdist-bench-", dir=args.workdir) as tmp:
         state: dict = {}
         for name in names:
@@ -496,6 +522,7 @@ def main(argv=None) -> int:
                 profiler=args.dask_profiler)
         result["targets"] = evaluate(result["scenarios"], sizes, state)
     result["load_at_end"] = list(os.getloadavg())
+    result["steal_pct"] = _steal_pct(ticks, _cpu_ticks())
     result["total_seconds"] = round(time.perf_counter() - t0, 1)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, default=str) + "\n")

@@ -91,6 +91,19 @@ def test_targets_and_machine_reported(smoke):
     assert machine["cores"] >= 1 and machine["ram_gb"] > 0 and machine["python"]
     assert machine["packages"]["kdist"] and machine["packages"]["duckdb"]
     assert len(machine["load_at_start"]) == 3
+    # Linux: how much CPU the host gave to other machines, per run and over the whole run.
+    assert 0.0 <= result["steal_pct"] <= 100.0
+    for runs in result["scenarios"].values():
+        for r in runs.values():
+            assert 0.0 <= r["steal_pct"] <= 100.0
+
+
+def test_steal_is_the_share_of_cpu_time_taken_by_the_host():
+    assert bench._steal_pct((10, 1000), (30, 1100)) == pytest.approx(20.0)
+    assert bench._steal_pct((10, 1000), (10, 1000)) is None  # no time passed
+    assert bench._steal_pct(None, (30, 1100)) is None  # no /proc/stat
+    steal, total = bench._cpu_ticks()
+    assert 0 <= steal <= total
 
 
 def test_table_names_every_run(smoke):
