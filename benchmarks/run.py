@@ -431,17 +431,20 @@ def markdown(result: dict) -> str:
     m = result["machine"]
     runs = [r for rs in result["scenarios"].values() for r in rs.values()]
     cpu = any(_cpu(r) is not None for r in runs)  # results older than the figure have none
+    steal = any(r.get("steal_pct") is not None for r in runs)  # likewise
     lines = [
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['ram_gb']} GB RAM, {m['os']}, "
         f"Python {m['python']}; " + ", ".join(f"{k} {v}" for k, v in m["packages"].items()) + ".",
         f"Command: `{result['command'].strip()}` (commit {m.get('commit')}); median of "
         f"{result['repeats']} runs; load average {m['load_at_start'][0]:.1f} at the start, "
-        f"{result['load_at_end'][0]:.1f} at the end; CPU steal "
-        f"{_fmt(result.get('steal_pct'), '%')} over the run; {result['total_seconds']:.0f} s in all.",
+        f"{result['load_at_end'][0]:.1f} at the end; "
+        + (f"CPU steal {_fmt(result.get('steal_pct'), '%')} over the run; " if steal else "")
+        + f"{result['total_seconds']:.0f} s in all.",
         "",
         "| scenario | run | seconds |" + (" CPU s |" if cpu else "")
-        + " bars | bars/s | client peak MB | bytes/bar | load | CPU steal |",
-        "|---|---|---:|" + ("---:|" if cpu else "") + "---:|---:|---:|---:|---:|---:|",
+        + " bars | bars/s | client peak MB | bytes/bar | load |" + (" CPU steal |" if steal else ""),
+        "|---|---|---:|" + ("---:|" if cpu else "") + "---:|---:|---:|---:|---:|"
+        + ("---:|" if steal else ""),
     ]
     for name, runs in result["scenarios"].items():
         for label, r in runs.items():
@@ -449,8 +452,8 @@ def markdown(result: dict) -> str:
                 f"| {name} | {label} | {_fmt(r['seconds'])} | "
                 + (f"{_fmt(_cpu(r))} | " if cpu else "") + f"{_fmt(r['rows'])} | "
                 f"{_fmt(r['rows_per_s'])} | {_fmt(r['peak_rss_mb'])} | "
-                f"{_fmt(r['bytes_per_bar'])} | {_fmt(r['load_before'])} | "
-                f"{_fmt(r.get('steal_pct'), '%')} |"
+                f"{_fmt(r['bytes_per_bar'])} | {_fmt(r['load_before'])} |"
+                + (f" {_fmt(r.get('steal_pct'), '%')} |" if steal else "")
             )
     lines += ["", "| target | measured | wanted | result |", "|---|---:|---:|---|"]
     for key, v in result["targets"].items():
