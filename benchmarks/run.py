@@ -174,8 +174,8 @@ def _child(spec: dict, tmp: Path, index: int, timeout: float, profiler: bool = F
         env.pop("DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED")
     cmd = [sys.executable, "-m", "benchmarks.run", "--child", json.dumps(spec), "--child-out",
            str(out)]
-    # A session of its own: a run that hangs is killed with its worker processes.
     ticks = _cpu_ticks()
+    # A session of its own: a run that hangs is killed with its worker processes.
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:

@@ -1058,8 +1058,8 @@ def _run(job, chunks, cluster, store, report, callback, t0, *, retries, timeout,
                     callback.on_symbols(skipped)
             watch.check(bool(done), len(pending) + len(queue) + len(solo), job.job_id)
             draining = not queue and not solo and not any(f.done() for f in pending)
-            if pending and (batch.due(batch_rows, flush_seconds)
-                            or (draining and batch.rows >= batch_rows // 4)):
+            if (queue or pending or solo) and (batch.due(batch_rows, flush_seconds)
+                                               or (draining and batch.rows >= batch_rows // 4)):
                 # Also while the last chunks run and the client has nothing else to do: the
                 # write at the end then holds only their bars. With nothing left to run, the
                 # final write below takes the whole batch: one transaction, not a write of
