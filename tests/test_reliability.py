@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 import kdist
-from kdist.errors import DatabaseLockedError, UsageError
+from kdist.errors import DatabaseLockedError, StoreError, UsageError
 from kdist.progress import Callback
 from kdist.providers import Provider
 from kdist.providers.synthetic import SyntheticProvider
@@ -187,6 +187,32 @@ def test_an_update_with_nothing_new_writes_nothing_and_is_ok(db):
 def test_update_with_nothing_stored_does_nothing(db):
     kdist.ingest(SYMBOLS[:1], **WINDOW, db=db, client="sync")
     assert kdist.update(db, freq="1w", client="sync") == []
+
+
+def test_update_of_a_missing_file_creates_nothing(tmp_path):
+    missing = tmp_path / "none.duckdb"
+    with pytest.raises(StoreError, match="No kdist database at"):
+        kdist.update(missing, client="sync")
+    assert not missing.exists()
+
+
+def test_ingest_into_an_open_store_leaves_it_open(db, reference, fingerprint):
+    with kdist.Store(db) as store:
+        report = kdist.ingest(SYMBOLS, **WINDOW, db=store, client="sync")
+        # Still this caller's connection, and still the only writer in this process.
+        stored = store.con.execute("SELECT count(*) FROM kline").fetchone()[0]
+        assert stored == report.rows_written and stored > 0
+        with pytest.raises(DatabaseLockedError):
+            kdist.ingest(SYMBOLS, **WINDOW, db=db, client="sync")
+    assert report.db == str(db) and report.status == "done"
+    pd.testing.assert_frame_equal(fingerprint(db), reference())
+
+
+def test_ingest_refuses_a_read_only_store(db):
+    kdist.ingest(SYMBOLS[:1], **WINDOW, db=db, client="sync")
+    with kdist.Store(db, read_only=True) as store:
+        with pytest.raises(UsageError, match="opened for writing"):
+            kdist.ingest(SYMBOLS[:1], **WINDOW, db=store, client="sync")
 
 
 def test_a_hanging_call_times_out_and_is_retried(db):

@@ -596,7 +596,39 @@ def test_series_lists_one_freq_and_adjust_as_the_catalog_does(filled):
             mine = summary[(summary["freq"] == freq.value) & (summary["adjust"] == adjust.value)]
             assert series["symbol"].tolist() == mine["symbol"].tolist()
             assert series["first"].tolist() == mine["first"].tolist()
+            assert series["last"].tolist() == mine["last"].tolist()
             assert set(series["source"]) <= {"test"}
+
+
+def _windows(store, end, symbols=("600000.SH", "000001.SZ", "NEW.SZ")):
+    return store.incremental_windows(list(symbols), Freq.DAY, Adjust.NONE,
+                                     pd.Timestamp("2023-12-01"), pd.Timestamp(end), 2)
+
+
+@pytest.mark.parametrize("end", ["2025-01-01", "2024-02-02", "2024-01-04"])
+def test_windows_after_series_are_the_windows_of_a_fresh_connection(filled, end):
+    # An update reads series() and then the windows on one connection; the windows reuse
+    # series()' bounds only when every stored bar is before `end` (the first end here).
+    with Store(filled, read_only=True) as store:
+        expected = _windows(store, end)
+    with Store(filled, read_only=True) as store:
+        store.series(Freq.DAY, Adjust.NONE)
+        got = _windows(store, end)
+    for want, have in zip(expected, got):
+        pd.testing.assert_frame_equal(have, want)
+    # The last two bars before `end`, unless one is further back than the slice reaches.
+    assert sorted(got[1].loc[got[1]["symbol"] == "600000.SH", "ts"].dt.strftime("%Y-%m-%d")) \
+        == {"2025-01-01": FEB[-2:], "2024-02-02": FEB[:1], "2024-01-04": JAN[:2]}[end]
+
+
+def test_a_write_after_series_makes_the_windows_read_the_file_again(filled):
+    with Store(filled) as store:
+        store.series(Freq.DAY, Adjust.NONE)
+        march = ["2024-03-01", "2024-03-04"]
+        write(store, [bars("000001.SZ", march, 16.0)], start=march[0], end=march[-1])
+        windows_, overlap = _windows(store, "2025-01-01", ["000001.SZ"])
+    assert sorted(overlap["ts"].dt.strftime("%Y-%m-%d")) == march
+    assert str(windows_["since"].iat[0].date()) == march[0]
 
 
 def test_reads_return_ts_as_datetime64_us(filled):
