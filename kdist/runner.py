@@ -861,7 +861,7 @@ def ingest(
         auto = client is None and named_scheduler() is None and not job.provider.remote
         if not auto:
             cluster = open_cluster(client)
-        store = given or stack.enter_context(Store(db))
+        store = given if given is not None else stack.enter_context(Store(db))
         windows = overlap_bars = None
         if job.incremental:
             windows, overlap_bars = store.incremental_windows(
@@ -992,10 +992,15 @@ def _run(job, chunks, cluster, store, report, callback, t0, *, retries, timeout,
     solo: list = []
     tried_alone: set = set()
     patience: dict = {}  # seconds to wait for a result that was slow to fetch before
+
+    def left() -> bool:
+        """Chunks still to submit, running, or waiting for a retry alone."""
+        return bool(queue or pending or solo)
+
     status = "failed"
     try:
         watch = _Watchdog(cluster, worker_timeout)
-        while queue or pending or solo:
+        while left():
             if queue and len(pending) < limit:
                 # One submission for all of them: per task, a graph update each costs the
                 # scheduler and the client a round trip (a 32-thread cluster took 0.3 s to
@@ -1045,7 +1050,7 @@ def _run(job, chunks, cluster, store, report, callback, t0, *, retries, timeout,
                 callback.on_symbols(result.outcomes)
                 tasks["done"] += 1
                 callback.on_chunks(tasks["done"], tasks["total"])
-                if batch.rows >= batch_rows and (queue or pending or solo):
+                if batch.rows >= batch_rows and left():
                     # Now, not after every finished chunk is in: the client holds about
                     # one batch, however many chunks finished together. (After the last
                     # chunk, the final write takes it all in one transaction.)
@@ -1066,8 +1071,8 @@ def _run(job, chunks, cluster, store, report, callback, t0, *, retries, timeout,
                     callback.on_symbols(skipped)
             watch.check(bool(done), len(pending) + len(queue) + len(solo), job.job_id)
             draining = not queue and not solo and not any(f.done() for f in pending)
-            if (queue or pending or solo) and (batch.due(batch_rows, flush_seconds)
-                                               or (draining and batch.rows >= batch_rows // 4)):
+            if left() and (batch.due(batch_rows, flush_seconds)
+                           or (draining and batch.rows >= batch_rows // 4)):
                 # Also while the last chunks run and the client has nothing else to do: the
                 # write at the end then holds only their bars. With nothing left to run, the
                 # final write below takes the whole batch: one transaction, not a write of
@@ -1075,7 +1080,7 @@ def _run(job, chunks, cluster, store, report, callback, t0, *, retries, timeout,
                 flush(final=False)
             if cancel is not None and cancel.is_set():
                 break
-        status = "cancelled" if (queue or pending or solo) else _final_status(report)
+        status = "cancelled" if left() else _final_status(report)
     except KeyboardInterrupt as exc:
         status = "cancelled"
         exc.kdist_resume = f"kdist ingest --resume {job.job_id} --db {store.path}"
