@@ -442,6 +442,7 @@ class Store:
         symbol is fetched from the day of its ``overlap``-th last bar (``since``), or, if those
         bars changed at the source, again from ``full`` (its first stored bar or ``start``,
         whichever is earlier); a new symbol from ``start``. ``end`` is exclusive.
+        ``overlap_bars`` is ordered by symbol and ``ts``, whatever plan the scan ran with.
         """
         wanted = pd.DataFrame({"symbol": pd.Series(symbols, dtype="str")})
         slack = _bar_span(freq) * (2 * overlap) + pd.Timedelta(days=15)
@@ -474,7 +475,8 @@ class Store:
                    FROM kline k JOIN kdist_bounds b ON k.symbol = b.symbol
                    WHERE k.freq = ? AND k.adjust = ? AND k.ts >= ?::TIMESTAMP_S
                      AND k.ts <= b.last_ts AND k.ts >= b.last_ts - ?::INTERVAL
-                   QUALIFY row_number() OVER (PARTITION BY k.symbol ORDER BY k.ts DESC) <= ?""",
+                   QUALIFY row_number() OVER (PARTITION BY k.symbol ORDER BY k.ts DESC) <= ?
+                   ORDER BY k.symbol, k.ts""",
                 [freq.value, adjust.value, None if floor is None else floor.to_pydatetime(),
                  f"{int(slack.total_seconds())} seconds", overlap],
             ).df()
