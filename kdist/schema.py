@@ -23,6 +23,7 @@ from enum import Enum
 import numpy as np
 import pandas as pd
 
+from . import securities
 from .errors import DataError, InvalidOptionError, InvalidSymbolError
 
 __all__ = [
@@ -106,31 +107,113 @@ class Adjust(str, Enum):
 
 # --- symbols -------------------------------------------------------------------------------
 
-_ASHARE = re.compile(r"^\d{6}\.(SH|SZ|BJ)$")
-_TICKER = re.compile(r"^[A-Z0-9^][A-Z0-9.^=_-]{0,19}$")
 # re.ASCII: \d would also match Arabic-Indic or full-width digits ("６０００００").
-_PREFIXED = re.compile(r"^(SH|SZ|BJ)\.?(\d{6})$", re.ASCII)
-_SUFFIXED = re.compile(r"^(\d{6})\.(SH|SS|SZ|BJ)$", re.ASCII)
-_CODE = re.compile(r"\d{6}", re.ASCII)
+_PREFIXED = re.compile(r"^(SH|SZ|BJ)\.?(\d+)$", re.ASCII)
+_SUFFIXED = re.compile(r"^(\d+)\.(SH|SS|SZ|BJ)$", re.ASCII)
+_DIGITS = re.compile(r"\d+", re.ASCII)
+_TICKER = re.compile(r"^[A-Z0-9^][A-Z0-9^=_-]{0,19}$", re.ASCII)
+#: What any stored symbol looks like, valid or not: safe characters only (reads, not imports).
+_STORED = re.compile(r"^[A-Z0-9^][A-Z0-9.^=_-]{0,19}$", re.ASCII)
+_SUFFIX = re.compile(r"^[A-Z]{1,4}$", re.ASCII)
+_ASHARE_SUFFIXES = ("SH", "SZ", "BJ", "SS")
+_HINT = "use A-share codes like 000001.SZ or tickers like AAPL"
+_EXAMPLE = {"SH": "600000.SH", "SS": "600000.SS", "SZ": "000001.SZ", "BJ": "830799.BJ"}
 _MAX_SHOWN = 5
 
 
-def _exchange_of(code: str) -> str:
-    """Guess the A-share exchange of a bare 6-digit code (6/9: Shanghai, 4/8/92: Beijing)."""
-    if code[0] in "69" and not code.startswith("92"):
-        return "SH"
-    if code[0] in "48" or code.startswith("92"):
-        return "BJ"
-    return "SZ"
+def _knows(provider) -> tuple[frozenset[str] | None, bool, str | None]:
+    """What ``provider`` accepts beyond listed A-shares: ticker suffixes and TDX's own codes.
+
+    Providers say so with class attributes ``symbol_suffixes`` (None: any suffix, e.g. files
+    named by the user) and ``tdx_codes``. Without a provider, or attributes, the defaults
+    are what kdist's providers know together: Yahoo's suffixes, and TDX's block codes.
+    """
+    if provider is None:
+        return securities.YAHOO_SUFFIXES, True, None
+    suffixes = getattr(provider, "symbol_suffixes", securities.YAHOO_SUFFIXES)
+    return suffixes, getattr(provider, "tdx_codes", True), getattr(provider, "name", None)
 
 
-def normalise_symbol(symbol) -> str:
+def _check_symbol(symbol, provider=None, strict=True) -> tuple[str | None, str]:
+    """Return ``(canonical, "")`` for a valid symbol, ``(None, why)`` for an invalid one."""
+    text = symbol.strip().upper()
+    suffixes, tdx_codes, name = _knows(provider)
+    if not strict:
+        canonical, _ = _check_symbol(symbol, provider)
+        if canonical is not None:
+            return canonical, ""
+        # A name an older kdist stored (it accepted 60000.SH): readable, never importable.
+        return (text, "") if _STORED.match(text) else (None, "")
+    if m := _PREFIXED.match(text):
+        code, exchange = m.group(2), m.group(1)
+    elif m := _SUFFIXED.match(text):
+        code, exchange = m.group(1), "SH" if m.group(2) == "SS" else m.group(2)
+    elif _DIGITS.fullmatch(text):
+        code, exchange = text, None
+    else:
+        return _check_ticker(text, suffixes, name)
+    if len(code) != 6:
+        return None, f"A-share codes have six digits, e.g. {_EXAMPLE.get(exchange, '600000')}"
+    if exchange is None:
+        exchange = securities.exchange_of(code)
+        if exchange is None:
+            return None, f"no exchange lists code {code}"
+    kind = securities.kind_of_code(code, exchange)
+    if kind is None:
+        where = securities.EXCHANGE_NAMES[exchange]
+        other = securities.exchange_of(code)
+        if other is None:
+            return None, f"{code} is no {where} code"
+        other_kind = securities.kind_of_code(code, other)
+        return None, (f"{code} is no {where} code; {code}.{other} is a "
+                      f"{securities.EXCHANGE_NAMES[other]} {other_kind.value}")
+    if kind not in securities.LISTED_KINDS and not tdx_codes:
+        return None, f"{code} is a TDX {kind.value} code, served by the tdx provider only"
+    return f"{code}.{exchange}", ""
+
+
+def _check_ticker(text: str, suffixes, name) -> tuple[str | None, str]:
+    base, dot, suffix = text.rpartition(".")
+    if not dot:
+        return (text, "") if _TICKER.match(text) else (None, "")
+    if not _TICKER.match(base) or len(text) > 20 or not _SUFFIX.match(suffix):
+        return None, ""
+    if suffix in _ASHARE_SUFFIXES:
+        return None, f"an .{suffix} symbol is six digits, e.g. {_EXAMPLE[suffix]}"
+    if suffixes is None or suffix in suffixes:
+        return text, ""
+    if suffix == "US":
+        return None, "US tickers have no suffix, e.g. AAPL"
+    if len(suffix) == 1:
+        return None, f"unknown suffix .{suffix}: share classes take '-', e.g. BRK-B"
+    if name is not None and suffix in securities.YAHOO_SUFFIXES:
+        return None, f"provider {name!r} has no .{suffix} tickers"
+    return None, (f"unknown suffix .{suffix}: A-shares take .SH, .SZ or .BJ, other tickers "
+                  "Yahoo's (.HK, .L, .T ...)")
+
+
+def _shown(symbol: str) -> str:
+    return symbol if len(symbol) <= 40 else symbol[:40] + "..."
+
+
+def normalise_symbol(symbol, *, provider=None, strict: bool = True) -> str:
     """Return the canonical form of one symbol, or raise :class:`InvalidSymbolError`.
 
     A-shares become ``000001.SZ`` / ``600000.SH`` / ``830799.BJ`` from any of ``000001.sz``,
     ``sz000001``, ``sz.000001``, ``600000.SS`` (Yahoo's Shanghai suffix) or a bare 6-digit
-    code (exchange inferred from the leading digit). Other tickers are upper-cased and must
-    be short and made of letters, digits and ``.^=_-``.
+    code (its exchange guessed by :func:`kdist.securities.exchange_of`); the code must lie in
+    a range its exchange uses (:data:`kdist.securities.CODE_TABLE`). Other tickers are
+    upper-cased, short, made of letters, digits and ``^=_-``, with at most one exchange
+    suffix the provider knows (by default Yahoo's: ``0700.HK``, ``VOD.L``).
+
+    Parameters
+    ----------
+    provider : Provider, optional
+        The provider that will serve the symbol; its ``symbol_suffixes`` and ``tdx_codes``
+        attributes narrow what is accepted.
+    strict : bool
+        False for reading what is stored: a name made of safe characters that an older
+        kdist accepted (``60000.SH``) is returned as it is, upper-cased, instead of refused.
 
     Examples
     --------
@@ -141,44 +224,47 @@ def normalise_symbol(symbol) -> str:
         raise InvalidSymbolError(
             f"Invalid symbol {symbol!r}: expected a string", symbols=[repr(symbol)]
         )
-    text = symbol.strip().upper()
-    if m := _PREFIXED.match(text):
-        return f"{m.group(2)}.{m.group(1)}"
-    if m := _SUFFIXED.match(text):
-        exchange = "SH" if m.group(2) == "SS" else m.group(2)
-        return f"{m.group(1)}.{exchange}"
-    if _CODE.fullmatch(text):
-        return f"{text}.{_exchange_of(text)}"
-    if _TICKER.match(text) and not text.isdigit():
-        return text
-    shown = symbol if len(symbol) <= 40 else symbol[:40] + "..."
-    raise InvalidSymbolError(
-        f"Invalid symbol {shown!r}: use A-share codes like 000001.SZ or tickers like AAPL",
-        symbols=[symbol],
-    )
+    canonical, why = _check_symbol(symbol, provider, strict)
+    if canonical is None:
+        because = f"{why}; " if why else ""
+        raise InvalidSymbolError(
+            f"Invalid symbol {_shown(symbol)!r}: {because}{_HINT}", symbols=[symbol]
+        )
+    return canonical
 
 
-def parse_symbols(symbols, *, skip_invalid: bool = False) -> tuple[list[str], list[str]]:
+def parse_symbols(symbols, *, skip_invalid: bool = False, provider=None,
+                  strict: bool = True) -> tuple[list[str], list[str]]:
     """Normalise and de-duplicate ``symbols``, keeping their order.
 
     Returns ``(valid, invalid)``. Unless ``skip_invalid`` is true, any invalid symbol raises
-    one :class:`InvalidSymbolError` that names all of them, before any work is done.
+    one :class:`InvalidSymbolError` that names all of them and why, before any work is done.
+    ``provider`` and ``strict`` are :func:`normalise_symbol`'s.
     """
     if isinstance(symbols, str):
         symbols = [s for s in re.split(r"[\s,]+", symbols) if s]
     valid: dict[str, None] = {}
     invalid: list[str] = []
+    reasons: list[str] = []
     for raw in symbols:
-        try:
-            valid[normalise_symbol(raw)] = None
-        except InvalidSymbolError:
-            invalid.append(raw if isinstance(raw, str) else repr(raw))
+        if not isinstance(raw, str):
+            invalid.append(repr(raw))
+            reasons.append("expected a string")
+            continue
+        canonical, why = _check_symbol(raw, provider, strict)
+        if canonical is None:
+            invalid.append(raw)
+            reasons.append(why)
+        else:
+            valid[canonical] = None
     if invalid and not skip_invalid:
-        shown = ", ".join(repr(s if len(s) <= 40 else s[:40] + "...") for s in invalid[:_MAX_SHOWN])
+        shown = ", ".join(
+            repr(_shown(s)) + (f" ({why})" if why else "")
+            for s, why in zip(invalid[:_MAX_SHOWN], reasons)
+        )
         more = f" and {len(invalid) - _MAX_SHOWN} more" if len(invalid) > _MAX_SHOWN else ""
         raise InvalidSymbolError(
-            f"{len(invalid)} invalid symbol(s): {shown}{more}; use A-share codes like "
-            "000001.SZ or tickers like AAPL (nothing was fetched)",
+            f"{len(invalid)} invalid symbol(s): {shown}{more}; {_HINT} (nothing was fetched)",
             symbols=invalid,
         )
     return list(valid), invalid
@@ -186,14 +272,25 @@ def parse_symbols(symbols, *, skip_invalid: bool = False) -> tuple[list[str], li
 
 # --- dates ---------------------------------------------------------------------------------
 
+#: The days a window may start or end on. Every market's history fits, and so does the day
+#: after the last one in each type the dates pass through: Python's ``date`` (years 1 to
+#: 9999; pandas parses "-1" as year -1), nanosecond Timestamps (1677 to 2262), DuckDB.
+FIRST_DATE, LAST_DATE = pd.Timestamp("1800-01-01"), pd.Timestamp("2200-12-31")
+
 
 def to_date(value, *, name: str = "date") -> pd.Timestamp:
-    """Normalise a str, ``date``, ``datetime`` or Timestamp to a tz-naive midnight Timestamp."""
+    """Normalise a str, ``date``, ``datetime`` or Timestamp to a tz-naive midnight Timestamp.
+
+    Raises
+    ------
+    InvalidOptionError
+        ``value`` is missing, not a date, or outside :data:`FIRST_DATE` .. :data:`LAST_DATE`.
+    """
     if value is None:
         raise InvalidOptionError(f"Missing {name}: give a date like 2024-01-31", option=name)
     try:
         ts = pd.Timestamp(value)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):
         raise InvalidOptionError(
             f"Invalid {name} {value!r}: give a date like 2024-01-31", option=name, value=value
         ) from None
@@ -201,7 +298,15 @@ def to_date(value, *, name: str = "date") -> pd.Timestamp:
         raise InvalidOptionError(f"Invalid {name} {value!r}", option=name, value=value)
     if ts.tzinfo is not None:
         ts = ts.tz_localize(None)
-    return ts.normalize().as_unit("us")
+    ts = ts.normalize().as_unit("us")
+    if not FIRST_DATE <= ts <= LAST_DATE:
+        raise InvalidOptionError(
+            f"Invalid {name} {value!r}: give a date from {FIRST_DATE.date()} to "
+            f"{LAST_DATE.date()}, like 2024-01-31",
+            option=name,
+            value=value,
+        )
+    return ts
 
 
 def window_bounds(start, end) -> tuple[pd.Timestamp, pd.Timestamp]:
@@ -433,6 +538,28 @@ def _columns(frame: pd.DataFrame, freq: Freq, tz) -> tuple[np.ndarray, dict[str,
     return ts, values
 
 
+def _refuse_sub_seconds(ts, bad):
+    """Raise when a bar that would be kept has a sub-second timestamp.
+
+    ``kline.ts`` holds whole seconds and rounding would change the data, so such a series
+    cannot be stored as given: its symbol fails with this reason (the others are stored), and
+    the user fixes the source. Rows rejected for other reasons do not count.
+    """
+    with np.errstate(invalid="ignore"):
+        sub = ~bad & (ts.astype("datetime64[s]") != ts)
+    if sub.any():
+        first = pd.Timestamp(ts[np.flatnonzero(sub)[0]])
+        raise DataError(
+            f"{_count(int(sub.sum()), 'bar')} with a sub-second timestamp (the first: {first}); "
+            "kdist stores whole seconds: fix the source's timestamps and import it again",
+            column="ts",
+        )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
+
+
 def _clean(ts, values, codes, n, adjust: Adjust, start, end):
     """Apply the row rules to ``n`` symbols' rows (``codes`` says whose; None: all one).
 
@@ -460,6 +587,7 @@ def _clean(ts, values, codes, n, adjust: Adjust, start, end):
             outside |= ts >= _us(end)
         checks.append(("outside requested window", outside))
     rejected: list[Counter[str]] = [Counter() for _ in range(n)]
+    _refuse_sub_seconds(ts, np.logical_or.reduce([mask for _, mask in checks]))
     bad = np.zeros(len(ts), bool)
 
     def count(reason, mask):

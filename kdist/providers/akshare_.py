@@ -19,17 +19,16 @@ never when kdist or this module is imported.
 from __future__ import annotations
 
 import importlib.metadata
-import re
 
 import pandas as pd
 
-from ..errors import DataError, InvalidOptionError, PermanentProviderError, TransientProviderError
+from ..errors import DataError, PermanentProviderError, TransientProviderError
 from ..schema import Adjust, Freq, empty_bars, normalise_symbol, to_date
+from ..securities import split_symbol
 from .base import Option, Provider
 
 __all__ = ["AkshareProvider"]
 
-_ASHARE = re.compile(r"^(\d{6})\.(SH|SZ|BJ)$", re.ASCII)
 _PERIODS = {Freq.DAY: "daily", Freq.WEEK: "weekly", Freq.MONTH: "monthly"}
 _ADJUST = {Adjust.NONE: "", Adjust.QFQ: "qfq", Adjust.HFQ: "hfq"}
 #: stock_zh_a_hist's columns -> canonical names; 成交量 is in lots (手) of 100 shares.
@@ -55,14 +54,14 @@ def _code(symbol: str) -> str:
     PermanentProviderError
         ``symbol`` is no A-share, or akshare would fetch another security for it.
     """
-    m = _ASHARE.match(symbol)
-    if not m:
+    parts = split_symbol(symbol)
+    if parts is None:
         raise PermanentProviderError(
             f"akshare serves China A-shares only, not {symbol}; use the yfinance provider "
             "for other markets",
             symbol=symbol,
         )
-    code, exchange = m.groups()
+    code, exchange = parts
     # stock_zh_a_hist sends secid 1.<code> (Shanghai) for codes starting with 6 and
     # 0.<code> (Shenzhen, Beijing) for all others, whatever the caller meant.
     if (exchange == "SH") != code.startswith("6"):

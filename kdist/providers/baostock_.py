@@ -26,7 +26,6 @@ from __future__ import annotations
 import atexit
 import importlib.metadata
 import os
-import re
 import socket
 import threading
 import time
@@ -35,17 +34,16 @@ import pandas as pd
 
 from ..errors import (
     DataError,
-    InvalidOptionError,
     PermanentProviderError,
     SymbolNotFoundError,
     TransientProviderError,
 )
 from ..schema import Adjust, Freq, empty_bars, normalise_symbol, to_date
+from ..securities import split_symbol
 from .base import Option, Provider
 
 __all__ = ["BaostockProvider"]
 
-_ASHARE = re.compile(r"^(\d{6})\.(SH|SZ|BJ)$", re.ASCII)
 _FREQUENCY = {
     Freq.DAY: "d",
     Freq.WEEK: "w",
@@ -90,14 +88,14 @@ def _code(symbol: str) -> str:
     PermanentProviderError
         ``symbol`` is no Shanghai or Shenzhen A-share.
     """
-    m = _ASHARE.match(symbol)
-    if not m:
+    parts = split_symbol(symbol)
+    if parts is None:
         raise PermanentProviderError(
             f"baostock serves China A-shares only, not {symbol}; use the yfinance provider "
             "for other markets",
             symbol=symbol,
         )
-    code, exchange = m.groups()
+    code, exchange = parts
     if exchange == "BJ":
         raise PermanentProviderError(
             f"baostock serves Shanghai and Shenzhen only, not {symbol} (Beijing); use the "

@@ -1,27 +1,48 @@
 """Providers that read bars from local files: one CSV or Parquet file per symbol under a root.
 
 ``CSVProvider`` ("csv") and ``ParquetProvider`` ("parquet") share everything but the reading
-seam: a file is found from its symbol by a ``pattern`` (``{symbol}`` is the canonical symbol,
-``{code}`` the six digits of an A-share or a ticker without its exchange suffix), every path
-is resolved and refused unless it stays inside the resolved ``root`` (no ``../``, absolute
-patterns or symlinks out), and the file's columns are mapped to the canonical ``ts open high
-low close volume amount`` by the ``columns`` option or detected from common English and
-Chinese headers. Only the mapped columns are read; rows outside the requested window are
-dropped; ``volume_unit="lots"`` turns lots (手) into shares. Everything else - dtypes, OHLC
-checks, sorting, duplicates - is :func:`kdist.schema.normalise`'s work in the runner. The
-files are what they are: no adjustment is offered and the frequency is the caller's word.
+seam. A file is found from its symbol by a ``pattern``: ``{symbol}`` is the canonical symbol,
+``{code}`` the six digits of an A-share or a ticker without its suffix, ``{exchange}`` the
+A-share's exchange (``SH``, ``SZ``, ``BJ``) or the ticker's suffix. The default, ``auto``, tries
+``{symbol}.csv`` and then TDX's export names ``{exchange}#{code}.txt`` (``SH#601003.txt``) and
+``{exchange}#{code}.csv``. A pattern naming the code alone takes the exchange from a literal
+``SH``/``SZ``/``BJ`` just before it (``SH#{code}.txt`` holds Shanghai files only) or else
+guesses it from the code. Every path is resolved and refused unless it stays inside the
+resolved ``root`` (no ``../``, absolute patterns or symlinks out).
+
+A plain file's columns are mapped to the canonical ``ts open high low close volume amount`` by
+the ``columns`` option or detected from common English and Chinese headers; only the mapped
+columns are read. A 通达信 (TDX) "数据导出" file is read as TDX writes it (detected, or
+``format="tdx"``): GBK text, a title line (``601003 柳钢股份 日线 前复权``: code, name, period,
+adjustment), a header of tab-separated, space-padded Chinese names (日期, 时间 for minute
+bars, 开盘, 最高, 最低, 收盘, 成交量, 成交额), rows separated by commas or tabs with dates like
+``2007/02/28`` and times like ``0935`` (the bar's end), and a footer ``数据来源:通达信``. Its
+title must agree with the request: the code with the symbol's, the period with ``freq``, the
+adjustment with ``adjust``.
+
+The files hold what they hold: kdist adjusts nothing, so ``adjust`` declares what the files
+are (``--adjust qfq``: forward-adjusted files, whose early prices may be negative) and the
+frequency is the caller's word. Volume: ``volume_unit="shares"`` keeps it, ``"lots"`` counts
+手 (100 shares; 10 for bonds and repo), and the default ``"auto"`` keeps plain files' volume
+and reads a TDX export's unit from its own amounts (TDX exports count shares or 手 depending
+on the client's settings; :func:`kdist.securities.volume_factor_from_amount`). Rows outside
+the requested window are dropped; dtypes, OHLC checks, sorting and duplicates are
+:func:`kdist.schema.normalise`'s work in the runner.
 """
 
 from __future__ import annotations
 
 import codecs
+import io
 import re
 import string
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import ClassVar
 
 import pandas as pd
 
+from .. import securities
 from ..errors import (
     InvalidOptionError,
     InvalidSymbolError,
@@ -29,6 +50,7 @@ from ..errors import (
     SymbolNotFoundError,
 )
 from ..schema import BAR_COLUMNS, Adjust, Freq, normalise_symbol, to_date
+from ..securities import Kind
 from .base import Option, Provider, directory_option
 
 __all__ = ["CSVProvider", "ParquetProvider"]
@@ -52,10 +74,30 @@ _ALIASES: dict[str, tuple[str, ...]] = {
 _REQUIRED = ("ts", "open", "high", "low", "close")
 _DATE_ONLY = {"trade_date", "date", "交易日期", "日期"}
 _TIME_ONLY = {"time", "时间"}
-_FIELDS = {"symbol", "code"}
-_ASHARE = re.compile(r"^(\d{6})\.(SH|SZ|BJ)$", re.ASCII)
-_UNIT_SUFFIX = re.compile(r"\s*[(（][^()（）]*[)）]$")
+_FIELDS = {"symbol", "code", "exchange"}
+_UNIT_SUFFIX = re.compile(r"\s*[(（]([^()（）]*)[)）]$")
 _GLOB_SPECIAL = re.compile(r"([*?\[])")
+#: A literal exchange just before {code} in a pattern: "SH#{code}.txt", "sh/{code}.csv".
+_PINNED = re.compile(r"(?:^|[^A-Za-z])(SH|SZ|BJ)[#._/-]?$", re.IGNORECASE)
+_VOLUME_UNITS = ("auto", "shares", "lots")
+_FORMATS = ("auto", "csv", "tdx")
+
+# -- TDX "数据导出" files -----------------------------------------------------------------------
+
+#: The title line: code, name (may hold spaces: "*ST 某某"), period (日线, 5分钟线 ...) and
+#: adjustment (不复权, 前复权, 后复权).
+_TDX_TITLE = re.compile(
+    r"^\s*(?P<code>[0-9A-Za-z]{4,8})\s+(?P<name>.+?)\s+(?P<period>\S*(?:线|分钟))"
+    r"(?:\s+(?P<adjust>\S*权))?\s*$"
+)
+_TDX_FOOTER = ("数据来源", "#数据来源")
+_TDX_ADJUST = {"不复权": Adjust.NONE, "除权": Adjust.NONE, "前复权": Adjust.QFQ,
+               "后复权": Adjust.HFQ}
+_TDX_COLUMNS = {"日期": "date", "时间": "time", "开盘": "open", "最高": "high", "最低": "low",
+                "收盘": "close", "成交量": "volume", "成交额": "amount", "成交金额": "amount"}
+#: Bars of a qfq (hfq) export equal the traded prices only at its end (start): judge the
+#: volume unit by the amounts of that many bars there.
+_UNIT_SAMPLE = 20
 
 
 def _key(name) -> str:
@@ -64,16 +106,146 @@ def _key(name) -> str:
     return _UNIT_SUFFIX.sub("", text) or text
 
 
-def _code(symbol: str) -> str:
-    """``000001.SZ`` -> ``000001``; ``0700.HK`` -> ``0700``; ``AAPL`` -> ``AAPL``."""
-    if m := _ASHARE.match(symbol):
-        return m.group(1)
-    return symbol.rpartition(".")[0] or symbol
+def _unit_of(name) -> str:
+    """The unit in brackets at the end of a header ("成交量(手)" -> "手"), or ""."""
+    m = _UNIT_SUFFIX.search(str(name).strip())
+    return m.group(1).strip() if m else ""
+
+
+def _fields(symbol: str) -> dict[str, str]:
+    """Pattern fields of a canonical symbol.
+
+    ``000001.SZ`` -> code ``000001``, exchange ``SZ``; ``0700.HK`` -> ``0700``, ``HK``;
+    ``AAPL`` -> ``AAPL``, ``""``.
+    """
+    if parts := securities.split_symbol(symbol):
+        return {"symbol": symbol, "code": parts[0], "exchange": parts[1]}
+    code, dot, exchange = symbol.rpartition(".")
+    if not dot:
+        code, exchange = symbol, ""
+    return {"symbol": symbol, "code": code, "exchange": exchange}
+
+
+def _pinned_exchange(pattern: str) -> str | None:
+    """The exchange a literal before ``{code}`` names ("SH#{code}.txt" -> "SH"), or None."""
+    literal = ""
+    for text, field, _, _ in string.Formatter().parse(pattern):
+        literal += text
+        if field == "code":
+            m = _PINNED.search(literal)
+            return m.group(1).upper() if m else None
+        if field is not None:
+            return None  # {symbol} or {exchange} already names the exchange
+    return None
+
+
+def _lot(symbol: str) -> float:
+    """Units in one 手 of ``symbol``: 10 bonds for bonds and repo, else 100 shares."""
+    parts = securities.split_symbol(symbol)
+    kind = securities.kind_of_code(*parts) if parts else None
+    return 10.0 if kind in (Kind.BOND, Kind.REPO) else 100.0
+
+
+def _numbers(values: pd.Series) -> pd.Series:
+    """Parse numbers written as text ("1,158,366"); NaN where there is none."""
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        return values.astype("float64")
+    return pd.to_numeric(values.astype("str").str.replace(",", "").str.strip(),
+                         errors="coerce").astype("float64")
+
+
+def _undecodable(path: Path, symbol: str, encoding: str, exc: UnicodeDecodeError):
+    return PermanentProviderError(
+        f"Cannot decode {path} as {encoding} ({exc.reason} at byte {exc.start}); "
+        "set the encoding option to the file's encoding (gbk for Chinese exports)",
+        symbol=symbol,
+        path=str(path),
+    )
 
 
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+@dataclass(frozen=True)
+class _TdxExport:
+    """What a TDX export's first lines say: title fields, header, and where the rows begin."""
+
+    code: str | None
+    name: str
+    period: str
+    adjust_word: str
+    header: list[str]
+    lines: list[str]  # every line of the file, decoded
+    first_row: int  # index in lines of the first line after the header
+
+    @property
+    def freq(self) -> Freq | None:
+        """The title's period as a freq; None when it has none kdist stores (季线, 年线)."""
+        period = self.period
+        if "分钟" in period:
+            digits = "".join(ch for ch in period if ch.isdigit())
+            try:
+                return Freq(f"{int(digits)}m") if digits else None
+            except ValueError:
+                return None
+        return {"日线": Freq.DAY, "周线": Freq.WEEK, "月线": Freq.MONTH}.get(period)
+
+    @property
+    def adjust(self) -> Adjust | None:
+        if not self.adjust_word:
+            return None
+        for word, adjust in _TDX_ADJUST.items():
+            if self.adjust_word.endswith(word):  # 等比前复权 is a forward adjustment too
+                return adjust
+        return None
+
+
+def _split_header(line: str) -> list[str]:
+    """The names of a TDX header line: tab-separated and space-padded (or comma-separated)."""
+    if "\t" in line:
+        names = line.split("\t")
+    elif "," in line:
+        names = line.split(",")
+    else:
+        names = line.split()
+    return [n.strip().lstrip("\ufeff").strip() for n in names if n.strip()]
+
+
+def _parse_tdx_export(text: str, force: bool) -> _TdxExport | None:
+    """Recognise a TDX export in ``text`` (the file decoded); None when it is none.
+
+    ``force`` (``format="tdx"``) also takes a file without a title line, the header first.
+    """
+    lines = text.splitlines()
+    nonblank = [i for i, line in enumerate(lines) if line.strip()]
+    if not nonblank:
+        return None
+    first = nonblank[0]
+    title = _TDX_TITLE.match(lines[first])
+    # Without its title (TDX can leave it out), the header still shows: tab-separated and
+    # padded, where a plain Chinese CSV separates its names by commas.
+    names = {_key(h) for h in _split_header(lines[first])}
+    headless = "\t" in lines[first] and {"日期", "开盘"} <= names
+    if title and len(nonblank) > 1:
+        header_at = nonblank[1]
+    elif force or headless:
+        title, header_at = None, first
+    else:
+        return None
+    header = _split_header(lines[header_at])
+    if "日期" not in {_key(h) for h in header}:
+        return None
+    return _TdxExport(
+        code=title.group("code") if title else None,
+        name=title.group("name") if title else "",
+        period=title.group("period") if title else "",
+        adjust_word=(title.group("adjust") or "") if title else "",
+        header=header,
+        lines=lines,
+        first_row=header_at + 1,
+    )
 
 
 def _parse_ts(values: pd.Series) -> pd.Series:
@@ -120,28 +292,41 @@ class _FileProvider(Provider):
     root : str
         Directory holding one file per symbol. Required; it must exist.
     pattern : str
-        File name relative to ``root``; ``{symbol}`` is the canonical symbol (``000001.SZ``,
-        ``AAPL``) and ``{code}`` the symbol without exchange suffix (``000001``, ``AAPL``).
+        File name relative to ``root``: ``{symbol}`` is the canonical symbol (``000001.SZ``,
+        ``AAPL``), ``{code}`` the symbol without its suffix (``000001``, ``AAPL``) and
+        ``{exchange}`` the suffix (``SZ``, ``""``). ``auto`` (the default) tries the
+        provider's usual names (CSV: ``{symbol}.csv``, then TDX's ``{exchange}#{code}.txt``
+        and ``{exchange}#{code}.csv``).
     columns : dict or str, optional
         Canonical name -> file column, e.g. ``{"ts": "日期", "close": "收盘"}`` or the CLI form
         ``"ts:日期,close:收盘"``. Columns not given are detected from common headers.
-    volume_unit : {"shares", "lots"}
-        ``"lots"`` multiplies volume by 100 (Chinese exports often count 手).
+    volume_unit : {"auto", "shares", "lots"}
+        ``"lots"`` counts 手: 100 shares, or 10 bonds for bonds and repo. ``"auto"`` keeps a
+        plain file's volume and judges a TDX export's unit by its amounts.
     """
 
     #: File suffix in the default pattern and in messages.
     suffix: ClassVar[str] = ""
+    #: File names ``pattern="auto"`` tries, in order.
+    auto_patterns: ClassVar[tuple[str, ...]] = ()
     remote = False  # local files: a small job runs in the client's process
     freqs = tuple(Freq)
-    # The files hold whatever prices they hold; kdist cannot adjust them.
-    adjusts = (Adjust.NONE,)
+    # kdist adjusts nothing: the caller's adjust says what the files hold (a TDX export's
+    # title is checked against it).
+    adjusts = tuple(Adjust)
+    # File names are the user's: any ticker suffix (stooq's aapl.us), and TDX's own codes.
+    symbol_suffixes = None
+    tdx_codes = True
     options: ClassVar[dict[str, Option]] = {
         "root": Option(str, None, "directory with one file per symbol (required)"),
-        "pattern": Option(str, "{symbol}", "file name under root; {symbol} or {code}"),
+        "pattern": Option(str, "auto", "file name under root; {symbol}, {code}, {exchange}"),
         "columns": Option(
             dict, None, "canonical:file column pairs, e.g. ts:日期,close:收盘 (default: detect)"
         ),
-        "volume_unit": Option(str, "shares", "shares, or lots (x100) for exports in 手"),
+        "volume_unit": Option(
+            str, "auto", "auto, shares, or lots (手: x100, x10 for bonds); auto reads TDX "
+            "exports' unit from their amounts"
+        ),
     }
 
     def __init__(self, **options):
@@ -155,10 +340,10 @@ class _FileProvider(Provider):
             )
         self._check_pattern()
         self._columns = self._check_columns()
-        if self.volume_unit not in ("shares", "lots"):
+        if self.volume_unit not in _VOLUME_UNITS:
             raise InvalidOptionError(
                 f"Option volume_unit={self.volume_unit!r} of provider {self.name!r} is not "
-                "'shares' or 'lots'; use lots when the file counts 手 (100 shares)",
+                "auto, shares or lots; use lots when the file counts 手 (100 shares)",
                 option="volume_unit",
                 value=self.volume_unit,
             )
@@ -173,6 +358,10 @@ class _FileProvider(Provider):
             self._resolved_root = self._check_root()
         return self._resolved_root
 
+    @property
+    def _patterns(self) -> tuple[str, ...]:
+        return self.auto_patterns if self.pattern == "auto" else (self.pattern,)
+
     def check(self, **request):
         """Refuse the job up front when root is missing here (see :meth:`Provider.check`)."""
         super().check(**request)
@@ -182,24 +371,28 @@ class _FileProvider(Provider):
         return directory_option(self, "root", f"one {self.suffix} file per symbol")
 
     def _check_pattern(self):
+        if self.pattern == "auto":
+            return
+        example = f"'{{symbol}}{self.suffix}' or '{{exchange}}#{{code}}.txt'"
         try:
             parsed = list(string.Formatter().parse(self.pattern or ""))
         except ValueError as exc:
             raise InvalidOptionError(
                 f"Option pattern={self.pattern!r} of provider {self.name!r} is not a valid "
-                f"format string ({exc}); write e.g. '{{symbol}}{self.suffix}'",
+                f"format string ({exc}); write e.g. {example}",
                 option="pattern",
                 value=self.pattern,
             ) from None
         fields = [(f, spec, conv) for _, f, spec, conv in parsed if f is not None]
-        # Only bare {symbol}/{code}: "{symbol.__class__}" would reach into Python objects.
+        # Only bare fields: "{symbol.__class__}" would reach into Python objects.
         bad = [f for f, spec, conv in fields if f not in _FIELDS or spec or conv]
-        if bad or not fields:
+        names = {f for f, _, _ in fields}
+        if bad or not names & {"symbol", "code"}:
             problem = f"has field {{{bad[0]}}}" if bad else "names no symbol"
             raise InvalidOptionError(
                 f"Option pattern={self.pattern!r} of provider {self.name!r} {problem}; use "
-                f"{{symbol}} (000001.SZ, AAPL) or {{code}} (000001, AAPL), "
-                f"e.g. '{{symbol}}{self.suffix}'",
+                f"{{symbol}} (000001.SZ, AAPL), {{code}} (000001, AAPL) and {{exchange}} "
+                f"(SZ), e.g. {example}",
                 option="pattern",
                 value=self.pattern,
             )
@@ -222,9 +415,9 @@ class _FileProvider(Provider):
 
     # -- paths ----------------------------------------------------------------------------
 
-    def _path(self, symbol: str) -> Path:
-        """Return the resolved file of ``symbol``, refusing anything outside the root."""
-        candidate = self._root / self.pattern.format(symbol=symbol, code=_code(symbol))
+    def _resolve(self, symbol: str, pattern: str) -> Path:
+        """Return the file ``pattern`` names for ``symbol``, resolved; refuse paths out of root."""
+        candidate = self._root / pattern.format(**_fields(symbol))
         try:
             path = candidate.resolve()
         except (OSError, RuntimeError, ValueError) as exc:  # symlink loop, NUL byte
@@ -243,10 +436,46 @@ class _FileProvider(Provider):
             )
         return path
 
+    def _path(self, symbol: str) -> Path:
+        """Return the file of ``symbol``: the first of the patterns' paths that exists.
+
+        Raises
+        ------
+        SymbolNotFoundError
+            None exists (the message names them), or every pattern pins another exchange
+            ("SH#{code}.txt" for a Shenzhen symbol).
+        """
+        tried: list[Path] = []
+        parts = securities.split_symbol(symbol)
+        for pattern in self._patterns:
+            pinned = _pinned_exchange(pattern)
+            if pinned is not None and (parts is None or parts[1] != pinned):
+                continue  # "SH#{code}.txt" holds Shanghai files: not 000001.SZ's
+            path = self._resolve(symbol, pattern)
+            if path.exists():
+                return path
+            tried.append(path)
+        if not tried:
+            where = securities.EXCHANGE_NAMES.get(_pinned_exchange(self.pattern) or "", "")
+            raise SymbolNotFoundError(
+                f"No file for symbol {symbol}: pattern={self.pattern!r} names {where} files "
+                "only; write {exchange} in the pattern for files of every exchange",
+                symbol=symbol,
+            )
+        names = " nor ".join(str(p) for p in tried)
+        raise SymbolNotFoundError(
+            f"No file for symbol {symbol}: {names} does not exist; check the symbol, "
+            f"root={self.root!r} and pattern={self.pattern!r}",
+            symbol=symbol,
+            path=str(tried[0]),
+        )
+
     # -- the contract ---------------------------------------------------------------------
 
     def fetch(self, symbol, start, end, freq="1d", adjust="none") -> pd.DataFrame:
         """Return the file's bars of ``symbol`` stamped in ``[start, end]`` (dates inclusive).
+
+        ``adjust`` declares what the file holds; a TDX export's title must agree with it.
 
         Returns
         -------
@@ -257,9 +486,10 @@ class _FileProvider(Provider):
         Raises
         ------
         SymbolNotFoundError
-            No file for ``symbol``; the message names the path tried.
+            No file for ``symbol``; the message names the paths tried.
         PermanentProviderError
-            The path leaves the root, or the file cannot be read or mapped.
+            The path leaves the root, the file cannot be read or mapped, or a TDX export's
+            title names another code, period or adjustment than asked for.
         InvalidSymbolError
             ``symbol`` is not a symbol at all.
         """
@@ -267,20 +497,30 @@ class _FileProvider(Provider):
         lo, hi = to_date(start, name="start"), to_date(end, name="end") + pd.Timedelta(days=1)
         self.check(freq=freq, adjust=adjust, start=lo, end=hi)
         # Symbols are validated upstream, but a path is built from this one: never trust it.
-        symbol = normalise_symbol(symbol)
+        symbol = normalise_symbol(symbol, provider=self)
         path = self._path(symbol)
         if not path.is_file():
-            if path.exists():
-                raise PermanentProviderError(
-                    f"The file of {symbol}, {path}, is not a regular file", symbol=symbol,
-                    path=str(path),
-                )
-            raise SymbolNotFoundError(
-                f"No file for symbol {symbol}: {path} does not exist; check the symbol, "
-                f"root={self.root!r} and pattern={self.pattern!r}",
-                symbol=symbol,
+            raise PermanentProviderError(
+                f"The file of {symbol}, {path}, is not a regular file", symbol=symbol,
                 path=str(path),
             )
+        export = self._tdx_export(path, symbol)
+        if export is not None:
+            frame = self._read_tdx_export(export, path, symbol, freq, adjust)
+        else:
+            frame = self._read_plain(path, symbol, freq)
+        # The unit is judged on the whole file, so every window of it gets the same one.
+        factor = self._volume_factor(symbol, frame, export, adjust) if "volume" in frame else 1
+        # NaT rows (a footer such as "数据来源:通达信") belong to no window: drop them here,
+        # or they would turn every otherwise empty window into a rejected-rows failure.
+        keep = ((frame["ts"] >= lo) & (frame["ts"] < hi)).to_numpy()
+        frame = frame[keep].reset_index(drop=True)
+        if factor != 1:
+            frame["volume"] = _numbers(frame["volume"]) * factor
+        return frame
+
+    def _read_plain(self, path: Path, symbol: str, freq: Freq) -> pd.DataFrame:
+        """Read a file with a header row, columns mapped or detected; ``ts`` parsed."""
         mapping = self._map_columns(self._header(path, symbol), path, symbol, freq)
         raw = self._read(path, symbol, list(dict.fromkeys(mapping.values())))
         # One frame per canonical name: the same file column may serve two of them.
@@ -301,30 +541,54 @@ class _FileProvider(Provider):
                 symbol=symbol,
                 path=str(path),
             )
-        # NaT rows (a footer such as "数据来源:通达信") belong to no window: drop them here,
-        # or they would turn every otherwise empty window into a rejected-rows failure.
-        keep = ((ts >= lo) & (ts < hi)).to_numpy()
-        frame = frame[keep].assign(ts=ts[keep].astype("datetime64[us]")).reset_index(drop=True)
-        if self.volume_unit == "lots" and "volume" in frame:
-            volume = frame["volume"]
-            if not pd.api.types.is_numeric_dtype(volume):
-                volume = pd.to_numeric(volume.astype("str").str.replace(",", ""), errors="coerce")
-            frame["volume"] = volume.astype("float64") * 100.0
-        return frame
+        return frame.assign(ts=ts.astype("datetime64[us]"))
+
+    def _volume_factor(self, symbol: str, frame: pd.DataFrame, export, adjust: Adjust) -> float:
+        """What the file's volume is multiplied by to count shares (bonds for bonds)."""
+        if self.volume_unit == "shares":
+            return 1.0
+        if self.volume_unit == "lots":
+            return _lot(symbol)
+        if export is None:
+            return 1.0  # a plain file: as written, unless the user says lots
+        unit = next((_unit_of(h) for h in export.header if _key(h) == "成交量"), "")
+        if unit in ("股", "份", "张"):
+            return 1.0
+        if unit == "手":
+            return _lot(symbol)
+        parts = securities.split_symbol(symbol)
+        kind = securities.kind_of_code(*parts) if parts else None
+        # Without amounts to judge by: TDX's own unit for the kind (its .day files' unit).
+        default = securities.tdx_units(kind, parts[1]).volume_factor if kind else 1
+        if "amount" not in frame or len(frame) == 0:
+            return float(default)
+        # Adjusted prices are traded prices only where the adjustment is anchored.
+        sample = frame.iloc[-_UNIT_SAMPLE:] if adjust is Adjust.QFQ else (
+            frame.iloc[:_UNIT_SAMPLE] if adjust is Adjust.HFQ else frame)
+        return float(securities.volume_factor_from_amount(
+            kind, _numbers(sample["close"]), _numbers(sample["volume"]),
+            _numbers(sample["amount"]), default,
+        ))
 
     def list_symbols(self) -> list[str]:
-        """Return the canonical symbols of the files under root that match the pattern.
+        """Return the canonical symbols of the files under root that match the pattern(s).
 
-        Files whose name is not a symbol's canonical file name, and symlinks out of the root,
-        are skipped.
+        Files whose name is not a symbol's file name (canonical, in a valid range), and
+        symlinks out of the root, are skipped.
 
         Raises
         ------
         PermanentProviderError
             The pattern's directory is outside the root.
         """
+        found: set[str] = set()
+        for pattern in self._patterns:
+            found |= self._list(pattern)
+        return sorted(found)
+
+    def _list(self, pattern: str) -> set[str]:
         # "./{symbol}.csv" and "{symbol}.csv" name the same files; glob yields the latter.
-        pattern = PurePosixPath(self.pattern).as_posix()
+        pattern = PurePosixPath(pattern).as_posix()
         fixed = []
         for part in PurePosixPath(pattern).parts[:-1]:
             if "{" in part:
@@ -337,13 +601,15 @@ class _FileProvider(Provider):
                 f"fix pattern={self.pattern!r}",
                 path=str(base),
             )
+        pinned = _pinned_exchange(pattern)
         glob, regex, seen = [], [], set()
         for literal, field, _, _ in string.Formatter().parse(pattern):
             glob.append(_GLOB_SPECIAL.sub(r"[\1]", literal))
             regex.append(re.escape(literal))
             if field is not None:
                 glob.append("*")
-                regex.append(f"(?P={field})" if field in seen else f"(?P<{field}>[^/]+)")
+                group = "[A-Za-z]*" if field == "exchange" else "[^/]+"
+                regex.append(f"(?P={field})" if field in seen else f"(?P<{field}>{group})")
                 seen.add(field)
         matcher = re.compile("".join(regex))
         found = set()
@@ -353,19 +619,24 @@ class _FileProvider(Provider):
             if not m:
                 continue
             groups = m.groupdict()
+            if groups.get("symbol"):
+                name = groups["symbol"]
+            else:
+                exchange = groups.get("exchange") or pinned
+                name = f"{groups['code']}.{exchange}" if exchange else groups["code"]
             try:
-                symbol = normalise_symbol(groups.get("symbol") or groups["code"])
+                symbol = normalise_symbol(name, provider=self)
             except InvalidSymbolError:
                 continue
             # Only names fetch() would build: "000001.sz.csv" is not the file of 000001.SZ.
-            expected = self.pattern.format(symbol=symbol, code=_code(symbol))
-            if PurePosixPath(expected).as_posix() != rel:
+            if PurePosixPath(pattern.format(**_fields(symbol))).as_posix() != rel:
                 continue
             if path.is_file() and path.resolve().is_relative_to(self._root):
                 found.add(symbol)
-        return sorted(found)
+        return found
 
     # -- columns --------------------------------------------------------------------------
+
 
     def _map_columns(self, header: list[str], path: Path, symbol: str, freq: Freq) -> dict:
         """Return canonical name -> file column for the columns this file has."""
@@ -414,6 +685,13 @@ class _FileProvider(Provider):
 
     # -- the reading seam -----------------------------------------------------------------
 
+    def _tdx_export(self, path: Path, symbol: str) -> _TdxExport | None:
+        """Return the file as a TDX export when it is one, else None (plain files)."""
+        return None
+
+    def _read_tdx_export(self, export, path, symbol, freq, adjust) -> pd.DataFrame:
+        raise NotImplementedError
+
     def _header(self, path: Path, symbol: str) -> list[str]:
         """Return the file's column names."""
         raise NotImplementedError
@@ -427,9 +705,12 @@ class CSVProvider(_FileProvider):
     """Bars from local CSV files, one per symbol (``<SYMBOL>.csv``), any encoding.
 
     Takes the options of the file providers (``root``, ``pattern``, ``columns``,
-    ``volume_unit``) and ``encoding`` (default ``"utf-8"``; ``"gbk"`` for most Chinese
-    exports). Dates may be ISO strings, ``2024/01/02``, yyyymmdd integers or date-times;
-    day-first forms such as ``02.01.2024`` are read month-first.
+    ``volume_unit``), ``encoding`` (default ``"utf-8"``; ``"gbk"`` for most Chinese exports,
+    and TDX exports, which TDX writes in GBK, are read as GBK when they are not UTF-8) and
+    ``format``: ``auto`` (TDX "数据导出" files are recognised by their title line), ``csv``
+    (always a plain header row) or ``tdx`` (always a TDX export, title line optional).
+    Dates may be ISO strings, ``2024/01/02``, yyyymmdd integers or date-times; day-first
+    forms such as ``02.01.2024`` are read month-first.
 
     Examples
     --------
@@ -441,11 +722,19 @@ class CSVProvider(_FileProvider):
 
     name = "csv"
     suffix = ".csv"
-    description = "Local CSV files, one per symbol (<SYMBOL>.csv); columns mapped or detected"
+    description = (
+        "Local CSV files, one per symbol (<SYMBOL>.csv), and TDX exports (SH#600000.txt)"
+    )
+    auto_patterns = ("{symbol}.csv", "{exchange}#{code}.txt", "{exchange}#{code}.csv")
     options = {
         **_FileProvider.options,
-        "pattern": Option(str, "{symbol}.csv", "file name under root; {symbol} or {code}"),
+        "pattern": Option(
+            str, "auto", "file name under root with {symbol}, {code}, {exchange}; auto: "
+            "{symbol}.csv or TDX's {exchange}#{code}.txt"
+        ),
         "encoding": Option(str, "utf-8", "text encoding of the files; gbk for Chinese exports"),
+        "format": Option(str, "auto", "auto, csv, or tdx (TDX 数据导出 files: title line, "
+                         "Chinese header, footer)"),
     }
 
     def __init__(self, **options):
@@ -459,18 +748,157 @@ class CSVProvider(_FileProvider):
                 option="encoding",
                 value=self.encoding,
             ) from None
+        if self.format not in _FORMATS:
+            raise InvalidOptionError(
+                f"Option format={self.format!r} of provider 'csv' is not one of "
+                f"{', '.join(_FORMATS)}; use tdx for 通达信 数据导出 files",
+                option="format",
+                value=self.format,
+            )
+
+    # -- TDX exports ----------------------------------------------------------------------
+
+    def _decode(self, data: bytes, path: Path, symbol: str, export_only: bool) -> str | None:
+        """Decode ``data`` with the encoding option, or as GBK for a TDX export that is not
+        UTF-8 (TDX writes nothing else). None when ``export_only`` and the text is no export.
+        """
+        try:
+            return data.decode(self.encoding)
+        except UnicodeDecodeError as exc:
+            utf8 = codecs.lookup(self.encoding).name == "utf-8"
+            if utf8:
+                try:
+                    text = data.decode("gb18030")
+                except UnicodeDecodeError:
+                    text = None
+                if text is not None and _parse_tdx_export(text, self.format == "tdx"):
+                    return text
+            if export_only:
+                return None
+            raise _undecodable(path, symbol, self.encoding, exc) from exc
+
+    def _tdx_export(self, path, symbol):
+        if self.format == "csv":
+            return None
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise PermanentProviderError(
+                f"Cannot read {path}: {_one_line(exc)}", symbol=symbol, path=str(path),
+            ) from exc
+        # A plain CSV's decoding errors are pandas' to report, as before.
+        text = self._decode(data, path, symbol, export_only=self.format != "tdx")
+        export = None if text is None else _parse_tdx_export(text, self.format == "tdx")
+        if export is None and self.format == "tdx":
+            raise PermanentProviderError(
+                f"{path} is not a TDX export: no header line with 日期 (Date) near its top; "
+                "export it with TDX's 数据导出, or use format=csv",
+                symbol=symbol,
+                path=str(path),
+            )
+        return export
+
+    def _read_tdx_export(self, export, path, symbol, freq, adjust) -> pd.DataFrame:
+        """The bars of a TDX export, its title checked against the request; ``ts`` parsed."""
+        self._check_title(export, path, symbol, freq, adjust)
+        columns = {}
+        for i, name in enumerate(export.header):
+            canonical = _TDX_COLUMNS.get(_key(name))
+            if canonical is not None:
+                columns.setdefault(canonical, i)
+        missing = [c for c in ("date", "open", "high", "low", "close") if c not in columns]
+        if missing:
+            raise PermanentProviderError(
+                f"{path} has no {', '.join(missing)} column in its TDX header "
+                f"({', '.join(export.header)}); export 日期, 开盘, 最高, 最低, 收盘",
+                symbol=symbol,
+                path=str(path),
+            )
+        rows = []
+        for line in export.lines[export.first_row:]:
+            text = line.strip()
+            if not text:
+                continue
+            if text.startswith(_TDX_FOOTER):
+                break
+            rows.append(text)
+        if freq.intraday and "time" not in columns:
+            raise PermanentProviderError(
+                f"{path} has no 时间 (time) column: it holds daily bars, not {freq.value}; "
+                "export minute bars from TDX, or import it with --freq 1d",
+                symbol=symbol,
+                path=str(path),
+            )
+        sep = "," if rows and "," in rows[0] else ("\t" if rows and "\t" in rows[0] else r"\s+")
+        width = max(columns.values()) + 1
+        try:
+            table = pd.read_csv(
+                io.StringIO("\n".join(rows)), sep=sep, header=None, dtype=str,
+                usecols=range(width), names=range(width), index_col=False,
+                engine="python" if sep == r"\s+" else "c",
+            ) if rows else pd.DataFrame({i: pd.Series(dtype=str) for i in range(width)})
+        except (ValueError, pd.errors.ParserError) as exc:
+            raise PermanentProviderError(
+                f"Cannot read the rows of TDX export {path}: {_one_line(exc)}",
+                symbol=symbol,
+                path=str(path),
+            ) from exc
+        time = table[columns["time"]] if "time" in columns and freq.intraday else None
+        frame = pd.DataFrame({"ts": _tdx_stamps(table[columns["date"]], time)})
+        for name in ("open", "high", "low", "close", "volume", "amount"):
+            if name in columns:
+                frame[name] = _numbers(table[columns[name]])
+        if len(frame) and frame["ts"].isna().all():
+            raise PermanentProviderError(
+                f"The dates of TDX export {path} are unreadable (first "
+                f"{table[columns['date']].iloc[0]!r}); export dates as YYYY/MM/DD",
+                symbol=symbol,
+                path=str(path),
+            )
+        return frame
+
+    @staticmethod
+    def _check_title(export, path, symbol, freq, adjust):
+        """Refuse an export whose title names another security, period or adjustment."""
+        code = _fields(symbol)["code"]
+        if export.code is not None and export.code.upper() != code.upper():
+            raise PermanentProviderError(
+                f"{path} is the TDX export of {export.code} {export.name}, not of {symbol}; "
+                "check the file name or pattern",
+                symbol=symbol,
+                path=str(path),
+            )
+        title_freq = export.freq
+        if title_freq is not None and title_freq is not freq:
+            raise PermanentProviderError(
+                f"{path} holds {export.period} ({title_freq.value}) bars, not {freq.value}; "
+                f"import it with --freq {title_freq.value}",
+                symbol=symbol,
+                path=str(path),
+            )
+        if export.adjust_word:
+            held = export.adjust
+            if held is None:
+                raise PermanentProviderError(
+                    f"{path} holds {export.adjust_word} prices, which kdist cannot store; "
+                    "export 不复权 (none), 前复权 (qfq) or 后复权 (hfq) prices",
+                    symbol=symbol,
+                    path=str(path),
+                )
+            if held is not adjust:
+                raise PermanentProviderError(
+                    f"{path} holds {export.adjust_word} ({held.value}) prices, not "
+                    f"{adjust.value!r}; import it with --adjust {held.value}",
+                    symbol=symbol,
+                    path=str(path),
+                )
 
     def _read_csv(self, path: Path, symbol: str, **kwargs) -> pd.DataFrame:
         try:
             # index_col=False: a trailing comma on each row must not shift columns to an index.
             return pd.read_csv(path, encoding=self.encoding, index_col=False, **kwargs)
         except UnicodeDecodeError as exc:
-            raise PermanentProviderError(
-                f"Cannot decode {path} as {self.encoding} ({exc.reason} at byte {exc.start}); "
-                "set the encoding option to the file's encoding (gbk for Chinese exports)",
-                symbol=symbol,
-                path=str(path),
-            ) from exc
+            raise _undecodable(path, symbol, self.encoding, exc) from exc
         except pd.errors.EmptyDataError as exc:
             raise PermanentProviderError(
                 f"{path} is empty (no header row); re-export it or remove it",
@@ -507,9 +935,13 @@ class ParquetProvider(_FileProvider):
         "Local Parquet files, one per symbol (<SYMBOL>.parquet); columns mapped or detected"
     )
     requires = ("pyarrow",)
+    auto_patterns = ("{symbol}.parquet",)
     options = {
         **_FileProvider.options,
-        "pattern": Option(str, "{symbol}.parquet", "file name under root; {symbol} or {code}"),
+        "pattern": Option(
+            str, "auto", "file name under root with {symbol}, {code}, {exchange}; auto: "
+            "{symbol}.parquet"
+        ),
     }
 
     def _arrow(self, path: Path, symbol: str, read):
@@ -543,3 +975,25 @@ class ParquetProvider(_FileProvider):
         import pyarrow
 
         return pyarrow.__version__
+
+
+def _tdx_stamps(dates: pd.Series, times: pd.Series | None) -> pd.Series:
+    """Timestamps of TDX export rows: dates ``2007/02/28`` (or ``2007-02-28``, ``20070228``)
+    and, for minute bars, times ``0935`` (HHMM, the bar's end). Unreadable rows are NaT.
+    """
+    text = dates.astype("str").str.strip().str.replace("/", "-", regex=False)
+    compact = text.str.fullmatch(r"\d{8}")
+    day = pd.to_datetime(text.where(~compact), format="%Y-%m-%d", errors="coerce")
+    if compact.any():
+        day = day.where(~compact, pd.to_datetime(text.where(compact), format="%Y%m%d",
+                                                  errors="coerce"))
+    day = day.astype("datetime64[us]")
+    if times is None:
+        return day
+    clock = times.astype("str").str.strip().str.replace(":", "", regex=False).str.zfill(4)
+    valid = clock.str.fullmatch(r"\d{4}")
+    hours = pd.to_numeric(clock.str[:2].where(valid), errors="coerce")
+    minutes = pd.to_numeric(clock.str[2:].where(valid), errors="coerce")
+    ok = (hours < 24) & (minutes < 60)
+    offset = pd.to_timedelta((hours * 60 + minutes).where(ok), unit="m")
+    return (day + offset).astype("datetime64[us]")

@@ -7,30 +7,41 @@ it stays inside the resolved ``vipdoc`` (which may itself link to a data drive; 
 it are refused). A file is an array of 32-byte little-endian records, read whole with
 ``numpy.frombuffer`` and a structured dtype; a size that is not a multiple of 32 is a
 truncated file. A ``.day`` record is ``<IIIIIfII``: date as the integer YYYYMMDD, open, high,
-low and close as integers (price times the scale), amount as float32 (yuan), volume as an
-integer (shares) and 4 reserved bytes. The scale (option ``price_scale``) is guessed from the
-code by ``auto``: 1000 for codes quoted to 0.001 - Shanghai 5xxxxx (funds, ETFs, LOFs), 900xxx
-(B shares, in US dollars) and bonds 01xxxx and 10xxxx-14xxxx, Shenzhen 15xxxx, 16xxxx, 18xxxx
-(funds, ETFs, LOFs, REITs) and bonds 10xxxx-14xxxx - and 100 for all else: stocks, Shenzhen B
-shares, indexes (000xxx on SH, 399xxx on SZ) and all of Beijing; ``100`` or ``1000`` overrides
-the guess. An ``.lc1``/``.lc5`` record is ``<HHfffffII``: date packed as ``(year - 2004) * 2048
-+ month * 100 + day``, minutes since midnight at the bar's end (the first 1-minute bar is
-09:31, the first 5-minute bar 09:35), open, high, low, close and amount as float32, volume as
-an integer and 4 reserved bytes; the float32 prices are rounded to the scale's decimals (2 or
-3), which restores the exchange's ticks. Volume is kept as the file holds it: shares, except
-that some TDX versions count index volume in lots (手). Timestamps are exchange-local and
-tz-naive, daily bars at midnight. ``1d`` comes from ``.day``, ``1m`` from ``.lc1``, ``5m``
-from ``.lc5``; ``1w`` and ``1M`` aggregate whole weeks (Monday to Sunday) and months of
-``.day`` bars, stamped on their last trading day, and ``15m``/``30m``/``60m`` aggregate
-``.lc5`` bars within the A-share sessions 09:30-11:30 and 13:00-15:00, stamped at the bucket's
-end (a bar outside the sessions joins the first or last bucket of the nearer one). The files
-are unadjusted: only ``adjust="none"``. Records whose date does not decode are dropped (they
-belong to no window); dtypes, OHLC checks, sorting and duplicates are
-:func:`kdist.schema.normalise`'s work in the runner.
+low and close as integers, amount as float32 (yuan), volume as an integer and 4 reserved
+bytes. An ``.lc1``/``.lc5`` record is ``<HHfffffII``: date packed as ``(year - 2004) * 2048 +
+month * 100 + day``, minutes since midnight at the bar's end (the first 1-minute bar is 09:31,
+the first 5-minute bar 09:35), open, high, low, close and amount as float32, volume as an
+integer and 4 reserved bytes.
+
+What the numbers mean depends on the kind of security (:mod:`kdist.securities`, one code
+table): TDX keeps a price with 2 decimals (stocks, Shenzhen B shares, indexes) or 3 (funds,
+warrants, Shanghai B shares, bonds, repo) and stores ``.day`` prices as that price times 100
+or 1000. Bonds and repo are held per 1,000 yuan face value and counted in 手 of 10, so their
+stored price is 10x the quote (113011.SH: 1047970 for 104.797) and their volume a tenth of the
+bonds traded; a repo's quote is its annualised rate in percent (204001.SH: 27200 for 2.72%).
+Indexes, TDX blocks (880xxx, 881xxx) and TDX's aliases of SSE indexes (999999 ...) count 手 of
+100 shares. For these kinds the whole file's amounts confirm the unit, so a file that counts
+bonds or shares keeps them (:func:`kdist.securities.volume_factor_from_amount`). kdist stores
+quotes, volume in shares, fund units, bonds or 100-yuan repo units, and amount as written
+(float32 yuan). Option ``price_scale`` (a power of ten) overrides the divisor of the ``.day``
+integers; minute prices are scaled alike, and rounded to the quote's tick, which restores the
+exchange's prices from float32. Option ``kinds`` says which kinds ``list_symbols``
+(``--all``) returns: by default every kind an exchange lists, without TDX's blocks and
+aliases; a symbol named explicitly is read whatever its kind.
+
+Timestamps are exchange-local and tz-naive, daily bars at midnight. ``1d`` comes from
+``.day``, ``1m`` from ``.lc1``, ``5m`` from ``.lc5``; ``1w`` and ``1M`` aggregate whole weeks
+(Monday to Sunday) and months of ``.day`` bars, stamped on their last trading day, and
+``15m``/``30m``/``60m`` aggregate ``.lc5`` bars within the A-share sessions 09:30-11:30 and
+13:00-15:00, stamped at the bucket's end (a bar outside the sessions joins the first or last
+bucket of the nearer one). The files are unadjusted: only ``adjust="none"``. Records whose
+date does not decode are dropped (they belong to no window); dtypes, OHLC checks, sorting and
+duplicates are :func:`kdist.schema.normalise`'s work in the runner.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import ClassVar
@@ -38,8 +49,10 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 
+from .. import securities
 from ..errors import InvalidOptionError, PermanentProviderError, SymbolNotFoundError
 from ..schema import BAR_COLUMNS, Adjust, Freq, normalise_symbol, to_date
+from ..securities import Kind, TdxUnits
 from .base import Option, Provider, directory_option
 
 __all__ = ["TdxProvider"]
@@ -71,15 +84,11 @@ _SOURCES: dict[Freq, tuple[str, str]] = {
     Freq.MIN30: ("fzline", "lc5"),
     Freq.MIN60: ("fzline", "lc5"),
 }
-_KIND = {"day": "daily", "lc1": "1-minute", "lc5": "5-minute"}
-#: Code prefixes whose .day prices carry three decimals (x1000), per exchange.
-_THOUSANDTHS = {
-    "sh": ("5", "900", "01", "10", "11", "12", "13", "14"),
-    "sz": ("15", "16", "18", "10", "11", "12", "13", "14"),
-    "bj": (),
-}
-_PRICE_SCALES = ("auto", "100", "1000")
-_ASHARE = re.compile(r"^(\d{6})\.(SH|SZ|BJ)$", re.ASCII)
+_FILE_KIND = {"day": "daily", "lc1": "1-minute", "lc5": "5-minute"}
+#: Kinds whose volume unit the file's amounts confirm (TDX counts them in 手).
+_JUDGED = frozenset({Kind.BOND, Kind.REPO, Kind.INDEX, Kind.BLOCK, Kind.ALIAS})
+#: price_scale may be 1, 10, ... 10**6: no TDX price has more decimals.
+_MAX_SCALE_DIGITS = 6
 _DAY_FILE = re.compile(r"^(sh|sz|bj)(\d{6})\.day$", re.ASCII)
 # Session opens in minutes since midnight; a bar stamped before noon belongs to the morning.
 _MORNING, _AFTERNOON, _NOON, _SESSION_MINUTES = 570, 780, 720, 120
@@ -91,9 +100,13 @@ def _one_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _auto_scale(exchange: str, code: str) -> int:
-    """Return the .day price scale of ``code`` on ``exchange`` ("sh", "sz", "bj")."""
-    return 1000 if code.startswith(_THOUSANDTHS[exchange]) else 100
+def _parse_scale(value: str) -> int | None:
+    """Return the power of ten ``value`` names ("1000"), None for "auto" or anything else."""
+    text = str(value).strip()
+    if text.isascii() and text.isdigit() and text.startswith("1") and set(text[1:]) <= {"0"}:
+        if len(text) - 1 <= _MAX_SCALE_DIGITS:
+            return int(text)
+    return None
 
 
 def _dates(year: np.ndarray, month: np.ndarray, day: np.ndarray) -> np.ndarray:
@@ -149,11 +162,15 @@ class TdxProvider(Provider):
         The TDX installation directory, the one holding ``vipdoc/`` (e.g. ``C:/new_tdx``).
         Required. Checked by :meth:`check`, not on construction, so a provider built on a
         client without the files still pickles to workers that have them.
-    price_scale : {"auto", "100", "1000"}
-        Divisor of the integer prices in ``.day`` files and decimals kept of the float
-        prices in minute files (100: 2 decimals, 1000: 3). ``auto`` decides from the code:
-        1000 for funds, ETFs, bonds and Shanghai B shares, 100 for the rest (see the module
-        docstring for the exact prefixes).
+    price_scale : str
+        ``auto``, or a power of ten (``1``, ``10``, ... ``1000000``): the divisor of the
+        integer prices in ``.day`` files; minute prices are scaled alike. ``auto`` takes it
+        from the kind of security (:func:`kdist.securities.tdx_units`): 100 for stocks and
+        indexes, 1000 for funds, warrants and Shanghai B shares, 10000 for bonds and repo.
+    kinds : str
+        Comma-separated kinds :meth:`list_symbols` returns (for ``--all``): ``listed`` (the
+        default: every kind an exchange lists), ``all``, or names such as ``stock,index``;
+        ``block`` and ``alias`` are TDX's own 880xxx/881xxx and 99999x codes.
 
     Examples
     --------
@@ -170,10 +187,17 @@ class TdxProvider(Provider):
     freqs = tuple(Freq)
     # The files hold traded prices; kdist has no adjustment factors for them.
     adjusts = (Adjust.NONE,)
+    #: A-share codes only (symbol validation refuses tickers with a suffix), TDX's own included.
+    symbol_suffixes: ClassVar[frozenset[str]] = frozenset()
+    tdx_codes = True
     options: ClassVar[dict[str, Option]] = {
         "root": Option(str, None, "TDX installation directory holding vipdoc/ (required)"),
         "price_scale": Option(
-            str, "auto", "auto, 100 or 1000: .day price divisor (auto: 1000 for funds/ETFs)"
+            str, "auto", "auto, or a power of ten: .day price divisor (auto: by kind of security)"
+        ),
+        "kinds": Option(
+            str, "listed", "kinds --all lists: listed (no TDX blocks/aliases), all, or "
+            "stock,fund,bond,repo,index,..."
         ),
     }
 
@@ -186,13 +210,21 @@ class TdxProvider(Provider):
                 "vipdoc/ (e.g. --option root=C:/new_tdx)",
                 option="root",
             )
-        if self.price_scale not in _PRICE_SCALES:
+        if self.price_scale != "auto" and _parse_scale(self.price_scale) is None:
             raise InvalidOptionError(
-                f"Option price_scale={self.price_scale!r} of provider 'tdx' is not one of "
-                f"{', '.join(_PRICE_SCALES)}; use 1000 for prices with 3 decimals (funds, ETFs)",
+                f"Option price_scale={self.price_scale!r} of provider 'tdx' is not auto or a "
+                "power of ten; use e.g. 100 (2 decimals), 1000 (3) or 10000 (bonds)",
                 option="price_scale",
                 value=self.price_scale,
             )
+        try:
+            self._kinds = securities.parse_kinds(self.kinds)
+        except ValueError as exc:
+            raise InvalidOptionError(
+                f"Option kinds={self.kinds!r} of provider 'tdx': {exc}",
+                option="kinds",
+                value=self.kinds,
+            ) from None
 
     # -- root -----------------------------------------------------------------------------
 
@@ -233,7 +265,7 @@ class TdxProvider(Provider):
         if not any((self._vipdoc / ex / folder).is_dir() for ex in _EXCHANGES):
             raise InvalidOptionError(
                 f"Provider 'tdx' has no {freq.value} bars under {self._vipdoc}: no "
-                f"{{sh,sz,bj}}/{folder}/ directory holds {_KIND[suffix]} .{suffix} files; "
+                f"{{sh,sz,bj}}/{folder}/ directory holds {_FILE_KIND[suffix]} .{suffix} files; "
                 "download them in TDX (盘后数据下载) or choose another freq",
                 option="freq",
                 value=freq.value,
@@ -243,14 +275,14 @@ class TdxProvider(Provider):
 
     def _path(self, symbol: str, freq: Freq) -> tuple[Path, str, str]:
         """Return ``(resolved file, exchange, code)`` of ``symbol``, refusing paths out of root."""
-        m = _ASHARE.match(symbol)
-        if not m:
+        parts = securities.split_symbol(symbol)
+        if parts is None:
             raise SymbolNotFoundError(
                 f"Provider 'tdx' has no file for {symbol}: it reads the sh, sz and bj markets "
                 "of vipdoc/; use symbols like 600000.SH, 000001.SZ or 830799.BJ",
                 symbol=symbol,
             )
-        code, exchange = m.group(1), m.group(2).lower()
+        code, exchange = parts[0], parts[1].lower()
         folder, suffix = _SOURCES[freq]
         candidate = self._vipdoc / exchange / folder / f"{exchange}{code}.{suffix}"
         try:
@@ -276,17 +308,35 @@ class TdxProvider(Provider):
                     path=str(path),
                 )
             raise SymbolNotFoundError(
-                f"No TDX {_KIND[suffix]} file for {symbol}: {path} does not exist; check the "
+                f"No TDX {_FILE_KIND[suffix]} file for {symbol}: {path} does not exist; check the "
                 f"symbol and root={self.root!r}, and download the data in TDX (盘后数据下载)",
                 symbol=symbol,
                 path=str(path),
             )
         return path, exchange, code
 
-    def _scale(self, exchange: str, code: str) -> int:
-        if self.price_scale == "auto":
-            return _auto_scale(exchange, code)
-        return int(self.price_scale)
+    def _units(self, exchange: str, code: str) -> tuple[TdxUnits, int]:
+        """Return the units of ``code`` on ``exchange`` and the ``.day`` price divisor."""
+        # Symbols reach here validated, so the code has a kind; a stock's units otherwise.
+        kind = securities.kind_of_code(code, exchange) or Kind.STOCK
+        units = securities.tdx_units(kind, exchange)
+        scale = _parse_scale(self.price_scale) or units.price_scale
+        return units, scale
+
+    @staticmethod
+    def _volume_factor(units: TdxUnits, bars: dict[str, np.ndarray]) -> float:
+        """What the file's volume is multiplied by: the kind's, confirmed by the amounts.
+
+        Bonds and repo are counted in 手 of 10, indexes in 手 of 100, in the trees seen; the
+        whole file's amounts (price x volume for bonds, ~100 yuan per 张 of repo, a share
+        price of a few yuan for indexes) confirm it, so a file that counts otherwise keeps
+        its own unit. Stocks and funds count shares.
+        """
+        if units.kind not in _JUDGED:
+            return float(units.volume_factor)
+        return float(securities.volume_factor_from_amount(
+            units.kind, bars["close"], bars["volume"], bars["amount"], units.volume_factor
+        ))
 
     # -- reading --------------------------------------------------------------------------
 
@@ -312,7 +362,7 @@ class TdxProvider(Provider):
         return np.frombuffer(raw, dtype=dtype)
 
     @staticmethod
-    def _day_bars(rec: np.ndarray, scale: int) -> dict[str, np.ndarray]:
+    def _day_bars(rec: np.ndarray, units: TdxUnits, scale: int) -> dict[str, np.ndarray]:
         date = rec["date"].astype(np.int64)
         days = _dates(date // 10000, date // 100 % 100, date % 100)
         # Integer / scale is correctly rounded: 1021 / 100 is exactly the float 10.21.
@@ -323,19 +373,26 @@ class TdxProvider(Provider):
         return bars
 
     @staticmethod
-    def _minute_bars(rec: np.ndarray, scale: int) -> dict[str, np.ndarray]:
+    def _minute_bars(rec: np.ndarray, units: TdxUnits, scale: int) -> dict[str, np.ndarray]:
         packed = rec["date"].astype(np.int64)
         days = _dates(packed // 2048 + 2004, packed % 2048 // 100, packed % 2048 % 100)
         minute = rec["minute"].astype(np.int64)
         days = np.where(minute < 1440, days, np.datetime64("NaT", "D"))
         ts = days.astype("datetime64[m]") + minute.astype("timedelta64[m]")
         bars = {"ts": ts.astype("datetime64[us]")}
+        # The floats are TDX's internal price, the .day integer over 10**tdx_decimals: scale
+        # them as the .day integers are (bonds: 1047.97 -> 104.797).
+        internal = 10**units.tdx_decimals
+        shift = round(math.log10(scale)) - round(math.log10(units.price_scale))
         # float32 10.01 is 10.0100002...: rounding to the tick's decimals restores 10.01.
-        decimals = 3 if scale == 1000 else 2
-        bars.update(
-            {c: np.round(rec[c].astype(np.float64), decimals)
-             for c in ("open", "high", "low", "close")}
-        )
+        decimals = max(0, units.decimals + shift)
+        for c in ("open", "high", "low", "close"):
+            price = rec[c].astype(np.float64)
+            if scale >= internal:
+                price = price / (scale // internal)
+            else:
+                price = price * (internal // scale)
+            bars[c] = np.round(price, decimals)
         bars["volume"] = rec["volume"].astype(np.float64)
         bars["amount"] = rec["amount"].astype(np.float64)
         return bars
@@ -370,16 +427,17 @@ class TdxProvider(Provider):
         # Symbols are validated upstream, but a path is built from this one: never trust it.
         symbol = normalise_symbol(symbol)
         path, exchange, code = self._path(symbol, freq)
-        scale = self._scale(exchange, code)
+        units, scale = self._units(exchange, code)
         daily = _SOURCES[freq][1] == "day"
         rec = self._records(path, symbol, _DAY_RECORD if daily else _MINUTE_RECORD)
-        bars = self._day_bars(rec, scale) if daily else self._minute_bars(rec, scale)
+        bars = (self._day_bars if daily else self._minute_bars)(rec, units, scale)
+        bars["volume"] = bars["volume"] * self._volume_factor(units, bars)
         ts = bars["ts"]
         if len(ts) and np.isnat(ts).all():
             raise PermanentProviderError(
                 f"The TDX file of {symbol}, {path}, holds no valid date in its {len(ts)} "
                 f"records (first raw date {int(rec['date'][0])}); it is not a "
-                f"{_KIND[_SOURCES[freq][1]]} TDX file: download it again or delete it",
+                f"{_FILE_KIND[_SOURCES[freq][1]]} TDX file: download it again or delete it",
                 symbol=symbol,
                 path=str(path),
             )
@@ -417,10 +475,12 @@ class TdxProvider(Provider):
         return _aggregate(bars, stamps.astype(np.int64), stamps)
 
     def list_symbols(self) -> list[str]:
-        """Return the canonical symbols of every daily file under root, sorted.
+        """Return the canonical symbols of the daily files under root of the chosen kinds.
 
         Files whose name is not ``<exchange><6 digits>.day`` in that exchange's ``lday``
-        directory, and symlinks out of root, are skipped.
+        directory, codes in no range of that exchange (:data:`kdist.securities.CODE_TABLE`)
+        or of a kind not in option ``kinds`` (by default TDX's blocks and aliases, whose
+        statistics rows no exchange publishes), and symlinks out of root are skipped.
         """
         found = set()
         for exchange in _EXCHANGES:
@@ -430,6 +490,8 @@ class TdxProvider(Provider):
             for path in folder.glob(f"{exchange}*.day"):
                 m = _DAY_FILE.fullmatch(path.name)
                 if not m or m.group(1) != exchange:
+                    continue
+                if securities.kind_of_code(m.group(2), exchange) not in self._kinds:
                     continue
                 try:
                     resolved = path.resolve()

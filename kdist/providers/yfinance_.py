@@ -32,17 +32,16 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
-import re
 
 import pandas as pd
 
 from ..errors import DataError, InvalidOptionError, PermanentProviderError, TransientProviderError
 from ..schema import Adjust, Freq, empty_bars, normalise_symbol, to_date
+from ..securities import YAHOO_SUFFIXES, split_symbol
 from .base import Option, Provider
 
 __all__ = ["YfinanceProvider"]
 
-_ASHARE = re.compile(r"^(\d{6})\.(SH|SZ|BJ)$", re.ASCII)
 _INTERVALS = {
     Freq.DAY: "1d",
     Freq.WEEK: "1wk",
@@ -67,9 +66,9 @@ _PRICES = ("open", "high", "low", "close")
 
 def _ticker(symbol: str) -> str:
     """Yahoo's ticker of a canonical symbol: ``600000.SH`` -> ``600000.SS``, others as given."""
-    m = _ASHARE.match(symbol)
-    if m and m.group(2) == "SH":
-        return f"{m.group(1)}.SS"
+    parts = split_symbol(symbol)
+    if parts and parts[1] == "SH":
+        return f"{parts[0]}.SS"
     return symbol
 
 
@@ -117,6 +116,9 @@ class YfinanceProvider(Provider):
     url = "https://ranaroussi.github.io/yfinance/"
     freqs = tuple(_INTERVALS)
     adjusts = (Adjust.NONE, Adjust.QFQ)
+    #: Ticker suffixes symbol validation accepts (kdist.schema.parse_symbols): Yahoo's markets.
+    symbol_suffixes = YAHOO_SUFFIXES
+    tdx_codes = False  # TDX's block codes are no Yahoo tickers
     #: None: each ticker is converted to its own exchange's local time in the provider.
     tz = None
     # Conservative cluster-wide politeness: Yahoo answers bursts with HTTP 429.
@@ -325,7 +327,8 @@ def _bars(raw: pd.DataFrame | None, symbol: str, ticker: str) -> pd.DataFrame:
     if ts.tz is not None:
         # history() stamps bars in the exchange's zone: dropping the zone keeps the exchange's
         # wall time. Converting to UTC first would move Asian daily bars to the previous day.
-        zone = _ZONES.get(symbol.rpartition(".")[2]) if _ASHARE.match(symbol) else None
+        parts = split_symbol(symbol)
+        zone = _ZONES.get(parts[1]) if parts else None
         ts = ts.tz_convert(zone or ts.tz).tz_localize(None)
     bars = pd.DataFrame(
         {

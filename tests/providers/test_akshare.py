@@ -197,7 +197,7 @@ def test_non_ashare_symbols_are_refused(vendor, provider, symbol):
 @pytest.mark.parametrize(("symbol", "would_be"), [
     ("000001.SH", "000001.SZ"),  # the Shanghai composite index, not Ping An Bank
     ("510050.SH", "510050.SZ"),  # a Shanghai ETF
-    ("600000.SZ", "600000.SH"),
+    ("113011.SH", "113011.SZ"),  # a Shanghai convertible bond
 ])
 def test_exchange_akshare_would_get_wrong_is_refused(vendor, provider, symbol, would_be):
     with pytest.raises(PermanentProviderError, match=f"would return {would_be}"):

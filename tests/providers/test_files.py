@@ -310,16 +310,21 @@ def test_code_pattern(root):
     assert provider.list_symbols() == ["000001.SZ", "AAPL"]
 
 
-def test_adjusted_prices_are_refused(root):
+def test_adjust_declares_what_plain_files_hold(root):
+    # kdist adjusts nothing: --adjust qfq says "these files are qfq" and stores them so.
     write(root, "AAPL.csv", ENGLISH)
     provider = get_provider("csv", root=str(root))
-    assert CSVProvider.adjusts == (Adjust.NONE,)
-    with pytest.raises(InvalidOptionError, match="qfq"):
-        provider.fetch("AAPL", "2024-01-01", "2024-01-31", adjust="qfq")
-    with pytest.raises(InvalidOptionError, match="qfq"):
-        kdist.ingest(["AAPL"], start="2024-01-01", end="2024-01-31", adjust="qfq",
-                     provider=provider, db=str(root.parent / "never.duckdb"), client="sync")
-    assert not (root.parent / "never.duckdb").exists()
+    assert CSVProvider.adjusts == ParquetProvider.adjusts == tuple(Adjust)
+    plain = provider.fetch("AAPL", "2024-01-01", "2024-01-31")
+    pd.testing.assert_frame_equal(
+        provider.fetch("AAPL", "2024-01-01", "2024-01-31", adjust="qfq"), plain
+    )
+    db = str(root.parent / "k.duckdb")
+    report = kdist.ingest(["AAPL"], start="2024-01-01", end="2024-01-31", adjust="hfq",
+                          provider=provider, db=db, client="sync")
+    assert report.rows_written == 5
+    assert kdist.load(db, adjust="hfq")["close"].tolist()[-1] == 185.56
+    assert len(kdist.load(db)) == 0  # nothing stored as unadjusted
 
 
 # -- security ----------------------------------------------------------------------------------
@@ -449,7 +454,7 @@ def test_metadata_and_registry():
     assert kdist.providers.provider_class("csv") is CSVProvider
     assert kdist.providers.provider_class("parquet") is ParquetProvider
     assert CSVProvider.requires == () and ParquetProvider.requires == ("pyarrow",)
-    assert CSVProvider.freqs == tuple(Freq) and ParquetProvider.adjusts == (Adjust.NONE,)
+    assert CSVProvider.freqs == tuple(Freq) and ParquetProvider.adjusts == tuple(Adjust)
     assert "encoding" in CSVProvider.options and "encoding" not in ParquetProvider.options
     rows = {r["name"]: r for r in kdist.available_providers()}
     assert rows["csv"]["installed"] and rows["parquet"]["installed"]
@@ -547,6 +552,220 @@ def test_ingest_end_to_end(tmp_path, root):
     assert aapl["volume"].tolist() == [58414500.0, 71983600.0, 62303300.0]
     assert stored.loc[stored["symbol"] == "000300.SH", "volume"].isna().all()
     assert set(stored["source"]) == {"csv"}
+
+
+# -- TDX "数据导出" files (issue 15) -----------------------------------------------------------
+#
+# Laid out as TDX's 数据导出 writes them: GBK, CRLF line ends, a title line (code, name,
+# period, adjustment), a header of tab-separated names padded with spaces, rows separated by
+# commas (or tabs), dates as YYYY/MM/DD, minute bars' times as HHMM (the bar's end), and a
+# footer naming the source.
+TDX_HEADER = "      日期\t    开盘\t    最高\t    最低\t    收盘\t    成交量\t    成交额"
+TDX_MINUTE_HEADER = (
+    "      日期\t    时间\t    开盘\t    最高\t    最低\t    收盘\t    成交量\t    成交额"
+)
+# 601003 柳钢股份, listed 2007-02-27, forward-adjusted: its early prices are negative. Volume
+# in shares (amount / (close x volume) is ~1 where the prices are the traded ones, at the end).
+QFQ_ROWS = [
+    "2007/02/27,-0.55,-0.31,-0.67,-0.42,74326547,475963264.00",
+    "2007/02/28,-0.43,-0.25,-0.55,-0.30,30254668,196655232.00",
+    "2023/02/23,3.35,3.40,3.33,3.38,11234500,37937424.00",
+    "2023/02/24,3.38,3.42,3.36,3.41,9876500,33552416.00",
+]
+
+
+def tdx_export(title, rows, header=TDX_HEADER, footer="数据来源:通达信"):
+    """The bytes of a TDX export: GBK with CRLF line ends."""
+    return "\r\n".join([title, header, *rows, footer, ""]).encode("gbk")
+
+
+def put(root, name, data: bytes):
+    path = root / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def qfq_bars(provider, symbol, start, end, freq="1d", adjust="qfq"):
+    lo, hi = window_bounds(start, end)
+    raw = provider.fetch(symbol, start, end, freq, adjust)
+    frame, rejected = normalise(raw, freq=Freq.parse(freq), adjust=adjust, start=lo, end=hi)
+    assert rejected == {}
+    assert_canonical(frame)
+    return frame
+
+
+def test_tdx_export_is_read_as_exported_without_any_option(root):
+    put(root, "SH#601003.txt", tdx_export("601003 柳钢股份 日线 前复权", QFQ_ROWS))
+    provider = get_provider("csv", root=str(root))  # no pattern, encoding or columns
+    assert provider.list_symbols() == ["601003.SH"]
+    frame = qfq_bars(provider, "601003.SH", "2007-01-01", "2023-12-31")
+    assert frame["ts"].dt.strftime("%Y-%m-%d").tolist() == [
+        "2007-02-27", "2007-02-28", "2023-02-23", "2023-02-24",
+    ]
+    first = frame.iloc[0]
+    assert (first.open, first.high, first.low, first.close) == (-0.55, -0.31, -0.67, -0.42)
+    assert frame["volume"].tolist() == [74326547.0, 30254668.0, 11234500.0, 9876500.0]
+    assert frame["amount"].tolist()[-1] == 33552416.0
+
+
+@pytest.mark.parametrize(("asked", "held"), [("none", "qfq"), ("hfq", "qfq")])
+def test_tdx_export_title_must_match_the_adjust_asked_for(root, asked, held):
+    put(root, "SH#601003.txt", tdx_export("601003 柳钢股份 日线 前复权", QFQ_ROWS))
+    with pytest.raises(PermanentProviderError,
+                       match=rf"holds 前复权 \({held}\) prices, not '{asked}'; .*--adjust qfq"):
+        get_provider("csv", root=str(root)).fetch("601003.SH", "2007-01-01", "2023-12-31",
+                                                  adjust=asked)
+
+
+def test_tdx_export_title_names_the_security_and_period(root):
+    put(root, "SH#601003.txt", tdx_export("600000 浦发银行 日线 不复权", QFQ_ROWS[2:]))
+    put(root, "SH#600000.txt", tdx_export("600000 浦发银行 周线 不复权", QFQ_ROWS[2:]))
+    provider = get_provider("csv", root=str(root))
+    with pytest.raises(PermanentProviderError, match="export of 600000 浦发银行, not of 601003"):
+        provider.fetch("601003.SH", "2023-01-01", "2023-12-31")
+    with pytest.raises(PermanentProviderError, match=r"holds 周线 \(1w\) bars, not 1d"):
+        provider.fetch("600000.SH", "2023-01-01", "2023-12-31")
+    assert len(provider.fetch("600000.SH", "2023-01-01", "2023-12-31", freq="1w")) == 2
+
+
+def test_tdx_export_tab_separated_with_hash_footer_and_lots(root):
+    # Tab-separated rows; the client set to count 手: amount / (close x volume) is ~100.
+    rows = ["2024/01/02\t9.39\t9.42\t9.21\t9.21\t1158366\t1075742252.00",
+            "2024/01/03\t9.19\t9.22\t9.15\t9.20\t733610\t673673734.00"]
+    put(root, "SZ#000001.txt", tdx_export("000001 平安银行 日线 不复权", rows,
+                                          footer="#数据来源:通达信"))
+    frame = qfq_bars(get_provider("csv", root=str(root)), "000001.SZ", "2024-01-01",
+                     "2024-01-31", adjust="none")
+    assert frame["close"].tolist() == [9.21, 9.20]
+    assert frame["volume"].tolist() == [115836600.0, 73361000.0]
+    # The user's word wins over the amounts.
+    shares = get_provider("csv", root=str(root), volume_unit="shares")
+    assert shares.fetch("000001.SZ", "2024-01-01", "2024-01-31")["volume"].tolist() == [
+        1158366.0, 733610.0,
+    ]
+
+
+def test_tdx_export_of_an_index_is_shanghai_and_counts_shares(root):
+    # SH#000001.txt is the SSE Composite (000001.SH), not Ping An Bank (000001.SZ); its
+    # volume is in 手: amount / volume is ~1,315 yuan, 100 shares' worth.
+    rows = ["2023/02/23,3287.48,3291.93,3275.47,3287.48,311245678,410876543488.00",
+            "2023/02/24,3282.26,3286.29,3261.71,3267.16,313541012,412345663488.00"]
+    put(root, "SH#000001.txt", tdx_export("000001 上证指数 日线 不复权", rows))
+    provider = get_provider("csv", root=str(root))
+    assert provider.list_symbols() == ["000001.SH"]
+    frame = qfq_bars(provider, "000001.SH", "2023-02-24", "2023-02-24", adjust="none")
+    assert frame["close"].tolist() == [3267.16]
+    assert frame["volume"].tolist() == [31354101200.0]
+    with pytest.raises(SymbolNotFoundError, match="SZ#000001.txt"):
+        provider.fetch("000001.SZ", "2023-02-24", "2023-02-24")
+
+
+def test_tdx_export_of_a_bond_counts_bonds(root):
+    rows = ["2023/02/24,104.500,105.010,104.400,104.797,372968,390870000.00"]
+    put(root, "SH#113011.txt", tdx_export("113011 光大转债 日线 不复权", rows))
+    frame = qfq_bars(get_provider("csv", root=str(root)), "113011.SH", "2023-02-24",
+                     "2023-02-24", adjust="none")
+    assert (frame["close"].iat[0], frame["volume"].iat[0]) == (104.797, 3729680.0)
+
+
+def test_tdx_export_header_unit_is_taken_at_its_word(root):
+    header = TDX_HEADER.replace("成交量", "成交量(手)")
+    rows = ["2024/01/02,9.39,9.42,9.21,9.21,1158366,1075742252.00"]
+    put(root, "SZ#000001.txt", tdx_export("000001 平安银行 日线 不复权", rows, header=header))
+    frame = get_provider("csv", root=str(root)).fetch("000001.SZ", "2024-01-02", "2024-01-02")
+    assert frame["volume"].tolist() == [115836600.0]
+
+
+def test_tdx_minute_export_has_a_time_column_at_the_bars_end(root):
+    rows = ["2024/01/02\t0935\t6.50\t6.53\t6.49\t6.52\t1523400\t9914376.00",
+            "2024/01/02\t0940\t6.52\t6.54\t6.51\t6.53\t823100\t5370726.00",
+            "2024/01/02\t1130\t6.55\t6.56\t6.54\t6.55\t412300\t2700564.00",
+            "2024/01/02\t1305\t6.55\t6.57\t6.55\t6.56\t512300\t3360688.00",
+            "2024/01/03\t0935\t6.56\t6.58\t6.55\t6.57\t700000\t4599000.00"]
+    put(root, "SH#600000.txt", tdx_export("600000 浦发银行 5分钟线 不复权", rows,
+                                          header=TDX_MINUTE_HEADER, footer="#数据来源:通达信"))
+    provider = get_provider("csv", root=str(root))
+    frame = qfq_bars(provider, "600000.SH", "2024-01-02", "2024-01-02", freq="5m",
+                     adjust="none")
+    assert frame["ts"].dt.strftime("%Y-%m-%d %H:%M").tolist() == [
+        "2024-01-02 09:35", "2024-01-02 09:40", "2024-01-02 11:30", "2024-01-02 13:05",
+    ]
+    assert frame["close"].tolist() == [6.52, 6.53, 6.55, 6.56]
+    assert frame["volume"].tolist()[0] == 1523400.0
+    with pytest.raises(PermanentProviderError, match=r"5分钟线 \(5m\) bars, not 1d"):
+        provider.fetch("600000.SH", "2024-01-02", "2024-01-02")
+
+
+def test_format_option(root):
+    # A header without title (format=tdx), and an export read as a plain CSV (format=csv).
+    rows = ["2024/01/02,9.39,9.42,9.21,9.21,115836600,1075742252.00"]
+    headerless = "\r\n".join([TDX_HEADER, *rows, "数据来源:通达信", ""]).encode("gbk")
+    put(root, "SZ#000001.txt", headerless)
+    tdx = get_provider("csv", root=str(root), format="tdx")
+    assert tdx.fetch("000001.SZ", "2024-01-02", "2024-01-02")["close"].tolist() == [9.21]
+    # TDX's padded, tab-separated header gives it away without the option too.
+    auto = get_provider("csv", root=str(root))
+    assert auto.fetch("000001.SZ", "2024-01-02", "2024-01-02")["close"].tolist() == [9.21]
+    put(root, "SZ#000002.txt", tdx_export("000002 万 科Ａ 日线 不复权", rows))
+    plain = get_provider("csv", root=str(root), format="csv", encoding="gbk")
+    with pytest.raises(PermanentProviderError, match="no ts, open, high, low, close column"):
+        plain.fetch("000002.SZ", "2024-01-02", "2024-01-02")
+    write(root, "600000.SH.csv", MINUTE)
+    with pytest.raises(PermanentProviderError, match="is not a TDX export"):
+        tdx.fetch("600000.SH", "2024-01-02", "2024-01-02")
+    with pytest.raises(InvalidOptionError, match="format='xls'"):
+        get_provider("csv", root=str(root), format="xls")
+
+
+def test_exchange_placeholder_and_pinned_patterns(root):
+    rows = ["2023/02/24,3282.26,3286.29,3261.71,3267.16,313541012,412345663488.00"]
+    put(root, "exports/SH#000001.txt", tdx_export("000001 上证指数 日线 不复权", rows))
+    put(root, "exports/SZ#000001.txt", tdx_export("000001 平安银行 日线 不复权",
+                                                  ["2023/02/24,13.32,13.40,13.21,13.30,"
+                                                   "75400000,1002820000.00"]))
+    both = get_provider("csv", root=str(root), pattern="exports/{exchange}#{code}.txt")
+    assert both.list_symbols() == ["000001.SH", "000001.SZ"]
+    assert both.fetch("000001.SH", "2023-02-24", "2023-02-24")["close"].tolist() == [3267.16]
+    assert both.fetch("000001.SZ", "2023-02-24", "2023-02-24")["close"].tolist() == [13.30]
+    # The issue's pattern: the literal SH# says Shanghai, whatever the code looks like.
+    shanghai = get_provider("csv", root=str(root), pattern="exports/SH#{code}.txt")
+    assert shanghai.list_symbols() == ["000001.SH"]
+    assert shanghai.fetch("000001.SH", "2023-02-24", "2023-02-24")["close"].tolist() == [3267.16]
+    with pytest.raises(SymbolNotFoundError, match="names Shanghai files only"):
+        shanghai.fetch("000001.SZ", "2023-02-24", "2023-02-24")
+
+
+def test_auto_pattern_lists_every_kind_of_file(root):
+    write(root, "AAPL.csv", ENGLISH)
+    put(root, "SH#601003.txt", tdx_export("601003 柳钢股份 日线 前复权", QFQ_ROWS))
+    put(root, "BJ#830799.txt", tdx_export("830799 艾融软件 日线 不复权",
+                                          ["2024/01/02,15.20,15.55,15.00,15.33,100000,"
+                                           "1533000.00"]))
+    put(root, "SH#60000.txt", tdx_export("60000 x 日线 不复权", []))  # no symbol
+    put(root, "31#01093.txt", b"")  # TDX's extended markets are numbered: not an A-share
+    assert get_provider("csv", root=str(root)).list_symbols() == [
+        "601003.SH", "830799.BJ", "AAPL",
+    ]
+
+
+def test_ingest_a_qfq_export_end_to_end(tmp_path, root):
+    put(root, "SH#601003.txt", tdx_export("601003 柳钢股份 日线 前复权", QFQ_ROWS))
+    db = str(tmp_path / "k.duckdb")
+    report = kdist.ingest(None, start="2007-01-01", end="2023-12-31", adjust="qfq",
+                          provider=get_provider("csv", root=str(root)), db=db, client="sync")
+    assert (report.symbols_ok, report.rows_written) == (1, 4)
+    stored = kdist.load(db, "601003.SH", adjust="qfq")
+    assert stored["ts"].dt.strftime("%Y-%m-%d").tolist()[0] == "2007-02-27"
+    assert stored["close"].tolist() == [-0.42, -0.30, 3.38, 3.41]
+    assert stored["volume"].tolist()[-1] == 9876500.0
+    assert len(kdist.load(db, adjust="none")) == 0
+    # Asked as unadjusted, the title refuses it: the symbol fails, nothing is stored as none.
+    write(root, "AAPL.csv", ENGLISH)
+    report = kdist.ingest(["601003.SH", "AAPL"], start="2007-01-01", end="2024-12-31",
+                          provider=get_provider("csv", root=str(root)), db=db, client="sync")
+    assert report.symbols_failed == 1 and "--adjust qfq" in report.failures["601003.SH"]
+    assert kdist.load(db, adjust="none")["symbol"].unique().tolist() == ["AAPL"]
 
 
 # -- conformance ------------------------------------------------------------------------------

@@ -51,11 +51,11 @@ BJ_STOCK = [  # 830799.BJ, x100
     (20240102, 1520, 1555, 1500, 1533, 1533000.0, 100000),
     (20240103, 1533, 1540, 1510, 1512, 1512000.0, 100000),
 ]
-SH_INDEX = [  # 000001.SH, x100; volume above the int32 range proves it is read unsigned
-    (20240102, 343180, 343305, 338048, 338635, 1075742252.15, 3000000000),
+SH_INDEX = [  # 000001.SH, x100, volume in 手 (amount / volume ~1,315 yuan: 100 shares' worth)
+    (20240102, 343180, 343305, 338048, 338635, 412345678901.23, 313541012),
 ]
-SZ_INDEX = [  # 399001.SZ, x100
-    (20240102, 952464, 953000, 940000, 941230, 8000000.0, 1500000000),
+SZ_INDEX = [  # 399001.SZ, x100, volume in 手
+    (20240102, 952464, 953000, 940000, 941230, 479876543210.5, 350500000),
 ]
 SZ_STOCK = [  # 000001.SZ, x100
     (20240102, 939, 942, 921, 921, 1075742.0, 115836600),
@@ -185,8 +185,9 @@ def test_stock_day_file_exact_values(tdx):
         ("510050.SH", (2.345, 2.360, 2.330, 2.351), 5250000.0),  # Shanghai ETF: x1000
         ("159915.SZ", (1.789, 1.800, 1.780, 1.795), 1670000.0),  # Shenzhen ETF: x1000
         ("830799.BJ", (15.20, 15.55, 15.00, 15.33), 100000.0),  # Beijing stock: x100
-        ("000001.SH", (3431.80, 3433.05, 3380.48, 3386.35), 3000000000.0),  # SH index: x100
-        ("399001.SZ", (9524.64, 9530.00, 9400.00, 9412.30), 1500000000.0),  # SZ index: x100
+        # Indexes: x100, volume in 手 of 100 shares.
+        ("000001.SH", (3431.80, 3433.05, 3380.48, 3386.35), 31354101200.0),
+        ("399001.SZ", (9524.64, 9530.00, 9400.00, 9412.30), 35050000000.0),
         ("000001.SZ", (9.39, 9.42, 9.21, 9.21), 115836600.0),  # SZ stock: x100
     ],
 )
@@ -197,9 +198,9 @@ def test_price_scale_is_detected_from_the_code(tdx, symbol, first, volume):
 
 
 def test_amount_is_the_files_float32(tdx):
-    # 1075742252.15 does not fit a float32: the stored value is what TDX wrote.
+    # 412345678901.23 does not fit a float32: the stored value is what TDX wrote.
     frame = bars(tdx, "000001.SH", "2024-01-02", "2024-01-02")
-    assert frame["amount"].iat[0] == float(np.float32(1075742252.15)) == 1075742208.0
+    assert frame["amount"].iat[0] == float(np.float32(412345678901.23)) == 412345663488.0
 
 
 @pytest.mark.parametrize(
@@ -463,8 +464,12 @@ def test_list_symbols_feeds_ingest_all(tmp_path, tdx):
     [
         ({}, "needs option root"),
         ({"root": ""}, "needs option root"),
-        ({"root": "x", "price_scale": "10"}, "price_scale='10'"),
+        ({"root": "x", "price_scale": "250"}, "price_scale='250'.*power of ten"),
+        ({"root": "x", "price_scale": "0.01"}, "price_scale='0.01'"),
+        ({"root": "x", "price_scale": "10000000"}, "power of ten"),
         ({"root": "x", "price_scale": 1e3}, "price_scale='1000.0'"),
+        ({"root": "x", "kinds": "stock,etf"}, "kinds='stock,etf'.*'etf' is no kind"),
+        ({"root": "x", "kinds": ","}, "no kind"),
         ({"root": "x", "scale": "100"}, "Unknown option"),
     ],
 )
@@ -505,7 +510,7 @@ def test_metadata_and_registry():
         warnings.filterwarnings("ignore", "Provider '(?!tdx')[a-z_]+' cannot be loaded")
         rows = {r["name"]: r for r in kdist.available_providers()}
     assert rows["tdx"]["installed"]
-    assert set(rows["tdx"]["options"]) == {"root", "price_scale"}
+    assert set(rows["tdx"]["options"]) == {"root", "price_scale", "kinds"}
 
 
 def test_pickle_round_trip_keeps_options(root):
@@ -559,6 +564,201 @@ def test_ingest_end_to_end(tmp_path, root):
                           client="sync")
     assert minute.rows_written == 4
     assert stamps(kdist.load(db, freq="60m"), "%H:%M") == ["10:30", "11:30", "14:00", "15:00"]
+
+
+# -- kinds of security: units as real TDX trees hold them (issue 15) --------------------------
+#
+# Records as a 2023 vipdoc tree holds them. Bonds and repo: TDX's price is per 1,000 yuan
+# face value with 3 decimals (x1000), so the integer is 10,000x the quote, and volume counts
+# 手 of 10 bonds. Indexes, TDX blocks and aliases count 手 of 100 shares.
+BOND_SH = [  # 113011.SH, 2023-02-24: traded near 104.80 with ~3.73 million bonds
+    (20230224, 1045000, 1050100, 1044000, 1047970, 390870000.0, 372968),
+]
+BOND_SZ = [  # 127045.SZ, a Shenzhen convertible
+    (20230224, 1228000, 1235500, 1224100, 1230450, 184567000.0, 150000),
+]
+REPO_SH = [  # 204001.SH (GC001): rates 2.00% to 3.00%, closing at 2.72%
+    (20230224, 20000, 30000, 15000, 27200, 1.0e12, 1000000000),
+]
+REPO_SZ = [  # 131810.SZ (R-001), closing at 2.67%
+    (20230224, 21000, 29950, 12000, 26700, 1.5e11, 150000000),
+]
+INDEXES = {  # amount / volume ~1,300 yuan: a 手 of 100 shares at ~13 yuan
+    "000300.SH": [(20230224, 412345, 413001, 409876, 410203, 2.6e11, 200000000)],
+    "899050.BJ": [(20230224, 98500, 99210, 97654, 98765, 1.63e9, 1234567)],
+    "880001.SH": [(20230224, 102345, 103000, 101000, 102500, 25.0e9, 19000000)],  # a block
+    "999999.SH": [(20230224, 328226, 328629, 326171, 326716, 412345678901.23, 313541012)],
+}
+#: TDX's statistics rows (880006 涨跌家数 ...): their "open" is outside [low, high].
+STATISTICS = [(20230224, 300000, 150000, 100000, 120000, 0.0, 0)]
+#: 000725.SZ (BOE) trades billions of shares on busy days: above the int32 range, read unsigned.
+BUSY_STOCK = [(20230224, 395, 400, 393, 398, 9.9e9, 2500000000)]
+B_SHARES = {
+    "900901.SH": [(20230224, 356, 360, 351, 358, 123456.0, 345000)],  # US dollars to 0.001
+    "200002.SZ": [(20230224, 612, 618, 605, 615, 5678900.0, 925000)],  # HK dollars to 0.01
+}
+
+
+@pytest.fixture
+def tree(tmp_path):
+    """A vipdoc tree with every kind of security, laid out as TDX writes it."""
+    directory = tmp_path / "new_tdx"
+    files = {
+        "600000.SH": STOCK, "510050.SH": ETF, "113011.SH": BOND_SH, "127045.SZ": BOND_SZ,
+        "204001.SH": REPO_SH, "131810.SZ": REPO_SZ, "000001.SH": SH_INDEX,
+        "399001.SZ": SZ_INDEX, "880006.SH": STATISTICS, "000725.SZ": BUSY_STOCK, **INDEXES,
+        **B_SHARES,
+    }
+    for symbol, rows in files.items():
+        write_day(directory, symbol, rows)
+    write_minute(directory, "113011.SH", [
+        # lc5 floats hold TDX's internal price too: 1047.97 per 1,000 yuan face value.
+        ("2023-02-24 09:35", 1045.00, 1046.50, 1044.00, 1046.10, 13077350.0, 1250),
+        ("2023-02-24 15:00", 1047.00, 1048.20, 1046.90, 1047.97, 4191880.0, 400),
+    ], "lc5")
+    write_minute(directory, "000001.SH", [
+        ("2023-02-24 09:35", 3278.10, 3280.55, 3277.01, 3279.99, 9.5e9, 7200000),
+    ], "lc5")
+    return directory
+
+
+def day(provider, symbol):
+    return bars(provider, symbol, "2023-02-24", "2023-02-24").iloc[0]
+
+
+def test_convertible_bonds_are_stored_as_quoted_per_100_yuan_and_in_bonds(tree):
+    tdx = get_provider("tdx", root=str(tree))
+    sh = day(tdx, "113011.SH")
+    assert (sh.open, sh.high, sh.low, sh.close) == (104.5, 105.01, 104.4, 104.797)
+    assert sh.volume == 3729680.0  # 372,968 手 of 10 bonds
+    assert sh.amount == float(np.float32(390870000.0))
+    # A bond's amount is its price (per 100 yuan face) times the bonds traded.
+    assert 0.99 < sh.amount / (sh.close * sh.volume) < 1.01
+    sz = day(tdx, "127045.SZ")
+    assert (sz.open, sz.close, sz.volume) == (122.8, 123.045, 1500000.0)
+    assert 0.99 < sz.amount / (sz.close * sz.volume) < 1.01
+
+
+def test_bond_minute_bars_use_the_same_units(tree):
+    tdx = get_provider("tdx", root=str(tree))
+    frame = bars(tdx, "113011.SH", "2023-02-24", "2023-02-24", freq="5m")
+    assert ohlc(frame) == (104.5, 104.65, 104.4, 104.61)
+    assert frame["close"].tolist() == [104.61, 104.797]
+    assert frame["volume"].tolist() == [12500.0, 4000.0]
+
+
+def test_index_block_and_alias_volume_is_in_shares(tree):
+    tdx = get_provider("tdx", root=str(tree))
+    for symbol, rows in {"000001.SH": SH_INDEX, "399001.SZ": SZ_INDEX, **INDEXES}.items():
+        start = str(rows[0][0])
+        frame = bars(tdx, symbol, start, start)
+        row = frame.iloc[0]
+        assert row.close == rows[0][4] / 100, symbol
+        assert row.volume == rows[0][6] * 100.0, symbol
+        # Yuan per share of the constituents: a plausible A-share price, not 1,300.
+        assert 5 < row.amount / row.volume < 30, symbol
+    minute = bars(tdx, "000001.SH", "2023-02-24", "2023-02-24", freq="5m")
+    assert ohlc(minute) == (3278.10, 3280.55, 3277.01, 3279.99)
+    assert minute["volume"].tolist() == [720000000.0]
+
+
+def test_a_file_that_counts_bonds_or_shares_keeps_its_unit(tree):
+    # The amounts say which unit a file counts in: TDX trees count 手, but a file written by
+    # other tools (or a TDX version) that counts bonds, or index shares, is kept as it is.
+    write_day(tree, "113012.SH", [(20230224, 1045000, 1050100, 1044000, 1047970,
+                                   390870000.0, 3729680)])
+    write_day(tree, "000016.SH", [(20230224, 256789, 258000, 255000, 257012, 5.2e10,
+                                   4000000000)])
+    tdx = get_provider("tdx", root=str(tree))
+    assert day(tdx, "113012.SH").volume == 3729680.0
+    assert day(tdx, "000016.SH").volume == 4000000000.0
+
+
+def test_repo_is_stored_as_a_rate_in_percent(tree):
+    tdx = get_provider("tdx", root=str(tree))
+    sh, sz = day(tdx, "204001.SH"), day(tdx, "131810.SZ")
+    assert (sh.open, sh.high, sh.low, sh.close) == (2.0, 3.0, 1.5, 2.72)
+    assert (sz.open, sz.high, sz.low, sz.close) == (2.1, 2.995, 1.2, 2.67)
+    # Volume in 100-yuan units lent: amount / volume is 100 yuan.
+    assert sh.volume == 10000000000.0 and sh.amount / sh.volume == pytest.approx(100, rel=1e-6)
+    assert sz.volume == 1500000000.0 and sz.amount / sz.volume == pytest.approx(100, rel=1e-6)
+
+
+def test_stock_volume_is_shares_read_unsigned(tree):
+    row = day(get_provider("tdx", root=str(tree)), "000725.SZ")
+    assert (row.close, row.volume) == (3.98, 2500000000.0)
+    assert 0.9 < row.amount / (row.close * row.volume) < 1.1
+
+
+def test_b_shares_keep_their_currency_ticks(tree):
+    tdx = get_provider("tdx", root=str(tree))
+    assert day(tdx, "900901.SH").close == 0.358  # US dollars, 3 decimals
+    assert day(tdx, "200002.SZ").close == 6.15  # Hong Kong dollars, 2 decimals
+
+
+@pytest.mark.parametrize(
+    ("scale", "symbol", "close"),
+    [("10000", "600000.SH", 0.0655), ("1000", "113011.SH", 1047.97), ("10", "600000.SH", 65.5),
+     ("1", "204001.SH", 27200.0), ("auto", "113011.SH", 104.797)],
+)
+def test_price_scale_takes_any_power_of_ten(tree, scale, symbol, close):
+    write_day(tree, "600000.SH", STOCK)
+    provider = get_provider("tdx", root=str(tree), price_scale=scale)
+    start = "2024-01-02" if symbol == "600000.SH" else "2023-02-24"
+    assert bars(provider, symbol, start, start)["close"].tolist() == [close]
+
+
+def test_minute_prices_follow_a_price_scale_override(tree):
+    provider = get_provider("tdx", root=str(tree), price_scale="1000")
+    frame = bars(provider, "113011.SH", "2023-02-24", "2023-02-24", freq="5m")
+    assert frame["close"].tolist() == [1046.1, 1047.97]
+
+
+def test_all_leaves_out_tdx_blocks_aliases_and_unknown_codes(tree):
+    for name in ("sh700001.day", "sz201001.day", "sh300750.day"):  # codes no exchange uses
+        (tree / "vipdoc" / name[:2] / "lday" / name).write_bytes(b"")
+    listed = get_provider("tdx", root=str(tree)).list_symbols()
+    assert "880001.SH" not in listed and "880006.SH" not in listed
+    assert "999999.SH" not in listed
+    assert {"000001.SH", "000300.SH", "399001.SZ", "899050.BJ", "113011.SH", "204001.SH",
+            "131810.SZ", "900901.SH", "200002.SZ"} <= set(listed)
+    assert not {"700001.SH", "201001.SZ", "300750.SH"} & set(listed)
+    every = get_provider("tdx", root=str(tree), kinds="all").list_symbols()
+    assert {"880001.SH", "880006.SH", "999999.SH"} <= set(every)
+    assert get_provider("tdx", root=str(tree), kinds="index,block").list_symbols() == [
+        "000001.SH", "000300.SH", "399001.SZ", "880001.SH", "880006.SH", "899050.BJ",
+    ]
+    # A block named explicitly is read whatever the kinds option says.
+    assert day(get_provider("tdx", root=str(tree)), "880001.SH").close == 1025.0
+
+
+def test_ingest_all_of_a_real_tree_stores_exact_units_and_no_statistics_rows(tmp_path, tree):
+    db = str(tmp_path / "k.duckdb")
+    report = kdist.ingest(None, start="2023-02-24", end="2023-02-24",
+                          provider=get_provider("tdx", root=str(tree)), db=db, client="sync")
+    assert report.symbols_failed == 0, report.failures
+    stored = kdist.load(db).set_index("symbol")
+    assert "880006.SH" not in stored.index and "999999.SH" not in stored.index
+    bond = stored.loc["113011.SH"]
+    assert (bond.close, bond.volume) == (104.797, 3729680.0)
+    assert stored.loc["127045.SZ", "close"] == 123.045
+    index = stored.loc["000300.SH"]
+    assert (index.close, index.volume) == (4102.03, 20000000000.0)
+    assert stored.loc["899050.BJ", "volume"] == 123456700.0
+    assert (stored.loc["204001.SH", "close"], stored.loc["131810.SZ", "close"]) == (2.72, 2.67)
+    # Asked for, TDX's rows come too; the statistics row is rejected as no exchange's bar.
+    report = kdist.ingest(["880001.SH", "880006.SH"], start="2023-02-24", end="2023-02-24",
+                          provider=get_provider("tdx", root=str(tree)), db=db, client="sync")
+    assert report.symbols_ok == 1 and report.symbols_failed == 1
+    assert "open or close outside [low, high]" in report.failures["880006.SH"]
+    assert kdist.load(db, "880001.SH")["volume"].tolist() == [1900000000.0]
+
+
+def test_kinds_option_pickles(tree):
+    provider = get_provider("tdx", root=str(tree), kinds="stock,bond")
+    clone = pickle.loads(pickle.dumps(provider))
+    assert clone == provider
+    assert clone.list_symbols() == ["000725.SZ", "113011.SH", "127045.SZ", "600000.SH"]
 
 
 # -- conformance ------------------------------------------------------------------------------
