@@ -17,15 +17,33 @@ parts, and seconds pack into fewer bits than microseconds (``ts`` takes about 4.
 A version-1 file (``ts TIMESTAMP``) is migrated in place when opened read-write and read as
 it is when opened read-only.
 
+Who may open the file. DuckDB lets one process hold it read-write or many read it, never both.
+A writing :class:`Store` holds kdist's own lock for its whole life, an ``flock`` on
+``<db>.lock`` (which names the process and its job), so a second writer, in this process or
+another, is refused at once; its DuckDB connection is only needed while it writes, and
+:meth:`Store.idle`, called by the import loop while it waits, closes it after
+:data:`RELEASE_AFTER` seconds without a statement, or at once when a reader is waiting. The
+next statement reopens it. A reader (``read_only=True``: :func:`load`, :func:`catalog`,
+:func:`check`, ``kdist show/jobs/status``) holds a shared ``flock`` on ``<db>.readers`` while
+it waits and reads, which is how the writer knows to let go and to wait before reopening;
+when a kdist import holds the file it retries for up to :data:`READ_WAIT` seconds, and it
+sees committed batches only. Any other holder is named at once, as waiting for it would not
+help.
+
 Identifiers are fixed strings in this module; every value goes through a ``?`` parameter.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
+import logging
 import os
 import re
+import sys
+import threading
+import time
 from pathlib import Path
 
 import duckdb
@@ -33,8 +51,15 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; the writer then holds DuckDB's lock for its life
+    fcntl = None
+
 from .errors import DatabaseLockedError, SchemaVersionError, StoreError, UsageError
 from .schema import Adjust, Freq, parse_symbols, to_date
+
+log = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_DB", "Store", "catalog", "check", "load"]
 
@@ -48,6 +73,16 @@ SCHEMA_VERSION = "2"
 WRITER_MEMORY = "192MB"
 #: Block size of a new database file, in bytes (DuckDB's default is 262144).
 BLOCK_SIZE = 131072
+#: Seconds without a statement after which :meth:`Store.idle` closes the writer's DuckDB
+#: connection, so that readers get in between batches (see docs/architecture.md, Readers).
+RELEASE_AFTER = 1.0
+#: Seconds a reader waits for a kdist import to let it in: the longest an import holds the
+#: file without waiting is its start (opening, reading the stored bounds, starting a local
+#: cluster) or one batch's write, a few seconds on a busy machine.
+READ_WAIT = 30.0
+#: Seconds a writer waits to reopen the file while readers hold it, before it gives up naming
+#: them: kdist's readers hold it for one call; a DuckDB client holding it longer is told.
+WRITE_WAIT = 60.0
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS kdist_meta (key VARCHAR NOT NULL, value VARCHAR);
@@ -132,68 +167,177 @@ def _bar_span(freq: Freq) -> pd.Timedelta:
             Freq.MONTH: pd.Timedelta(days=31)}[freq]
 
 
-#: Files this process has open for writing (see Store.__init__).
-_WRITERS: set[str] = set()
+#: The writing Store of each file this process has open (see Store._claim), and the lock that
+#: makes checking and registering one step.
+_WRITERS: dict[str, Store] = {}
+_WRITERS_LOCK = threading.Lock()
+#: The threads of this process with a reader Store open, per file, as many times as open.
+_READING: dict[str, list[int]] = {}
 
 
 def _now() -> _dt.datetime:
     return _dt.datetime.now()
 
 
+class _FileLock:
+    """An ``flock`` on a file next to the database; the file is removed by its last holder.
+
+    flock conflicts between any two open files, in one process or two, and ends with the
+    process that held it, so a killed import leaves nothing locked behind.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.fd: int | None = None
+
+    def acquire(self, *, shared: bool = False, block: bool = False, create: bool = True,
+                write: bool = False):
+        """Take the lock: True, or False when someone else holds it, or None when there is
+        no such file (``create=False``) or it cannot be opened (another user's)."""
+        mode = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if block else fcntl.LOCK_NB)
+        # flock needs no write access: only a writer, which records itself, opens for writing.
+        flags = (os.O_RDWR if write else os.O_RDONLY) | (os.O_CREAT if create else 0)
+        while True:
+            try:
+                fd = os.open(self.path, flags, 0o666)
+            except FileNotFoundError:
+                return None
+            except PermissionError:
+                if create:
+                    raise
+                return None
+            try:
+                fcntl.flock(fd, mode)
+            except BlockingIOError:
+                os.close(fd)
+                return False
+            except BaseException:
+                os.close(fd)
+                raise
+            # The last holder may have removed the file between our open and our lock: a lock
+            # on a removed file guards nothing, so take the one at the path now.
+            try:
+                here, mine = os.stat(self.path), os.fstat(fd)
+                if (here.st_dev, here.st_ino) == (mine.st_dev, mine.st_ino):
+                    self.fd = fd
+                    return True
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+
+    def write(self, text: str):
+        """Say who holds the lock, for others' messages; best effort: the lock itself is the
+        flock, and a full disk must not stop a job from recording that it failed."""
+        try:
+            os.ftruncate(self.fd, 0)
+            os.pwrite(self.fd, text.encode(), 0)
+        except OSError as exc:
+            log.debug("could not write %s: %s", self.path, exc)
+
+    def release(self):
+        """Let go, removing the file if no one else holds it (a holder that opened it since
+        notices the removal, see acquire)."""
+        fd, self.fd = self.fd, None
+        if fd is None:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.unlink(self.path)
+        except OSError:
+            pass  # others hold it still (or it is gone): theirs to remove
+        finally:
+            os.close(fd)
+
+
+def _using(method):
+    """Run a method holding the store's connection, so that :meth:`Store.idle`, from another
+    thread, never closes it in the middle of a statement or a transaction."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self._use:
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                self._last_used = time.monotonic()
+
+    return wrapper
+
+
 class Store:
     """A connection to one kdist DuckDB file.
 
     Opening creates the file and its tables if needed (``read_only=False``; ``create=False``
-    refuses a missing file instead) and checks the schema version. Use it as a context manager
-    so the file is released.
+    refuses a missing file instead) and checks the schema version. A writer holds the file
+    against other writers until :meth:`close`; between its statements it lets readers in
+    (:meth:`idle`). Use it as a context manager so the file is released.
+
+    Parameters
+    ----------
+    path
+        The DuckDB file.
+    read_only
+        Open for reading: many readers may read at once, and between the batches of an import.
+    create
+        Create a missing file (writers only).
+    adopt
+        Add kdist's tables to an existing DuckDB file that has tables of its own (none of them
+        named like kdist's). Without it such a file is refused, so that a mistyped ``--db``
+        never changes another application's database.
+    wait
+        Seconds a reader waits for a kdist import to let it in (:data:`READ_WAIT`).
 
     Raises
     ------
     DatabaseLockedError
-        Another process holds the file; the message names it.
+        Another import holds the file (for a reader: it did not let it in within ``wait``
+        seconds), or a process that is not kdist holds it; the message names it.
     SchemaVersionError
         The file was written by an incompatible kdist schema.
     StoreError
-        Any other reason the file cannot be opened (a missing directory, no permission).
+        The file is not kdist's, or any other reason it cannot be opened (a missing
+        directory, no permission).
     """
 
     def __init__(
-        self, path: str | os.PathLike = DEFAULT_DB, *, read_only: bool = False, create: bool = True
+        self, path: str | os.PathLike = DEFAULT_DB, *, read_only: bool = False,
+        create: bool = True, adopt: bool = False, wait: float = READ_WAIT,
     ):
+        if str(path).startswith((":memory:", "md:", "motherduck:")) or not str(path).strip():
+            raise UsageError(
+                f"db={str(path)!r} is not a local file: kdist stores bars in a DuckDB file, "
+                "e.g. data/kdist.duckdb"
+            )
         self.path = Path(path)
         self.read_only = read_only
+        self._adopt = adopt
         # The per-symbol bounds series() read last, until the next write (incremental_windows).
+        # They stay valid while the connection is closed: no other writer can get in.
         self._series: dict[tuple[Freq, Adjust], pd.DataFrame] = {}
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._closed = False
+        self._use = threading.RLock()
+        self._last_used = time.monotonic()
+        self._key: str | None = None
+        self._lock: _FileLock | None = None  # a writer's: held from open to close
+        self._reading: _FileLock | None = None  # a reader's: held while it waits and reads
+        self._thread: int | None = None  # a reader's thread, once connected (see _READING)
+        self._write_wait = WRITE_WAIT  # how long the next reopen may wait for readers
         if (read_only or not create) and not self.path.exists():
             raise StoreError(
                 f"No kdist database at {self.path}: run 'kdist ingest' first or pass --db",
                 path=str(self.path),
             )
-        if not read_only:
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise StoreError(
-                    f"Cannot create the directory of {self.path}: {exc.strerror}",
-                    path=str(self.path),
-                ) from exc
-        key = str(self.path.resolve())
-        if not read_only and key in _WRITERS:
-            # DuckDB would hand this process a second connection to the same file: two
-            # imports writing at once. Refuse, as another process would be refused.
-            raise DatabaseLockedError(
-                f"{self.path} is in use by another import in this process: wait for it to "
-                "finish (or cancel it), or use another --db",
-                path=str(self.path),
-                holder="this process",
-                pid=os.getpid(),
-            )
+        # Sidecar files by the resolved path: two spellings of one file share one lock.
+        self._real = str(self.path.resolve())
+        self._lock_path = Path(self._real + ".lock")
+        self._readers_path = Path(self._real + ".readers")
         # The writer's buffer pool is capped: DuckDB otherwise keeps every block it wrote
         # cached, so a long import's memory would grow with the table, not the batch. It
         # spills to disk past the cap; readers keep DuckDB's default.
-        config = {}
+        self._config = {}
         if not read_only:
-            config["memory_limit"] = os.environ.get("KDIST_DUCKDB_MEMORY", WRITER_MEMORY)
+            self._config["memory_limit"] = os.environ.get("KDIST_DUCKDB_MEMORY", WRITER_MEMORY)
             # DuckDB's optimistic writes stay on (its default): a large insert's row groups
             # go to the file once, not to the WAL and then the file at the checkpoint. With
             # them off, scenario A's 2,000 symbols took 2.7 s of inserts instead of 1.5.
@@ -205,26 +349,240 @@ class Store:
             # 20.0-20.1, as fast (64 KiB: 18.8, but 40 MB more client memory; 128 KiB: 20 MB).
             # A larger checkpoint_threshold or threads=1 did not help reliably
             # (docs/architecture.md, Storage).
-            config["default_block_size"] = str(BLOCK_SIZE)
-        try:
-            self.con = duckdb.connect(str(self.path), read_only=read_only, config=config)
-        except duckdb.Error as exc:
-            raise _store_error(self.path, exc) from exc
-        try:
-            # No progress bar: DuckDB would draw one on the terminal for any slow statement.
-            self.con.execute("SET enable_progress_bar = false")
-            self._prepare()
-        except BaseException:
-            self.con.close()
-            raise
-        self._key = None
-        if not read_only:
+            self._config["default_block_size"] = str(BLOCK_SIZE)
+        # Held while opening: once claimed, a reader's idle() call from another thread must
+        # wait for the checks and the first transaction on the new connection.
+        with self._use:
+            try:
+                if read_only:
+                    self._con = self._open_reader(wait)
+                else:
+                    self._claim(self._real)
+                    self._con = self._open_writer(first=True)
+                self._prepare()
+                if not read_only:
+                    self._mark_interrupted()
+            except BaseException:
+                self.close()
+                raise
+
+    # -- who holds the file ---------------------------------------------------------------
+
+    def _claim(self, key: str):
+        """Become the file's only writer, or raise naming the one there is."""
+        with _WRITERS_LOCK:
+            # Checked and registered in one step: two imports of this process started
+            # together would otherwise both pass the check and write every bar twice.
+            if key in _WRITERS:
+                raise DatabaseLockedError(
+                    f"{self.path} is in use by another import in this process: wait for it to "
+                    "finish (or cancel it), or use another --db",
+                    path=str(self.path),
+                    holder="this process",
+                    pid=os.getpid(),
+                )
+            _WRITERS[key] = self
             self._key = key
-            _WRITERS.add(key)
-            self._mark_interrupted()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"Cannot create the directory of {self.path}: {exc.strerror}",
+                path=str(self.path),
+            ) from exc
+        if fcntl is None:
+            return
+        lock = _FileLock(self._lock_path)
+        deadline = time.monotonic() + 0.5
+        try:
+            # A reader checking whether an import is running holds the lock for an instant.
+            while not lock.acquire(write=True):
+                if time.monotonic() >= deadline:
+                    holder = _holder(self._lock_path)
+                    raise DatabaseLockedError(
+                        f"{self.path} is in use by {_describe(holder)}: wait for that import "
+                        "to finish or stop it, or use another --db",
+                        path=str(self.path),
+                        holder=holder.get("command", "kdist"),
+                        pid=holder.get("pid"),
+                    )
+                time.sleep(0.01)
+        except OSError as exc:
+            raise StoreError(
+                f"Cannot lock {self.path} for writing ({self._lock_path}: {exc.strerror}); "
+                "check the directory's permissions or use another --db",
+                path=str(self.path),
+            ) from exc
+        self._lock = lock
+        self._tell(None)
+
+    def _tell(self, job_id: str | None):
+        """Write who holds the lock, so that refused writers and waiting readers can say."""
+        if self._lock is not None:
+            self._lock.write(json.dumps(
+                {"pid": os.getpid(), "command": _command(), "job": job_id}))
+
+    def _live_import(self) -> dict | None:
+        """The kdist import that holds the file now (what its lock file says), or None."""
+        if fcntl is None:
+            return None
+        probe = _FileLock(self._lock_path)
+        got = probe.acquire(shared=True, create=False)
+        if got:
+            probe.release()  # removes a lock file left by a killed import
+        return _holder(self._lock_path) if got is False else None
+
+    def _readers_waiting(self) -> bool:
+        """Whether a kdist reader waits for the file or reads it (it holds ``<db>.readers``)."""
+        if fcntl is None:
+            return False
+        probe = _FileLock(self._readers_path)
+        got = probe.acquire(create=False)
+        if got:
+            probe.release()
+        return got is False
+
+    def _open_reader(self, wait: float) -> duckdb.DuckDBPyConnection:
+        """Connect read-only, waiting for up to ``wait`` seconds while a kdist import writes."""
+        if fcntl is not None:
+            announce = _FileLock(self._readers_path)
+            try:
+                announce.acquire(shared=True, block=True)
+                self._reading = announce
+            except OSError:
+                pass  # a directory we may not write: unannounced, we get in once it is idle
+        deadline = time.monotonic() + wait
+        delay = 0.02
+        while True:
+            try:
+                con = self._connect(read_only=True)
+            except duckdb.Error as exc:
+                if not _conflict(exc):
+                    raise _store_error(self.path, exc) from exc
+                writer = self._live_import()
+                if writer is None:
+                    # Not a kdist import: nothing says it will let go between batches.
+                    raise _store_error(self.path, exc) from exc
+                # An import of this process may be idle on this very thread: ask it directly.
+                ours = _WRITERS.get(self._real)
+                released = ours is not None and ours.idle()
+                if time.monotonic() >= deadline:
+                    raise DatabaseLockedError(
+                        f"{self.path} is being written by {_describe(writer)}, which did not "
+                        f"let readers in within {wait:g} s: try again, or wait for that import "
+                        "to finish",
+                        path=str(self.path),
+                        holder=writer.get("command", "kdist"),
+                        pid=writer.get("pid"),
+                    ) from exc
+                if not released:
+                    time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+                    delay = min(2 * delay, 0.25)
+                continue
+            with _WRITERS_LOCK:
+                _READING.setdefault(self._real, []).append(threading.get_ident())
+            self._thread = threading.get_ident()
+            return con
+
+    def _open_writer(self, *, first: bool) -> duckdb.DuckDBPyConnection:
+        """Connect read-write; when reopening, wait for readers to finish first."""
+        waited = self._write_wait
+        deadline = time.monotonic() + waited
+        delay = 0.01
+        # A reader open on this very thread cannot close while we wait for it.
+        stuck = threading.get_ident() in _READING.get(self._real, ())
+        while True:
+            # Readers that waited while we wrote go first; each holds the file for one call.
+            while (not first and not stuck and self._readers_waiting()
+                   and time.monotonic() < deadline):
+                time.sleep(0.01)
+            try:
+                con = self._connect(read_only=False)
+                self._write_wait = WRITE_WAIT
+                return con
+            except duckdb.Error as exc:
+                if stuck and _conflict(exc):
+                    raise DatabaseLockedError(
+                        f"{self.path} is open for reading on this thread (a kdist.Store(..., "
+                        "read_only=True) not closed yet): close it before writing",
+                        path=str(self.path), holder="this process", pid=os.getpid(),
+                    ) from exc
+                # At the first open only a kdist reader is worth waiting for: any other holder
+                # (a DuckDB client, an older kdist) is named at once, before anything is fetched.
+                wait = _conflict(exc) and (not first or self._readers_waiting())
+                if not wait:
+                    raise _store_error(self.path, exc) from exc
+                if time.monotonic() >= deadline:
+                    # The job is stopping: its last writes (the batch in hand, the job's end)
+                    # try once more, without another long wait for the same holder.
+                    self._write_wait = min(waited, 1.0)
+                    raise _store_error(self.path, exc, waited=waited) from exc
+                time.sleep(delay)
+                delay = min(2 * delay, 0.1)
+
+    def _connect(self, *, read_only: bool) -> duckdb.DuckDBPyConnection:
+        con = duckdb.connect(str(self.path), read_only=read_only, config=self._config)
+        try:
+            # Per connection, so again at every reopen. No progress bar: DuckDB would draw
+            # one on the terminal for any slow statement.
+            con.execute("SET enable_progress_bar = false")
+        except BaseException:
+            con.close()
+            raise
+        self._last_used = time.monotonic()
+        return con
+
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        """The DuckDB connection, reopened if :meth:`idle` closed it. For one thread at a time."""
+        if self._con is None:
+            if self._closed:
+                raise StoreError(f"{self.path}: this Store is closed; open a new one",
+                                 path=str(self.path))
+            self._con = self._open_writer(first=False)
+        self._last_used = time.monotonic()
+        return self._con
+
+    def idle(self) -> bool:
+        """Let readers in while the caller has nothing to write.
+
+        Closes the DuckDB connection (the store stays the file's only writer) when it was
+        not used for :data:`RELEASE_AFTER` seconds or a kdist reader waits; the next call
+        that needs it reopens it. Call it whenever waiting: it costs a clock read and, when
+        the connection is open, one failed ``open`` of ``<db>.readers``. Safe from another
+        thread: it does nothing while a call of this store is running. A reader store, or
+        one without ``flock`` (Windows), never lets go.
+
+        Returns
+        -------
+        bool
+            True when the connection is closed: readers can open the file.
+        """
+        if self.read_only or fcntl is None or self._closed:
+            return False
+        if not self._use.acquire(blocking=False):
+            return False
+        try:
+            if self._con is None:
+                return True
+            if (time.monotonic() - self._last_used < RELEASE_AFTER
+                    and not self._readers_waiting()):
+                return False
+            con, self._con = self._con, None
+            try:
+                con.close()
+            except duckdb.Error as exc:
+                raise _store_error(self.path, exc) from exc
+            return True
+        finally:
+            self._use.release()
+
+    # -- opening ---------------------------------------------------------------------------
 
     def _prepare(self):
-        tables = {r[0] for r in self.con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+        tables = {r[0] for r in self.con.execute(
+            """SELECT table_name FROM duckdb_tables()
+               UNION ALL SELECT view_name FROM duckdb_views() WHERE NOT internal""").fetchall()}
         if "kline" in tables and "kdist_meta" not in tables:
             raise SchemaVersionError(
                 f"{self.path} has a 'kline' table that kdist did not create; use another --db",
@@ -252,7 +610,22 @@ class Store:
                 )
             return
         if self.read_only:
-            raise StoreError(f"{self.path} is not a kdist database", path=str(self.path))
+            held = f" (it holds {_listing(tables)})" if tables else ""
+            raise StoreError(f"{self.path} is not a kdist database{held}", path=str(self.path))
+        if tables and not self._adopt:
+            # A mistyped --db must not change another application's database.
+            raise StoreError(
+                f"{self.path} is a DuckDB database kdist did not create (it holds "
+                f"{_listing(tables)}): use another --db, or open it with "
+                "kdist.Store(path, adopt=True) to add kdist's tables to it",
+                path=str(self.path),
+            )
+        if clash := sorted(tables & {"kdist_jobs", "kdist_job_symbols"}):
+            raise StoreError(
+                f"Cannot add kdist's tables to {self.path}: it has tables of the same names "
+                f"({', '.join(clash)}); use another --db",
+                path=str(self.path),
+            )
         # DDL in its own transaction, before any data is written.
         try:
             self.con.begin()
@@ -302,7 +675,7 @@ class Store:
             raise _store_error(self.path, exc) from exc
 
     def _mark_interrupted(self):
-        # We hold the only write lock, so no job can still be running: one that says so was
+        # We hold kdist's writer lock, so no job can still be running: one that says so was
         # interrupted (its process killed) and is resumable.
         self._transaction(
             lambda con: con.execute(
@@ -311,10 +684,28 @@ class Store:
         )
 
     def close(self):
-        if self._key is not None:
-            _WRITERS.discard(self._key)
-            self._key = None
-        self.con.close()
+        """Close the connection and let the file go (to the next writer too)."""
+        with self._use:
+            self._closed = True
+            con, self._con = self._con, None
+            try:
+                if con is not None:
+                    con.close()
+            finally:
+                # DuckDB's lock first, kdist's last: a writer that gets ours can open the file.
+                for lock in (self._reading, self._lock):
+                    if lock is not None:
+                        lock.release()
+                self._reading = self._lock = None
+                with _WRITERS_LOCK:
+                    if self._key is not None:
+                        _WRITERS.pop(self._key, None)
+                    if self._thread is not None:
+                        threads = _READING[self._real]
+                        threads.remove(self._thread)
+                        if not threads:
+                            del _READING[self._real]
+                self._key = self._thread = None
 
     def __enter__(self):
         return self
@@ -324,6 +715,7 @@ class Store:
 
     # -- the job ledger -------------------------------------------------------------------
 
+    @_using
     def start_job(self, job: dict, symbols: list[str]):
         """Record a new job as running, with every symbol pending."""
         now = _now()
@@ -361,7 +753,9 @@ class Store:
             con.unregister("kdist_pending")
 
         self._transaction(work)
+        self._tell(job["job_id"])
 
+    @_using
     def resume_job(self, job_id: str, *, mode: str, note: str | None = None):
         """Mark an existing job running again (its unfinished symbols are about to be fetched)."""
         self._transaction(
@@ -371,7 +765,9 @@ class Store:
                 [mode, note, job_id],
             )
         )
+        self._tell(job_id)
 
+    @_using
     def job(self, job_id: str) -> dict:
         """One job's recorded parameters and counts, or a UsageError naming the known ones."""
         row = self.con.execute(
@@ -386,10 +782,11 @@ class Store:
         job = row.iloc[0].to_dict()
         job["provider_options"] = json.loads(job["provider_options"] or "{}")
         job["params"] = json.loads(job["params"] or "{}")
-        if job["status"] == "running" and self.read_only:
+        if job["status"] == "running" and self._orphaned():
             job["status"] = "interrupted"
         return job
 
+    @_using
     def stored_symbols(self, symbols: list[str], freq: Freq, adjust: Adjust) -> set[str]:
         """Which of ``symbols`` have any stored bars of this freq and adjust."""
         wanted = pd.DataFrame({"symbol": pd.Series(symbols, dtype="str")})
@@ -404,6 +801,7 @@ class Store:
             self.con.unregister("kdist_wanted")
         return {r[0] for r in rows}
 
+    @_using
     def series(self, freq: Freq, adjust: Adjust) -> pd.DataFrame:
         """The stored symbols of one freq and adjust: ``symbol, source, first, last`` (their
         first and last bars).
@@ -414,7 +812,9 @@ class Store:
         from here instead of reading them again (:func:`kdist.update` calls both).
         """
         frame = self.con.execute(
-            """SELECT symbol, any_value(source) AS source, min(ts)::TIMESTAMP AS first,
+            # The source of the last bar: a series that mixes sources is updated from the
+            # one that holds its latest bars.
+            """SELECT symbol, arg_max(source, ts) AS source, min(ts)::TIMESTAMP AS first,
                       max(ts)::TIMESTAMP AS last
                FROM kline WHERE freq = ? AND adjust = ? GROUP BY symbol ORDER BY symbol""",
             [freq.value, adjust.value],
@@ -422,6 +822,7 @@ class Store:
         self._series[(freq, adjust)] = frame  # pandas copies on write: callers cannot alter it
         return frame
 
+    @_using
     def unfinished_symbols(self, job_id: str) -> list[str]:
         """Symbols of a job that are not yet ok or empty (pending or failed), in order."""
         return [
@@ -433,6 +834,7 @@ class Store:
             ).fetchall()
         ]
 
+    @_using
     def incremental_windows(
         self, symbols: list[str], freq: Freq, adjust: Adjust, start, end, overlap: int
     ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -495,6 +897,7 @@ class Store:
         )
         return windows, bars.drop(columns="first_ts")
 
+    @_using
     def finish_job(self, job_id: str, *, status: str, elapsed_s: float, note: str | None = None):
         """Mark a job finished and recount its symbols from the ledger."""
         self._transaction(
@@ -517,10 +920,9 @@ class Store:
             )
         )
 
+    @_using
     def jobs(self) -> pd.DataFrame:
         """Every job, newest first."""
-        # A job still "running" in a file we could open read-only has no live writer: it was
-        # interrupted (process killed, machine lost) and can be resumed.
         return self.con.execute(
             """SELECT job_id, created_at, finished_at,
                       CASE WHEN status = 'running' AND ? THEN 'interrupted' ELSE status END
@@ -529,9 +931,18 @@ class Store:
                       symbols_empty, symbols_failed, symbols_skipped, rows_written,
                       rejected_rows, elapsed_s, note
                FROM kdist_jobs ORDER BY created_at DESC""",
-            [self.read_only],
+            [self._orphaned()],
         ).df()
 
+    def _orphaned(self) -> bool:
+        """Whether a job recorded as running has no process running it any more."""
+        # A writer marked every job left running as interrupted when it opened the file, so a
+        # running job is its own; a reader reads between the batches of a live import, so
+        # only when no kdist import holds the file was such a job interrupted (its process
+        # killed, its machine lost), and it can be resumed.
+        return self.read_only and self._live_import() is None
+
+    @_using
     def job_symbols(self, job_id: str, status: str | None = None) -> pd.DataFrame:
         """The per-symbol ledger of one job, optionally only one status."""
         return self.con.execute(
@@ -544,6 +955,7 @@ class Store:
 
     # -- writes ---------------------------------------------------------------------------
 
+    @_using
     def write_batch(
         self,
         bars: pd.DataFrame,
@@ -603,11 +1015,22 @@ class Store:
             # in scenario A: the superseded blocks stay in the file as free space).
             bars = pa.Table.from_pandas(bars, preserve_index=False).combine_chunks()
 
+        replaced: list = []
+
         def work(con):
             con.register("kdist_batch", bars)
             con.register("kdist_windows", windows)
             con.register("kdist_outcomes", ledger)
             if len(windows):
+                # Bars of another source about to be replaced: the report says so.
+                replaced[:] = con.execute(
+                    """SELECT kline.source, count(*) FROM kline JOIN kdist_windows w
+                         ON kline.symbol = w.symbol
+                       WHERE kline.freq = ? AND kline.adjust = ? AND kline.ts >= w.start
+                         AND kline.ts < w.stop AND kline.source IS DISTINCT FROM ?
+                       GROUP BY ALL""",
+                    [freq.value, adjust.value, source],
+                ).fetchall()
                 con.execute(
                     """DELETE FROM kline USING kdist_windows w
                        WHERE kline.symbol = w.symbol AND kline.freq = ? AND kline.adjust = ?
@@ -645,6 +1068,8 @@ class Store:
                 con.unregister(name)
 
         self._transaction(work)
+        #: Bars of other sources the last write replaced: {source: bars}.
+        self.replaced = {str(src): int(n) for src, n in replaced}
         return len(bars)
 
     def _check_whole_seconds(self, bars: pd.DataFrame):
@@ -662,6 +1087,7 @@ class Store:
                 path=str(self.path),
             )
 
+    @_using
     def _transaction(self, work):
         self._series.clear()  # bounds read before a write are not the file's any more
         try:
@@ -681,13 +1107,16 @@ class Store:
 
     # -- reads ----------------------------------------------------------------------------
 
+    @_using
     def load(self, symbols=None, start=None, end=None, freq="1d", adjust="none") -> pd.DataFrame:
         """Stored bars as one DataFrame sorted by symbol and ts (see :func:`load`)."""
         freq, adjust = Freq.parse(freq), Adjust.parse(adjust)
         lo = to_date(start, name="start") if start is not None else None
         hi = to_date(end, name="end") + pd.Timedelta(days=1) if end is not None else None
         if symbols is not None:
-            symbols = parse_symbols([symbols] if isinstance(symbols, str) else symbols)[0]
+            # Not strict: names stored by an earlier kdist stay readable.
+            symbols = parse_symbols([symbols] if isinstance(symbols, str) else symbols,
+                                    strict=False)[0]
         # Bounds in the column's type, TIMESTAMP_S, so DuckDB skips row groups by their ts
         # range (one symbol's year: 26 ms instead of 46 ms on 12.9M bars). Exact: lo and hi
         # are midnights.
@@ -702,6 +1131,7 @@ class Store:
             [freq.value, adjust.value, symbols, symbols, lo, lo, hi, hi],
         ).df()
 
+    @_using
     def check(self) -> dict:
         """Count duplicate keys and bars that break OHLC sanity; ``ok`` is true when none do."""
         row = self.con.execute(
@@ -724,6 +1154,7 @@ class Store:
         result["ok"] = all(result[k] == 0 for k in keys[1:])
         return result
 
+    @_using
     def fingerprint(self, freq="1d", adjust="none") -> pd.DataFrame:
         """Per symbol: bar count and an order-independent hash of the stored values.
 
@@ -739,13 +1170,19 @@ class Store:
             [freq.value, adjust.value],
         ).df()
 
+    @_using
     def catalog(self) -> pd.DataFrame:
-        """What is stored: per (symbol, freq, adjust) the bar count, first and last bar,
-        source, and when a job last wrote it."""
-        return self.con.execute(
+        """What is stored: per (symbol, freq, adjust) the kind of security, the bar count,
+        first and last bar, source (sources joined by commas, and ``mixed`` true, when a
+        series holds bars of several), and when a job last wrote it."""
+        from .securities import kind_of
+
+        frame = self.con.execute(
             """WITH bars AS (
                    SELECT symbol, freq, adjust, count(*) AS bars, min(ts)::TIMESTAMP AS first,
-                          max(ts)::TIMESTAMP AS last, any_value(source) AS source
+                          max(ts)::TIMESTAMP AS last,
+                          string_agg(DISTINCT source, ',' ORDER BY source) AS source,
+                          count(DISTINCT source) > 1 AS mixed
                    FROM kline GROUP BY ALL),
                writes AS (
                    SELECT s.symbol, j.freq, j.adjust, max(s.updated_at) AS updated
@@ -755,6 +1192,8 @@ class Store:
                LEFT JOIN writes USING (symbol, freq, adjust)
                ORDER BY symbol, freq, adjust"""
         ).df()
+        frame.insert(1, "kind", kind_of(frame["symbol"]))
+        return frame
 
 
 def _version() -> str:
@@ -763,11 +1202,19 @@ def _version() -> str:
     return __version__
 
 
-def _store_error(path: Path, exc: Exception) -> StoreError:
+def _store_error(path: Path, exc: Exception, *, waited: float | None = None) -> StoreError:
+    """One line for a DuckDB error; ``waited``: a writer gave up waiting for readers."""
     text = str(exc)
     if m := _LOCK.search(text):
         holder, pid = m.group("holder"), int(m.group("pid"))
         who = "this process" if pid == os.getpid() else f"{holder} (PID {pid})"
+        if waited is not None:
+            return DatabaseLockedError(
+                f"{path} is open in {who}, and this import waited {waited:g} s to write its "
+                "next batch: close that connection (other DuckDB clients should open the file "
+                "read-only and close it after each query)",
+                path=str(path), holder=holder, pid=pid,
+            )
         return DatabaseLockedError(
             f"{path} is in use by {who}: wait for that import to finish or stop it, "
             "or use another --db",
@@ -776,6 +1223,13 @@ def _store_error(path: Path, exc: Exception) -> StoreError:
             pid=pid,
         )
     if "different configuration" in text:
+        if waited is not None:
+            return DatabaseLockedError(
+                f"{path} is open in this process through another connection (such as "
+                f"duckdb.connect(..., read_only=True)), and this import waited {waited:g} s "
+                "to write its next batch: close that connection",
+                path=str(path), holder="this process", pid=os.getpid(),
+            )
         return DatabaseLockedError(
             f"{path} is already open in this process with other settings (an import "
             "writing it, or a connection such as duckdb.connect(..., read_only=True)): close "
@@ -786,6 +1240,54 @@ def _store_error(path: Path, exc: Exception) -> StoreError:
         )
     first = text.splitlines()[0] if text else type(exc).__name__
     return StoreError(f"Cannot use database {path}: {first}", path=str(path))
+
+
+def _conflict(exc: Exception) -> bool:
+    """Whether DuckDB refused a connection because another one holds the file."""
+    text = str(exc)
+    return bool(_LOCK.search(text)) or "different configuration" in text
+
+
+def _command() -> str:
+    """What this process is, in a few words: ``kdist ingest``, ``python -c``, ``jupyter``."""
+    argv = sys.argv or [""]
+    name = Path(argv[0]).name
+    if name in ("", "-c"):
+        name = "python -c" if name else "python"
+    elif name == "__main__.py":
+        name = f"python -m {Path(argv[0]).parent.name}"
+    elif name.endswith(".py"):
+        name = f"python {name}"
+    if len(argv) > 1 and not argv[1].startswith("-") and name in ("kdist", "python -m kdist"):
+        name = f"{name} {argv[1]}"
+    return name
+
+
+def _holder(lock_path: Path) -> dict:
+    """What a writer's lock file says of it (pid, command, job); empty if unreadable."""
+    try:
+        holder = json.loads(lock_path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return holder if isinstance(holder, dict) else {}
+
+
+def _describe(holder: dict) -> str:
+    """``kdist ingest (PID 4242, job 20260101-...)``, from what :func:`_holder` read."""
+    if holder.get("pid") == os.getpid():
+        return "another import in this process"
+    details = [f"PID {holder['pid']}"] if holder.get("pid") else []
+    if holder.get("job"):
+        details.append(f"job {holder['job']}")
+    name = holder.get("command") or "another kdist import"
+    return f"{name} ({', '.join(details)})" if details else name
+
+
+def _listing(names, most: int = 5) -> str:
+    """``a, b, c`` or ``a, b, c, d, e and 3 more``."""
+    names = sorted(names)
+    shown = ", ".join(names[:most])
+    return f"{shown} and {len(names) - most} more" if len(names) > most else shown
 
 
 def load(db=DEFAULT_DB, symbols=None, start=None, end=None, freq="1d", adjust="none"):

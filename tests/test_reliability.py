@@ -255,8 +255,7 @@ def test_a_second_import_in_the_same_process_is_refused(db):
     with kdist.Store(db):
         with pytest.raises(DatabaseLockedError, match="another import in this process"):
             kdist.ingest(SYMBOLS[:1], **WINDOW, db=db, client="sync")
-        with pytest.raises(DatabaseLockedError, match="already open in this process"):
-            kdist.load(db)
+        assert kdist.load(db).empty  # an idle writer lets a reader in, even on its own thread
     assert kdist.load(db).empty  # released: readable again
 
 

@@ -110,7 +110,8 @@ def store_reads(store: Store) -> dict:
     for freq, adjust in SERIES:
         reads["load", freq] = store.load(freq=freq, adjust=adjust)
         reads["fingerprint", freq] = store.fingerprint(freq, adjust)
-    reads["catalog"] = store.catalog().drop(columns="updated")
+    # The catalog's kind and mixed columns are computed, not read from the stored bars.
+    reads["catalog"] = store.catalog().drop(columns=["updated", "kind", "mixed"])
     return reads
 
 
