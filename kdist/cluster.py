@@ -7,7 +7,11 @@
 scheduler; otherwise kdist starts a local cluster.
 
 Safe by default: the local cluster's scheduler, workers and dashboard listen on 127.0.0.1
-only. A plain ``tcp://`` scheduler that is not on this machine gets a warning, since anyone
+only, and its scheduler, workers and nannies speak TLS with credentials made for it in
+memory (:func:`kdist.security.local_security`): every user of a shared machine can reach
+127.0.0.1, and a Dask scheduler or worker runs whatever it is sent. ``security=False`` or
+``KDIST_LOCAL_TLS=0`` starts it over plain TCP instead; the dashboard is plain HTTP either
+way. A plain ``tcp://`` scheduler that is not on this machine gets a warning, since anyone
 who reaches its port can run code on its workers. A ``tls://`` scheduler needs the client's
 certificates (``security=`` a ``Security`` or a directory from ``kdist cluster certs``, or
 ``tls_ca``/``tls_cert``/``tls_key``; see :mod:`kdist.security`); without them the job is
@@ -28,6 +32,7 @@ import ipaddress
 import logging
 import multiprocessing
 import os
+import queue
 import socket
 import threading
 import warnings
@@ -58,7 +63,7 @@ class Cluster:
     #: Why this mode was chosen when nobody named one (e.g. a small job runs in process).
     reason: str | None = None
     _closers: list = field(default_factory=list, repr=False)
-    _executor: cf.ThreadPoolExecutor | None = field(default=None, repr=False)
+    _executor: _DaemonExecutor | None = field(default=None, repr=False)
     #: Results being fetched, or fetched, before the caller asks: {future key: cf.Future}.
     _ahead: dict = field(default_factory=dict, repr=False)
     #: Keys whose results nobody has asked for yet: only these are fetched ahead.
@@ -90,14 +95,17 @@ class Cluster:
         except Exception:  # the scheduler itself is gone
             return 0
 
-    def submit(self, task):
-        """Start a ``dask.delayed`` task and return its future."""
+    def submit(self, task, workers: list[str] | None = None):
+        """Start a ``dask.delayed`` task and return its future (on one of ``workers`` only,
+        when given)."""
         if self.client is None:
             if self._executor is None:
-                self._executor = cf.ThreadPoolExecutor(1, thread_name_prefix="kdist-sync")
+                self._executor = _DaemonExecutor()
             # Dask's own scheduler function: compute(scheduler="sync") would first import
             # distributed to look for a client (0.2 s, a fifth of a daily update).
             return self._executor.submit(_run_sync, task)
+        if workers:
+            return self.client.compute(task, workers=workers, allow_other_workers=False)
         return self.client.compute(task)
 
     def submit_many(self, tasks) -> list:
@@ -217,7 +225,7 @@ class Cluster:
     def close(self):
         """Shut down what this object started (never a client the caller passed in)."""
         if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor.shutdown()
         for closer in reversed(self._closers):
             try:
                 closer()
@@ -230,6 +238,44 @@ class Cluster:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class _DaemonExecutor:
+    """Runs in-process tasks one at a time on a daemon thread.
+
+    Not a ``ThreadPoolExecutor``: Python joins those threads at exit, so a provider call that
+    never returns (``timeout=0``) would keep a stopped job's process alive for ever. A job
+    that stops leaves a running task to end at its next symbol, or with the process.
+    """
+
+    def __init__(self):
+        self._tasks: queue.SimpleQueue = queue.SimpleQueue()
+        self._closed = False
+        threading.Thread(target=self._serve, name="kdist-sync", daemon=True).start()
+
+    def submit(self, fn, *args) -> cf.Future:
+        future: cf.Future = cf.Future()
+        self._tasks.put((future, fn, args))
+        return future
+
+    def _serve(self):
+        while True:
+            item = self._tasks.get()
+            if item is None:
+                return
+            future, fn, args = item
+            if self._closed or not future.set_running_or_notify_cancel():
+                future.cancel()
+                continue
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:  # handed to whoever waits on the future
+                future.set_exception(exc)
+
+    def shutdown(self):
+        """Cancel the tasks not started; never wait for the one running."""
+        self._closed = True
+        self._tasks.put(None)
 
 
 def _run_sync(task):
@@ -256,8 +302,26 @@ def _is_loopback(address: str) -> bool:
             return False
 
 
-def _local_cluster(n_workers, threads_per_worker) -> Cluster:
+def _local_tls(security) -> bool:
+    """Whether kdist's local cluster uses TLS: ``security=False`` or ``KDIST_LOCAL_TLS=0``
+    turn it off; anything else leaves it on."""
+    if security is False:
+        return False
+    value = os.environ.get("KDIST_LOCAL_TLS", "").strip().lower()
+    if value in ("", "1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise UsageError(
+        f"KDIST_LOCAL_TLS={os.environ['KDIST_LOCAL_TLS']!r}: give 0 (the local cluster over "
+        "plain TCP, which every local user can reach) or 1 (TLS, the default)"
+    )
+
+
+def _local_cluster(n_workers, threads_per_worker, *, tls: bool) -> Cluster:
     from distributed import Client, LocalCluster
+
+    from .security import local_security
 
     n_workers = n_workers or min(4, os.cpu_count() or 1)
     threads_per_worker = threads_per_worker or 2
@@ -268,6 +332,11 @@ def _local_cluster(n_workers, threads_per_worker) -> Cluster:
             threads_per_worker=threads_per_worker,
             processes=True,
             host="127.0.0.1",
+            protocol="tls://" if tls else "tcp://",
+            security=local_security() if tls else None,
+            # The dashboard stays plain HTTP on 127.0.0.1 (``security`` does not cover it):
+            # its pages show the tasks but take no work, and a browser would not trust the
+            # cluster's own CA.
             dashboard_address=os.environ.get("KDIST_DASHBOARD_ADDRESS", "127.0.0.1:8787"),
             silence_logs=logging.ERROR,
         )
@@ -463,8 +532,21 @@ def _security(client, security, tls_ca, tls_cert, tls_key):
     """The client's ``Security`` for ``client``, or None; refuse what cannot work."""
     from .security import client_security, config_security
 
-    given = client_security(security, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
     is_tls = isinstance(client, str) and client.startswith("tls://")
+    if security is False:  # no TLS where kdist starts the cluster: see _local_tls
+        if any(v is not None for v in (tls_ca, tls_cert, tls_key)):
+            raise UsageError(
+                "security=False (--no-local-tls) turns TLS off, and tls_ca, tls_cert, tls_key "
+                "are TLS files: give one or the other, not both"
+            )
+        if is_tls:
+            raise UsageError(
+                f"security=False (--no-local-tls) is for kdist's local cluster: the tls:// "
+                f"scheduler needs the client's certificates ({client}); give them instead, "
+                "with --certs DIR (Python: security=DIR)"
+            )
+        return None
+    given = client_security(security, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
     if given is not None and not is_tls:
         where = client if isinstance(client, str) else "a distributed.Client (it has its own)"
         raise UsageError(
@@ -512,6 +594,9 @@ def resolve_cluster(
     security
         For a ``tls://`` scheduler: a ``distributed.security.Security``, or a directory made
         by ``kdist cluster certs`` (its ``ca.pem``, ``client.pem``, ``client-key.pem``).
+        ``False``: start the local cluster (for ``"local"``, or as the fallback) over plain
+        TCP rather than TLS, as does ``KDIST_LOCAL_TLS=0``. Every user of this machine can
+        then connect to it and run code on its workers.
     tls_ca, tls_cert, tls_key
         Or the three files: the cluster's CA certificate, the client's certificate and key.
         Without any of these a ``tls://`` scheduler uses Dask's ``distributed.comm.tls``
@@ -521,7 +606,9 @@ def resolve_cluster(
     ------
     UsageError
         A ``tls://`` scheduler without certificates, certificates for anything else, or
-        TLS files that are missing, unreadable or do not match.
+        TLS files that are missing, unreadable or do not match; ``security=False`` with a
+        ``tls://`` scheduler or TLS files; a ``KDIST_LOCAL_TLS`` other than 0 or 1 (or
+        false/true, no/yes, off/on).
     SchedulerUnreachableError
         The scheduler refused the TLS handshake (its ``tls`` attribute says why), whatever
         ``fallback`` says: other certificates are needed, not another cluster.
@@ -530,6 +617,7 @@ def resolve_cluster(
     """
     if client is None:
         client = named_scheduler() or "local"
+    asked = security  # False: a local cluster started here runs without TLS
     security = _security(client, security, tls_ca, tls_cert, tls_key)
     if not isinstance(client, str):
         # A distributed.Client the caller owns: use it, never close it.
@@ -542,8 +630,9 @@ def resolve_cluster(
     if client == "sync":
         return Cluster("sync")
     if client == "local":
+        tls = _local_tls(asked)  # a bad KDIST_LOCAL_TLS is an error, not a reason to fall back
         try:
-            return _local_cluster(n_workers, threads_per_worker)
+            return _local_cluster(n_workers, threads_per_worker, tls=tls)
         except Exception as exc:
             if not fallback:
                 raise
@@ -571,9 +660,10 @@ def resolve_cluster(
         if not fallback or getattr(exc, "tls", None):
             raise
         reason = str(exc)
+    tls = _local_tls(asked)
     warnings.warn(f"{reason}. Running locally instead.", UserWarning, stacklevel=2)
     try:
-        cluster = _local_cluster(n_workers, threads_per_worker)
+        cluster = _local_cluster(n_workers, threads_per_worker, tls=tls)
     except Exception as exc:
         return _fallback_sync(f"{reason}; local cluster failed to start ({exc})")
     cluster.fallback_reason = reason

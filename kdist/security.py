@@ -21,6 +21,8 @@ Keys are written readable by their owner only (0600).
 ``dask worker`` command lines that use these files (``kdist cluster scheduler`` and
 ``kdist cluster worker`` run them); :func:`client_security` builds the
 ``distributed.security.Security`` of the client from a directory or three file names.
+:func:`local_security` makes the same kind of credentials in memory for each local cluster
+kdist starts: on a shared machine, 127.0.0.1 is reachable by every local user.
 ``cryptography`` and ``distributed`` are imported only when these functions are called.
 """
 
@@ -44,6 +46,7 @@ __all__ = [
     "TLSFiles",
     "cert_files",
     "client_security",
+    "local_security",
     "make_certs",
     "scheduler_command",
     "worker_command",
@@ -331,6 +334,39 @@ def make_certs(directory, hosts=DEFAULT_HOSTS, *, days: int = DAYS, force: bool 
         ) from exc
     return {"ca": directory / CA_CERT, "ca_key": directory / CA_KEY, **leaves, "hosts": hosts,
             "not_after": not_after, "new_ca": not has_cert}
+
+
+def local_security():
+    """Return the ``distributed.security.Security`` of one new local cluster.
+
+    A new CA and one certificate signed by it, for the scheduler, the workers and the client
+    alike, held in memory only: nothing is written, and the CA key is dropped at once, so
+    only the processes given this object (the cluster kdist starts and its client) can
+    complete a handshake with the cluster. Like Dask's ``Security.temporary()``, but with
+    the P-256 keys and certificates of :func:`make_certs`: its RSA key takes far longer to
+    make, and every local cluster kdist starts would wait for one (see docs/architecture.md).
+
+    Examples
+    --------
+    >>> from distributed import LocalCluster  # doctest: +SKIP
+    >>> LocalCluster(host="127.0.0.1", security=local_security())  # doctest: +SKIP
+    """
+    from cryptography.hazmat.primitives import serialization
+    from distributed.security import Security
+
+    hosts = ["127.0.0.1"]
+    ca_cert, ca_key = _new_ca(hosts, DAYS)
+    cert, key = _new_leaf("local cluster", hosts, ca_cert, ca_key, DAYS)
+    ca_pem = ca_cert.public_bytes(serialization.Encoding.PEM).decode()
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+    key_pem = _key_pem(key).decode()
+    # PEM text rather than file names: Dask passes it to the worker processes it starts.
+    return Security(
+        require_encryption=True,
+        tls_ca_file=ca_pem,
+        **{f"tls_{role}_{part}": pem for role in ROLES
+           for part, pem in (("cert", cert_pem), ("key", key_pem))},
+    )
 
 
 def _tls_files(certs=None, *, tls_ca=None, tls_cert=None, tls_key=None, role="client",

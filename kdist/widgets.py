@@ -33,7 +33,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         'kdist.widgets needs ipywidgets: pip install "kdist[notebook]"'
     ) from exc
 
-from .cluster import resolve_cluster
+from .cluster import _local_tls, resolve_cluster
 from .errors import ClusterError, KdistError, UsageError
 from .progress import Callback
 from .providers import available_providers, get_provider
@@ -50,8 +50,10 @@ REFRESH_S = 0.25
 MAX_FAILURES_SHOWN = 50
 
 #: Local clusters started by panels, by (workers, threads): panels of the same size share one,
-#: so re-running the cell that builds a panel does not start another cluster.
-_LOCAL: dict[tuple[int, int], object] = {}
+#: so re-running the cell that builds a panel does not start another cluster. One without
+#: TLS (``security=False``) is kept apart, under (workers, threads, "tcp"): a panel that
+#: asks for TLS never gets a cluster every local user can reach.
+_LOCAL: dict[tuple, object] = {}
 _LOCAL_LOCK = threading.Lock()
 
 
@@ -59,12 +61,20 @@ def _date(value, name: str) -> dt.date | None:
     return None if value is None or value == "" else to_date(value, name=name).date()
 
 
-def _local_cluster(size: tuple[int, int]):
+def _local_key(size: tuple[int, int], security) -> tuple:
+    """The ``_LOCAL`` key of the cluster a panel of this size and ``security`` uses."""
+    return size if _local_tls(security) else (*size, "tcp")
+
+
+def _local_cluster(size: tuple[int, int], security=None):
+    key = _local_key(size, security)
     with _LOCAL_LOCK:
-        cluster = _LOCAL.get(size)
+        cluster = _LOCAL.get(key)
         if cluster is None or not cluster.connected():
-            cluster = _LOCAL[size] = resolve_cluster(
-                "local", n_workers=size[0], threads_per_worker=size[1], fallback=False)
+            # Only False is for this cluster: certificates are for a tls:// address.
+            cluster = _LOCAL[key] = resolve_cluster(
+                "local", n_workers=size[0], threads_per_worker=size[1], fallback=False,
+                security=False if key[-1] == "tcp" else None)
         return cluster
 
 
@@ -228,9 +238,12 @@ class IngestPanel(W.VBox):
         For a ``tls://`` scheduler address: the directory ``kdist cluster certs`` wrote.
     n_workers, threads_per_worker
         Size of the local cluster started on the first run and kept for later ones (panels of
-        the same size share it; :meth:`close` stops it).
+        the same size share it; :meth:`close` stops it). It speaks TLS, as kdist's local
+        cluster does (see :func:`kdist.cluster.resolve_cluster`).
     **ingest_options
-        Passed to :func:`kdist.ingest` unchanged (``chunk_size``, ``retries``, ...).
+        Passed to :func:`kdist.ingest` unchanged (``chunk_size``, ``retries``, ...);
+        ``security=False`` also starts the local cluster over plain TCP, which every user
+        of this machine can reach.
 
     Attributes
     ----------
@@ -473,9 +486,10 @@ class IngestPanel(W.VBox):
         if mode == "address":
             return self.address.value.strip()
         size = (self.n_workers.value, self.threads.value)
-        if size not in _LOCAL:
+        security = self._ingest_options.get("security")
+        if _local_key(size, security) not in _LOCAL:
             self._say(f"Starting a local cluster of {size[0]} workers x {size[1]} threads ...")
-        self._local = _local_cluster(size)
+        self._local = _local_cluster(size, security)
         return self._local.client
 
     # -- running ------------------------------------------------------------------------------
@@ -579,11 +593,12 @@ class IngestPanel(W.VBox):
         progress = _PanelProgress(self)
         try:
             client = self._client_for_run()
-            # A scheduler the user named must be used or fail: never a silent local stand-in.
             certs = self.certs.value.strip() if self.cluster.value == "address" else ""
+            # security may also be among the ingest options (False: no TLS for local clusters).
+            arguments = {**arguments, "security": certs or arguments.get("security")}
+            # A scheduler the user named must be used or fail: never a silent local stand-in.
             self.report = ingest(**arguments, client=client, callback=progress,
-                                 cancel=self._cancel, fallback=self.cluster.value == "local",
-                                 security=certs or None)
+                                 cancel=self._cancel, fallback=self.cluster.value == "local")
         except BaseException as exc:  # shown in the panel; wait() re-raises it
             self.error = exc
             self.report = getattr(exc, "report", None)
