@@ -3,7 +3,9 @@
 Exit codes: 0 every symbol ok or empty; 3 some symbols failed; 1 the job failed (nothing
 imported, database locked or unusable, cluster lost, a TLS scheduler refused the
 certificates); 2 bad usage (invalid symbols, dates, options, a ``tls://`` scheduler without
-certificates). A kdist error is one line on stderr; ``--debug`` shows the traceback.
+certificates); 130 stopped by SIGINT or SIGTERM (what finished is stored; the message names
+the resume command); 141 the reader of the output went away (``kdist jobs | head``), quietly.
+A kdist error is one line on stderr; ``--debug`` shows the traceback.
 
 ``kdist cluster certs|scheduler|worker`` make a cluster's TLS certificates and run
 ``dask scheduler`` / ``dask worker`` with them (``--print`` shows the command instead).
@@ -12,13 +14,17 @@ certificates). A kdist error is one line on stderr; ``--debug`` shows the traceb
 from __future__ import annotations
 
 import argparse
+import codecs
 import json
 import logging
+import math
 import os
+import re
 import shlex
 import signal
 import sys
 import threading
+import unicodedata
 import warnings
 
 from . import __version__
@@ -26,12 +32,16 @@ from .errors import JobFailedError, KdistError, UsageError
 from .store import DEFAULT_DB
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a job stopped by Ctrl-C
+# 128 + SIGPIPE: what shells report for cat, seq or git when the reader of their output
+# (head) has gone; not 0 (the output was not all delivered) nor 1 (here: the job failed).
+EXIT_PIPE = 141
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
-        self.print_usage(sys.stderr)
-        self.exit(EXIT_USAGE, f"kdist: error: {message}\n")
+        # One line, like every kdist error: the usage of ingest alone is five lines.
+        self.exit(EXIT_USAGE, f"kdist: error: {message} (see {self.prog} --help)\n")
 
 
 def _options(pairs) -> dict:
@@ -44,16 +54,138 @@ def _options(pairs) -> dict:
     return options
 
 
+def _number(cast, least, *, above: bool = False, most=None):
+    """An argparse type: a finite number of at least ``least`` (above it, with ``above``).
+
+    argparse turns the refusal into exit 2 and one line naming the option and the value,
+    before anything is opened or recorded.
+    """
+    kind = "a whole number" if cast is int else "a number"
+    bound = f"above {least:g}" if above else f"of at least {least:g}"
+    if most is not None:
+        bound = f"from {least:g} to {most:g}"
+
+    def parse(text):
+        try:
+            value = cast(text)
+        except ValueError:
+            value = math.nan
+        if (not math.isfinite(value) or value < least or (above and value == least)
+                or (most is not None and value > most)):
+            raise argparse.ArgumentTypeError(f"expected {kind} {bound}, not {text!r}")
+        return value
+
+    return parse
+
+
+def _db_path(text: str) -> str:
+    """An argparse type: a DuckDB file, not DuckDB's in-memory or MotherDuck names."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected the path of a DuckDB file, not ''")
+    if text.startswith(":memory:"):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is a database that vanishes when kdist exits: give a file, "
+            "e.g. data/kdist.duckdb")
+    if text.startswith(("md:", "motherduck:")):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is a MotherDuck database: kdist writes a local file, e.g. data/kdist.duckdb")
+    return text
+
+
+#: Largest --symbols-file read: every listed security fits in well under a megabyte; a
+#: bigger file is the wrong one (or /dev/zero), not worth filling memory with.
+_SYMBOLS_FILE_BYTES = 16 * 2**20
+#: Header names of the symbol column of a table of symbols: of a Windows export such as
+#: "代码,名称,现价" only that column is read.
+_SYMBOL_COLUMNS = frozenset(
+    {"symbol", "symbols", "code", "ticker", "ts_code", "代码", "证券代码", "股票代码"})
+#: Characters no text file holds (tab, line breaks and form feed excepted): binary data.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")
+_ENCODING_NAMES = {"utf-8-sig": "UTF-8", "gbk": "GBK", "utf-16": "UTF-16"}
+
+
+def _read_symbols_file(path, encoding: str | None = None) -> list[str]:
+    """The symbols in a ``--symbols-file``; junk is a UsageError naming the file and line."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(_SYMBOLS_FILE_BYTES + 1)
+    except OSError as exc:
+        raise UsageError(f"Cannot read --symbols-file {path}: {exc.strerror}") from None
+    if len(raw) > _SYMBOLS_FILE_BYTES:
+        raise UsageError(f"--symbols-file {path} is larger than {_SYMBOLS_FILE_BYTES >> 20} MB: "
+                         "give a text file of symbols, one or more a line")
+    lines = _decode_symbols_file(path, raw, encoding).splitlines()
+    for number, line in enumerate(lines, 1):
+        if bad := _CONTROL.search(line):
+            raise UsageError(
+                f"--symbols-file {path} is not a text file: line {number} holds the control "
+                f"character {bad.group()!r}; give a text file of symbols, one or more a line")
+    return _symbols_in(lines)
+
+
+def _decode_symbols_file(path, raw: bytes, encoding: str | None) -> str:
+    """The text of a symbols file: UTF-8 (with a BOM or not), UTF-16 with a BOM, else GBK."""
+    if encoding:
+        tried = [encoding]
+    elif raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        tried = ["utf-16"]  # Excel's and Notepad's "Unicode text"
+    else:
+        # GBK (code page 936) is what Windows saves Chinese text in: A-share lists exported
+        # there, with the names next to the codes.
+        tried = ["utf-8-sig", "gbk"]
+    failed = []
+    for name in tried:
+        try:
+            return raw.decode(name).removeprefix("\ufeff")
+        except LookupError:
+            raise UsageError(f"Unknown --symbols-encoding {name!r}: name one Python knows, "
+                             "e.g. utf-8, gbk, gb18030, big5 or utf-16") from None
+        except UnicodeDecodeError as exc:
+            failed.append((name, exc))
+    # Name the line where the likelier encoding, the one that read furthest, broke down.
+    name, exc = max(failed, key=lambda pair: pair[1].start)
+    line = len((raw[:exc.start].decode(name, "replace") + "x").splitlines())
+    names = [_ENCODING_NAMES.get(n, n) for n in tried]
+    what = f"neither {' nor '.join(names)}" if len(names) > 1 else f"not {names[0]}"
+    raise UsageError(
+        f"Cannot read --symbols-file {path}: line {line} is {what} text (byte "
+        f"0x{raw[exc.start]:02x}); save it as UTF-8, or name its encoding with --symbols-encoding")
+
+
+def _symbols_in(lines: list[str]) -> list[str]:
+    """The symbols of a symbols file's lines.
+
+    Lines starting with ``#`` are comments. A table whose header names a symbol column
+    (``symbol``, ``code``, ``代码``, ...) gives that column; otherwise every word between
+    spaces, commas or semicolons is a symbol, except names in Chinese (words of CJK letters
+    without a digit), which exports put next to the codes.
+    """
+    lines = [line for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not lines:
+        return []
+    sep = next((s for s in "\t,;" if s in lines[0]), None)  # None: runs of spaces
+    header = [field.strip().strip("\"'").lower() for field in lines[0].split(sep)]
+    column = next((i for i, name in enumerate(header) if name in _SYMBOL_COLUMNS), None)
+    if column is not None:
+        rows = (line.split(sep) for line in lines[1:])
+        values = (row[column].strip().strip("\"'") for row in rows if len(row) > column)
+        return [value for value in values if value]
+    return [word for line in lines for word in re.split(r"[\s,;]+", line)
+            if word and not _is_name(word)]
+
+
+def _is_name(word: str) -> bool:
+    """Whether ``word`` is a security's name in Chinese (浦发银行, 万科Ａ), not a code."""
+    return (any(unicodedata.category(c) == "Lo" for c in word)
+            and not any(c in "0123456789" for c in word))
+
+
 def _read_symbols(args) -> list[str] | None:
     symbols = list(args.symbols)
+    if args.symbols_encoding and not args.symbols_file:
+        raise UsageError("--symbols-encoding is the encoding of a --symbols-file: give one")
     if args.symbols_file:
-        try:
-            with open(args.symbols_file, encoding="utf-8") as fh:
-                text = fh.read()
-        except OSError as exc:
-            raise UsageError(f"Cannot read --symbols-file {args.symbols_file}: {exc.strerror}")
-        symbols += [s for line in text.splitlines() for s in line.replace(",", " ").split()
-                    if not line.lstrip().startswith("#")]
+        symbols += _read_symbols_file(args.symbols_file, args.symbols_encoding)
     if args.all:
         if symbols:
             raise UsageError("Give symbols or --all, not both")
@@ -94,13 +226,18 @@ def _run_args(args) -> dict:
     """Keyword arguments shared by ingest and update."""
     from .progress import TerminalProgress
 
+    if args.no_local_tls and args.certs:
+        raise UsageError("Give --certs DIR or --no-local-tls, not both: the certificates are "
+                         "for a tls:// scheduler, --no-local-tls for kdist's local cluster")
     return dict(
         db=args.db, client=args.scheduler, chunk_size=args.chunk_size,
         n_workers=args.workers, threads_per_worker=args.threads,
         fallback=not args.no_fallback, retries=args.retries, timeout=args.timeout,
-        security=args.certs, tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key,
+        security=False if args.no_local_tls else args.certs,
+        tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key,
         max_concurrency=args.max_concurrency, max_rate=args.max_rate, cooldown=args.cooldown,
         callback=None if (args.json or args.quiet) else TerminalProgress(),
+        cancel=_cancel(),
     )
 
 
@@ -111,11 +248,19 @@ def _show_reports(args, reports) -> int:
     elif not args.quiet:
         from rich.console import Console
 
+        class _Console(Console):
+            def on_broken_pipe(self):
+                raise BrokenPipeError  # main's way (rich's own exits 1: "the job failed")
+
         for report in reports:
-            Console().print(report.table())
+            _Console().print(report.table())
     for report in reports:
         if report.note:
             print(f"kdist: {report.note}", file=sys.stderr)
+    for report in reports:
+        if report.status == "cancelled":
+            return _interrupted(f"kdist ingest --resume {report.job_id} --db "
+                                f"{shlex.quote(report.db)}")
     return EXIT_PARTIAL if any(r.symbols_failed or r.symbols_skipped for r in reports) else EXIT_OK
 
 
@@ -166,14 +311,20 @@ def cmd_jobs(args) -> int:
             match = jobs[jobs["job_id"] == args.job_id]
             if match.empty:
                 raise UsageError(f"No job {args.job_id!r} in {args.db}; 'kdist jobs' lists them")
-            failed = store.job_symbols(args.job_id, status="failed")
+            ledger = store.job_symbols(args.job_id)
+            failed = ledger[ledger["status"] == "failed"]
+            rejected = _rejected_rows(ledger)
             if args.json:
-                _print_json({**_frame_json(match)[0], "failed": _frame_json(failed)})
+                _print_json({**_frame_json(match)[0], "failed": _frame_json(failed),
+                             "rejected": rejected.to_dict("records")})
                 return EXIT_OK
             print(match.T.to_string(header=False))
             if len(failed):
                 print(f"\nfailed symbols ({len(failed)}):")
                 print(failed[["symbol", "attempts", "error_class", "error"]].to_string(index=False))
+            if len(rejected):
+                print(f"\nsymbols with rejected rows ({len(rejected)}):")
+                print(rejected.to_string(index=False))
             return EXIT_OK
         jobs = store.jobs()
     if args.json:
@@ -187,11 +338,27 @@ def cmd_jobs(args) -> int:
     return EXIT_OK
 
 
+def _rejected_rows(ledger):
+    """One row per symbol of a job's ledger with rejected rows: how many, and why."""
+    import pandas as pd
+
+    rows = ledger[ledger["rejected_rows"].fillna(0) > 0]
+    reasons = [
+        "; ".join(f"{n:,} {reason}" for reason, n in json.loads(text or "{}").items())
+        for text in rows["rejected"]
+    ]
+    return pd.DataFrame({"symbol": rows["symbol"].tolist(),
+                         "rejected_rows": rows["rejected_rows"].astype("int64").tolist(),
+                         "reasons": reasons})
+
+
 def cmd_show(args) -> int:
-    from .schema import normalise_symbol
+    from .schema import normalise_symbol, window_bounds
     from .store import load
 
-    symbol = normalise_symbol(args.symbol)
+    symbol = normalise_symbol(args.symbol, strict=False)
+    if args.start and args.end:
+        window_bounds(args.start, args.end)  # start after end: say so, not "no bars"
     bars = load(args.db, symbol, start=args.start, end=args.end, freq=args.freq, adjust=args.adjust)
     if bars.empty:
         print(f"No {args.freq} {args.adjust} bars for {symbol} in {args.db}", file=sys.stderr)
@@ -327,7 +494,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def db_arg(p):
-        p.add_argument("--db", default=DEFAULT_DB, help=f"DuckDB file (default {DEFAULT_DB})")
+        p.add_argument("--db", default=DEFAULT_DB, type=_db_path,
+                       help=f"DuckDB file (default {DEFAULT_DB})")
 
     def bars_args(p):
         p.add_argument("--freq", default="1d", help="1d 1w 1M 1m 5m 15m 30m 60m (default 1d)")
@@ -341,22 +509,27 @@ def build_parser() -> argparse.ArgumentParser:
                        help="scheduler address, 'local' or 'sync' "
                             "(default $KDIST_SCHEDULER or local)")
         _tls_args(p, "client")
-        p.add_argument("--workers", type=int, metavar="N", help="local cluster workers")
-        p.add_argument("--threads", type=int, metavar="N", help="threads per local worker")
-        p.add_argument("--chunk-size", type=int, metavar="N", help="symbols per task")
+        p.add_argument("--no-local-tls", action="store_true",
+                       help="start the local cluster over plain TCP, not TLS: every user of "
+                            "this machine can then run code on it (also KDIST_LOCAL_TLS=0)")
+        p.add_argument("--workers", type=_number(int, 1), metavar="N",
+                       help="local cluster workers")
+        p.add_argument("--threads", type=_number(int, 1), metavar="N",
+                       help="threads per local worker")
+        p.add_argument("--chunk-size", type=_number(int, 1), metavar="N", help="symbols per task")
         p.add_argument("--no-fallback", action="store_true",
                        help="fail instead of running locally when the scheduler is unusable")
-        p.add_argument("--retries", type=int, default=3, metavar="N",
+        p.add_argument("--retries", type=_number(int, 1), default=3, metavar="N",
                        help="attempts per symbol for transient errors (default 3)")
-        p.add_argument("--timeout", type=float, default=60.0, metavar="S",
-                       help="seconds one provider call may take (default 60)")
-        p.add_argument("--overlap", type=int, default=3, metavar="N",
+        p.add_argument("--timeout", type=_number(float, 0), default=60.0, metavar="S",
+                       help="seconds one provider call may take (default 60; 0: no limit)")
+        p.add_argument("--overlap", type=_number(int, 1), default=3, metavar="N",
                        help="bars re-fetched before the last stored one (default 3)")
-        p.add_argument("--max-concurrency", type=int, metavar="N",
+        p.add_argument("--max-concurrency", type=_number(int, 1), metavar="N",
                        help="provider calls in flight across the cluster (default: per vendor)")
-        p.add_argument("--max-rate", type=float, metavar="R",
+        p.add_argument("--max-rate", type=_number(float, 0, above=True), metavar="R",
                        help="provider calls started per second across the cluster")
-        p.add_argument("--cooldown", type=float, default=60.0, metavar="S",
+        p.add_argument("--cooldown", type=_number(float, 0), default=60.0, metavar="S",
                        help="pause after repeated connection drops before trying again "
                             "(default 60)")
         p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -364,7 +537,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ingest", help="import bars into the database")
     p.add_argument("symbols", nargs="*", metavar="SYMBOL")
-    p.add_argument("--symbols-file", metavar="F", help="file of symbols (one or more a line)")
+    p.add_argument("--symbols-file", metavar="F",
+                   help="file of symbols, one or more a line, in UTF-8 or GBK; of a table "
+                        "with a symbol, code or 代码 column only that column; names in "
+                        "Chinese next to the codes are skipped")
+    p.add_argument("--symbols-encoding", metavar="NAME",
+                   help="the encoding of --symbols-file, e.g. big5 (default: UTF-8, else GBK)")
     p.add_argument("--all", action="store_true", help="every symbol the provider lists")
     p.add_argument("--start", metavar="D", help="first day (required unless --resume)")
     p.add_argument("--end", metavar="D", help="inclusive (default today)")
@@ -397,7 +575,8 @@ def build_parser() -> argparse.ArgumentParser:
     bars_args(p)
     p.add_argument("--start", metavar="D")
     p.add_argument("--end", metavar="D")
-    p.add_argument("--tail", type=int, default=10, metavar="N", help="last N bars (0: all)")
+    p.add_argument("--tail", type=_number(int, 0), default=10, metavar="N",
+                   help="last N bars (0: all)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_show)
 
@@ -425,7 +604,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", action="append", metavar="NAME_OR_IP",
                    help="a host name or IP of the machines, repeatable "
                         "(default: localhost and 127.0.0.1)")
-    p.add_argument("--days", type=int, default=825, metavar="N",
+    p.add_argument("--days", type=_number(int, 1, most=36500), default=825, metavar="N",
                    help="days the certificates are valid (default 825)")
     p.add_argument("--force", action="store_true",
                    help="replace existing certificates (an existing CA is kept)")
@@ -436,7 +615,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only; the "
                         "machine's address or 0.0.0.0 to let workers on other machines in)")
-    p.add_argument("--port", type=int, default=8786, help="default 8786")
+    p.add_argument("--port", type=_number(int, 0, most=65535), default=8786,
+                   help="default 8786")
     p.add_argument("--dashboard-address", default="127.0.0.1:8787", metavar="HOST:PORT",
                    help="the dashboard, plain HTTP without login (default 127.0.0.1:8787)")
     p.add_argument("--print", action="store_true", help="print the dask command, do not run it")
@@ -445,7 +625,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = csub.add_parser("worker", help="run dask worker with TLS")
     p.add_argument("address", metavar="ADDRESS", help="the scheduler, tls://HOST:PORT")
     _tls_args(p, "worker")
-    p.add_argument("--nthreads", type=int, metavar="N", help="threads (default: Dask's, the cores)")
+    p.add_argument("--nthreads", type=_number(int, 1), metavar="N",
+                   help="threads (default: Dask's, the cores)")
     p.add_argument("--host", help="address to listen on (default: 127.0.0.1 for a scheduler "
                                   "on this machine, else the interface that reaches it)")
     p.add_argument("--name", help="worker name shown on the dashboard")
@@ -474,10 +655,68 @@ def _quiet_dask():
             logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
-def _terminate(signum, frame):
-    # SIGTERM (kill, systemd, a cron timeout) stops a job like Ctrl-C: finished batches are
-    # committed and the job is marked cancelled, ready for --resume.
-    raise KeyboardInterrupt
+class _Stop:
+    """The handler of SIGTERM and SIGINT: stop the job, keep what finished, exit 130.
+
+    While the runner's loop watches the event (``kdist_watched``) the handler only sets it:
+    an exception raised inside a DuckDB write interrupts the write ("Query interrupted")
+    instead of stopping the job cleanly. Before that, it raises ``KeyboardInterrupt``. A
+    second signal while the job is being stopped is noted, not raised; a third ends the
+    process at once (DuckDB's write-ahead log keeps the file whole).
+    """
+
+    def __init__(self):
+        self.event = threading.Event()
+        self.signals = 0
+
+    def __call__(self, signum, frame):
+        self.signals += 1
+        if self.signals >= 3:
+            os._exit(EXIT_INTERRUPTED)
+        if self.signals == 2:
+            print("kdist: stopping: writing what finished (signal again to abandon it)",
+                  file=sys.stderr)
+            return
+        self.event.set()
+        if not getattr(self.event, "kdist_watched", False):
+            raise KeyboardInterrupt
+
+
+_stop: _Stop | None = None
+
+
+def _cancel() -> threading.Event | None:
+    """The event a signal sets to stop the running job (None outside ``main``)."""
+    return _stop.event if _stop is not None else None
+
+
+def _interrupted(resume: str) -> int:
+    print(f"kdist: interrupted; finished batches are stored; finish with: {resume}",
+          file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
+def _stdout_closed() -> bool:
+    """Whether the reader of stdout has gone, so a BrokenPipeError is not some socket's."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return False  # not a file (a test's capture): the broken pipe is something else's
+    import select
+
+    if not hasattr(select, "poll"):
+        return True
+    poll = select.poll()
+    poll.register(fd, 0)  # errors and hang-ups are reported whatever is asked
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poll.poll(0))
+
+
+def _silence_stdout():
+    """Point stdout at devnull: Python flushes it again at exit, which would print
+    "Exception ignored ... BrokenPipeError" (docs.python.org, signal, "Note on SIGPIPE")."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def main(argv=None) -> int:
@@ -487,24 +726,40 @@ def main(argv=None) -> int:
         warnings.formatwarning = _one_line_warning
         if args.command in ("ingest", "update"):
             _quiet_dask()
-    previous = None
+    global _stop
+    previous = {}
     if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _terminate)
+        # SIGTERM (kill, systemd, a cron timeout) stops a job like Ctrl-C: finished batches
+        # are committed and the job is marked cancelled, ready for --resume.
+        _stop = _Stop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, _stop)
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a reader that has gone (| head) shows here, not at exit
+        return code
+    except BrokenPipeError:
+        if not _stdout_closed():
+            raise
+        _silence_stdout()
+        return EXIT_PIPE
     except KdistError as exc:
         if args.debug:
             raise
         print(f"kdist: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt as exc:
-        resume = getattr(exc, "kdist_resume", "kdist ingest --resume JOB_ID (see kdist jobs)")
-        print(f"kdist: interrupted; finished batches are stored; finish with: {resume}",
-              file=sys.stderr)
-        return 130
+        return _interrupted(getattr(exc, "kdist_resume",
+                                    "kdist ingest --resume JOB_ID (see kdist jobs)"))
+    except RuntimeError as exc:
+        if str(exc) != "Query interrupted":
+            raise
+        # A signal that landed inside a DuckDB statement: DuckDB reports it this way.
+        return _interrupted("kdist ingest --resume JOB_ID (see kdist jobs)")
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        _stop = None
 
 
 if __name__ == "__main__":
