@@ -37,6 +37,10 @@ class Callback:
         """``done`` of ``total`` tasks have returned. ``total`` grows when a chunk that lost
         its worker is retried one symbol per task."""
 
+    def on_note(self, text: str) -> None:
+        """Something the user should know while the job runs (a silent worker, a chunk
+        moved to another worker); one line."""
+
     def on_finish(self, report) -> None:
         """The job ended; ``report`` is its :class:`~kdist.runner.Report`."""
 
@@ -95,6 +99,9 @@ class TerminalProgress(Callback):
         self._rows = total_rows
         if self._progress is not None:
             self._progress.update(self._task, rows=total_rows)
+
+    def on_note(self, text):
+        self.console.print(f"kdist: {text}")
 
     def on_finish(self, report):
         if self._progress is not None:

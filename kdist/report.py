@@ -32,9 +32,14 @@ class Report:
     symbols_failed: int = 0
     #: Symbols not fetched because the provider's circuit breaker opened (resumable).
     symbols_skipped: int = 0
+    #: Symbols fetched whose bars or outcome could not be written (counted as failed; their
+    #: ledger rows stay pending, so a resume fetches them again).
+    unstored: int = 0
     failures: dict[str, str] = field(default_factory=dict)
     empty: list[str] = field(default_factory=list)
     rows_written: int = 0
+    #: Stored bars of other sources that this job's bars replaced: {source: bars}.
+    replaced: dict[str, int] = field(default_factory=dict)
     rejected_rows: int = 0
     elapsed_s: float = 0.0
     dashboard_link: str | None = None
@@ -67,9 +72,12 @@ class Report:
             ("provider", f"{self.provider}  {self.freq} {self.adjust}  {self.start} .. {self.end}"),
             ("symbols", f"{self.n_symbols} in {self.n_chunks} chunks: {self.symbols_ok} ok, "
                         f"{self.symbols_empty} empty, {self.symbols_failed} failed"
+                        + (f" ({self.unstored} not stored)" if self.unstored else "")
                         + (f", {self.symbols_skipped} skipped" if self.symbols_skipped else "")
                         + (f", {len(self.revised)} revised" if self.revised else "")),
-            ("rows written", f"{self.rows_written:,}" + (f" ({self.rejected_rows:,} rejected)" if self.rejected_rows else "")),
+            ("rows written", f"{self.rows_written:,}" + (f" ({self.rejected_rows:,} rejected)" if self.rejected_rows else "")
+             + ("; replaced " + ", ".join(f"{n:,} bars of {src}" for src, n in self.replaced.items())
+                if self.replaced else "")),
             ("time", f"{self.elapsed_s:.1f} s ({self.rows_per_s:,.0f} rows/s)"),
             ("database", self.db),
         ]

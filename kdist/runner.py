@@ -20,7 +20,9 @@ import contextlib
 import datetime as _dt
 import functools
 import logging
+import math
 import queue
+import shlex
 import threading
 import time
 import uuid
@@ -48,6 +50,7 @@ from .errors import (
     NoWorkersError,
     ProviderTrippedError,
     SchedulerUnreachableError,
+    StoreError,
     TransientProviderError,
     UsageError,
 )
@@ -59,6 +62,7 @@ from .limits import stop_on_worker
 from .plan import Chunk, estimate_rows, plan_chunks
 from .progress import Callback
 from .providers import Provider, get_provider
+from .providers.registry import provider_class
 from .report import Report
 from .schema import (
     Adjust,
@@ -95,6 +99,9 @@ FETCH_WARN_ROWS = 5_000_000
 SMALL_JOB_BARS = 1_000_000
 #: Seconds the client may be disconnected from its scheduler before the job stops.
 RECONNECT_GRACE = 10.0
+#: Seconds a stopping job waits for chunks running in its own process to reach their next
+#: symbol: a signal must end a job within a few seconds, even with a provider call hung.
+STOP_GRACE = 2.0
 
 _TRANSIENT = (TransientProviderError, ConnectionError, TimeoutError)
 
@@ -544,8 +551,8 @@ def chunk_tasks(
     """
     freq, adjust = Freq.parse(freq), Adjust.parse(adjust)
     lo, hi = window_bounds(start, end)
-    valid, _ = parse_symbols(symbols)
     provider = get_provider(provider)
+    valid, _ = parse_symbols(symbols, provider=provider)
     job_id = job_id or _new_job_id()
     chunks = plan_chunks(
         valid, lo, hi, freq=freq, n_threads=n_threads, n_workers=n_workers,
@@ -555,10 +562,11 @@ def chunk_tasks(
 
 
 def _task(provider, chunk, freq, adjust, retries, timeout, job_id, part=None, limits=None,
-          solo=False):
+          solo=False, moved=0):
     # pure=False and a key naming job and chunk: identical arguments in a later job (a re-run
     # in the same notebook) must fetch again, never reuse a cached result.
-    suffix = ("" if part is None else f"-{part:03d}") + ("-solo" if solo else "")
+    suffix = (("" if part is None else f"-{part:03d}") + ("-solo" if solo else "")
+              + (f"-moved{moved}" if moved else ""))
     # The arguments travel inside a partial: dask.delayed would otherwise walk the chunk
     # (a dataclass holding a frame of overlap bars) looking for collections, each time.
     call = functools.partial(fetch_chunk, provider, chunk, freq, adjust, retries, timeout, limits)
@@ -585,6 +593,8 @@ class _Batch:
 
     def __init__(self, stored: set[str] | None = None):
         self.stored = stored
+        #: Bars of other sources this job's writes replaced: {source: bars}.
+        self.replaced: dict[str, int] = {}
         self._reset()
 
     def _reset(self):
@@ -599,16 +609,19 @@ class _Batch:
             self.frames.append(result.bars)
             self.rows += len(result.bars)
         self.outcomes.extend(result.outcomes)
-        # Only symbols that came back with bars replace their stored window: a failure or
-        # an empty answer never erases history.
-        ok = [(o["symbol"], o["window_start"]) for o in result.outcomes
-              if o["status"] == "ok" and not o.get("appended")
+        # Only symbols that came back with bars replace stored bars, and only within the
+        # span the source returned (first to last bar): a failure or an empty answer never
+        # erases history, nor does a source that covers less than what is stored.
+        ok = [(o["symbol"], o["first_ts"], o["last_ts"]) for o in result.outcomes
+              if o["status"] == "ok" and not o.get("appended") and o["rows"]
               and (self.stored is None or o["symbol"] in self.stored)]
         if ok:
-            symbols, starts = zip(*ok)
-            self.windows.append(
-                pd.DataFrame({"symbol": list(symbols), "start": list(starts), "stop": chunk.end})
-            )
+            symbols, firsts, lasts = zip(*ok)
+            self.windows.append(pd.DataFrame({
+                "symbol": list(symbols), "start": list(firsts),
+                # Exclusive: one second past the last bar, as ts holds whole seconds.
+                "stop": pd.to_datetime(list(lasts)) + pd.Timedelta(seconds=1),
+            }))
 
     def add_outcomes(self, outcomes):
         if self.since is None:
@@ -648,6 +661,8 @@ class _Batch:
         now = [o for o in self.outcomes if o["symbol"] not in waiting]
         later = [o for o in self.outcomes if o["symbol"] in waiting]
         rows = store.write_batch(bars.iloc[:cut], now, windows=windows, **job)
+        for source, n in getattr(store, "replaced", {}).items():
+            self.replaced[source] = self.replaced.get(source, 0) + n
         self._reset()
         if len(carry):
             self.since = time.monotonic()
@@ -689,7 +704,7 @@ def _plan_job(symbols, start, end, freq, adjust, provider, db, skip_invalid, inc
         lo, hi = window_bounds(job["start"], job["end"])
         params = job["params"]
         # Symbols recorded as invalid (skip_invalid) fail again, never reach the provider.
-        valid, invalid = parse_symbols(todo, skip_invalid=True)
+        valid, invalid = parse_symbols(todo, skip_invalid=True, provider=provider)
         return _Job(resume, valid, invalid, lo, hi, Freq.parse(job["freq"]),
                     Adjust.parse(job["adjust"]), provider, bool(params.get("incremental")),
                     int(params.get("overlap", overlap)), resumed=True)
@@ -700,7 +715,7 @@ def _plan_job(symbols, start, end, freq, adjust, provider, db, skip_invalid, inc
         raise UsageError(f"overlap must be at least 1 bar, not {overlap}")
     if symbols is None:
         symbols = provider.list_symbols()
-    valid, invalid = parse_symbols(symbols, skip_invalid=skip_invalid)
+    valid, invalid = parse_symbols(symbols, skip_invalid=skip_invalid, provider=provider)
     if not valid:
         raise UsageError("No valid symbols to import: name some, or use --all")
     return _Job(_new_job_id(), valid, invalid, lo, hi, freq, adjust, provider, incremental,
@@ -820,6 +835,15 @@ def ingest(
         Not one symbol could be imported; ``.report`` has the details.
     """
     t0 = time.perf_counter()
+    _check_numbers(
+        chunk_size=(chunk_size, 1, False), n_workers=(n_workers, 1, False),
+        threads_per_worker=(threads_per_worker, 1, False), overlap=(overlap, 1, False),
+        retries=(retries, 1, False), timeout=(timeout, 0, True),
+        batch_rows=(batch_rows, 1, False), flush_seconds=(flush_seconds, 0, True),
+        max_in_flight=(max_in_flight, 1, False), worker_timeout=(worker_timeout, 0, True),
+        max_concurrency=(max_concurrency, 1, False), max_rate=(max_rate, None, True),
+        trip_after=(trip_after, 1, False), cooldown=(cooldown, 0, True),
+    )
     given = db if isinstance(db, Store) else None
     if given is not None:
         if given.read_only:
@@ -861,19 +885,18 @@ def ingest(
         auto = client is None and named_scheduler() is None and not job.provider.remote
         if not auto:
             cluster = open_cluster(client)
+        elif not job.incremental:
+            # The size needs nothing stored: decide (and start a cluster) before the file
+            # is created, so a cluster that fails to start leaves no empty database behind.
+            cluster = _auto_cluster(open_cluster, _estimated_bars(job, None))
         store = given if given is not None else stack.enter_context(Store(db))
         windows = overlap_bars = None
         if job.incremental:
             windows, overlap_bars = store.incremental_windows(
                 job.symbols, job.freq, job.adjust, job.start, job.end, job.overlap
             )
-        if auto:
-            bars = _estimated_bars(job, windows)
-            if bars <= SMALL_JOB_BARS:
-                cluster = open_cluster("sync", f"a small job of about {bars:,} bars runs in "
-                                       "this process; --scheduler local starts a cluster")
-            else:
-                cluster = open_cluster(None)
+            if auto:
+                cluster = _auto_cluster(open_cluster, _estimated_bars(job, windows))
         report = _report(job, "running", db, mode=cluster.mode, cluster=cluster)
         chunks = plan_chunks(
             job.symbols, job.start, job.end, freq=job.freq, n_threads=cluster.n_threads,
@@ -912,6 +935,34 @@ def ingest(
             report=report,
         )
     return report
+
+
+def _auto_cluster(open_cluster, bars: int) -> Cluster:
+    """In this process for a small job, on a local cluster otherwise."""
+    if bars <= SMALL_JOB_BARS:
+        return open_cluster("sync", f"a small job of about {bars:,} bars runs in this "
+                            "process; --scheduler local starts a cluster")
+    return open_cluster(None)
+
+
+def _check_numbers(**given):
+    """Refuse a number no job can run with, before anything is recorded.
+
+    Each value comes as ``(value, least, real)``: None means "the default", an integer
+    setting must be a whole number of at least ``least``, a real one a finite number of at
+    least ``least`` (a zero timeout means "no limit"), or above zero when ``least`` is None.
+    """
+    for name, (value, least, real) in given.items():
+        if value is None:
+            continue
+        whole = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+        number = whole or (real and isinstance(value, (float, np.floating)))
+        kind = "a number" if real else "a whole number"
+        if least is None:
+            if not number or not math.isfinite(value) or value <= 0:
+                raise UsageError(f"{name} must be {kind} above 0, not {value!r}")
+        elif not number or not math.isfinite(value) or value < least:
+            raise UsageError(f"{name} must be {kind} of at least {least:g}, not {value!r}")
 
 
 def _estimated_bars(job: _Job, windows: pd.DataFrame | None) -> int:
@@ -973,6 +1024,7 @@ def _run(job, chunks, cluster, store, report, callback, t0, *, retries, timeout,
     def flush(final: bool = True):
         rows = batch.write(store, final=final, **write_args)
         report.rows_written += rows
+        report.replaced = dict(batch.replaced)
         if rows:
             callback.on_write(rows, report.rows_written)
 
@@ -997,9 +1049,17 @@ def _run(job, chunks, cluster, store, report, callback, t0, *, retries, timeout,
         """Chunks still to submit, running, or waiting for a retry alone."""
         return bool(queue or pending or solo)
 
+    if cancel is not None:
+        # The caller's signal handler sets ``cancel`` instead of raising while this loop and
+        # its clean-up run: an exception raised inside a DuckDB write would interrupt it.
+        cancel.kdist_watched = True
+    silence = _Silence(cluster)
     status = "failed"
+    raising = False  # an exception is on its way out: errors met while cleaning up must not hide it
+    unstored = None  # the write failure that left finished symbols out of the file
     try:
         watch = _Watchdog(cluster, worker_timeout)
+        moved: dict = {}  # chunks run again elsewhere, and how often
         while left():
             if queue and len(pending) < limit:
                 # One submission for all of them: per task, a graph update each costs the
@@ -1012,6 +1072,8 @@ def _run(job, chunks, cluster, store, report, callback, t0, *, retries, timeout,
                 task, chunk = solo.pop()
                 pending[cluster.submit(task)] = chunk
             done, _ = cluster.wait(set(pending), timeout=min(1.0, flush_seconds))
+            # Between batches the file is let go when idle or when a reader waits for it.
+            store.idle()
             gathered = cluster.gather_finished(done, RESULT_TIMEOUT)
             for future in done:
                 chunk = pending.pop(future)
@@ -1070,6 +1132,18 @@ def _run(job, chunks, cluster, store, report, callback, t0, *, retries, timeout,
                     _tally(report, skipped)
                     callback.on_symbols(skipped)
             watch.check(bool(done), len(pending) + len(queue) + len(solo), job.job_id)
+            for future, chunk, note, workers in silence.check(pending):
+                # Dask waits out its worker TTL (minutes) before it gives up on a worker
+                # that stopped answering: run the chunk elsewhere now. A chunk's bars replace
+                # its window, so a late answer of the first run changes nothing.
+                del pending[future]
+                cluster.cancel({future})
+                callback.on_note(note)
+                log.warning(note)
+                moved[chunk] = moved.get(chunk, 0) + 1
+                task = _task(job.provider, chunk, job.freq, job.adjust, retries, timeout,
+                             run_id, limits=limits, moved=moved[chunk])
+                pending[cluster.submit(task, workers=workers)] = chunk
             draining = not queue and not solo and not any(f.done() for f in pending)
             if left() and (batch.due(batch_rows, flush_seconds)
                            or (draining and batch.rows >= batch_rows // 4)):
@@ -1082,53 +1156,83 @@ def _run(job, chunks, cluster, store, report, callback, t0, *, retries, timeout,
                 break
         status = "cancelled" if left() else _final_status(report)
     except KeyboardInterrupt as exc:
-        status = "cancelled"
-        exc.kdist_resume = f"kdist ingest --resume {job.job_id} --db {store.path}"
+        status, raising = "cancelled", True
+        exc.kdist_resume = _resume_command(job, store)
         raise
     except ClusterError as exc:
-        status = "interrupted"
+        status, raising = "interrupted", True
         raise type(exc)(
-            f"{exc}; what finished is stored; resume with: "
-            f"kdist ingest --resume {job.job_id} --db {store.path}",
+            f"{exc}; what finished is stored; resume with: {_resume_command(job, store)}",
             **{**exc.__dict__, "job_id": job.job_id},
         ) from exc
+    except StoreError as exc:
+        # A batch could not be written (a full disk, a file that went read-only): stop, keep
+        # what earlier batches stored, and say so below, once the job is recorded.
+        status, unstored = "failed", exc
+    except BaseException:
+        raising = True
+        raise
     finally:
         if limits is not None:
             stop_gate(limits.key)  # in-process chunks stop at their next symbol
             if cluster.client is not None and cluster.connected():
                 # Workers keep one gate per job (semaphores, a rate thread): end them too.
-                with contextlib.suppress(Exception):
-                    cluster.client.run(stop_on_worker, limits.key, wait=False)
+                # From a thread, on the workers that answer: Client.run waits for every
+                # worker it names, and a frozen one would hold the job's end for minutes.
+                threading.Thread(target=_stop_on_workers, name="kdist-stop-gates",
+                                 args=(cluster.client, limits.key, silence.silent),
+                                 daemon=True).start()
         cluster.cancel(set(pending))
         _collect_finished(pending, cluster, batch, report, callback)
         try:
             flush()  # whatever finished is kept, however the job ends
-        except KdistError:
-            status = "failed"
-            if not _raising():
-                raise
-        finally:
-            report.status = status
-            report.elapsed_s = round(time.perf_counter() - t0, 3)
-            try:
-                store.finish_job(job.job_id, status=status, elapsed_s=report.elapsed_s)
-            except KdistError:
-                # A dead connection must not hide the error already on its way out; the
-                # next writer marks a job left "running" as interrupted.
-                if not _raising():
-                    raise
+        except KdistError as exc:
+            status, unstored = "failed", unstored or exc
+        if unstored is not None:
+            _unstored(report, batch.outcomes, unstored)
+        if not raising and unstored is None and job.resumed:
+            status = _job_status(store, job.job_id, status)
+        report.status = status
+        report.elapsed_s = round(time.perf_counter() - t0, 3)
+        try:
+            store.finish_job(job.job_id, status=status, elapsed_s=report.elapsed_s)
+        except KdistError as exc:
+            # A dead connection must not hide the error already on its way out; the next
+            # writer marks a job left "running" as interrupted.
+            if not raising and unstored is None:
+                unstored = exc
+        if cancel is not None:
+            cancel.kdist_watched = False
+    if unstored is not None:
+        what = (f"the bars of {_count(report.unstored, 'symbol')}" if report.unstored
+                else f"the end of job {job.job_id}")
+        raise StoreError(
+            f"Could not store {what} in {store.path}: "
+            f"{str(unstored).removeprefix(f'Cannot use database {store.path}: ')}; what earlier batches wrote "
+            f"is kept; fix that, then resume with: {_resume_command(job, store)}",
+            path=str(store.path), job_id=job.job_id, report=report,
+        ) from unstored
+
+
+def _stop_on_workers(client, key: str, silent: set):
+    with contextlib.suppress(Exception):
+        workers = [a for a in client.scheduler_info(n_workers=-1)["workers"] if a not in silent]
+        if workers:
+            client.run(stop_on_worker, key, workers=workers, wait=False)
 
 
 def _collect_finished(pending, cluster, batch, report, callback):
     """Keep the results of chunks that finished while the job was being stopped.
 
     In-process (``sync``) chunks cannot be cancelled mid-run; they stop at their next
-    symbol, so their finished symbols are waited for briefly and kept.
+    symbol, so their finished symbols are waited for briefly (``STOP_GRACE`` seconds in all)
+    and kept. A chunk stuck in a provider call is left behind: its symbols stay pending.
     """
+    deadline = time.monotonic() + STOP_GRACE
     for future, chunk in list(pending.items()):
         try:
             if cluster.client is None:
-                future.result(timeout=CALL_TIMEOUT)
+                future.result(timeout=max(0.0, deadline - time.monotonic()))
             elif future.status != "finished":
                 continue
             result = _result(future, chunk, cluster, timeout=1.0)
@@ -1139,10 +1243,51 @@ def _collect_finished(pending, cluster, batch, report, callback):
         callback.on_symbols(result.outcomes)
 
 
-def _raising() -> bool:
-    import sys
+def _resume_command(job: _Job, store: Store) -> str:
+    return f"kdist ingest --resume {job.job_id} --db {shlex.quote(str(store.path))}"
 
-    return sys.exc_info()[0] is not None
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
+
+
+def _unstored(report: Report, outcomes, error: BaseException):
+    """Count the symbols of a batch that could not be written as failed, not ok or empty.
+
+    Their ledger rows were to be written with their bars, so the ledger still has them
+    pending and a resume fetches them again.
+    """
+    reason = f"{type(error).__name__}: not stored ({error})"
+    for o in outcomes:
+        symbol, status = o["symbol"], o["status"]
+        if status == "failed":
+            continue
+        if status == "ok":
+            report.symbols_ok -= 1
+            if o.get("revised") and symbol in report.revised:
+                report.revised.remove(symbol)
+        elif status == "empty":
+            report.symbols_empty -= 1
+            if symbol in report.empty:
+                report.empty.remove(symbol)
+        elif status == "skipped":
+            report.symbols_skipped -= 1
+        report.symbols_failed += 1
+        report.unstored += 1
+        report.failures[symbol] = reason
+
+
+def _job_status(store: Store, job_id: str, status: str) -> str:
+    """The status of a resumed job from every one of its symbols, not only this run's."""
+    if status != "done" and status != "partial" and status != "failed":
+        return status
+    counts = store.job_symbols(job_id)["status"].value_counts()
+    failed, total = int(counts.get("failed", 0)), int(counts.sum())
+    if counts.get("pending", 0) or counts.get("skipped", 0):
+        return "interrupted"
+    if failed == 0:
+        return "done"
+    return "failed" if failed == total else "partial"
 
 
 class _Watchdog:
@@ -1179,6 +1324,64 @@ class _Watchdog:
                 f"No workers for {self.worker_timeout:g}s with {remaining} chunks not fetched",
                 address=self.cluster.address, job_id=job_id,
             )
+
+
+#: Seconds without a heartbeat after which a worker counts as silent (Dask's workers send
+#: one every fraction of a second; a frozen process or a blocked event loop sends none).
+SILENT_SECONDS = 20.0
+
+
+class _Silence:
+    """Finds chunks running on a worker that has stopped answering, to run them elsewhere.
+
+    A worker frozen (SIGSTOP, a laptop's sleep, swapping) or with its event loop blocked
+    keeps its tasks until Dask's worker TTL passes (300 s by default), with no word to the
+    user. The scheduler's record of each worker's last heartbeat tells, every few seconds,
+    which workers are silent; only chunks on those move, and only while another worker
+    still answers.
+    """
+
+    def __init__(self, cluster: Cluster, after: float | None = None):
+        self.cluster = cluster
+        self.after = SILENT_SECONDS if after is None else after
+        self.checked_at = time.monotonic()
+        #: Workers found silent at the last check.
+        self.silent: set = set()
+
+    def check(self, pending: dict) -> list:
+        """``(future, chunk, note, workers to use)`` for each chunk to move."""
+        client = self.cluster.client
+        now = time.monotonic()
+        if client is None or not pending or now - self.checked_at < min(5.0, self.after / 2):
+            return []
+        self.checked_at = now
+        try:
+            seen = {address: info.get("last_seen") for address, info in
+                    client.scheduler_info(n_workers=-1)["workers"].items()}
+            if not seen or not all(seen.values()):
+                return []
+            # The scheduler's own clock: the latest heartbeat stands for its "now", so a
+            # client whose clock differs from the scheduler's judges no worker wrongly.
+            latest = max(seen.values())
+            silent = {a: latest - t for a, t in seen.items() if latest - t > self.after}
+            self.silent = set(silent)
+            answering = sorted(set(seen) - set(silent))
+            if not silent or not answering:
+                return []
+            held = {key: address for address, keys in client.processing(list(silent)).items()
+                    for key in keys}
+        except Exception as exc:  # a scheduler that cannot say: Dask's own TTL still applies
+            log.debug("could not ask the scheduler for silent workers: %r", exc)
+            return []
+        moves = []
+        for future, chunk in pending.items():
+            address = held.get(future.key)
+            if address is not None:
+                note = (f"chunk {chunk.index} ({_count(len(chunk), 'symbol')}): its worker "
+                        f"{address} has not answered for {silent[address]:.0f}s; running it on "
+                        "another worker")
+                moves.append((future, chunk, note, answering))
+        return moves
 
 
 class _NotYet(Exception):
@@ -1291,6 +1494,8 @@ def update(
     freq, adjust = Freq.parse(freq), Adjust.parse(adjust)
     # A name only filters (its options come from the ledger); an object is used as given.
     wanted = provider.name if isinstance(provider, Provider) else provider
+    if wanted is not None and not isinstance(provider, Provider):
+        provider_class(wanted)  # an unknown name is an error, not "nothing stored"
     # One connection for the reads here and the imports: each import finds every symbol's
     # first and last bars already read, and the file already open (an update of 5,000
     # symbols on a 12.9M-bar file: 0.59-0.74 s instead of 0.74-0.85).
@@ -1305,7 +1510,10 @@ def update(
             recorded[source] = (store.job(recent["job_id"].iat[0])["provider_options"]
                                 if len(recent) else {})
         reports = []
+        cancel = kwargs.get("cancel")
         for source, rows in stored.groupby("source", sort=True):
+            if cancel is not None and cancel.is_set():
+                break  # stopped: the sources not started yet wait for the next update
             if isinstance(provider, Provider):
                 chosen = provider
             else:
@@ -1343,7 +1551,7 @@ def fetch(
     lo, hi = window_bounds(start, end)
     provider = get_provider(provider)
     provider.check(freq=freq, adjust=adjust, start=lo, end=hi)
-    valid, _ = parse_symbols(symbols)
+    valid, _ = parse_symbols(symbols, provider=provider)
     with resolve_cluster(client) as cluster:
         chunks = plan_chunks(valid, lo, hi, freq=freq, n_threads=cluster.n_threads,
                              chunk_size=chunk_size)
@@ -1356,6 +1564,7 @@ def fetch(
         watch = _Watchdog(cluster, worker_timeout)
         pending: dict = {}
         frames, failures, rows, warned = {}, {}, 0, False
+        rejected: dict[str, dict] = {}
         try:
             while queue or pending:
                 while queue and len(pending) < limit:
@@ -1375,6 +1584,8 @@ def fetch(
                     rows += len(result.bars)
                     failures.update({o["symbol"]: o["error"] for o in result.outcomes
                                      if o["status"] == "failed"})
+                    rejected.update({o["symbol"]: o["rejected"] for o in result.outcomes
+                                     if o.get("rejected") and o["status"] != "failed"})
                     if rows > FETCH_WARN_ROWS and not warned:
                         warned = True
                         warnings.warn(
@@ -1387,4 +1598,13 @@ def fetch(
     if failures:
         shown = "; ".join(f"{s}: {e}" for s, e in list(failures.items())[:5])
         warnings.warn(f"{len(failures)} symbol(s) failed: {shown}", UserWarning, stacklevel=2)
+    if rejected:
+        total = sum(sum(r.values()) for r in rejected.values())
+        shown = "; ".join(
+            f"{s}: " + ", ".join(f"{n:,} {reason}" for reason, n in r.items())
+            for s, r in list(rejected.items())[:5]
+        )
+        more = f" (and {len(rejected) - 5} more symbols)" if len(rejected) > 5 else ""
+        warnings.warn(f"{_count(total, 'row')} rejected in {_count(len(rejected), 'symbol')}: "
+                      f"{shown}{more}", UserWarning, stacklevel=2)
     return _concat([frames[i] for i in sorted(frames) if len(frames[i])])
