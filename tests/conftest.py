@@ -24,7 +24,7 @@ def db(tmp_path):
 
 
 def oracle(db, freq="1d", adjust="none"):
-    """Per-symbol bar count and value hash: equal for equal stored data (see TESTPLAN.md)."""
+    """Per-symbol bar count and value hash: equal for equal stored data (see docs/testplan.md)."""
     with kdist.Store(db, read_only=True) as store:
         return store.fingerprint(freq, adjust)
 

@@ -1,4 +1,4 @@
-"""Cluster-wide politeness (TESTPLAN 11-12): concurrency cap, call rate, circuit breaker."""
+"""Cluster-wide politeness (docs/testplan.md 11-12): concurrency cap, call rate, circuit breaker."""
 
 from __future__ import annotations
 

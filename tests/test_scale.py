@@ -1,4 +1,4 @@
-"""Scale (TESTPLAN 25-26): 5,000 symbols x 10 years of daily bars through a local cluster.
+"""Scale (docs/testplan.md 25-26): 5,000 symbols x 10 years of daily bars through a local cluster.
 
 The client's peak memory must follow the batch size, not the job size: the same import of
 5x fewer symbols peaks at nearly the same RSS. An incremental update afterwards fetches and
@@ -62,7 +62,7 @@ def test_5000_symbols_ten_years_exact_rows_bounded_memory_then_incremental(tmp_p
     assert big["peak_mb"] < small["peak_mb"] + 400, (small, big)
     assert big["peak_mb"] < 1500
 
-    # TESTPLAN 26: one more trading day; only new bars (plus a 3-bar overlap) are fetched.
+    # docs/testplan.md 26: one more trading day; only new bars (plus a 3-bar overlap) are fetched.
     log = tmp_path / "calls.log"
     update = run_job(tmp_path, 5000, db, end="2025-01-02", incremental=True, log=str(log))
     starts = {line.split()[1] for line in log.read_text().splitlines()}

@@ -1,4 +1,4 @@
-"""Security (TESTPLAN 23-24): TLS certificates, TLS clusters that refuse strangers, the
+"""Security (docs/testplan.md 23-24): TLS certificates, TLS clusters that refuse strangers, the
 warning for plain TCP off this machine, and file providers that stay inside their root.
 
 The integration tests start a TLS scheduler and worker the way a user does, with

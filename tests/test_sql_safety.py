@@ -1,7 +1,7 @@
 """No SQL is built from input: every statement kdist sends to DuckDB is fixed text.
 
-A static check over ``kdist/`` (TESTPLAN scenario 22, and DESIGN.md: "Identifiers are never
-formatted from user input; values always go through ``?`` parameters"). The SQL argument of
+A static check over ``kdist/`` (docs/testplan.md scenario 22, and the store's rule in
+kdist/store.py: identifiers are fixed strings; every value goes through a ``?`` parameter). The SQL argument of
 every ``.execute(``, ``.executemany(``, ``.sql(`` and ``.query(`` call must be
 
 - a string literal, or
