@@ -1,10 +1,12 @@
 """A conformance suite for providers: subclass it in a provider's tests to prove the contract.
 
 :class:`ProviderConformance` holds pytest tests of what every provider owes the runner:
-filled metadata, frames that :func:`kdist.schema.normalise` turns into canonical bars inside
-the requested window, an empty frame for an empty window, a permanent error (or no bars) for
-an unknown symbol, pickling by options, ``check`` refusing what the provider does not list,
-and ``version``. Its name does not start with ``Test``, so pytest collects only subclasses::
+filled metadata (and the values a subclass declares), registration under its name, an import
+that loads no vendor package, ``version``, frames that :func:`kdist.schema.normalise` turns
+into canonical bars inside the requested window, an empty frame for an empty window, a
+permanent error (or no bars) for an unknown symbol, pickling by options, and ``check``
+refusing what the provider does not list. Its name does not start with ``Test``, so pytest
+collects only subclasses::
 
     from kdist.testing import ProviderConformance
 
@@ -12,6 +14,7 @@ and ``version``. Its name does not start with ``Test``, so pytest collects only 
         symbol, start, end = "600000.SH", "2024-01-02", "2024-01-31"
         empty_window = ("2024-01-06", "2024-01-07")  # a weekend
         unknown_symbol = "NOSUCH"
+        metadata = {"tz": "Asia/Shanghai", "options": {"token": None}}
 
         @pytest.fixture
         def provider(self, fake_vendor):  # the seam already replaced
@@ -22,18 +25,40 @@ This module imports pytest; ``import kdist`` never imports it.
 
 from __future__ import annotations
 
+import importlib.metadata
 import pickle
+import re
+import subprocess
+import sys
+import warnings
 
 import pandas as pd
 import pytest
 
-from .errors import InvalidOptionError, PermanentProviderError
+from .errors import InvalidOptionError, PermanentProviderError, UnknownProviderError
 from .providers.base import Option, Provider
+from .providers.registry import available_providers, provider_class
 from .schema import BAR_COLUMNS, Adjust, Freq, normalise, normalise_many, window_bounds
 
 __all__ = ["ProviderConformance"]
 
 _DTYPES = {"ts": "datetime64[us]", **{c: "float64" for c in BAR_COLUMNS[1:]}}
+
+#: Run in a fresh process, the pickled provider on stdin and its packages as arguments: exits
+#: with a message naming the packages that importing, building or asking its version loaded.
+_IMPORTS_NO_VENDOR = """
+import pickle, sys
+import kdist
+already = set(sys.modules)  # loaded by kdist itself, not by the provider
+provider = pickle.loads(sys.stdin.buffer.read())  # imports its module, rebuilds it
+try:
+    kdist.get_provider(provider.name, **provider.given_options())  # by name, as the CLI does
+except kdist.errors.UnknownProviderError:
+    pass
+provider.version()
+loaded = [m for m in sys.argv[1:] if m in sys.modules and m not in already]
+sys.exit(f"imported {', '.join(loaded)}" if loaded else 0)
+"""
 
 
 class ProviderConformance:
@@ -56,6 +81,9 @@ class ProviderConformance:
     empty_window: tuple | None = None
     #: A symbol the provider does not know, or None to skip that test.
     unknown_symbol: str | None = None
+    #: Attribute values the provider promises, e.g. ``{"tz": "Asia/Shanghai", "freqs":
+    #: (Freq.DAY,)}``; ``"options"`` maps every option's name to its default.
+    metadata: dict = {}
 
     @pytest.fixture
     def provider(self) -> Provider:
@@ -100,6 +128,10 @@ class ProviderConformance:
             f"{cls.__name__}.description is empty"
         )
         assert all(isinstance(m, str) for m in cls.requires), "requires must hold module names"
+        assert isinstance(cls.url, str), f"{cls.__name__}.url must be a str"
+        assert not cls.url or cls.url.startswith(("https://", "http://")), (
+            f"{cls.__name__}.url is no web address: {cls.url!r}"
+        )
         assert cls.freqs and all(isinstance(f, Freq) for f in cls.freqs), (
             "freqs must be a non-empty tuple of kdist.Freq"
         )
@@ -114,11 +146,68 @@ class ProviderConformance:
             f"the suite's freq={freq.value!r}, adjust={adjust.value!r} are not served by "
             f"{cls.name!r}: set freq and adjust on {type(self).__name__}"
         )
+        for key, expected in self.metadata.items():
+            if key == "options":
+                got = {name: option.default for name, option in provider.options.items()}
+                assert all(option.help for option in provider.options.values()), (
+                    f"an option of {cls.name!r} has no help"
+                )
+            else:
+                got = getattr(provider, key)
+            assert got == expected, f"{cls.__name__}.{key} is {got!r}, not {expected!r}"
+
+    def test_registered_under_its_name(self, provider):
+        cls = type(provider)
+        try:
+            registered = provider_class(cls.name)
+        except UnknownProviderError:
+            pytest.skip(f"no provider is registered as {cls.name!r}")
+        assert registered is cls, (
+            f"{cls.name!r} names {registered.__module__}.{registered.__qualname__}, not "
+            f"{cls.__module__}.{cls.__qualname__}"
+        )
+        with warnings.catch_warnings():
+            # Only this provider is under test: a sibling not installed here must not fail it.
+            warnings.filterwarnings(
+                "ignore", f"Provider '(?!{re.escape(cls.name)}')[^']+' cannot be loaded"
+            )
+            rows = {row["name"]: row for row in available_providers()}
+        row = rows[cls.name]
+        assert row["installed"] and row["description"] == cls.description, row
+        assert set(row["options"]) == set(cls.options), row
+
+    def test_importing_it_imports_no_vendor_package(self, provider):
+        cls = type(provider)
+        if not cls.requires:
+            pytest.skip(f"{cls.name!r} needs no vendor package")
+        done = subprocess.run(
+            [sys.executable, "-c", _IMPORTS_NO_VENDOR, *cls.requires],
+            input=pickle.dumps(provider), capture_output=True, timeout=120,
+        )
+        assert done.returncode == 0, (
+            f"importing {cls.__module__}, building {cls.name!r} and asking its version "
+            f"must import no vendor package: {done.stderr.decode(errors='replace').strip()}"
+        )
 
     def test_version_is_a_string_or_none(self, provider):
         version = provider.version()
         assert version is None or (isinstance(version, str) and version), (
             f"version() returned {version!r}: give a non-empty str, or None"
+        )
+
+    def test_version_is_the_vendor_packages(self, provider):
+        requires = type(provider).requires
+        if not requires:
+            pytest.skip(f"{provider.name!r} needs no vendor package")
+        installed = []
+        for module in requires:
+            try:
+                installed.append(importlib.metadata.version(module))
+            except importlib.metadata.PackageNotFoundError:
+                pass
+        version = provider.version()
+        assert version in installed or (version is None and not installed), (
+            f"version() returned {version!r}, not the installed version of {', '.join(requires)}"
         )
 
     # -- fetch ------------------------------------------------------------------------------

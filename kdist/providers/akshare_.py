@@ -18,14 +18,12 @@ never when kdist or this module is imported.
 
 from __future__ import annotations
 
-import importlib.metadata
-
 import pandas as pd
 
 from ..errors import DataError, PermanentProviderError, TransientProviderError
-from ..schema import Adjust, Freq, empty_bars, normalise_symbol, to_date
+from ..schema import Adjust, Freq, empty_bars
 from ..securities import split_symbol
-from .base import Option, Provider
+from .base import Option, Provider, one_line
 
 __all__ = ["AkshareProvider"]
 
@@ -43,7 +41,6 @@ _COLUMNS = {
 }
 _REQUIRED = ("日期", "开盘", "最高", "最低", "收盘")
 _SHARES_PER_LOT = 100.0
-
 
 
 def _code(symbol: str) -> str:
@@ -106,8 +103,10 @@ class AkshareProvider(Provider):
         ),
     }
 
-    def fetch(self, symbol, start, end, freq="1d", adjust="none") -> pd.DataFrame:
+    def _fetch(self, symbol, start, end, freq, adjust) -> pd.DataFrame:
         """Return the bars of ``symbol`` stamped in ``[start, end]`` (dates inclusive).
+
+        See :meth:`Provider.fetch`, which parses the arguments and calls this.
 
         Returns
         -------
@@ -127,30 +126,19 @@ class AkshareProvider(Provider):
         DataError
             akshare's frame lacks a column kdist needs (akshare changed its output).
         """
-        freq, adjust = Freq.parse(freq), Adjust.parse(adjust)
-        lo, hi = to_date(start, name="start"), to_date(end, name="end")
-        self.check(freq=freq, adjust=adjust, start=lo, end=hi + pd.Timedelta(days=1))
-        symbol = normalise_symbol(symbol)
         code = _code(symbol)
-        if lo > hi:
+        if start > end:
             return empty_bars()
         raw = self._call(
             symbol,
             symbol=code,
             period=_PERIODS[freq],
-            start_date=lo.strftime("%Y%m%d"),
-            end_date=hi.strftime("%Y%m%d"),
+            start_date=start.strftime("%Y%m%d"),
+            end_date=end.strftime("%Y%m%d"),
             adjust=_ADJUST[adjust],
             timeout=self.timeout,
         )
         return _bars(raw, symbol)
-
-    def version(self) -> str | None:
-        """Installed akshare version, or None when it is missing."""
-        try:
-            return importlib.metadata.version("akshare")
-        except importlib.metadata.PackageNotFoundError:
-            return None
 
     # -- the vendor seam ------------------------------------------------------------------
 
@@ -172,7 +160,7 @@ class AkshareProvider(Provider):
                 "this repeats slow down (fewer workers) or wait before retrying"
             )
             raise TransientProviderError(
-                f"akshare's stock_zh_a_hist failed for {symbol} ({name}: {_one_line(exc)}): "
+                f"akshare's stock_zh_a_hist failed for {symbol} ({name}: {one_line(exc)}): "
                 f"{hint}",
                 symbol=symbol,
                 kind=kind,
@@ -180,7 +168,7 @@ class AkshareProvider(Provider):
         except Exception as exc:
             raise PermanentProviderError(
                 f"akshare's stock_zh_a_hist failed for {symbol} with {type(exc).__name__}: "
-                f"{_one_line(exc)}; Eastmoney's answer may have changed shape: upgrade akshare "
+                f"{one_line(exc)}; Eastmoney's answer may have changed shape: upgrade akshare "
                 f"(installed: {self.version()})",
                 symbol=symbol,
             ) from exc
@@ -191,11 +179,6 @@ class AkshareProvider(Provider):
         import akshare  # lazy: importing kdist must never import a vendor package
 
         return akshare.stock_zh_a_hist(**kwargs)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _bars(raw: pd.DataFrame | None, symbol: str) -> pd.DataFrame:

@@ -24,7 +24,6 @@ this module is imported.
 from __future__ import annotations
 
 import atexit
-import importlib.metadata
 import os
 import socket
 import threading
@@ -38,7 +37,7 @@ from ..errors import (
     SymbolNotFoundError,
     TransientProviderError,
 )
-from ..schema import Adjust, Freq, empty_bars, normalise_symbol, to_date
+from ..schema import Adjust, Freq, empty_bars
 from ..securities import split_symbol
 from .base import Option, Provider
 
@@ -77,7 +76,6 @@ _DAMAGED = frozenset({"10004001", "10004002", "10005001"})
 _RELOGIN = _NETWORK | {_NOT_LOGGED_IN}
 #: Seconds the logout at process exit may take.
 _EXIT_TIMEOUT = 5.0
-
 
 
 def _code(symbol: str) -> str:
@@ -440,8 +438,10 @@ class BaostockProvider(Provider):
         ),
     }
 
-    def fetch(self, symbol, start, end, freq="1d", adjust="none") -> pd.DataFrame:
+    def _fetch(self, symbol, start, end, freq, adjust) -> pd.DataFrame:
         """Return the bars of ``symbol`` stamped in ``[start, end]`` (dates inclusive).
+
+        See :meth:`Provider.fetch`, which parses the arguments and calls this.
 
         Returns
         -------
@@ -460,12 +460,8 @@ class BaostockProvider(Provider):
         TransientProviderError
             Network trouble, a timeout, a busy session or the account's login limit.
         """
-        freq, adjust = Freq.parse(freq), Adjust.parse(adjust)
-        lo, hi = to_date(start, name="start"), to_date(end, name="end")
-        self.check(freq=freq, adjust=adjust, start=lo, end=hi + pd.Timedelta(days=1))
-        symbol = normalise_symbol(symbol)
         code = _code(symbol)
-        if lo > hi:
+        if start > end:
             return empty_bars()
         if freq.intraday:
             fields = _MINUTE_FIELDS
@@ -477,8 +473,8 @@ class BaostockProvider(Provider):
             {
                 "code": code,
                 "fields": ",".join(fields),
-                "start_date": lo.strftime("%Y-%m-%d"),
-                "end_date": hi.strftime("%Y-%m-%d"),
+                "start_date": start.strftime("%Y-%m-%d"),
+                "end_date": end.strftime("%Y-%m-%d"),
                 "frequency": _FREQUENCY[freq],
                 "adjustflag": _ADJUSTFLAG[adjust],
             },
@@ -486,13 +482,6 @@ class BaostockProvider(Provider):
             symbol=symbol,
         )
         return _bars(columns, rows, freq, symbol)
-
-    def version(self) -> str | None:
-        """Installed baostock version, or None when it is missing."""
-        try:
-            return importlib.metadata.version("baostock")
-        except importlib.metadata.PackageNotFoundError:
-            return None
 
 
 def _bars(columns: list[str], rows: list[list[str]], freq: Freq, symbol: str) -> pd.DataFrame:

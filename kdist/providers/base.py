@@ -9,16 +9,18 @@ exceptions are translated into :class:`~kdist.errors.TransientProviderError` (re
 
 from __future__ import annotations
 
+import importlib.metadata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pandas as pd
 
-from ..errors import InvalidOptionError, UsageError
-from ..schema import Adjust, Freq
+from .._version import __version__
+from ..errors import InvalidOptionError, SymbolNotFoundError, UsageError
+from ..schema import Adjust, Freq, normalise_symbol, to_date
 
-__all__ = ["Option", "Provider", "directory_option"]
+__all__ = ["Option", "Provider", "directory_option", "missing_file", "one_line"]
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,9 @@ class Provider:
     """Base class of every data provider.
 
     Subclasses set the class metadata, declare their ``options`` and implement
-    :meth:`fetch`. Everything else has a working default.
+    :meth:`_fetch`, which :meth:`fetch` calls with parsed arguments. Everything else has a
+    working default. A provider may override :meth:`fetch` instead and parse its arguments
+    itself (plug-ins written before :meth:`_fetch` existed do).
 
     Examples
     --------
@@ -162,8 +166,42 @@ class Provider:
         does the rest. An unknown symbol raises :class:`~kdist.errors.SymbolNotFoundError` (or,
         where the vendor cannot tell, returns an empty frame); no data in the window returns
         an empty frame.
+
+        The arguments are parsed here, once for every provider: ``freq`` and ``adjust``
+        become :class:`~kdist.schema.Freq` and :class:`~kdist.schema.Adjust`, the dates
+        midnight Timestamps, the request is refused unless :meth:`check` passes, and the
+        symbol is made canonical by :meth:`_symbol`. Then :meth:`_fetch` gets the bars.
+
+        Raises
+        ------
+        InvalidOptionError
+            An unknown freq or adjust, a date that is no date, or a request :meth:`check`
+            refuses.
+        InvalidSymbolError
+            ``symbol`` is not a symbol at all.
         """
-        raise NotImplementedError
+        freq, adjust = Freq.parse(freq), Adjust.parse(adjust)
+        start, end = to_date(start, name="start"), to_date(end, name="end")
+        self.check(freq=freq, adjust=adjust, start=start, end=end + pd.Timedelta(days=1))
+        return self._fetch(self._symbol(symbol), start, end, freq, adjust)
+
+    def _fetch(self, symbol: str, start: pd.Timestamp, end: pd.Timestamp, freq: Freq,
+               adjust: Adjust) -> pd.DataFrame:
+        """Return the bars of ``symbol`` stamped in ``[start, end]``: what a provider writes.
+
+        :meth:`fetch` calls it with parsed values: ``symbol`` from :meth:`_symbol`, ``start``
+        and ``end`` midnight Timestamps (``end`` inclusive, and possibly before ``start``:
+        then no bar is in the window), ``freq`` and ``adjust`` enums that :meth:`check`
+        accepted. The frame is :meth:`fetch`'s.
+        """
+        raise NotImplementedError(f"{type(self).__name__} implements neither _fetch nor fetch")
+
+    def _symbol(self, symbol) -> str:
+        """Return ``symbol`` as :meth:`_fetch` gets it: canonical, by
+        :func:`kdist.schema.normalise_symbol`. Symbols are validated upstream, but a provider
+        builds paths and requests from this one: never trust it.
+        """
+        return normalise_symbol(symbol)
 
     # -- optional hooks -------------------------------------------------------------------
 
@@ -203,8 +241,21 @@ class Provider:
             )
 
     def version(self) -> str | None:
-        """Version of the vendor library used, recorded with each job."""
-        return None
+        """Return the version of the code that fetches, recorded with each job.
+
+        The installed version of the first package in :attr:`requires` (None when it is
+        missing); for a provider of kdist's own that needs none (or a subclass of one),
+        kdist's version. A plug-in that needs no package records None unless it overrides
+        this.
+        """
+        if self.requires:
+            try:
+                return importlib.metadata.version(self.requires[0])
+            except importlib.metadata.PackageNotFoundError:
+                return None
+        ours = (c.__module__.startswith("kdist.") for c in type(self).__mro__
+                if c not in (Provider, object))
+        return __version__ if any(ours) else None
 
 
 def directory_option(provider: Provider, key: str, holds: str) -> Path:
@@ -226,6 +277,28 @@ def directory_option(provider: Provider, key: str, holds: str) -> Path:
             value=value,
         )
     return path.resolve()
+
+
+def missing_file(symbol: str, tried: list[Path], what: str, advice: str) -> SymbolNotFoundError:
+    """Return the error for ``symbol`` when none of the files ``tried`` exists.
+
+    For providers that read local files. The message reads "No ``what``: ``tried`` does not
+    exist; ``advice``", naming every path tried.
+    """
+    names = " nor ".join(str(p) for p in tried)
+    return SymbolNotFoundError(
+        f"No {what}: {names} does not exist; {advice}", symbol=symbol, path=str(tried[0])
+    )
+
+
+def one_line(exc: BaseException) -> str:
+    """Return the first line of ``exc``'s message, or its class name when it has none.
+
+    For error messages that quote a vendor's or the system's exception: theirs may span many
+    lines (a server's answer, a traceback), and a kdist error is read on one.
+    """
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _rebuild(cls, options):

@@ -18,7 +18,9 @@ adjustment), a header of tab-separated, space-padded Chinese names (日期, 时�
 bars, 开盘, 最高, 最低, 收盘, 成交量, 成交额), rows separated by commas or tabs with dates like
 ``2007/02/28`` and times like ``0935`` (the bar's end), and a footer ``数据来源:通达信``. Its
 title must agree with the request: the code with the symbol's, the period with ``freq``, the
-adjustment with ``adjust``.
+adjustment with ``adjust``; a title in other words over TDX's header is checked for its code
+only. Variants of the export settings are read as well: dates with ``/``, ``-`` or none, a
+blank line after the title, rows ending in a separator, columns in any order, a UTF-8 BOM.
 
 The files hold what they hold: kdist adjusts nothing, so ``adjust`` declares what the files
 are (``--adjust qfq``: forward-adjusted files, whose early prices may be negative) and the
@@ -49,9 +51,9 @@ from ..errors import (
     PermanentProviderError,
     SymbolNotFoundError,
 )
-from ..schema import BAR_COLUMNS, Adjust, Freq, normalise_symbol, to_date
+from ..schema import BAR_COLUMNS, Adjust, Freq, normalise_symbol
 from ..securities import Kind
-from .base import Option, Provider, directory_option
+from .base import Option, Provider, directory_option, missing_file, one_line
 
 __all__ = ["CSVProvider", "ParquetProvider"]
 
@@ -88,8 +90,10 @@ _FORMATS = ("auto", "csv", "tdx")
 #: adjustment (不复权, 前复权, 后复权).
 _TDX_TITLE = re.compile(
     r"^\s*(?P<code>[0-9A-Za-z]{4,8})\s+(?P<name>.+?)\s+(?P<period>\S*(?:线|分钟))"
-    r"(?:\s+(?P<adjust>\S*权))?\s*$"
+    r"(?:\s+(?P<adjust>\S*权\S*))?\s*$"
 )
+#: The first word of a title line the pattern above does not read: the code, when it is one.
+_TDX_CODE = re.compile(r"^\s*(?P<code>[0-9A-Za-z]{4,8})(?:\s|$)")
 _TDX_FOOTER = ("数据来源", "#数据来源")
 _TDX_ADJUST = {"不复权": Adjust.NONE, "除权": Adjust.NONE, "前复权": Adjust.QFQ,
                "后复权": Adjust.HFQ}
@@ -163,11 +167,6 @@ def _undecodable(path: Path, symbol: str, encoding: str, exc: UnicodeDecodeError
     )
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 @dataclass(frozen=True)
 class _TdxExport:
     """What a TDX export's first lines say: title fields, header, and where the rows begin."""
@@ -197,7 +196,7 @@ class _TdxExport:
         if not self.adjust_word:
             return None
         for word, adjust in _TDX_ADJUST.items():
-            if self.adjust_word.endswith(word):  # 等比前复权 is a forward adjustment too
+            if word in self.adjust_word:  # 等比前复权, 前复权(等比): forward adjustments too
                 return adjust
         return None
 
@@ -218,7 +217,7 @@ def _parse_tdx_export(text: str, force: bool) -> _TdxExport | None:
 
     ``force`` (``format="tdx"``) also takes a file without a title line, the header first.
     """
-    lines = text.splitlines()
+    lines = text.lstrip("\ufeff").splitlines()  # a UTF-8 file may start with a BOM
     nonblank = [i for i, line in enumerate(lines) if line.strip()]
     if not nonblank:
         return None
@@ -228,6 +227,18 @@ def _parse_tdx_export(text: str, force: bool) -> _TdxExport | None:
     # padded, where a plain Chinese CSV separates its names by commas.
     names = {_key(h) for h in _split_header(lines[first])}
     headless = "\t" in lines[first] and {"日期", "开盘"} <= names
+    code = title.group("code") if title else None
+    if title is None and not headless and len(nonblank) > 1:
+        # A title in words the pattern does not know, over TDX's padded header: the first
+        # word is still the code (checked against the symbol), the period and adjustment
+        # are not checked.
+        second = lines[nonblank[1]]
+        if "\t" in second and {"日期", "开盘"} <= {_key(h) for h in _split_header(second)}:
+            word = _TDX_CODE.match(lines[first])
+            code = word.group("code") if word else None
+            return _TdxExport(code=code, name="", period="", adjust_word="",
+                              header=_split_header(second), lines=lines,
+                              first_row=nonblank[1] + 1)
     if title and len(nonblank) > 1:
         header_at = nonblank[1]
     elif force or headless:
@@ -238,7 +249,7 @@ def _parse_tdx_export(text: str, force: bool) -> _TdxExport | None:
     if "日期" not in {_key(h) for h in header}:
         return None
     return _TdxExport(
-        code=title.group("code") if title else None,
+        code=code if title else None,
         name=title.group("name") if title else "",
         period=title.group("period") if title else "",
         adjust_word=(title.group("adjust") or "") if title else "",
@@ -422,7 +433,7 @@ class _FileProvider(Provider):
             path = candidate.resolve()
         except (OSError, RuntimeError, ValueError) as exc:  # symlink loop, NUL byte
             raise PermanentProviderError(
-                f"Cannot resolve the file of {symbol} ({candidate}): {_one_line(exc)}",
+                f"Cannot resolve the file of {symbol} ({candidate}): {one_line(exc)}",
                 symbol=symbol,
                 path=str(candidate),
             ) from exc
@@ -462,20 +473,22 @@ class _FileProvider(Provider):
                 "only; write {exchange} in the pattern for files of every exchange",
                 symbol=symbol,
             )
-        names = " nor ".join(str(p) for p in tried)
-        raise SymbolNotFoundError(
-            f"No file for symbol {symbol}: {names} does not exist; check the symbol, "
-            f"root={self.root!r} and pattern={self.pattern!r}",
-            symbol=symbol,
-            path=str(tried[0]),
+        raise missing_file(
+            symbol, tried, f"file for symbol {symbol}",
+            f"check the symbol, root={self.root!r} and pattern={self.pattern!r}",
         )
 
     # -- the contract ---------------------------------------------------------------------
 
-    def fetch(self, symbol, start, end, freq="1d", adjust="none") -> pd.DataFrame:
+    def _symbol(self, symbol) -> str:
+        """``symbol`` canonical among the symbols this provider accepts (any suffix)."""
+        return normalise_symbol(symbol, provider=self)
+
+    def _fetch(self, symbol, start, end, freq, adjust) -> pd.DataFrame:
         """Return the file's bars of ``symbol`` stamped in ``[start, end]`` (dates inclusive).
 
         ``adjust`` declares what the file holds; a TDX export's title must agree with it.
+        See :meth:`Provider.fetch`, which parses the arguments and calls this.
 
         Returns
         -------
@@ -493,11 +506,6 @@ class _FileProvider(Provider):
         InvalidSymbolError
             ``symbol`` is not a symbol at all.
         """
-        freq, adjust = Freq.parse(freq), Adjust.parse(adjust)
-        lo, hi = to_date(start, name="start"), to_date(end, name="end") + pd.Timedelta(days=1)
-        self.check(freq=freq, adjust=adjust, start=lo, end=hi)
-        # Symbols are validated upstream, but a path is built from this one: never trust it.
-        symbol = normalise_symbol(symbol, provider=self)
         path = self._path(symbol)
         if not path.is_file():
             raise PermanentProviderError(
@@ -513,7 +521,8 @@ class _FileProvider(Provider):
         factor = self._volume_factor(symbol, frame, export, adjust) if "volume" in frame else 1
         # NaT rows (a footer such as "数据来源:通达信") belong to no window: drop them here,
         # or they would turn every otherwise empty window into a rejected-rows failure.
-        keep = ((frame["ts"] >= lo) & (frame["ts"] < hi)).to_numpy()
+        stop = end + pd.Timedelta(days=1)
+        keep = ((frame["ts"] >= start) & (frame["ts"] < stop)).to_numpy()
         frame = frame[keep].reset_index(drop=True)
         if factor != 1:
             frame["volume"] = _numbers(frame["volume"]) * factor
@@ -530,7 +539,7 @@ class _FileProvider(Provider):
         except (ValueError, TypeError, OverflowError) as exc:
             raise PermanentProviderError(
                 f"Cannot parse the dates in column {mapping['ts']!r} of {path}: "
-                f"{_one_line(exc)}; map ts to the date column with columns=ts:<name>",
+                f"{one_line(exc)}; map ts to the date column with columns=ts:<name>",
                 symbol=symbol,
                 path=str(path),
             ) from exc
@@ -784,7 +793,7 @@ class CSVProvider(_FileProvider):
             data = path.read_bytes()
         except OSError as exc:
             raise PermanentProviderError(
-                f"Cannot read {path}: {_one_line(exc)}", symbol=symbol, path=str(path),
+                f"Cannot read {path}: {one_line(exc)}", symbol=symbol, path=str(path),
             ) from exc
         # A plain CSV's decoding errors are pandas' to report, as before.
         text = self._decode(data, path, symbol, export_only=self.format != "tdx")
@@ -839,7 +848,7 @@ class CSVProvider(_FileProvider):
             ) if rows else pd.DataFrame({i: pd.Series(dtype=str) for i in range(width)})
         except (ValueError, pd.errors.ParserError) as exc:
             raise PermanentProviderError(
-                f"Cannot read the rows of TDX export {path}: {_one_line(exc)}",
+                f"Cannot read the rows of TDX export {path}: {one_line(exc)}",
                 symbol=symbol,
                 path=str(path),
             ) from exc
@@ -862,8 +871,9 @@ class CSVProvider(_FileProvider):
         """Refuse an export whose title names another security, period or adjustment."""
         code = _fields(symbol)["code"]
         if export.code is not None and export.code.upper() != code.upper():
+            held = f"{export.code} {export.name}".strip()
             raise PermanentProviderError(
-                f"{path} is the TDX export of {export.code} {export.name}, not of {symbol}; "
+                f"{path} is the TDX export of {held}, not of {symbol}; "
                 "check the file name or pattern",
                 symbol=symbol,
                 path=str(path),
@@ -907,7 +917,7 @@ class CSVProvider(_FileProvider):
             ) from exc
         except (OSError, ValueError) as exc:  # pandas' ParserError is a ValueError
             raise PermanentProviderError(
-                f"Cannot read {path} as CSV: {_one_line(exc)}",
+                f"Cannot read {path} as CSV: {one_line(exc)}",
                 symbol=symbol,
                 path=str(path),
             ) from exc
@@ -919,6 +929,7 @@ class CSVProvider(_FileProvider):
         return self._read_csv(path, symbol, usecols=columns)
 
     def version(self) -> str:
+        """pandas' version: the files are read with it."""
         return pd.__version__
 
 
@@ -951,7 +962,7 @@ class ParquetProvider(_FileProvider):
             return read()
         except (OSError, ValueError, pa.ArrowException) as exc:
             raise PermanentProviderError(
-                f"Cannot read {path} as Parquet: {_one_line(exc)}",
+                f"Cannot read {path} as Parquet: {one_line(exc)}",
                 symbol=symbol,
                 path=str(path),
             ) from exc
@@ -970,11 +981,6 @@ class ParquetProvider(_FileProvider):
             symbol,
             lambda: pq.read_table(path, columns=columns).to_pandas(ignore_metadata=True),
         )
-
-    def version(self) -> str:
-        import pyarrow
-
-        return pyarrow.__version__
 
 
 def _tdx_stamps(dates: pd.Series, times: pd.Series | None) -> pd.Series:

@@ -40,6 +40,7 @@ import zlib
 import numpy as np
 import pandas as pd
 
+from ..bars import WEEK_EPOCH, resample
 from ..errors import InvalidOptionError, PermanentProviderError, TransientProviderError
 from ..schema import Adjust, Freq, parse_symbols, to_date
 from .base import Option, Provider
@@ -323,11 +324,14 @@ class SyntheticProvider(Provider):
                     f"synthetic connection reset for {symbol} (call {attempt + 1})", symbol=symbol
                 )
 
-    def fetch(self, symbol, start, end, freq="1d", adjust="none") -> pd.DataFrame:
-        freq, adjust = Freq.parse(freq), Adjust.parse(adjust)
+    def _symbol(self, symbol) -> str:
+        """``symbol`` as given: any text names a series (its hash seeds the values)."""
+        return symbol
+
+    def _fetch(self, symbol, start, end, freq, adjust) -> pd.DataFrame:
         with self._straggling():
             self._simulate_network(symbol, start, end)
-            if symbol in self._empty or to_date(start) > to_date(end):
+            if symbol in self._empty or start > end:
                 return pd.DataFrame(columns=_COLUMNS)
             _, columns = self._bars([symbol], [start], end, freq, adjust)
             return pd.DataFrame(columns, copy=False)
@@ -365,8 +369,8 @@ class SyntheticProvider(Provider):
         hi = to_date(end).to_datetime64()
         first, last = lo.min().astype("datetime64[D]"), hi.astype("datetime64[D]")
         if freq is Freq.WEEK:
-            first = first - (first - np.datetime64("1970-01-05")).astype(int) % 7
-            last = last + 6 - (last - np.datetime64("1970-01-05")).astype(int) % 7
+            first = first - (first - WEEK_EPOCH).astype(int) % 7
+            last = last + 6 - (last - WEEK_EPOCH).astype(int) % 7
         elif freq is Freq.MONTH:
             first = first.astype("datetime64[M]").astype("datetime64[D]")
             last = (last.astype("datetime64[M]") + 1).astype("datetime64[D]") - 1
@@ -394,7 +398,8 @@ class SyntheticProvider(Provider):
         ts = ts.astype("datetime64[us]")
         empty = [i for i, symbol in enumerate(symbols) if symbol in self._empty]
         if freq in (Freq.WEEK, Freq.MONTH):
-            ts, o, h, l, c, v, a = _aggregate(days, freq, ts, o, h, l, c, v, a)
+            periods = resample(dict(zip(_COLUMNS, (ts, o, h, l, c, v, a))), freq)
+            ts, o, h, l, c, v, a = (periods[column] for column in _COLUMNS)
             keep = (ts >= lo[:, None]) & (ts <= hi)
         elif empty or (lo != lo[0]).any():
             keep = day.astype("datetime64[us]") >= lo[:, None]
@@ -412,27 +417,6 @@ class SyntheticProvider(Provider):
         return codes, {"ts": ts, "open": o, "high": h, "low": l, "close": c, "volume": v,
                        "amount": a}
 
-    def version(self) -> str:
-        from .. import __version__
-
-        return __version__
-
 
 def _no_bars() -> dict[str, np.ndarray]:
     return {"ts": np.array([], "datetime64[us]"), **{c: np.array([], np.float64) for c in _COLUMNS[1:]}}
-
-
-def _aggregate(days, freq: Freq, ts, o, h, l, c, v, a):
-    """Weekly or monthly bars of daily columns (one row per symbol): first open, max high, min
-    low, last close, summed volume and amount, stamped on the group's last trading day."""
-    if freq is Freq.WEEK:
-        group = (days - np.datetime64("1970-01-05")).astype(np.int64) // 7
-    else:
-        group = days.astype("datetime64[M]").astype(np.int64)
-    starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
-    ends = np.r_[starts[1:], len(group)] - 1
-    return (
-        ts[ends], o[:, starts], np.maximum.reduceat(h, starts, axis=1),
-        np.minimum.reduceat(l, starts, axis=1), c[:, ends], np.add.reduceat(v, starts, axis=1),
-        np.add.reduceat(a, starts, axis=1),
-    )

@@ -11,7 +11,9 @@ low and close as integers, amount as float32 (yuan), volume as an integer and 4 
 bytes. An ``.lc1``/``.lc5`` record is ``<HHfffffII``: date packed as ``(year - 2004) * 2048 +
 month * 100 + day``, minutes since midnight at the bar's end (the first 1-minute bar is 09:31,
 the first 5-minute bar 09:35), open, high, low, close and amount as float32, volume as an
-integer and 4 reserved bytes.
+integer and 4 reserved bytes. Where no ``.lc1``/``.lc5`` file exists, the older ``.1``/``.5``
+file in the same directory is read (TDX's downloadable sh5fz/sz5fz archives; pytdx's
+``TdxMinBarReader``): ``<HHIIIIfII``, the same record with prices as integers like ``.day``'s.
 
 What the numbers mean depends on the kind of security (:mod:`kdist.securities`, one code
 table): TDX keeps a price with 2 decimals (stocks, Shenzhen B shares, indexes) or 3 (funds,
@@ -19,6 +21,8 @@ warrants, Shanghai B shares, bonds, repo) and stores ``.day`` prices as that pri
 or 1000. Bonds and repo are held per 1,000 yuan face value and counted in 手 of 10, so their
 stored price is 10x the quote (113011.SH: 1047970 for 104.797) and their volume a tenth of the
 bonds traded; a repo's quote is its annualised rate in percent (204001.SH: 27200 for 2.72%).
+A repo file whose median rate would be below 0.79% read so holds the rate itself (2720 for
+2.72%) and is read as such: no repo's rates are 10x off ~2.5% for a whole file.
 Indexes, TDX blocks (880xxx, 881xxx) and TDX's aliases of SSE indexes (999999 ...) count 手 of
 100 shares. For these kinds the whole file's amounts confirm the unit, so a file that counts
 bonds or shares keeps them (:func:`kdist.securities.volume_factor_from_amount`). kdist stores
@@ -30,19 +34,20 @@ exchange's prices from float32. Option ``kinds`` says which kinds ``list_symbols
 aliases; a symbol named explicitly is read whatever its kind.
 
 Timestamps are exchange-local and tz-naive, daily bars at midnight. ``1d`` comes from
-``.day``, ``1m`` from ``.lc1``, ``5m`` from ``.lc5``; ``1w`` and ``1M`` aggregate whole weeks
-(Monday to Sunday) and months of ``.day`` bars, stamped on their last trading day, and
-``15m``/``30m``/``60m`` aggregate ``.lc5`` bars within the A-share sessions 09:30-11:30 and
-13:00-15:00, stamped at the bucket's end (a bar outside the sessions joins the first or last
-bucket of the nearer one). The files are unadjusted: only ``adjust="none"``. Records whose
-date does not decode are dropped (they belong to no window); dtypes, OHLC checks, sorting and
-duplicates are :func:`kdist.schema.normalise`'s work in the runner.
+``.day``, ``1m`` from ``.lc1`` (or ``.1``), ``5m`` from ``.lc5`` (or ``.5``); ``1w`` and
+``1M`` aggregate whole weeks (Monday to Sunday) and months of ``.day`` bars, stamped on their
+last trading day, and ``15m``/``30m``/``60m`` aggregate 5-minute bars within the A-share
+sessions 09:30-11:30 and 13:00-15:00, stamped at the bucket's end (a bar outside the
+sessions joins the first or last bucket of the nearer one). The files are unadjusted: only
+``adjust="none"``. Records whose date does not decode are dropped (they belong to no window);
+dtypes, OHLC checks, sorting and duplicates are :func:`kdist.schema.normalise`'s work in the
+runner.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-import re
 from pathlib import Path
 from typing import ClassVar
 
@@ -50,10 +55,11 @@ import numpy as np
 import pandas as pd
 
 from .. import securities
+from ..bars import aggregate, resample
 from ..errors import InvalidOptionError, PermanentProviderError, SymbolNotFoundError
-from ..schema import BAR_COLUMNS, Adjust, Freq, normalise_symbol, to_date
+from ..schema import BAR_COLUMNS, Adjust, Freq
 from ..securities import Kind, TdxUnits
-from .base import Option, Provider, directory_option
+from .base import Option, Provider, directory_option, missing_file, one_line
 
 __all__ = ["TdxProvider"]
 
@@ -70,9 +76,18 @@ _MINUTE_RECORD = np.dtype(
         ("close", "<f4"), ("amount", "<f4"), ("volume", "<u4"), ("reserved", "<u4"),
     ]
 )
-assert _DAY_RECORD.itemsize == _MINUTE_RECORD.itemsize == _RECORD_SIZE
+#: The older ``.1``/``.5`` minute files (TDX's downloadable sh5fz/sz5fz archives, pytdx's
+#: ``TdxMinBarReader``): the ``.lc`` date and minute, prices as integers like ``.day``'s.
+_INT_MINUTE_RECORD = np.dtype(
+    [
+        ("date", "<u2"), ("minute", "<u2"), ("open", "<u4"), ("high", "<u4"), ("low", "<u4"),
+        ("close", "<u4"), ("amount", "<f4"), ("volume", "<u4"), ("reserved", "<u4"),
+    ]
+)
+assert _DAY_RECORD.itemsize == _MINUTE_RECORD.itemsize == _INT_MINUTE_RECORD.itemsize
+assert _DAY_RECORD.itemsize == _RECORD_SIZE
 
-_EXCHANGES = ("sh", "sz", "bj")
+_EXCHANGES = tuple(exchange.lower() for exchange in securities.EXCHANGES)  # vipdoc/sh ...
 #: Directory under ``vipdoc/<exchange>/`` and file suffix of the file each freq is built from.
 _SOURCES: dict[Freq, tuple[str, str]] = {
     Freq.DAY: ("lday", "day"),
@@ -84,20 +99,22 @@ _SOURCES: dict[Freq, tuple[str, str]] = {
     Freq.MIN30: ("fzline", "lc5"),
     Freq.MIN60: ("fzline", "lc5"),
 }
-_FILE_KIND = {"day": "daily", "lc1": "1-minute", "lc5": "5-minute"}
+#: A minute file TDX's client writes (``.lc1``/``.lc5``, float prices) and, when it is
+#: missing, the older integer-priced file of the same bars in the same directory.
+_OLDER_SUFFIX = {"lc1": "1", "lc5": "5"}
+_FILE_KIND = {"day": "daily", "lc1": "1-minute", "lc5": "5-minute", "1": "1-minute",
+              "5": "5-minute"}
+#: A repo's internal price is its rate in percent times 10 in the trees seen (27200 in a
+#: .day file for 2.72%); a file whose median internal rate is below this holds the rate
+#: itself (2720 for 2.72%). The split is the geometric middle of 0.79% and 7.9% around
+#: typical rates of ~2.5%: no repo's median rate over a file is 10x off that.
+_REPO_SPLIT = 7.9
 #: Kinds whose volume unit the file's amounts confirm (TDX counts them in 手).
 _JUDGED = frozenset({Kind.BOND, Kind.REPO, Kind.INDEX, Kind.BLOCK, Kind.ALIAS})
 #: price_scale may be 1, 10, ... 10**6: no TDX price has more decimals.
 _MAX_SCALE_DIGITS = 6
-_DAY_FILE = re.compile(r"^(sh|sz|bj)(\d{6})\.day$", re.ASCII)
 # Session opens in minutes since midnight; a bar stamped before noon belongs to the morning.
 _MORNING, _AFTERNOON, _NOON, _SESSION_MINUTES = 570, 780, 720, 120
-_WEEK_EPOCH = np.datetime64("1970-01-05", "D")  # a Monday: weeks run Monday to Sunday
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _parse_scale(value: str) -> int | None:
@@ -133,24 +150,12 @@ def _sorted_unique(bars: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {k: v[order[last]] for k, v in bars.items()}
 
 
-def _aggregate(bars: dict[str, np.ndarray], keys: np.ndarray, stamps: np.ndarray) -> dict:
-    """Aggregate sorted, unique ``bars`` over runs of equal ``keys``.
-
-    Each run becomes one bar stamped with the ``stamps`` value of its last row.
-    """
-    if len(keys) == 0:
-        return bars
-    first = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
-    last = np.r_[first[1:], len(keys)] - 1
-    return {
-        "ts": stamps[last],
-        "open": bars["open"][first],
-        "high": np.maximum.reduceat(bars["high"], first),
-        "low": np.minimum.reduceat(bars["low"], first),
-        "close": bars["close"][last],
-        "volume": np.add.reduceat(bars["volume"], first),
-        "amount": np.add.reduceat(bars["amount"], first),
-    }
+def _day_file_symbol(name: str, exchange: str) -> tuple[str, str] | None:
+    """Return ``(code, EXCHANGE)`` of the daily file ``name`` (``sh600000.day``) in the
+    folder of ``exchange`` (``sh``), None for any other name (glob may ignore case)."""
+    if not (name.startswith(exchange) and name.endswith(".day")):
+        return None
+    return securities.split_symbol(f"{name[len(exchange):-len('.day')]}.{exchange.upper()}")
 
 
 class TdxProvider(Provider):
@@ -273,8 +278,12 @@ class TdxProvider(Provider):
 
     # -- paths ----------------------------------------------------------------------------
 
-    def _path(self, symbol: str, freq: Freq) -> tuple[Path, str, str]:
-        """Return ``(resolved file, exchange, code)`` of ``symbol``, refusing paths out of root."""
+    def _path(self, symbol: str, freq: Freq) -> tuple[Path, str, str, str]:
+        """Return ``(resolved file, exchange, code, suffix)`` of ``symbol``.
+
+        A minute freq reads ``.lc1``/``.lc5`` and, when that file does not exist, the older
+        ``.1``/``.5`` file in the same directory. Paths out of root are refused.
+        """
         parts = securities.split_symbol(symbol)
         if parts is None:
             raise SymbolNotFoundError(
@@ -284,12 +293,33 @@ class TdxProvider(Provider):
             )
         code, exchange = parts[0], parts[1].lower()
         folder, suffix = _SOURCES[freq]
-        candidate = self._vipdoc / exchange / folder / f"{exchange}{code}.{suffix}"
+        tried = []
+        for name in (suffix, _OLDER_SUFFIX.get(suffix)):
+            if name is None:
+                continue
+            candidate = self._vipdoc / exchange / folder / f"{exchange}{code}.{name}"
+            path = self._checked(symbol, candidate)
+            if path.is_file():
+                return path, exchange, code, name
+            if path.exists():
+                raise PermanentProviderError(
+                    f"The TDX file of {symbol}, {path}, is not a regular file",
+                    symbol=symbol,
+                    path=str(path),
+                )
+            tried.append(path)
+        raise missing_file(
+            symbol, tried, f"TDX {_FILE_KIND[suffix]} file for {symbol}",
+            f"check the symbol and root={self.root!r}, and download the data in TDX (盘后数据下载)",
+        )
+
+    def _checked(self, symbol: str, candidate: Path) -> Path:
+        """Return ``candidate`` resolved, refusing it when it resolves outside vipdoc/."""
         try:
             path = candidate.resolve()
         except (OSError, RuntimeError) as exc:  # a symlink loop
             raise PermanentProviderError(
-                f"Cannot resolve the TDX file of {symbol} ({candidate}): {_one_line(exc)}",
+                f"Cannot resolve the TDX file of {symbol} ({candidate}): {one_line(exc)}",
                 symbol=symbol,
                 path=str(candidate),
             ) from exc
@@ -300,20 +330,7 @@ class TdxProvider(Provider):
                 symbol=symbol,
                 path=str(path),
             )
-        if not path.is_file():
-            if path.exists():
-                raise PermanentProviderError(
-                    f"The TDX file of {symbol}, {path}, is not a regular file",
-                    symbol=symbol,
-                    path=str(path),
-                )
-            raise SymbolNotFoundError(
-                f"No TDX {_FILE_KIND[suffix]} file for {symbol}: {path} does not exist; check the "
-                f"symbol and root={self.root!r}, and download the data in TDX (盘后数据下载)",
-                symbol=symbol,
-                path=str(path),
-            )
-        return path, exchange, code
+        return path
 
     def _units(self, exchange: str, code: str) -> tuple[TdxUnits, int]:
         """Return the units of ``code`` on ``exchange`` and the ``.day`` price divisor."""
@@ -347,7 +364,7 @@ class TdxProvider(Provider):
             raw = path.read_bytes()
         except OSError as exc:
             raise PermanentProviderError(
-                f"Cannot read the TDX file of {symbol}, {path}: {_one_line(exc)}",
+                f"Cannot read the TDX file of {symbol}, {path}: {one_line(exc)}",
                 symbol=symbol,
                 path=str(path),
             ) from exc
@@ -362,6 +379,19 @@ class TdxProvider(Provider):
         return np.frombuffer(raw, dtype=dtype)
 
     @staticmethod
+    def _repo_units(units: TdxUnits, internal_close: np.ndarray) -> TdxUnits:
+        """Return ``units`` with the quote factor the file's repo rates say (10 or 1).
+
+        ``internal_close`` is the file's closes in TDX's internal price (the ``.day``
+        integer over ``10**tdx_decimals``, or the ``.lc`` float).
+        """
+        close = np.asarray(internal_close, dtype=np.float64)
+        close = close[np.isfinite(close) & (close > 0)]
+        if len(close) and float(np.median(close)) < _REPO_SPLIT:
+            return dataclasses.replace(units, quote_factor=1)
+        return units
+
+    @staticmethod
     def _day_bars(rec: np.ndarray, units: TdxUnits, scale: int) -> dict[str, np.ndarray]:
         date = rec["date"].astype(np.int64)
         days = _dates(date // 10000, date // 100 % 100, date % 100)
@@ -373,13 +403,27 @@ class TdxProvider(Provider):
         return bars
 
     @staticmethod
-    def _minute_bars(rec: np.ndarray, units: TdxUnits, scale: int) -> dict[str, np.ndarray]:
+    def _minute_stamps(rec: np.ndarray) -> np.ndarray:
+        """Timestamps of minute records: the packed date plus minutes since midnight."""
         packed = rec["date"].astype(np.int64)
         days = _dates(packed // 2048 + 2004, packed % 2048 // 100, packed % 2048 % 100)
         minute = rec["minute"].astype(np.int64)
         days = np.where(minute < 1440, days, np.datetime64("NaT", "D"))
         ts = days.astype("datetime64[m]") + minute.astype("timedelta64[m]")
-        bars = {"ts": ts.astype("datetime64[us]")}
+        return ts.astype("datetime64[us]")
+
+    @classmethod
+    def _int_minute_bars(cls, rec: np.ndarray, units: TdxUnits, scale: int) -> dict:
+        """Bars of a ``.1``/``.5`` file: prices are integers, divided as ``.day``'s are."""
+        bars = {"ts": cls._minute_stamps(rec)}
+        bars.update({c: rec[c] / scale for c in ("open", "high", "low", "close")})
+        bars["volume"] = rec["volume"].astype(np.float64)
+        bars["amount"] = rec["amount"].astype(np.float64)
+        return bars
+
+    @classmethod
+    def _minute_bars(cls, rec: np.ndarray, units: TdxUnits, scale: int) -> dict:
+        bars = {"ts": cls._minute_stamps(rec)}
         # The floats are TDX's internal price, the .day integer over 10**tdx_decimals: scale
         # them as the .day integers are (bonds: 1047.97 -> 104.797).
         internal = 10**units.tdx_decimals
@@ -399,8 +443,10 @@ class TdxProvider(Provider):
 
     # -- the contract ---------------------------------------------------------------------
 
-    def fetch(self, symbol, start, end, freq="1d", adjust="none") -> pd.DataFrame:
+    def _fetch(self, symbol, start, end, freq, adjust) -> pd.DataFrame:
         """Return the bars of ``symbol`` stamped in ``[start, end]`` (dates inclusive).
+
+        See :meth:`Provider.fetch`, which parses the arguments and calls this.
 
         Returns
         -------
@@ -421,37 +467,39 @@ class TdxProvider(Provider):
         InvalidSymbolError
             ``symbol`` is not a symbol at all.
         """
-        freq, adjust = Freq.parse(freq), Adjust.parse(adjust)
-        lo, hi = to_date(start, name="start"), to_date(end, name="end") + pd.Timedelta(days=1)
-        self.check(freq=freq, adjust=adjust, start=lo, end=hi)
-        # Symbols are validated upstream, but a path is built from this one: never trust it.
-        symbol = normalise_symbol(symbol)
-        path, exchange, code = self._path(symbol, freq)
+        path, exchange, code, suffix = self._path(symbol, freq)
         units, scale = self._units(exchange, code)
-        daily = _SOURCES[freq][1] == "day"
-        rec = self._records(path, symbol, _DAY_RECORD if daily else _MINUTE_RECORD)
-        bars = (self._day_bars if daily else self._minute_bars)(rec, units, scale)
+        dtype, read = {
+            "day": (_DAY_RECORD, self._day_bars),
+            "lc1": (_MINUTE_RECORD, self._minute_bars),
+            "lc5": (_MINUTE_RECORD, self._minute_bars),
+            "1": (_INT_MINUTE_RECORD, self._int_minute_bars),
+            "5": (_INT_MINUTE_RECORD, self._int_minute_bars),
+        }[suffix]
+        rec = self._records(path, symbol, dtype)
+        if units.kind is Kind.REPO and self.price_scale == "auto":
+            close = rec["close"].astype(np.float64)
+            if dtype is not _MINUTE_RECORD:
+                close = close / 10**units.tdx_decimals
+            units = self._repo_units(units, close)
+            scale = units.price_scale
+        bars = read(rec, units, scale)
         bars["volume"] = bars["volume"] * self._volume_factor(units, bars)
         ts = bars["ts"]
         if len(ts) and np.isnat(ts).all():
             raise PermanentProviderError(
                 f"The TDX file of {symbol}, {path}, holds no valid date in its {len(ts)} "
                 f"records (first raw date {int(rec['date'][0])}); it is not a "
-                f"{_FILE_KIND[_SOURCES[freq][1]]} TDX file: download it again or delete it",
+                f"{_FILE_KIND[suffix]} TDX file: download it again or delete it",
                 symbol=symbol,
                 path=str(path),
             )
-        lo64, hi64 = lo.as_unit("us").to_datetime64(), hi.as_unit("us").to_datetime64()
+        stop = end + pd.Timedelta(days=1)
+        lo64, hi64 = start.as_unit("us").to_datetime64(), stop.as_unit("us").to_datetime64()
         if freq in (Freq.WEEK, Freq.MONTH):
             # Whole periods, then the window on their stamps: a week stamped inside the
             # window keeps its days before start, as the week's bar in any other window.
-            bars = _sorted_unique({k: v[~np.isnat(ts)] for k, v in bars.items()})
-            days = bars["ts"].astype("datetime64[D]")
-            if freq is Freq.WEEK:
-                keys = (days - _WEEK_EPOCH).astype(np.int64) // 7
-            else:
-                keys = days.astype("datetime64[M]").astype(np.int64)
-            bars = _aggregate(bars, keys, bars["ts"])
+            bars = resample(_sorted_unique({k: v[~np.isnat(ts)] for k, v in bars.items()}), freq)
             ts = bars["ts"]
             bars = {k: v[(ts >= lo64) & (ts < hi64)] for k, v in bars.items()}
         else:
@@ -472,7 +520,7 @@ class TdxProvider(Provider):
         index = np.clip(-((session - minute) // n), 1, _SESSION_MINUTES // n)
         stamps = (day.astype("datetime64[m]") + (session + index * n).astype("timedelta64[m]"))
         stamps = stamps.astype("datetime64[us]")
-        return _aggregate(bars, stamps.astype(np.int64), stamps)
+        return aggregate(bars, stamps.astype(np.int64), stamps)
 
     def list_symbols(self) -> list[str]:
         """Return the canonical symbols of the daily files under root of the chosen kinds.
@@ -488,18 +536,17 @@ class TdxProvider(Provider):
             if not folder.is_dir():
                 continue
             for path in folder.glob(f"{exchange}*.day"):
-                m = _DAY_FILE.fullmatch(path.name)
-                if not m or m.group(1) != exchange:
-                    continue
-                if securities.kind_of_code(m.group(2), exchange) not in self._kinds:
+                parts = _day_file_symbol(path.name, exchange)
+                if parts is None or securities.kind_of_code(*parts) not in self._kinds:
                     continue
                 try:
                     resolved = path.resolve()
                 except (OSError, RuntimeError):
                     continue  # a symlink loop is no symbol
                 if resolved.is_file() and resolved.is_relative_to(self._vipdoc):
-                    found.add(f"{m.group(2)}.{exchange.upper()}")
+                    found.add(f"{parts[0]}.{parts[1]}")
         return sorted(found)
 
     def version(self) -> str:
+        """numpy's version: the files are read with it."""
         return np.__version__

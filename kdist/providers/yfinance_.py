@@ -31,14 +31,13 @@ called in exactly one place, :meth:`YfinanceProvider._history`, which tests repl
 from __future__ import annotations
 
 import functools
-import importlib.metadata
 
 import pandas as pd
 
 from ..errors import DataError, InvalidOptionError, PermanentProviderError, TransientProviderError
-from ..schema import Adjust, Freq, empty_bars, normalise_symbol, to_date
+from ..schema import Adjust, Freq, empty_bars
 from ..securities import YAHOO_SUFFIXES, split_symbol
-from .base import Option, Provider
+from .base import Option, Provider, one_line
 
 __all__ = ["YfinanceProvider"]
 
@@ -63,18 +62,12 @@ _ZONES = {"SH": "Asia/Shanghai", "SZ": "Asia/Shanghai", "BJ": "Asia/Shanghai"}
 _PRICES = ("open", "high", "low", "close")
 
 
-
 def _ticker(symbol: str) -> str:
     """Yahoo's ticker of a canonical symbol: ``600000.SH`` -> ``600000.SS``, others as given."""
     parts = split_symbol(symbol)
     if parts and parts[1] == "SH":
         return f"{parts[0]}.SS"
     return symbol
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 @functools.cache
@@ -152,8 +145,10 @@ class YfinanceProvider(Provider):
                     value=str(pd.Timestamp(start).date()),
                 )
 
-    def fetch(self, symbol, start, end, freq="1d", adjust="none") -> pd.DataFrame:
+    def _fetch(self, symbol, start, end, freq, adjust) -> pd.DataFrame:
         """Return the bars of ``symbol`` stamped in ``[start, end]`` (dates inclusive).
+
+        See :meth:`Provider.fetch`, which parses the arguments and calls this.
 
         Returns
         -------
@@ -172,17 +167,13 @@ class YfinanceProvider(Provider):
         DataError
             yfinance's frame lacks a column kdist needs.
         """
-        freq, adjust = Freq.parse(freq), Adjust.parse(adjust)
-        lo, hi = to_date(start, name="start"), to_date(end, name="end")
-        stop = hi + pd.Timedelta(days=1)  # Yahoo's end is exclusive
-        self.check(freq=freq, adjust=adjust, start=lo, end=stop)
-        symbol = normalise_symbol(symbol)
+        stop = end + pd.Timedelta(days=1)  # Yahoo's end is exclusive
         ticker = _ticker(symbol)
-        if lo > hi:
+        if start > end:
             return empty_bars()
-        step = _ONE_MINUTE_SPAN if freq is Freq.MIN1 else stop - lo
+        step = _ONE_MINUTE_SPAN if freq is Freq.MIN1 else stop - start
         frames = []
-        first = lo
+        first = start
         while first < stop:
             last = min(first + step, stop)
             raw = self._call(
@@ -199,16 +190,9 @@ class YfinanceProvider(Provider):
             first = last
         frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
         # The contract is bars stamped in the window; Yahoo may add one past the end (the
-        # live bar) and stamps a weekly or monthly bar at its start, possibly before `lo`.
-        inside = (frame["ts"] >= lo) & (frame["ts"] < stop)
+        # live bar) and stamps a weekly or monthly bar at its start, possibly before `start`.
+        inside = (frame["ts"] >= start) & (frame["ts"] < stop)
         return frame[inside].reset_index(drop=True)
-
-    def version(self) -> str | None:
-        """Installed yfinance version, or None when it is missing."""
-        try:
-            return importlib.metadata.version("yfinance")
-        except importlib.metadata.PackageNotFoundError:
-            return None
 
     # -- the vendor seam ------------------------------------------------------------------
 
@@ -244,19 +228,19 @@ class YfinanceProvider(Provider):
             if "data not available for starttime" in str(exc).lower():
                 # Yahoo's own range limit (check() normally refuses these first).
                 return PermanentProviderError(
-                    f"{where}: {name}: {_one_line(exc)}", symbol=symbol
+                    f"{where}: {name}: {one_line(exc)}", symbol=symbol
                 ), own
             return None, own  # unknown or delisted ticker, or no bars in the window
         if own or isinstance(exc, OSError):
             # curl_cffi's and requests' errors are OSErrors; YFDataException is "Yahoo is down".
             timed_out = isinstance(exc, TimeoutError) or "timeout" in name.lower()
             return TransientProviderError(
-                f"{where} failed ({name}: {_one_line(exc)}); will retry",
+                f"{where} failed ({name}: {one_line(exc)}); will retry",
                 symbol=symbol,
                 kind="timeout" if timed_out else "connection",
             ), own
         return PermanentProviderError(
-            f"{where} failed with {name}: {_one_line(exc)}; upgrade yfinance if this persists "
+            f"{where} failed with {name}: {one_line(exc)}; upgrade yfinance if this persists "
             f"(installed: {self.version()})",
             symbol=symbol,
         ), own

@@ -9,7 +9,6 @@ gets a fresh process session.
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import os
 import pickle
@@ -557,24 +556,6 @@ def test_timeout_must_be_positive():
         BaostockProvider(timeout=-1)
 
 
-def test_metadata_and_version(provider):
-    assert provider.version() == importlib.metadata.version("baostock")
-    assert (provider.name, provider.requires, provider.extra, provider.tz) == (
-        "baostock", ("baostock",), "baostock", "Asia/Shanghai")
-    assert provider.description and provider.url
-    assert Freq.MIN1 not in provider.freqs
-    assert provider.options["timeout"].default == 30.0 and provider.options["timeout"].help
-
-
-def test_importing_the_provider_imports_no_vendor():
-    code = (
-        "import sys, kdist, kdist.providers.baostock_\n"
-        "p = kdist.get_provider('baostock'); p.version()\n"
-        "assert 'baostock' not in sys.modules, 'baostock imported'\n"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
-
-
 # --- end to end ----------------------------------------------------------------------------------
 
 
@@ -617,6 +598,9 @@ class TestConformance(ProviderConformance):
     start, end = "2024-01-02", "2024-01-05"
     empty_window = ("2030-01-01", "2030-01-31")
     unknown_symbol = "AAPL"  # refused before login: A-shares only
+    metadata = {"name": "baostock", "requires": ("baostock",), "extra": "baostock",
+                "tz": "Asia/Shanghai", "freqs": tuple(f for f in Freq if f is not Freq.MIN1),
+                "options": {"timeout": 30.0}}
 
     @pytest.fixture
     def provider(self, vendor, provider):  # the module's provider, its seam replaced

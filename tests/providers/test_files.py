@@ -450,17 +450,6 @@ def test_missing_root_is_refused_before_the_job_not_on_construction(root, tmp_pa
     assert not (tmp_path / "k.duckdb").exists()
 
 
-def test_metadata_and_registry():
-    assert kdist.providers.provider_class("csv") is CSVProvider
-    assert kdist.providers.provider_class("parquet") is ParquetProvider
-    assert CSVProvider.requires == () and ParquetProvider.requires == ("pyarrow",)
-    assert CSVProvider.freqs == tuple(Freq) and ParquetProvider.adjusts == tuple(Adjust)
-    assert "encoding" in CSVProvider.options and "encoding" not in ParquetProvider.options
-    rows = {r["name"]: r for r in kdist.available_providers()}
-    assert rows["csv"]["installed"] and rows["parquet"]["installed"]
-    assert "root" in rows["parquet"]["options"]
-
-
 @pytest.mark.parametrize("name", ["csv", "parquet"])
 def test_pickle_round_trip_keeps_options(root, name):
     write(root, "AAPL.csv", ENGLISH)
@@ -697,6 +686,48 @@ def test_tdx_minute_export_has_a_time_column_at_the_bars_end(root):
         provider.fetch("600000.SH", "2024-01-02", "2024-01-02")
 
 
+@pytest.mark.parametrize(
+    ("variant", "lines", "encoding"),
+    [
+        # Rows ending in a separator, as some export settings write them.
+        ("trailing comma", ["600000 浦发银行 日线 不复权", TDX_HEADER,
+                            "2024/01/02,6.50,6.58,6.49,6.55,200000,1310000.00,"], "gbk"),
+        ("trailing tab", ["600000 浦发银行 日线 不复权", TDX_HEADER,
+                          "2024/01/02\t6.50\t6.58\t6.49\t6.55\t200000\t1310000.00\t"], "gbk"),
+        # A blank line after the title, a header padded with spaces only, dates with dashes.
+        ("blank line", ["600000 浦发银行 日线 不复权", "",
+                        "日期  开盘  最高  最低  收盘  成交量  成交额",
+                        "2024-01-02,6.50,6.58,6.49,6.55,200000,1310000.00"], "gbk"),
+        # 成交额 before 成交量: the header's order is the rows' order.
+        ("amount first", ["600000 浦发银行 日线 不复权",
+                          "      日期\t    开盘\t    最高\t    最低\t    收盘\t    成交额\t    成交量",
+                          "2024/01/02,6.50,6.58,6.49,6.55,1310000.00,200000"], "gbk"),
+        # Saved as UTF-8 with a byte order mark.
+        ("utf-8 bom", ["\ufeff600000 浦发银行 日线 不复权", TDX_HEADER,
+                       "2024/01/02,6.50,6.58,6.49,6.55,200000,1310000.00"], "utf-8"),
+        # A qualified adjustment, and a title in words the pattern does not know.
+        ("qualified adjust", ["600000 浦发银行 日线 不复权(原始)", TDX_HEADER,
+                              "2024/01/02,6.50,6.58,6.49,6.55,200000,1310000.00"], "gbk"),
+        ("unknown title", ["600000 浦发银行 日线数据 2024-01-31", TDX_HEADER,
+                           "2024/1/2,6.50,6.58,6.49,6.55,200000,1310000.00"], "gbk"),
+    ],
+)
+def test_tdx_export_variants(root, variant, lines, encoding):
+    put(root, "SH#600000.txt", "\r\n".join([*lines, "数据来源:通达信", ""]).encode(encoding))
+    frame = qfq_bars(get_provider("csv", root=str(root)), "600000.SH", "2024-01-01",
+                     "2024-01-31", adjust="none")
+    assert frame["ts"].dt.strftime("%Y-%m-%d").tolist() == ["2024-01-02"], variant
+    row = frame.iloc[0]
+    assert (row.open, row.high, row.low, row.close) == (6.50, 6.58, 6.49, 6.55), variant
+    assert (row.volume, row.amount) == (200000.0, 1310000.0), variant
+
+
+def test_tdx_export_with_an_unknown_title_still_names_its_code(root):
+    put(root, "SH#600000.txt", tdx_export("600001 浦发银行 日线数据", QFQ_ROWS[2:]))
+    with pytest.raises(PermanentProviderError, match="export of 600001, not of 600000.SH"):
+        get_provider("csv", root=str(root)).fetch("600000.SH", "2023-01-01", "2023-12-31")
+
+
 def test_format_option(root):
     # A header without title (format=tdx), and an export read as a plain CSV (format=csv).
     rows = ["2024/01/02,9.39,9.42,9.21,9.21,115836600,1075742252.00"]
@@ -771,14 +802,29 @@ def test_ingest_a_qfq_export_end_to_end(tmp_path, root):
 # -- conformance ------------------------------------------------------------------------------
 
 
-class TestConformance(ProviderConformance):
+FILE_OPTIONS = {"root": None, "pattern": "auto", "columns": None, "volume_unit": "auto"}
+
+
+class FileConformance(ProviderConformance):
+    """The suite for both file providers (not collected: its name does not start with Test)."""
+
     symbol = "AAPL"
     start, end = "2024-01-01", "2024-01-31"
     empty_window = ("2024-01-06", "2024-01-07")  # a weekend
     unknown_symbol = "MSFT"  # no file
 
-    @pytest.fixture(params=["csv", "parquet"])
-    def provider(self, request, root):
+    @pytest.fixture
+    def provider(self, root):
         write(root, "AAPL.csv", ENGLISH)
         pd.read_csv(root / "AAPL.csv").to_parquet(root / "AAPL.parquet")
-        return get_provider(request.param, root=str(root))
+        return get_provider(self.metadata["name"], root=str(root))
+
+
+class TestCSVConformance(FileConformance):
+    metadata = {"name": "csv", "requires": (), "freqs": tuple(Freq), "adjusts": tuple(Adjust),
+                "options": {**FILE_OPTIONS, "encoding": "utf-8", "format": "auto"}}
+
+
+class TestParquetConformance(FileConformance):
+    metadata = {"name": "parquet", "requires": ("pyarrow",), "freqs": tuple(Freq),
+                "adjusts": tuple(Adjust), "options": FILE_OPTIONS}

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import pickle
 import struct
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -81,14 +80,20 @@ def write_day(root, symbol, rows, extra=b""):
 
 
 def write_minute(root, symbol, rows, suffix="lc1"):
-    """Write minute rows ``(datetime string, open, high, low, close, amount, volume)``."""
-    path = day_path(root, symbol, "minline" if suffix == "lc1" else "fzline", suffix)
+    """Write minute rows ``(datetime string, open, high, low, close, amount, volume)``.
+
+    An ``.lc1``/``.lc5`` file holds float prices; an older ``.1``/``.5`` file (TDX's sh5fz
+    archives) integers like a .day file's: ``<HHIIIIfII``.
+    """
+    folder = "minline" if suffix in ("lc1", "1") else "fzline"
+    layout = "<HHfffffII" if suffix.startswith("lc") else "<HHIIIIfII"
+    path = day_path(root, symbol, folder, suffix)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = b""
     for stamp, o, h, lo, c, amount, volume in rows:
         t = pd.Timestamp(stamp)
         data += struct.pack(
-            "<HHfffffII", packed_date(t.year, t.month, t.day), t.hour * 60 + t.minute,
+            layout, packed_date(t.year, t.month, t.day), t.hour * 60 + t.minute,
             o, h, lo, c, amount, volume, 0,
         )
     path.write_bytes(data)
@@ -320,6 +325,41 @@ def test_longer_intraday_bars_aggregate_five_minute_bars_per_session(tdx, freq, 
         assert frame["amount"].iat[i] == sum(r[5] for r in chunk)
 
 
+def test_older_integer_minute_files_are_read_when_no_lc_file_exists(root, tdx):
+    # 600004.SH has only sh600004.5 and sh600004.1: integer prices x100, like .day.
+    write_minute(root, "600004.SH", [
+        ("2024-01-02 09:35", 1001, 1005, 998, 1002, 1002000.0, 100000),
+        ("2024-01-02 09:40", 1002, 1004, 1001, 1003, 501500.0, 50000),
+        ("2024-01-02 15:00", 1010, 1012, 1009, 1011, 303300.0, 30000),
+    ], "5")
+    write_minute(root, "600004.SH", [
+        ("2024-01-02 09:31", 1001, 1002, 1000, 1002, 20040.0, 2000),
+    ], "1")
+    five = bars(tdx, "600004.SH", "2024-01-02", "2024-01-02", freq="5m")
+    assert stamps(five, "%H:%M") == ["09:35", "09:40", "15:00"]
+    assert ohlc(five) == (10.01, 10.05, 9.98, 10.02)
+    assert five["volume"].tolist() == [100000.0, 50000.0, 30000.0]
+    assert five["amount"].tolist() == [1002000.0, 501500.0, 303300.0]
+    hour = bars(tdx, "600004.SH", "2024-01-02", "2024-01-02", freq="60m")
+    assert stamps(hour, "%H:%M") == ["10:30", "15:00"]
+    assert ohlc(hour) == (10.01, 10.05, 9.98, 10.03)
+    one = bars(tdx, "600004.SH", "2024-01-02", "2024-01-02", freq="1m")
+    assert stamps(one, "%H:%M") == ["09:31"] and ohlc(one) == (10.01, 10.02, 10.00, 10.02)
+    # An ETF's integers carry three decimals, as in its .day file.
+    write_minute(root, "510300.SH", [("2024-01-02 09:35", 3512, 3515, 3510, 3514,
+                                      351400.0, 100000)], "5")
+    assert ohlc(bars(tdx, "510300.SH", "2024-01-02", "2024-01-02", freq="5m")) == (
+        3.512, 3.515, 3.510, 3.514)
+
+
+def test_an_lc_file_wins_over_the_older_file_and_a_missing_one_names_both(root, tdx):
+    write_minute(root, "600000.SH", [("2024-01-03 09:35", 1, 1, 1, 1, 1.0, 1)], "5")
+    frame = bars(tdx, "600000.SH", "2024-01-03", "2024-01-03", freq="5m")
+    assert stamps(frame, "%H:%M") == ["09:35", "09:40", "09:45"]  # sh600000.lc5's bars
+    with pytest.raises(SymbolNotFoundError, match=r"sh600009\.lc5 nor .*sh600009\.5 does"):
+        tdx.fetch("600009.SH", "2024-01-02", "2024-01-02", "5m")
+
+
 def test_partial_hour_is_stamped_at_its_bucket_end(tdx):
     # 2024-01-03 has only 09:35-09:45: one 60m bar, stamped 10:30, not 09:45.
     frame = bars(tdx, "600000.SH", "2024-01-03", "2024-01-03", freq="60m")
@@ -501,18 +541,6 @@ def test_root_must_hold_vipdoc(root):
         )
 
 
-def test_metadata_and_registry():
-    assert kdist.providers.provider_class("tdx") is TdxProvider
-    assert TdxProvider.name == "tdx" and TdxProvider.requires == ()
-    assert TdxProvider.freqs == tuple(Freq) and TdxProvider.tz is None
-    with warnings.catch_warnings():
-        # Only tdx is under test: a sibling provider not installed here must not fail it.
-        warnings.filterwarnings("ignore", "Provider '(?!tdx')[a-z_]+' cannot be loaded")
-        rows = {r["name"]: r for r in kdist.available_providers()}
-    assert rows["tdx"]["installed"]
-    assert set(rows["tdx"]["options"]) == {"root", "price_scale", "kinds"}
-
-
 def test_pickle_round_trip_keeps_options(root):
     provider = get_provider("tdx", root=str(root), price_scale=1000)
     clone = pickle.loads(pickle.dumps(provider))
@@ -684,6 +712,27 @@ def test_repo_is_stored_as_a_rate_in_percent(tree):
     assert sz.volume == 1500000000.0 and sz.amount / sz.volume == pytest.approx(100, rel=1e-6)
 
 
+def test_repo_rates_are_read_whichever_scale_the_file_uses(tree):
+    # A repo file whose integers are the rate x 1,000 (2670 for 2.67%), not TDX's internal
+    # rate x 10 (26700): the file's median rate says which, as its amounts say the volume's.
+    write_day(tree, "131811.SZ", [(20230223, 2100, 2995, 1200, 2500, 1.2e11, 120000000),
+                                  (20230224, 2100, 2995, 1200, 2670, 1.5e11, 150000000)])
+    write_minute(tree, "131810.SZ", [("2023-02-24 09:35", 21.0, 29.95, 12.0, 26.7,
+                                      1.5e9, 1500000)], "lc5")
+    write_minute(tree, "131811.SZ", [("2023-02-24 09:35", 2.1, 2.995, 1.2, 2.67,
+                                      1.5e9, 1500000)], "lc5")
+    tdx = get_provider("tdx", root=str(tree))
+    row = day(tdx, "131811.SZ")
+    assert (row.open, row.high, row.low, row.close) == (2.1, 2.995, 1.2, 2.67)
+    assert row.volume == 1500000000.0 and row.amount / row.volume == pytest.approx(100)
+    for symbol in ("131810.SZ", "131811.SZ"):
+        minute = bars(tdx, symbol, "2023-02-24", "2023-02-24", freq="5m")
+        assert ohlc(minute) == (2.1, 2.995, 1.2, 2.67), symbol
+    # An explicit price_scale is taken at its word.
+    fixed = get_provider("tdx", root=str(tree), price_scale="10000")
+    assert day(fixed, "131811.SZ").close == 0.267
+
+
 def test_stock_volume_is_shares_read_unsigned(tree):
     row = day(get_provider("tdx", root=str(tree)), "000725.SZ")
     assert (row.close, row.volume) == (3.98, 2500000000.0)
@@ -769,6 +818,8 @@ class TestConformance(ProviderConformance):
     start, end = "2024-01-01", "2024-01-31"
     empty_window = ("2024-01-06", "2024-01-07")  # a weekend
     unknown_symbol = "600001.SH"  # no file
+    metadata = {"name": "tdx", "requires": (), "freqs": tuple(Freq), "adjusts": (Adjust.NONE,),
+                "tz": None, "options": {"root": None, "price_scale": "auto", "kinds": "listed"}}
 
     @pytest.fixture
     def provider(self, tdx):
