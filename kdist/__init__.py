@@ -11,6 +11,7 @@ the vendor providers load theirs when used.
 """
 
 from . import errors
+from ._version import __version__
 from .cluster import Cluster, resolve_cluster
 from .errors import (
     DatabaseLockedError,
@@ -21,15 +22,14 @@ from .errors import (
     StoreError,
     UsageError,
 )
+from .outcome import JobStatus, Status
 from .plan import Chunk, plan_chunks
 from .progress import Callback, TerminalProgress
 from .providers import Provider, available_providers, get_provider
 from .report import Report
 from .runner import ChunkResult, chunk_tasks, fetch, fetch_chunk, ingest, update
 from .schema import Adjust, Freq, normalise, normalise_symbol
-from .store import DEFAULT_DB, Store, catalog, check, load
-
-__version__ = "0.1.0"
+from .store import DEFAULT_DB, Store, catalog, check, jobs, ledger, load
 
 __all__ = [
     "Adjust",
@@ -42,10 +42,12 @@ __all__ = [
     "Freq",
     "InvalidSymbolError",
     "JobFailedError",
+    "JobStatus",
     "KdistError",
     "Provider",
     "ProviderError",
     "Report",
+    "Status",
     "Store",
     "StoreError",
     "TerminalProgress",
@@ -60,6 +62,8 @@ __all__ = [
     "fetch_chunk",
     "get_provider",
     "ingest",
+    "jobs",
+    "ledger",
     "load",
     "normalise",
     "normalise_symbol",

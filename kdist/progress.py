@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import sys
 
+from .outcome import Status
+
 __all__ = ["Callback", "TerminalProgress"]
 
 
@@ -42,7 +44,7 @@ class Callback:
         moved to another worker); one line."""
 
     def on_finish(self, report) -> None:
-        """The job ended; ``report`` is its :class:`~kdist.runner.Report`."""
+        """The job ended; ``report`` is its :class:`~kdist.report.Report`."""
 
 
 class TerminalProgress(Callback):
@@ -91,7 +93,7 @@ class TerminalProgress(Callback):
             self._progress.update(self._task, total=n_symbols)
 
     def on_symbols(self, outcomes):
-        self._failed += sum(o["status"] == "failed" for o in outcomes)
+        self._failed += sum(Status(o["status"]).counts_as_failed for o in outcomes)
         if self._progress is not None:
             self._progress.update(self._task, advance=len(outcomes), failed=self._failed)
 

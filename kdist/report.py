@@ -1,13 +1,16 @@
 """The report of one import: what ran where, what each symbol came to, and how fast.
 
-``str(report)`` is a readable summary, ``report.table()`` a terminal table, the HTML repr a
-notebook table, and ``report.to_dict()`` the JSON the CLI prints with ``--json``.
+``str(report)`` is a readable summary, ``report.table()`` a terminal table,
+``report.to_html()`` (the notebook repr) an HTML table, and ``report.to_dict()`` the JSON the
+CLI prints with ``--json``.
 """
 
 from __future__ import annotations
 
 import html
 from dataclasses import asdict, dataclass, field
+
+from .outcome import JobStatus, Status
 
 __all__ = ["Report"]
 
@@ -53,6 +56,34 @@ class Report:
     incremental: bool = False
     #: Why the job stopped early, and what to do (e.g. the breaker opened).
     note: str | None = None
+
+    def count(self, outcomes) -> None:
+        """Count symbols' outcomes (:func:`kdist.outcome.outcome` dicts) in the totals."""
+        for o in outcomes:
+            status = o["status"]
+            if status == Status.OK:
+                self.symbols_ok += 1
+                if o.get("revised"):
+                    self.revised.append(o["symbol"])
+            elif status == Status.EMPTY:
+                self.symbols_empty += 1
+                self.empty.append(o["symbol"])
+            elif status == Status.SKIPPED:
+                self.symbols_skipped += 1
+            else:
+                self.symbols_failed += 1
+                self.failures[o["symbol"]] = f"{o['error_class']}: {o['error']}"
+            self.rejected_rows += o.get("rejected_rows", 0)
+
+    def final_status(self) -> str:
+        """The job's status from this run's counts, once every symbol has an outcome."""
+        if self.symbols_skipped:
+            return JobStatus.INTERRUPTED  # the breaker stopped it: resumable later
+        if self.symbols_failed == 0:
+            return JobStatus.DONE
+        if self.symbols_failed == self.n_symbols:
+            return JobStatus.FAILED
+        return JobStatus.PARTIAL
 
     @property
     def rows_per_s(self) -> float:
@@ -125,6 +156,10 @@ class Report:
         return table
 
     def _repr_html_(self):
+        return self.to_html()
+
+    def to_html(self) -> str:
+        """The summary as an HTML table, as notebooks show it."""
         rows = "".join(
             f"<tr><th style='text-align:left'>{html.escape(k)}</th><td style='text-align:left'>"
             f"{html.escape(str(v))}</td></tr>"

@@ -13,7 +13,7 @@ from kdist.limits import Limits
 from kdist.plan import Chunk
 from kdist.providers import Provider
 from kdist.providers.synthetic import SyntheticProvider
-from kdist.runner import _batches, fetch_chunk
+from kdist.fetching import _batches, fetch_chunk
 from kdist.schema import Adjust, Freq, normalise, normalise_many
 
 SYMBOLS = ("600000.SH", "000001.SZ", "AAPL", "830799.BJ", "600519.SH")

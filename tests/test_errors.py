@@ -153,7 +153,7 @@ def test_attributes_set_later_and_notes_survive_pickle():
 
 
 def test_job_failed_error_carries_its_report():
-    from kdist.runner import Report
+    from kdist.report import Report
 
     report = Report(job_id="j1", status="failed", mode="sync", provider="synthetic", freq="1d",
                     adjust="none", start="2024-01-01", end="2024-01-31", db="x.duckdb",

@@ -382,9 +382,9 @@ class _Notes(Callback):
 def test_a_chunk_on_a_frozen_worker_runs_elsewhere_and_the_user_is_told(db, monkeypatch):
     from distributed import Client, LocalCluster
 
-    from kdist import runner
+    from kdist import loop
 
-    monkeypatch.setattr(runner, "SILENT_SECONDS", 4.0)
+    monkeypatch.setattr(loop, "SILENT_SECONDS", 4.0)
     notes = _Notes()
     symbols = kdist.get_provider("synthetic", universe=24).list_symbols()
     provider = kdist.get_provider("synthetic", latency=0.25)

@@ -295,12 +295,12 @@ def test_unwritable_database_is_a_clear_error(tmp_path):
 
 def test_a_task_that_raises_timeouterror_fails_its_chunk_not_the_loop(db, monkeypatch):
     # A TimeoutError raised by the task itself must not pass for a slow result transfer.
-    import kdist.runner as runner
+    import kdist.fetching as fetching
 
     def broken(limits):
         raise TimeoutError("semaphore not granted")
 
-    monkeypatch.setattr(runner, "get_gate", broken)
+    monkeypatch.setattr(fetching, "get_gate", broken)
     t0 = time.monotonic()
     with pytest.raises(kdist.JobFailedError):
         kdist.ingest(SYMBOLS[:2], **WINDOW, db=db, client="sync")

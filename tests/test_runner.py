@@ -9,7 +9,7 @@ import pytest
 import kdist
 from kdist.errors import InvalidSymbolError, JobFailedError, UsageError
 from kdist.progress import Callback
-from kdist.runner import fetch_chunk
+from kdist.fetching import fetch_chunk
 from kdist.plan import Chunk
 
 SYMBOLS = ["600000.SH", "000001.SZ", "600001.SH", "000002.SZ", "830799.BJ"]
@@ -228,17 +228,18 @@ class _Writes:
 
 
 def test_batches_commit_whole_row_groups_and_carry_the_rest(monkeypatch):
-    from kdist import runner
+    from kdist import batch as batches
+    from kdist.fetching import ChunkResult, outcome
 
-    monkeypatch.setattr(runner, "ROW_GROUP", 10)
+    monkeypatch.setattr(batches, "ROW_GROUP", 10)
     chunk = Chunk(0, ("A", "B", "C"), pd.Timestamp("2024-01-01"), pd.Timestamp("2024-02-01"))
     days = pd.date_range("2024-01-02", periods=7, freq="D")
     bars = pd.concat([pd.DataFrame({"symbol": s, "ts": days, "close": 1.0}) for s in "ABC"],
                      ignore_index=True)
-    outcomes = [runner._outcome(s, "ok", rows=7, start=chunk.start) for s in "ABC"]
-    outcomes.append(runner._outcome("D", "failed", error=ValueError("x")))
-    batch = runner._Batch(stored={"A", "C"})
-    batch.add(runner.ChunkResult(0, bars, outcomes), chunk)
+    outcomes = [outcome(s, "ok", rows=7, start=chunk.start) for s in "ABC"]
+    outcomes.append(outcome("D", "failed", error=ValueError("x")))
+    batch = batches.Batch(stored={"A", "C"})
+    batch.add(ChunkResult(0, bars, outcomes), chunk)
     store = _Writes()
     assert batch.write(store, final=False, job_id="j") == 20  # 21 rows: two row groups now
     written, recorded, replaced = store.calls[0]
@@ -252,11 +253,11 @@ def test_batches_commit_whole_row_groups_and_carry_the_rest(monkeypatch):
 
 def test_an_import_in_row_group_batches_stores_every_bar_once(db, tmp_path, monkeypatch,
                                                                fingerprint):
-    from kdist import runner
+    from kdist import batch
 
     whole = tmp_path / "whole.duckdb"
     kdist.ingest(SYMBOLS, **WINDOW, db=whole, client="sync")  # one batch
-    monkeypatch.setattr(runner, "ROW_GROUP", 50)
+    monkeypatch.setattr(batch, "ROW_GROUP", 50)
     report = kdist.ingest(SYMBOLS, **WINDOW, db=db, client="sync", chunk_size=2, batch_rows=100)
     assert report.status == "done" and report.symbols_ok == len(SYMBOLS)
     pd.testing.assert_frame_equal(fingerprint(db), fingerprint(whole))

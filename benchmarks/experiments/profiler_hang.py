@@ -7,7 +7,7 @@ reports which runs hung. ``ROOT`` is the source tree to test (default: this one)
 
 Seen on Python 3.11.7: a hung worker's main thread sits in ``sys._current_frames()`` ->
 garbage collection -> a lock, and the task threads wait for it forever. With kdist as of
-this benchmark, 4 of 7 runs hung; with ``runner._fetch_one`` reusing one tenacity
+this benchmark, 4 of 7 runs hung; with ``fetching._fetch_one`` reusing one tenacity
 ``Retrying`` per process (each holds a ``threading.local``) none of 15 did.
 """
 

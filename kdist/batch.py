@@ -1,0 +1,117 @@
+"""Frames and outcomes waiting to be written together, and the rule for writing them.
+
+The client coalesces finished chunks into a :class:`Batch` and writes it in one
+transaction when it is big enough or old enough; a batch commits whole row groups and
+carries the rest into the next one.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+
+from .fetching import ChunkResult, concat
+from .outcome import Status
+from .plan import Chunk
+from .store import Store
+
+__all__ = ["BATCH_ROWS", "FLUSH_SECONDS", "ROW_GROUP", "Batch"]
+
+#: Rows of one DuckDB row group. A batch commits whole row groups and carries the rest of
+#: its rows into the next one: DuckDB then never rewrites a partly filled row group, which
+#: costs CPU and bytes per bar (see docs/performance.md#batches).
+ROW_GROUP = 122_880
+#: Rows that make a batch worth writing, and the age at which a smaller batch is written anyway.
+BATCH_ROWS = 2 * ROW_GROUP
+FLUSH_SECONDS = 5.0
+
+
+class Batch:
+    """Frames and outcomes waiting to be written together.
+
+    ``stored`` names the job's symbols that had bars in the store when the job started: only
+    their windows need deleting before the insert. Each symbol is written once per job, so a
+    symbol new to the store never needs it, and skipping those deletes keeps a first import
+    from scanning an ever larger table batch after batch.
+    """
+
+    def __init__(self, stored: set[str] | None = None):
+        self.stored = stored
+        #: Bars of other sources this job's writes replaced: {source: bars}.
+        self.replaced: dict[str, int] = {}
+        self._reset()
+
+    def _reset(self):
+        self.frames, self.outcomes, self.windows = [], [], []
+        self.rows = 0
+        self.since = None
+
+    def add(self, result: ChunkResult, chunk: Chunk):
+        if self.since is None:
+            self.since = time.monotonic()
+        if len(result.bars):
+            self.frames.append(result.bars)
+            self.rows += len(result.bars)
+        self.outcomes.extend(result.outcomes)
+        # Only symbols that came back with bars replace stored bars, and only within the
+        # span the source returned (first to last bar): a failure or an empty answer never
+        # erases history, nor does a source that covers less than what is stored.
+        ok = [(o["symbol"], o["first_ts"], o["last_ts"]) for o in result.outcomes
+              if o["status"] == Status.OK and not o.get("appended") and o["rows"]
+              and (self.stored is None or o["symbol"] in self.stored)]
+        if ok:
+            symbols, firsts, lasts = zip(*ok)
+            self.windows.append(pd.DataFrame({
+                "symbol": list(symbols), "start": list(firsts),
+                # Exclusive: one second past the last bar, as ts holds whole seconds.
+                "stop": pd.to_datetime(list(lasts)) + pd.Timedelta(seconds=1),
+            }))
+
+    def add_outcomes(self, outcomes):
+        if self.since is None:
+            self.since = time.monotonic()
+        self.outcomes.extend(outcomes)
+
+    def due(self, batch_rows, flush_seconds) -> bool:
+        if self.since is None:
+            return False
+        return self.rows >= batch_rows or time.monotonic() - self.since >= flush_seconds
+
+    def write(self, store: Store, *, final: bool = True, **job) -> int:
+        """Write the batch in one transaction; unless ``final``, only whole row groups.
+
+        The rows past the last whole row group wait for the next write, with the outcomes
+        of their symbols, so a symbol is recorded ok only in the transaction that stores the
+        last of its bars. Its stored window is replaced now, before the first of them. A job
+        that dies in between leaves such a symbol pending with some bars: a resume replaces
+        its window, as for any stored symbol.
+        """
+        if self.since is None:
+            return 0
+        windows = (
+            pd.concat(self.windows, ignore_index=True).astype(
+                {"start": "datetime64[us]", "stop": "datetime64[us]"})
+            if self.windows
+            else pd.DataFrame({"symbol": pd.Series(dtype="str"),
+                               "start": pd.Series(dtype="datetime64[us]"),
+                               "stop": pd.Series(dtype="datetime64[us]")})
+        )
+        bars = concat(self.frames)
+        cut = len(bars) if final else len(bars) // ROW_GROUP * ROW_GROUP
+        if cut == 0:
+            cut = len(bars)  # less than a row group: written as it is (a time-based flush)
+        carry = bars.iloc[cut:]
+        waiting = set(carry["symbol"].unique()) if len(carry) else set()
+        now = [o for o in self.outcomes if o["symbol"] not in waiting]
+        later = [o for o in self.outcomes if o["symbol"] in waiting]
+        rows = store.write_batch(bars.iloc[:cut], now, windows=windows, **job)
+        for source, n in getattr(store, "replaced", {}).items():
+            self.replaced[source] = self.replaced.get(source, 0) + n
+        self._reset()
+        if len(carry):
+            self.since = time.monotonic()
+            self.frames = [carry.reset_index(drop=True)]
+            self.rows = len(carry)
+            self.outcomes = later
+        return rows
