@@ -29,6 +29,7 @@ import warnings
 
 from . import __version__
 from .errors import JobFailedError, KdistError, UsageError
+from .runner import CALL_TIMEOUT, COOLDOWN, OVERLAP, RETRIES
 from .store import DEFAULT_DB
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
@@ -211,12 +212,7 @@ def _provider(args):
     if args.provider is not None:
         return get_provider(args.provider, **options)
     if getattr(args, "resume", None) and options:
-        # --option alone changes the job's recorded provider options (e.g. a timeout).
-        from .store import Store
-
-        with Store(args.db, read_only=True) as store:
-            job = store.job(args.resume)
-        return get_provider(job["provider"], **{**job["provider_options"], **options})
+        return None  # --option alone changes the job's recorded options: ingest(options=)
     if options:
         return get_provider("synthetic", **options)
     return None
@@ -280,7 +276,7 @@ def cmd_ingest(args) -> int:
             symbols, start=args.start, end=args.end, freq=args.freq, adjust=args.adjust,
             provider=_provider(args), split=args.split, skip_invalid=args.skip_invalid,
             incremental=args.incremental, overlap=args.overlap, resume=args.resume,
-            **_run_args(args),
+            options=_options(args.option) if args.resume else None, **_run_args(args),
         )
     except JobFailedError as exc:
         if args.json:
@@ -303,30 +299,29 @@ def cmd_update(args) -> int:
 
 
 def cmd_jobs(args) -> int:
-    from .store import Store
+    from .store import jobs as recorded_jobs
+    from .store import ledger as job_ledger
 
-    with Store(args.db, read_only=True) as store:
-        if args.job_id:
-            jobs = store.jobs()
-            match = jobs[jobs["job_id"] == args.job_id]
-            if match.empty:
-                raise UsageError(f"No job {args.job_id!r} in {args.db}; 'kdist jobs' lists them")
-            ledger = store.job_symbols(args.job_id)
-            failed = ledger[ledger["status"] == "failed"]
-            rejected = _rejected_rows(ledger)
-            if args.json:
-                _print_json({**_frame_json(match)[0], "failed": _frame_json(failed),
-                             "rejected": rejected.to_dict("records")})
-                return EXIT_OK
-            print(match.T.to_string(header=False))
-            if len(failed):
-                print(f"\nfailed symbols ({len(failed)}):")
-                print(failed[["symbol", "attempts", "error_class", "error"]].to_string(index=False))
-            if len(rejected):
-                print(f"\nsymbols with rejected rows ({len(rejected)}):")
-                print(rejected.to_string(index=False))
+    jobs = recorded_jobs(args.db)
+    if args.job_id:
+        match = jobs[jobs["job_id"] == args.job_id]
+        if match.empty:
+            raise UsageError(f"No job {args.job_id!r} in {args.db}; 'kdist jobs' lists them")
+        ledger = job_ledger(args.db, args.job_id)
+        failed = ledger[ledger["status"] == "failed"]
+        rejected = _rejected_rows(ledger)
+        if args.json:
+            _print_json({**_frame_json(match)[0], "failed": _frame_json(failed),
+                         "rejected": rejected.to_dict("records")})
             return EXIT_OK
-        jobs = store.jobs()
+        print(match.T.to_string(header=False))
+        if len(failed):
+            print(f"\nfailed symbols ({len(failed)}):")
+            print(failed[["symbol", "attempts", "error_class", "error"]].to_string(index=False))
+        if len(rejected):
+            print(f"\nsymbols with rejected rows ({len(rejected)}):")
+            print(rejected.to_string(index=False))
+        return EXIT_OK
     if args.json:
         _print_json(_frame_json(jobs))
     elif jobs.empty:
@@ -519,19 +514,20 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--chunk-size", type=_number(int, 1), metavar="N", help="symbols per task")
         p.add_argument("--no-fallback", action="store_true",
                        help="fail instead of running locally when the scheduler is unusable")
-        p.add_argument("--retries", type=_number(int, 1), default=3, metavar="N",
-                       help="attempts per symbol for transient errors (default 3)")
-        p.add_argument("--timeout", type=_number(float, 0), default=60.0, metavar="S",
-                       help="seconds one provider call may take (default 60; 0: no limit)")
-        p.add_argument("--overlap", type=_number(int, 1), default=3, metavar="N",
-                       help="bars re-fetched before the last stored one (default 3)")
+        p.add_argument("--retries", type=_number(int, 1), default=RETRIES, metavar="N",
+                       help=f"attempts per symbol for transient errors (default {RETRIES})")
+        p.add_argument("--timeout", type=_number(float, 0), default=CALL_TIMEOUT, metavar="S",
+                       help=f"seconds one provider call may take (default {CALL_TIMEOUT:g}; "
+                            "0: no limit)")
+        p.add_argument("--overlap", type=_number(int, 1), default=OVERLAP, metavar="N",
+                       help=f"bars re-fetched before the last stored one (default {OVERLAP})")
         p.add_argument("--max-concurrency", type=_number(int, 1), metavar="N",
                        help="provider calls in flight across the cluster (default: per vendor)")
         p.add_argument("--max-rate", type=_number(float, 0, above=True), metavar="R",
                        help="provider calls started per second across the cluster")
-        p.add_argument("--cooldown", type=_number(float, 0), default=60.0, metavar="S",
+        p.add_argument("--cooldown", type=_number(float, 0), default=COOLDOWN, metavar="S",
                        help="pause after repeated connection drops before trying again "
-                            "(default 60)")
+                            f"(default {COOLDOWN:g})")
         p.add_argument("--json", action="store_true", help="print the report as JSON")
         p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
 
@@ -690,7 +686,11 @@ def _cancel() -> threading.Event | None:
     return _stop.event if _stop is not None else None
 
 
-def _interrupted(resume: str) -> int:
+def _interrupted(resume: str | None, command: str = "ingest") -> int:
+    if command not in ("ingest", "update"):
+        print("kdist: interrupted", file=sys.stderr)  # nothing was being imported
+        return EXIT_INTERRUPTED
+    resume = resume or "kdist ingest --resume JOB_ID (see kdist jobs)"
     print(f"kdist: interrupted; finished batches are stored; finish with: {resume}",
           file=sys.stderr)
     return EXIT_INTERRUPTED
@@ -749,13 +749,12 @@ def main(argv=None) -> int:
         print(f"kdist: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt as exc:
-        return _interrupted(getattr(exc, "kdist_resume",
-                                    "kdist ingest --resume JOB_ID (see kdist jobs)"))
+        return _interrupted(getattr(exc, "kdist_resume", None), args.command)
     except RuntimeError as exc:
         if str(exc) != "Query interrupted":
             raise
         # A signal that landed inside a DuckDB statement: DuckDB reports it this way.
-        return _interrupted("kdist ingest --resume JOB_ID (see kdist jobs)")
+        return _interrupted(None, args.command)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)

@@ -28,12 +28,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
+import functools
 import ipaddress
 import logging
 import multiprocessing
 import os
 import queue
 import socket
+import sys
 import threading
 import warnings
 from dataclasses import dataclass, field
@@ -43,7 +45,8 @@ import dask
 
 from .errors import InvalidOptionError, NoWorkersError, SchedulerUnreachableError, UsageError
 
-__all__ = ["Cluster", "named_scheduler", "resolve_cluster"]
+__all__ = ["Cluster", "close_shared", "dask_error", "is_shared", "named_scheduler",
+           "resolve_cluster", "shared_cluster"]
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +105,8 @@ class Cluster:
             if self._executor is None:
                 self._executor = _DaemonExecutor()
             # Dask's own scheduler function: compute(scheduler="sync") would first import
-            # distributed to look for a client (0.2 s, a fifth of a daily update).
+            # distributed to look for a client, a cost a small job notices
+            # (see docs/performance.md#in-process).
             return self._executor.submit(_run_sync, task)
         if workers:
             return self.client.compute(task, workers=workers, allow_other_workers=False)
@@ -123,9 +127,9 @@ class Cluster:
         """Start fetching a finished task's result at once, on the client's event loop.
 
         Runs in Dask's callback thread when the task ends. The transfer then overlaps the
-        caller's work (writing the previous batch) instead of following it: in scenario A
-        the client's thread waited for transfers about half the time. At most
-        ``_AHEAD`` results are held before the caller takes them, to bound client memory;
+        caller's work (writing the previous batch) instead of following it, where the
+        client's thread used to wait for transfers (see docs/performance.md#fetch-ahead). At
+        most ``_AHEAD`` results are held before the caller takes them, to bound client memory;
         the others are fetched when asked for.
         """
         if future.status != "finished":
@@ -146,8 +150,8 @@ class Cluster:
         """The results of the finished ``futures``: ``{future: result}``.
 
         Those fetched ahead (see :meth:`_fetch_ahead`) are taken as they are; the others are
-        fetched in one round trip, where fetching them one by one costs one each (10 ms
-        apiece with 32 threads finishing together). Best effort: empty in process, and a
+        fetched in one round trip, where fetching them one by one costs one each (see
+        docs/performance.md#fetch-ahead). Best effort: empty in process, and a
         future missing on any trouble; the caller then fetches it itself, with its checks.
         """
         if self.client is None:
@@ -190,7 +194,7 @@ class Cluster:
             return set(), set(futures)
         except Exception as exc:
             # Dask cancels every future when the client loses its scheduler.
-            if type(exc).__name__ in ("FuturesCancelledError", "CancelledError"):
+            if dask_error(exc, "cancelled"):
                 raise SchedulerUnreachableError(
                     f"Lost the scheduler {self.address} mid-job ({len(futures)} chunks in "
                     "flight were cancelled)",
@@ -278,6 +282,74 @@ class _DaemonExecutor:
         self._tasks.put(None)
 
 
+#: Local clusters shared by the callers of :func:`shared_cluster`, by (workers, threads, tls).
+_SHARED: dict[tuple, Cluster] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_cluster(n_workers: int | None = None, threads_per_worker: int | None = None, *,
+                   security=None) -> Cluster:
+    """A local cluster that callers of the same size and security share, started on first use.
+
+    Notebook panels (and re-run cells) use one cluster instead of starting another each
+    time, so its dashboard link stays alive between imports. ``security=False`` gets a plain
+    TCP cluster, kept apart from the TLS one: a caller that asks for TLS never gets a cluster
+    every local user can reach. A cluster that lost its scheduler is replaced.
+    """
+    tls = _local_tls(security)
+    key = (n_workers, threads_per_worker, tls)
+    with _SHARED_LOCK:
+        cluster = _SHARED.get(key)
+        if cluster is None or not cluster.connected():
+            # Only False is for this cluster: certificates are for a tls:// address.
+            cluster = _SHARED[key] = resolve_cluster(
+                "local", n_workers=n_workers, threads_per_worker=threads_per_worker,
+                fallback=False, security=None if tls else False)
+        return cluster
+
+
+def is_shared(n_workers: int | None = None, threads_per_worker: int | None = None, *,
+              security=None) -> bool:
+    """Whether :func:`shared_cluster` would hand out a running cluster for these arguments."""
+    cluster = _SHARED.get((n_workers, threads_per_worker, _local_tls(security)))
+    return cluster is not None and cluster.connected()
+
+
+def close_shared(cluster: Cluster) -> None:
+    """Stop a cluster from :func:`shared_cluster`; the next caller starts a new one."""
+    with _SHARED_LOCK:
+        for key, known in list(_SHARED.items()):
+            if known is cluster:
+                del _SHARED[key]
+    cluster.close()
+
+
+@functools.cache
+def _dask_errors() -> dict[str, tuple[type, ...]]:
+    """Dask's exception classes by what they mean to kdist, imported on first use (``import
+    kdist`` never imports distributed; an in-process job never needs it)."""
+    from distributed.client import FuturesCancelledError
+    from distributed.comm.core import CommClosedError, FatalCommClosedError
+    from distributed.scheduler import KilledWorker
+
+    return {
+        "worker died": (KilledWorker,),  # Dask gave up on a task whose workers kept dying
+        "cancelled": (cf.CancelledError, asyncio.CancelledError, FuturesCancelledError),
+        "closed": (CommClosedError,),  # a connection closed, or never opened
+        "refused": (FatalCommClosedError,),  # e.g. a TLS handshake the other side refused
+    }
+
+
+def dask_error(exc: BaseException, kind: str) -> bool:
+    """Whether ``exc`` is a Dask error of ``kind``: ``worker died``, ``cancelled``,
+    ``closed`` or ``refused`` (matched by type, through one lazily built map)."""
+    if "distributed" not in sys.modules:
+        # Nothing of Dask's ran: only the in-process executor's cancellations can occur.
+        return kind == "cancelled" and isinstance(exc, (cf.CancelledError,
+                                                        asyncio.CancelledError))
+    return isinstance(exc, _dask_errors()[kind])
+
+
 def _run_sync(task):
     from dask.local import get_sync
 
@@ -351,9 +423,9 @@ def _local_cluster(n_workers, threads_per_worker, *, tls: bool) -> Cluster:
 
 
 #: glibc settings for local workers, replacing Dask's ``MALLOC_TRIM_THRESHOLD_=65536``. With
-#: Dask's, every array over 128 KiB is a fresh mmap, page-faulted in and unmapped again, and
-#: a chunk of 10-year bars cost 2.6x the CPU (2.9 s instead of 1.1 for 2,000 symbols); with
-#: these, 0.76 s. A worker keeps at most 64 MiB of freed memory for reuse.
+#: Dask's, every array over 128 KiB is a fresh mmap, page-faulted in and unmapped again, which
+#: multiplied a chunk's CPU (see docs/performance.md#worker-memory). A worker keeps at most
+#: 64 MiB of freed memory for reuse.
 _WORKER_MALLOC = {
     "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": 64 * 2**20,
     "distributed.nanny.pre-spawn-environ.MALLOC_MMAP_THRESHOLD_": 32 * 2**20,
@@ -364,8 +436,8 @@ def _start_method() -> dict:
     """Start the local workers from a fork server where the platform has one, unless Dask
     is configured for something other than its default ``spawn``: the server imports Dask,
     pandas and numpy once and forks each worker from that, instead of each worker importing
-    them again (a 2-worker cluster starts in about 1.6 s instead of 3.0 on 2 busy cores).
-    Restarted workers use the configured method again."""
+    them again (see docs/performance.md#local-cluster). Restarted workers use the
+    configured method again."""
     key = "distributed.worker.multiprocessing-method"
     if dask.config.get(key, "spawn") != "spawn":
         return {}
@@ -376,9 +448,8 @@ def _start_method() -> dict:
 
 def _start_forkserver():
     """Start the fork server now, if the workers will come from one: it imports Dask, numpy
-    and pandas in its own process while this one starts the scheduler (importing the
-    dashboard takes 0.7 s), instead of after it. A 2-worker cluster then starts in about
-    1.1 s instead of 1.5."""
+    and pandas in its own process while this one starts the scheduler (whose dashboard is
+    slow to import), instead of after it (see docs/performance.md#local-cluster)."""
     if dask.config.get("distributed.worker.multiprocessing-method") != "forkserver":
         return
     from multiprocessing import forkserver
@@ -454,7 +525,7 @@ def _tls_failure(exc: BaseException) -> str | None:
         for reason in _TLS_REASONS:
             if reason in text:
                 return reason
-        if type(link).__name__ == "FatalCommClosedError" or "TLS certificate" in text:
+        if dask_error(link, "refused") or "TLS certificate" in text:
             return "handshake refused"
     return None
 
@@ -501,7 +572,7 @@ def _remote_cluster(address: str, connect_timeout: float, worker_timeout: float,
                 tls=reason,
             ) from exc
         hint = ""
-        if address.startswith("tcp://") and type(exc).__name__ == "CommClosedError":
+        if address.startswith("tcp://") and type(exc) in _dask_errors()["closed"]:
             hint = "; if it is a TLS scheduler, use its tls:// address and certificates"
         raise SchedulerUnreachableError(
             f"Scheduler {address} did not answer within {connect_timeout:g}s ({exc}); "
@@ -670,12 +741,13 @@ def resolve_cluster(
     return cluster
 
 
-#: Finished results fetched in one round trip. Each is held until its batch is written:
-#: with 4, scenario D's client peaked about 30 MB higher than with 2, and A was no faster.
+#: Finished results fetched in one round trip. Each is held until its batch is written, so
+#: more at once raised scenario D's client peak and made A no faster
+#: (see docs/performance.md#fetch-ahead).
 _GATHER_AT_ONCE = 2
-#: Finished results fetched ahead of the caller, at most (each a chunk's bars). Scenario D's
-#: client peaked at 672-701 MB with 4 (a third of gather-all's is 683), 630-657 with 2;
-#: scenario A was as fast with either.
+#: Finished results fetched ahead of the caller, at most (each a chunk's bars): more took
+#: scenario D's client peak to the edge of its target, with A no faster
+#: (see docs/performance.md#fetch-ahead).
 _AHEAD = 2
 
 

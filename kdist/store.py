@@ -6,16 +6,16 @@ One file holds the bars (``kline``) and the ledger (``kdist_jobs``, one row per 
 Writes replace by window: in one transaction the batch's ``(symbol, freq, adjust, window)``
 rows are deleted and the new rows inserted, together with the ledger rows of those symbols,
 so a crash leaves either the whole batch or none of it, and a re-run or a recomputed task
-never duplicates a bar. There is deliberately no PRIMARY KEY (it made bulk loads about 5x
-slower and the file about 8x larger); uniqueness comes from the replace and from
+never duplicates a bar. There is deliberately no PRIMARY KEY (it made bulk loads slower and
+the file larger: see docs/performance.md#writes); uniqueness comes from the replace and from
 :func:`kdist.schema.normalise` de-duplicating each symbol's frame, and :func:`check` proves it.
 
 ``kline.ts`` is ``TIMESTAMP_S`` (whole seconds; schema version 2): bars never have sub-second
-parts, and seconds pack into fewer bits than microseconds (``ts`` takes about 4.2 instead of
-6.6 bytes per daily bar). Every read casts it back to ``TIMESTAMP``, so frames keep ``ts`` as
-``datetime64[us]``; a write refuses sub-second timestamps rather than let DuckDB round them.
-A version-1 file (``ts TIMESTAMP``) is migrated in place when opened read-write and read as
-it is when opened read-only.
+parts, and seconds pack into fewer bits than microseconds (see
+docs/performance.md#bytes-per-bar). Every read casts it back to ``TIMESTAMP``, so frames keep
+``ts`` as ``datetime64[us]``; a write refuses sub-second timestamps rather than let DuckDB
+round them. A version-1 file (``ts TIMESTAMP``) is migrated in place when opened read-write
+and read as it is when opened read-only.
 
 Who may open the file. DuckDB lets one process hold it read-write or many read it, never both.
 A writing :class:`Store` holds kdist's own lock for its whole life, an ``flock`` on
@@ -57,19 +57,20 @@ except ImportError:  # Windows: no flock; the writer then holds DuckDB's lock fo
     fcntl = None
 
 from .errors import DatabaseLockedError, SchemaVersionError, StoreError, UsageError
+from .outcome import LEDGER_COLUMNS
 from .schema import Adjust, Freq, parse_symbols, to_date
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_DB", "Store", "catalog", "check", "load"]
+__all__ = ["DEFAULT_DB", "Store", "catalog", "check", "jobs", "ledger", "load"]
 
 #: Where the CLI and the API put the database when ``db`` is not given.
 DEFAULT_DB = "data/kdist.duckdb"
 #: Version of the tables below, kept in ``kdist_meta``. 2: ``kline.ts`` is TIMESTAMP_S.
 SCHEMA_VERSION = "2"
-#: DuckDB memory limit of the writing connection (environment: KDIST_DUCKDB_MEMORY).
-#: Scenario D's client peaked 30-40 MB lower with 192 MB than with 256, and scenario A was
-#: as fast (128 MB: 20% slower); see docs/architecture.md, Memory.
+#: DuckDB memory limit of the writing connection (environment: KDIST_DUCKDB_MEMORY): a
+#: lower limit lowers the client's peak until it slows the import
+#: (see docs/performance.md#memory-limit).
 WRITER_MEMORY = "192MB"
 #: Block size of a new database file, in bytes (DuckDB's default is 262144).
 BLOCK_SIZE = 131072
@@ -142,20 +143,6 @@ CREATE TABLE IF NOT EXISTS kdist_job_symbols (
 );
 """
 
-_OUTCOME_COLUMNS = (
-    "symbol",
-    "status",
-    "rows",
-    "first_ts",
-    "last_ts",
-    "attempts",
-    "error_class",
-    "error",
-    "rejected_rows",
-    "rejected",
-    "window_start",
-    "revised",
-)
 _LOCK = re.compile(r"Conflicting lock is held in (?P<holder>.*?) \(PID (?P<pid>\d+)\)")
 
 
@@ -339,16 +326,15 @@ class Store:
         if not read_only:
             self._config["memory_limit"] = os.environ.get("KDIST_DUCKDB_MEMORY", WRITER_MEMORY)
             # DuckDB's optimistic writes stay on (its default): a large insert's row groups
-            # go to the file once, not to the WAL and then the file at the checkpoint. With
-            # them off, scenario A's 2,000 symbols took 2.7 s of inserts instead of 1.5.
-            # They waste space only when a commit's row groups get rewritten, which
-            # write_batch avoids (whole row groups, one Arrow chunk): 19.3 bytes per bar.
+            # go to the file once, not to the WAL and then the file at the checkpoint, and
+            # the inserts take far less time (see docs/performance.md#writes). They waste
+            # space only when a commit's row groups get rewritten, which write_batch avoids
+            # (whole row groups, one Arrow chunk).
             # 128 KiB blocks instead of 256 KiB (used only when the file is created): each
             # commit ends in a partly filled row group whose segments leave blocks partly
-            # used, and smaller blocks waste less. Scenario D: 19.0 bytes per bar instead of
-            # 20.0-20.1, as fast (64 KiB: 18.8, but 40 MB more client memory; 128 KiB: 20 MB).
-            # A larger checkpoint_threshold or threads=1 did not help reliably
-            # (docs/architecture.md, Storage).
+            # used, and smaller blocks waste less, as fast; 64 KiB wasted less still but cost
+            # client memory. A larger checkpoint_threshold or threads=1 did not help
+            # reliably (see docs/performance.md#bytes-per-bar).
             self._config["default_block_size"] = str(BLOCK_SIZE)
         # Held while opening: once claimed, a reader's idle() call from another thread must
         # wait for the checks and the first transaction on the new connection.
@@ -806,8 +792,8 @@ class Store:
         """The stored symbols of one freq and adjust: ``symbol, source, first, last`` (their
         first and last bars).
 
-        What :meth:`catalog` says of them, in one pass grouped by symbol alone: 41 ms on a
-        12.9M-bar file, where the catalog's grouping by symbol, freq and adjust takes 124.
+        What :meth:`catalog` says of them, in one pass grouped by symbol alone, cheaper than
+        the catalog's grouping by symbol, freq and adjust (see docs/performance.md#scans).
         Until the next write, :meth:`incremental_windows` on this connection takes its bounds
         from here instead of reading them again (:func:`kdist.update` calls both).
         """
@@ -851,12 +837,12 @@ class Store:
         # Two steps: per-symbol bounds (a cheap aggregate), then the last bars of each symbol
         # from a slice near its end, rather than ranking every stored bar. The bounds cover
         # every stored symbol of the series, and the wanted ones are picked here: a join in
-        # the scan cost more than the scan (a 12.9M-bar file: 86 ms instead of 39).
+        # the scan cost more than the scan (see docs/performance.md#scans).
         known = self._series.get((freq, adjust))
         if known is not None and (known["last"] < pd.Timestamp(end)).all():
             # series() read them on this connection and nothing was written since; with
             # every stored bar before `end` they are what the query below would return
-            # (an aggregate of every stored bar: 40 ms on 12.9M).
+            # (an aggregate of every stored bar, saved; see docs/performance.md#scans).
             bounds = known[["symbol", "first", "last"]].set_axis(
                 ["symbol", "first_ts", "last_ts"], axis=1)
         else:
@@ -867,7 +853,7 @@ class Store:
             ).df()
         bounds = bounds[bounds["symbol"].isin(wanted["symbol"])].reset_index(drop=True)
         # The slice starts no earlier than the earliest symbol's: a constant bound the scan
-        # applies before the join (68 ms instead of 170 for 5,000 symbols).
+        # applies before the join (see docs/performance.md#scans).
         floor = (bounds["last_ts"].min() - slack).ceil("s") if len(bounds) else None
         self.con.register("kdist_bounds", bounds)
         try:
@@ -992,14 +978,14 @@ class Store:
             cast would round it); nothing of the batch is written.
         """
         self._check_whole_seconds(bars)
-        ledger = pd.DataFrame.from_records(outcomes, columns=list(_OUTCOME_COLUMNS))
+        ledger = pd.DataFrame.from_records(outcomes, columns=list(LEDGER_COLUMNS))
         ledger["rejected"] = [json.dumps(r) if r else None for r in ledger["rejected"]]
         for col in ("first_ts", "last_ts", "window_start"):
             ledger[col] = pd.to_datetime(ledger[col]).astype("datetime64[us]")
         ledger["revised"] = ledger["revised"].eq(True)  # missing counts as not revised
         # The delete compares kline.ts with bounds of its own type, TIMESTAMP_S: DuckDB then
-        # skips row groups by their ts range (a 5,000-symbol delete on 12.9M bars took 37 ms
-        # instead of 145 ms when every stored ts was cast). Rounding the bounds up is exact
+        # skips row groups by their ts range, where casting every stored ts made it scan them
+        # all (see docs/performance.md#scans). Rounding the bounds up is exact
         # for whole-second ts: ts >= x exactly when ts >= ceil(x), and likewise for <.
         windows = windows.assign(
             **{c: pd.to_datetime(windows[c]).dt.ceil("s").astype("datetime64[s]")
@@ -1008,11 +994,11 @@ class Store:
         now = _now()
 
         if len(bars):
-            # DuckDB scans an Arrow table about 1.7x faster than the same pandas frame. One
-            # Arrow chunk per column: a frame concatenated from chunks has string columns of
-            # many chunks, and DuckDB then inserts the pieces in parallel, each into row
-            # groups of its own that the checkpoint rewrites (38 bytes per bar instead of 19
-            # in scenario A: the superseded blocks stay in the file as free space).
+            # DuckDB scans an Arrow table faster than the same pandas frame. One Arrow chunk
+            # per column: a frame concatenated from chunks has string columns of many
+            # chunks, and DuckDB then inserts the pieces in parallel, each into row groups of
+            # its own that the checkpoint rewrites, leaving the superseded blocks in the file
+            # as free space (see docs/performance.md#writes).
             bars = pa.Table.from_pandas(bars, preserve_index=False).combine_chunks()
 
         replaced: list = []
@@ -1039,7 +1025,8 @@ class Store:
                 )
             if len(bars):
                 # ts arrives as datetime64[us] (TIMESTAMP); the cast to TIMESTAMP_S is exact
-                # (_check_whole_seconds made sure); scenario D wrote as fast. Via TIMESTAMP:
+                # (_check_whole_seconds made sure) and costs no write speed
+                # (see docs/performance.md#writes). Via TIMESTAMP:
                 # DuckDB has no direct cast from TIMESTAMP_NS (datetime64[ns]) to TIMESTAMP_S.
                 con.execute(
                     """INSERT INTO kline
@@ -1118,7 +1105,7 @@ class Store:
             symbols = parse_symbols([symbols] if isinstance(symbols, str) else symbols,
                                     strict=False)[0]
         # Bounds in the column's type, TIMESTAMP_S, so DuckDB skips row groups by their ts
-        # range (one symbol's year: 26 ms instead of 46 ms on 12.9M bars). Exact: lo and hi
+        # range (see docs/performance.md#scans). Exact: lo and hi
         # are midnights.
         return self.con.execute(
             """SELECT symbol, ts::TIMESTAMP AS ts, open, high, low, close, volume, amount, source
@@ -1197,7 +1184,7 @@ class Store:
 
 
 def _version() -> str:
-    from . import __version__
+    from ._version import __version__
 
     return __version__
 
@@ -1320,6 +1307,30 @@ def check(db=DEFAULT_DB) -> dict:
     """
     with Store(db, read_only=True) as store:
         return store.check()
+
+
+def jobs(db=DEFAULT_DB) -> pd.DataFrame:
+    """Every job recorded in ``db``, newest first: status, provider, window, counts, timing.
+
+    A job recorded ``running`` with no import holding the file shows as ``interrupted``
+    (its process was killed); ``kdist ingest --resume JOB_ID`` finishes it.
+    """
+    with Store(db, read_only=True) as store:
+        return store.jobs()
+
+
+def ledger(db=DEFAULT_DB, job_id: str | None = None, status: str | None = None) -> pd.DataFrame:
+    """One job's per-symbol ledger (the newest job's when ``job_id`` is None): each symbol's
+    status, rows, first and last bar, attempts, error, and rejected rows with their reasons
+    (``rejected``, JSON); only symbols of ``status`` when given."""
+    with Store(db, read_only=True) as store:
+        if job_id is None:
+            recorded = store.jobs()
+            if recorded.empty:
+                raise UsageError(f"No jobs in {db}: run 'kdist ingest' first")
+            job_id = recorded["job_id"].iat[0]
+        store.job(job_id)  # an unknown id is a UsageError naming where to look
+        return store.job_symbols(job_id, status=status)
 
 
 def catalog(db=DEFAULT_DB) -> pd.DataFrame:

@@ -33,8 +33,9 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         'kdist.widgets needs ipywidgets: pip install "kdist[notebook]"'
     ) from exc
 
-from .cluster import _local_tls, resolve_cluster
+from .cluster import close_shared, is_shared, shared_cluster
 from .errors import ClusterError, KdistError, UsageError
+from .outcome import Status
 from .progress import Callback
 from .providers import available_providers, get_provider
 from .providers.registry import provider_class
@@ -49,41 +50,8 @@ REFRESH_S = 0.25
 #: Failures listed in the panel; the ledger keeps them all.
 MAX_FAILURES_SHOWN = 50
 
-#: Local clusters started by panels, by (workers, threads): panels of the same size share one,
-#: so re-running the cell that builds a panel does not start another cluster. One without
-#: TLS (``security=False``) is kept apart, under (workers, threads, "tcp"): a panel that
-#: asks for TLS never gets a cluster every local user can reach.
-_LOCAL: dict[tuple, object] = {}
-_LOCAL_LOCK = threading.Lock()
-
-
 def _date(value, name: str) -> dt.date | None:
     return None if value is None or value == "" else to_date(value, name=name).date()
-
-
-def _local_key(size: tuple[int, int], security) -> tuple:
-    """The ``_LOCAL`` key of the cluster a panel of this size and ``security`` uses."""
-    return size if _local_tls(security) else (*size, "tcp")
-
-
-def _local_cluster(size: tuple[int, int], security=None):
-    key = _local_key(size, security)
-    with _LOCAL_LOCK:
-        cluster = _LOCAL.get(key)
-        if cluster is None or not cluster.connected():
-            # Only False is for this cluster: certificates are for a tls:// address.
-            cluster = _LOCAL[key] = resolve_cluster(
-                "local", n_workers=size[0], threads_per_worker=size[1], fallback=False,
-                security=False if key[-1] == "tcp" else None)
-        return cluster
-
-
-def _close_local(cluster):
-    with _LOCAL_LOCK:
-        for size, known in list(_LOCAL.items()):
-            if known is cluster:
-                del _LOCAL[size]
-    cluster.close()
 
 
 def _close_tree(widget):
@@ -171,7 +139,7 @@ class _PanelProgress(Callback):
         self.symbols_done += len(outcomes)
         self.panel.symbols_bar.value = min(self.symbols_done, self.panel.symbols_bar.max)
         for o in outcomes:
-            if o["status"] in ("failed", "skipped"):
+            if Status(o["status"]).counts_as_failed:
                 self.n_failed += 1
                 if len(self.failures) < MAX_FAILURES_SHOWN:
                     self.failures.append((o["symbol"], str(o.get("error") or o["status"])))
@@ -487,9 +455,11 @@ class IngestPanel(W.VBox):
             return self.address.value.strip()
         size = (self.n_workers.value, self.threads.value)
         security = self._ingest_options.get("security")
-        if _local_key(size, security) not in _LOCAL:
+        if not is_shared(*size, security=security):
             self._say(f"Starting a local cluster of {size[0]} workers x {size[1]} threads ...")
-        self._local = _local_cluster(size, security)
+        # Panels of the same size share one cluster: re-running the cell that builds a
+        # panel does not start another.
+        self._local = shared_cluster(*size, security=security)
         return self._local.client
 
     # -- running ------------------------------------------------------------------------------
@@ -560,7 +530,7 @@ class IngestPanel(W.VBox):
 
     def _stop_local(self):
         if self._local is not None:
-            _close_local(self._local)
+            close_shared(self._local)
             self._local = None
 
     def _click(self, action):
@@ -612,7 +582,7 @@ class IngestPanel(W.VBox):
         report, error = self.report, self.error
         if report is not None:
             self.job_id = report.job_id
-            self.report_html.value = report._repr_html_()
+            self.report_html.value = report.to_html()
         style = {"done": "success", "partial": "warning", "cancelled": "warning"}.get(
             getattr(report, "status", None), "danger")
         self.symbols_bar.bar_style = self.chunks_bar.bar_style = style

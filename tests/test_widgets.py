@@ -68,7 +68,8 @@ def test_the_panel_runs_on_its_own_local_cluster_and_reuses_it(db):
         assert panel.cluster.value == "local"
         panel.start()
         first = panel.wait(120)
-        local = widgets._LOCAL[(1, 1)]
+        local = panel._local
+        assert local is kdist.cluster.shared_cluster(1, 1)  # the shared one, not a new one
         assert first.status == "done" and first.mode == "distributed"
         assert local.n_workers == 1
         assert first.dashboard_link and first.dashboard_link in panel.dashboard.value
@@ -77,10 +78,10 @@ def test_the_panel_runs_on_its_own_local_cluster_and_reuses_it(db):
         panel.symbols_text.value = "000001.SZ"
         panel.start()
         second = panel.wait(120)
-        assert second.status == "done" and widgets._LOCAL[(1, 1)] is local  # no second one
+        assert second.status == "done" and panel._local is local  # no second one
     finally:
         panel.close()
-    assert (1, 1) not in widgets._LOCAL and not local.connected()
+    assert not kdist.cluster.is_shared(1, 1) and not local.connected()
     assert sorted(kdist.catalog(db)["symbol"]) == ["000001.SZ", "600000.SH"]
 
 
@@ -223,12 +224,13 @@ def test_close_during_a_run_returns_at_once_and_stops_the_cluster(db):
                    n_workers=1, threads_per_worker=1, provider_options={"latency": 0.1})
     panel.start()
     _until(lambda: panel.symbols_bar.value >= 2)
-    cluster = widgets._LOCAL[(1, 1)]
+    cluster = panel._local
+    assert kdist.cluster.is_shared(1, 1)
     t = time.monotonic()
     panel.close()
     assert time.monotonic() - t < 1.0
     panel._thread.join(30)
-    assert not panel.running and not cluster.connected() and (1, 1) not in widgets._LOCAL
+    assert not panel.running and not cluster.connected() and not kdist.cluster.is_shared(1, 1)
     with kdist.Store(db, read_only=True) as store:
         assert store.jobs()["status"].tolist() == ["cancelled"]
 
