@@ -100,8 +100,10 @@ async def stop_on_worker(key: str) -> None:
 
 
 def _worker():
+    # Without distributed imported this is no Dask worker; importing it to ask would slow an
+    # in-process job (see docs/performance.md#in-process).
     if "distributed" not in sys.modules:
-        return None  # not in a Dask worker, and importing it would cost 0.2 s (in process)
+        return None
     try:
         from distributed import get_worker
 

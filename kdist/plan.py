@@ -24,8 +24,8 @@ CHUNKS_PER_THREAD = 4
 #: Upper bound on the symbols of one chunk, and on its estimated rows.
 MAX_CHUNK_SYMBOLS = 50
 #: The bound for a job run in process: no worker can be lost with a chunk, and each chunk
-#: costs a task and a check of its own (a 5,000-symbol daily update: 1.3 s in 100 chunks,
-#: 0.9 s in 10, 0.7-0.8 s in 4; the row budget still bounds a chunk of years).
+#: costs a task and a check of its own (see docs/performance.md#in-process); the row budget
+#: still bounds a chunk of years.
 MAX_CHUNK_SYMBOLS_IN_PROCESS = 2000
 MAX_CHUNK_ROWS = 250_000
 
@@ -89,9 +89,8 @@ def _bounds(n: int, size: int, threads: int, most: int) -> list[int]:
     - The last round (one chunk per thread) is cut in halves, its second half in quarters:
       at the end some threads run out of work while others still have a whole chunk to
       finish, and smaller last chunks shorten that wait.
-    Scenario B (32 threads, 0.8 s chunks), median of 3: 3.59 s instead of 3.77 with equal
-    chunks (the bound is 3.125 s). Scenario C's stragglers lose a little: 5.3 s instead of
-    4.8 with a 4x slower worker (one slice per worker: 16.6 s).
+    Scenario B gains and scenario C's stragglers lose a little (see
+    docs/performance.md#chunking).
     """
     if threads <= 1 or size < 2 or n <= threads * size:
         return list(range(0, n, size)) + [n]

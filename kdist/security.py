@@ -344,7 +344,7 @@ def local_security():
     only the processes given this object (the cluster kdist starts and its client) can
     complete a handshake with the cluster. Like Dask's ``Security.temporary()``, but with
     the P-256 keys and certificates of :func:`make_certs`: its RSA key takes far longer to
-    make, and every local cluster kdist starts would wait for one (see docs/architecture.md).
+    make, and every local cluster kdist starts would wait for one (see docs/performance.md#tls).
 
     Examples
     --------

@@ -7,8 +7,8 @@ of 128 days and pinned at each block's start to a value-noise level of periods 1
 5.6 years: a block's walk is a Brownian bridge between its two pins, so any window costs one
 hash per step of the blocks it touches, not a walk from some epoch. Intraday bars bridge
 each day's open to its close in steps of the bar length. High, low and volume come from one
-more hash per bar. Everything is vectorised numpy: about 0.5 ms for 10 years of daily bars of
-one symbol, 0.35 ms of it the fixed cost of any call (mostly building the DataFrame).
+more hash per bar. Everything is vectorised numpy; most of a 10-year call is the fixed cost
+of building the DataFrame (see docs/performance.md#synthetic-provider).
 
 The calendar is every weekday except a fixed list of holidays (1 January, 1 May, 1-3
 October); intraday bars follow the A-share sessions 09:30-11:30 and 13:00-15:00, stamped at
@@ -337,8 +337,8 @@ class SyntheticProvider(Provider):
             return pd.DataFrame(columns, copy=False)
 
     def fetch_many(self, symbols, starts, end, freq="1d", adjust="none") -> pd.DataFrame | None:
-        """Every symbol's bars in one call, computed together (about 0.2 ms per 10 years of
-        daily bars of a symbol, a third of one :meth:`fetch`). The simulated network is the
+        """Every symbol's bars in one call, computed together (cheaper per symbol than
+        :meth:`fetch`; see docs/performance.md#synthetic-provider). The simulated network is the
         same as ``fetch``'s, one call per symbol; symbols with a simulated fault (``fail``,
         ``hang``, ``crash``, ``flaky``) are left to ``fetch``, one by one."""
         faulty = self._fail | self._hang | self._crash
