@@ -338,13 +338,13 @@ def _rejected_rows(ledger):
     import pandas as pd
 
     rows = ledger[ledger["rejected_rows"].fillna(0) > 0]
-    reasons = [
-        "; ".join(f"{n:,} {reason}" for reason, n in json.loads(text or "{}").items())
-        for text in rows["rejected"]
-    ]
-    return pd.DataFrame({"symbol": rows["symbol"].tolist(),
-                         "rejected_rows": rows["rejected_rows"].astype("int64").tolist(),
-                         "reasons": reasons})
+    from .report import reasons
+
+    return pd.DataFrame({
+        "symbol": rows["symbol"].tolist(),
+        "rejected_rows": rows["rejected_rows"].astype("int64").tolist(),
+        "reasons": [reasons(json.loads(text or "{}"), sep="; ") for text in rows["rejected"]],
+    })
 
 
 def cmd_show(args) -> int:

@@ -296,8 +296,8 @@ def shared_cluster(n_workers: int | None = None, threads_per_worker: int | None 
     TCP cluster, kept apart from the TLS one: a caller that asks for TLS never gets a cluster
     every local user can reach. A cluster that lost its scheduler is replaced.
     """
-    tls = _local_tls(security)
-    key = (n_workers, threads_per_worker, tls)
+    key = _shared_key(n_workers, threads_per_worker, security)
+    tls = key[-1]
     with _SHARED_LOCK:
         cluster = _SHARED.get(key)
         if cluster is None or not cluster.connected():
@@ -311,8 +311,12 @@ def shared_cluster(n_workers: int | None = None, threads_per_worker: int | None 
 def is_shared(n_workers: int | None = None, threads_per_worker: int | None = None, *,
               security=None) -> bool:
     """Whether :func:`shared_cluster` would hand out a running cluster for these arguments."""
-    cluster = _SHARED.get((n_workers, threads_per_worker, _local_tls(security)))
+    cluster = _SHARED.get(_shared_key(n_workers, threads_per_worker, security))
     return cluster is not None and cluster.connected()
+
+
+def _shared_key(n_workers, threads_per_worker, security) -> tuple:
+    return (n_workers, threads_per_worker, _local_tls(security))
 
 
 def close_shared(cluster: Cluster) -> None:

@@ -37,7 +37,7 @@ from .limits import stop as stop_gate
 from .outcome import JobStatus, Status, outcome
 from .plan import Chunk
 from .progress import Callback
-from .report import Report
+from .report import Report, counted
 from .store import Store
 
 __all__ = ["ChunkLoop", "FetchLoop", "JobLoop"]
@@ -372,7 +372,7 @@ class JobLoop(ChunkLoop):
             except KdistError as exc:
                 status, unstored = JobStatus.FAILED, unstored or exc
             if unstored is not None:
-                _unstored(report, self.batch.outcomes, unstored)
+                report.unstore(self.batch.outcomes, unstored)
             if not raising and unstored is None and job.resumed:
                 status = _job_status(store, job.job_id, status)
             report.status = status = str(status)  # a plain string in the report and ledger
@@ -408,7 +408,7 @@ class JobLoop(ChunkLoop):
 
     def _unstored_error(self, unstored) -> StoreError:
         report, store, job = self.report, self.store, self.job
-        what = (f"the bars of {_count(report.unstored, 'symbol')}" if report.unstored
+        what = (f"the bars of {counted(report.unstored, 'symbol')}" if report.unstored
                 else f"the end of job {job.job_id}")
         reason = str(unstored).removeprefix(f"Cannot use database {store.path}: ")
         return StoreError(
@@ -449,36 +449,6 @@ def _finished(pending: dict, cluster: Cluster):
 
 def _resume_command(job, store: Store) -> str:
     return f"kdist ingest --resume {job.job_id} --db {shlex.quote(str(store.path))}"
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n:,} {noun}" + ("" if n == 1 else "s")
-
-
-def _unstored(report: Report, outcomes, error: BaseException):
-    """Count the symbols of a batch that could not be written as failed, not ok or empty.
-
-    Their ledger rows were to be written with their bars, so the ledger still has them
-    pending and a resume fetches them again.
-    """
-    reason = f"{type(error).__name__}: not stored ({error})"
-    for o in outcomes:
-        symbol, status = o["symbol"], o["status"]
-        if status == Status.FAILED:
-            continue
-        if status == Status.OK:
-            report.symbols_ok -= 1
-            if o.get("revised") and symbol in report.revised:
-                report.revised.remove(symbol)
-        elif status == Status.EMPTY:
-            report.symbols_empty -= 1
-            if symbol in report.empty:
-                report.empty.remove(symbol)
-        elif status == Status.SKIPPED:
-            report.symbols_skipped -= 1
-        report.symbols_failed += 1
-        report.unstored += 1
-        report.failures[symbol] = reason
 
 
 def _job_status(store: Store, job_id: str, status: str) -> str:
@@ -577,7 +547,7 @@ class _Silence:
         for future, chunk in pending.items():
             address = held.get(future.key)
             if address is not None:
-                note = (f"chunk {chunk.index} ({_count(len(chunk), 'symbol')}): its worker "
+                note = (f"chunk {chunk.index} ({counted(len(chunk), 'symbol')}): its worker "
                         f"{address} has not answered for {silent[address]:.0f}s; running it on "
                         "another worker")
                 moves.append((future, chunk, note, answering))

@@ -12,7 +12,17 @@ from dataclasses import asdict, dataclass, field
 
 from .outcome import JobStatus, Status
 
-__all__ = ["Report"]
+__all__ = ["Report", "counted", "reasons"]
+
+
+def counted(n: int, noun: str) -> str:
+    """``n`` and the noun, plural unless one: ``1 symbol``, ``1,474 bars``."""
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
+
+
+def reasons(rejected: dict[str, int], sep: str = ", ") -> str:
+    """Rejected rows by reason, as one phrase: ``1 high below low, 2 non-positive price``."""
+    return sep.join(f"{n:,} {reason}" for reason, n in rejected.items())
 
 
 @dataclass(repr=False)
@@ -74,6 +84,30 @@ class Report:
                 self.symbols_failed += 1
                 self.failures[o["symbol"]] = f"{o['error_class']}: {o['error']}"
             self.rejected_rows += o.get("rejected_rows", 0)
+
+    def unstore(self, outcomes, error: BaseException) -> None:
+        """Move symbols whose outcomes were counted but whose batch could not be written from
+        ok, empty or skipped to failed ("not stored"): no symbol is reported ok unless its
+        bars are in the file. Their ledger rows were to be written with their bars, so the
+        ledger still has them pending and a resume fetches them again."""
+        reason = f"{type(error).__name__}: not stored ({error})"
+        for o in outcomes:
+            symbol, status = o["symbol"], o["status"]
+            if status == Status.FAILED:
+                continue
+            if status == Status.OK:
+                self.symbols_ok -= 1
+                if o.get("revised") and symbol in self.revised:
+                    self.revised.remove(symbol)
+            elif status == Status.EMPTY:
+                self.symbols_empty -= 1
+                if symbol in self.empty:
+                    self.empty.remove(symbol)
+            elif status == Status.SKIPPED:
+                self.symbols_skipped -= 1
+            self.symbols_failed += 1
+            self.unstored += 1
+            self.failures[symbol] = reason
 
     def final_status(self) -> str:
         """The job's status from this run's counts, once every symbol has an outcome."""

@@ -31,13 +31,13 @@ from .fetching import CALL_TIMEOUT, RETRIES, ChunkResult, fetch_chunk, outcome
 from .fetching import task as chunk_task
 from .limits import Limits
 from .limits import prepare as prepare_limits
-from .loop import FetchLoop, JobLoop, _count
+from .loop import FetchLoop, JobLoop
 from .outcome import JobStatus, Status
 from .plan import estimate_rows, plan_chunks
 from .progress import Callback
 from .providers import Provider, get_provider
 from .providers.registry import provider_class
-from .report import Report
+from .report import Report, counted, reasons
 from .schema import Adjust, Freq, parse_symbols, window_bounds
 from .store import DEFAULT_DB, Store
 
@@ -580,10 +580,7 @@ def fetch(
 def _rejected_line(rejected: dict[str, dict]) -> str:
     """One line of rejected rows: how many, in how many symbols, and why (the first five)."""
     total = sum(sum(r.values()) for r in rejected.values())
-    shown = "; ".join(
-        f"{s}: " + ", ".join(f"{n:,} {reason}" for reason, n in r.items())
-        for s, r in list(rejected.items())[:5]
-    )
+    shown = "; ".join(f"{s}: {reasons(r)}" for s, r in list(rejected.items())[:5])
     more = f" (and {len(rejected) - 5} more symbols)" if len(rejected) > 5 else ""
-    return f"{_count(total, 'row')} rejected in {_count(len(rejected), 'symbol')}: {shown}{more}"
+    return f"{counted(total, 'row')} rejected in {counted(len(rejected), 'symbol')}: {shown}{more}"
 

@@ -25,6 +25,7 @@ import pandas as pd
 
 from . import securities
 from .errors import DataError, InvalidOptionError, InvalidSymbolError
+from .report import counted
 
 __all__ = [
     "Adjust",
@@ -550,14 +551,10 @@ def _refuse_sub_seconds(ts, bad):
     if sub.any():
         first = pd.Timestamp(ts[np.flatnonzero(sub)[0]])
         raise DataError(
-            f"{_count(int(sub.sum()), 'bar')} with a sub-second timestamp (the first: {first}); "
+            f"{counted(int(sub.sum()), 'bar')} with a sub-second timestamp (the first: {first}); "
             "kdist stores whole seconds: fix the source's timestamps and import it again",
             column="ts",
         )
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n:,} {noun}" + ("" if n == 1 else "s")
 
 
 def _clean(ts, values, codes, n, adjust: Adjust, start, end):
