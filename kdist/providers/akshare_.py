@@ -23,7 +23,7 @@ import pandas as pd
 from ..errors import DataError, PermanentProviderError, TransientProviderError
 from ..schema import Adjust, Freq, empty_bars
 from ..securities import split_symbol
-from .base import Option, Provider, one_line
+from .base import Option, Provider, one_line, vendor_numbers
 
 __all__ = ["AkshareProvider"]
 
@@ -197,12 +197,7 @@ def _bars(raw: pd.DataFrame | None, symbol: str) -> pd.DataFrame:
     frame = pd.DataFrame(
         {"ts": pd.to_datetime(raw["日期"], errors="coerce").astype("datetime64[us]")}
     )
-    for chinese, name in _COLUMNS.items():
-        if name == "ts":
-            continue
-        if chinese in raw.columns:
-            frame[name] = pd.to_numeric(raw[chinese], errors="coerce").astype("float64")
-        else:
-            frame[name] = float("nan")
+    numbers = {name: chinese for chinese, name in _COLUMNS.items() if name != "ts"}
+    vendor_numbers(frame, raw, numbers)
     frame["volume"] = frame["volume"] * _SHARES_PER_LOT
     return frame.reset_index(drop=True)

@@ -39,7 +39,7 @@ from ..errors import (
 )
 from ..schema import Adjust, Freq, empty_bars
 from ..securities import split_symbol
-from .base import Option, Provider
+from .base import Option, Provider, vendor_numbers
 
 __all__ = ["BaostockProvider"]
 
@@ -516,10 +516,6 @@ def _bars(columns: list[str], rows: list[list[str]], freq: Freq, symbol: str) ->
     else:
         ts = pd.to_datetime(raw["date"].astype(str), format="%Y-%m-%d", errors="coerce")
     frame = pd.DataFrame({"ts": ts.astype("datetime64[us]")})
-    for name in _NUMBERS:
-        if name in raw.columns:
-            # Every value is a string; "" (missing) becomes NaN.
-            frame[name] = pd.to_numeric(raw[name], errors="coerce").astype("float64")
-        else:
-            frame[name] = float("nan")
+    # Every value is a string; "" (missing) becomes NaN.
+    vendor_numbers(frame, raw, {name: name for name in _NUMBERS})
     return frame.reset_index(drop=True)

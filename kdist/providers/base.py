@@ -17,10 +17,24 @@ from typing import Any, ClassVar
 import pandas as pd
 
 from .._version import __version__
-from ..errors import InvalidOptionError, SymbolNotFoundError, UsageError
+from ..errors import (
+    InvalidOptionError,
+    PermanentProviderError,
+    SymbolNotFoundError,
+    UsageError,
+)
 from ..schema import Adjust, Freq, normalise_symbol, to_date
 
-__all__ = ["Option", "Provider", "directory_option", "missing_file", "one_line"]
+__all__ = [
+    "Option",
+    "Provider",
+    "directory_option",
+    "file_inside",
+    "missing_file",
+    "one_line",
+    "required_option",
+    "vendor_numbers",
+]
 
 
 @dataclass(frozen=True)
@@ -258,6 +272,19 @@ class Provider:
         return __version__ if any(ours) else None
 
 
+def required_option(provider: Provider, key: str, needs: str) -> None:
+    """Raise InvalidOptionError unless option ``key`` is set (neither None nor empty).
+
+    For options without a usable default, checked on construction. The message reads
+    "Provider 'name' needs option ``key``: ``needs``", so ``needs`` says what to give and
+    shows an example.
+    """
+    if not provider.config[key]:
+        raise InvalidOptionError(
+            f"Provider {provider.name!r} needs option {key}: {needs}", option=key
+        )
+
+
 def directory_option(provider: Provider, key: str, holds: str) -> Path:
     """Return the resolved directory named by option ``key``, or raise InvalidOptionError.
 
@@ -279,6 +306,32 @@ def directory_option(provider: Provider, key: str, holds: str) -> Path:
     return path.resolve()
 
 
+def file_inside(candidate: Path, root: Path, *, symbol: str, what: str, hint: str) -> Path:
+    """Return ``candidate`` resolved, or raise PermanentProviderError when it cannot be
+    resolved or resolves outside ``root`` (itself resolved).
+
+    For providers that read local files: a symbol or pattern must not lead out of the
+    directory the user named (``../``, absolute paths, symlinks out). ``what`` names the file
+    in messages ("the file", "the TDX file"); ``hint`` ends the refusal with what to check.
+    """
+    try:
+        path = candidate.resolve()
+    except (OSError, RuntimeError, ValueError) as exc:  # symlink loop, NUL byte
+        raise PermanentProviderError(
+            f"Cannot resolve {what} of {symbol} ({candidate}): {one_line(exc)}",
+            symbol=symbol,
+            path=str(candidate),
+        ) from exc
+    if not path.is_relative_to(root):
+        via = "" if path == candidate else f" (via {candidate})"
+        raise PermanentProviderError(
+            f"Refused {what} of {symbol}: {path}{via} is outside root {root}; {hint}",
+            symbol=symbol,
+            path=str(path),
+        )
+    return path
+
+
 def missing_file(symbol: str, tried: list[Path], what: str, advice: str) -> SymbolNotFoundError:
     """Return the error for ``symbol`` when none of the files ``tried`` exists.
 
@@ -289,6 +342,21 @@ def missing_file(symbol: str, tried: list[Path], what: str, advice: str) -> Symb
     return SymbolNotFoundError(
         f"No {what}: {names} does not exist; {advice}", symbol=symbol, path=str(tried[0])
     )
+
+
+def vendor_numbers(frame: pd.DataFrame, raw: pd.DataFrame, columns: dict[str, Any]) -> pd.DataFrame:
+    """Set ``frame[name]`` to vendor column ``columns[name]`` of ``raw`` as float64; return it.
+
+    For providers that turn a vendor's frame into bars. Values that are no number (``""``,
+    ``"-"``) become NaN, and so does a whole column ``raw`` lacks (or that is mapped to None).
+    ``raw``'s rows are taken by position: ``frame`` has one row per row of ``raw``.
+    """
+    for name, column in columns.items():
+        if column is not None and column in raw.columns:
+            frame[name] = pd.to_numeric(raw[column], errors="coerce").astype("float64").to_numpy()
+        else:
+            frame[name] = float("nan")
+    return frame
 
 
 def one_line(exc: BaseException) -> str:

@@ -13,14 +13,8 @@ resolved ``root`` (no ``../``, absolute patterns or symlinks out).
 A plain file's columns are mapped to the canonical ``ts open high low close volume amount`` by
 the ``columns`` option or detected from common English and Chinese headers; only the mapped
 columns are read. A 通达信 (TDX) "数据导出" file is read as TDX writes it (detected, or
-``format="tdx"``): GBK text, a title line (``601003 柳钢股份 日线 前复权``: code, name, period,
-adjustment), a header of tab-separated, space-padded Chinese names (日期, 时间 for minute
-bars, 开盘, 最高, 最低, 收盘, 成交量, 成交额), rows separated by commas or tabs with dates like
-``2007/02/28`` and times like ``0935`` (the bar's end), and a footer ``数据来源:通达信``. Its
-title must agree with the request: the code with the symbol's, the period with ``freq``, the
-adjustment with ``adjust``; a title in other words over TDX's header is checked for its code
-only. Variants of the export settings are read as well: dates with ``/``, ``-`` or none, a
-blank line after the title, rows ending in a separator, columns in any order, a UTF-8 BOM.
+``format="tdx"``), its title checked against the request: :mod:`kdist.providers.tdx_export`
+knows the format.
 
 The files hold what they hold: kdist adjusts nothing, so ``adjust`` declares what the files
 are (``--adjust qfq``: forward-adjusted files, whose early prices may be negative) and the
@@ -35,10 +29,8 @@ the requested window are dropped; dtypes, OHLC checks, sorting and duplicates ar
 from __future__ import annotations
 
 import codecs
-import io
 import re
 import string
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import ClassVar
 
@@ -53,7 +45,23 @@ from ..errors import (
 )
 from ..schema import BAR_COLUMNS, Adjust, Freq, normalise_symbol
 from ..securities import Kind
-from .base import Option, Provider, directory_option, missing_file, one_line
+from .base import (
+    Option,
+    Provider,
+    directory_option,
+    file_inside,
+    missing_file,
+    one_line,
+    required_option,
+)
+from .tdx_export import (
+    TdxExport,
+    check_title,
+    header_key,
+    parse_numbers,
+    parse_tdx_export,
+    read_tdx_export,
+)
 
 __all__ = ["CSVProvider", "ParquetProvider"]
 
@@ -77,43 +85,15 @@ _REQUIRED = ("ts", "open", "high", "low", "close")
 _DATE_ONLY = {"trade_date", "date", "交易日期", "日期"}
 _TIME_ONLY = {"time", "时间"}
 _FIELDS = {"symbol", "code", "exchange"}
-_UNIT_SUFFIX = re.compile(r"\s*[(（]([^()（）]*)[)）]$")
 _GLOB_SPECIAL = re.compile(r"([*?\[])")
 #: A literal exchange just before {code} in a pattern: "SH#{code}.txt", "sh/{code}.csv".
 _PINNED = re.compile(r"(?:^|[^A-Za-z])(SH|SZ|BJ)[#._/-]?$", re.IGNORECASE)
 _VOLUME_UNITS = ("auto", "shares", "lots")
 _FORMATS = ("auto", "csv", "tdx")
 
-# -- TDX "数据导出" files -----------------------------------------------------------------------
-
-#: The title line: code, name (may hold spaces: "*ST 某某"), period (日线, 5分钟线 ...) and
-#: adjustment (不复权, 前复权, 后复权).
-_TDX_TITLE = re.compile(
-    r"^\s*(?P<code>[0-9A-Za-z]{4,8})\s+(?P<name>.+?)\s+(?P<period>\S*(?:线|分钟))"
-    r"(?:\s+(?P<adjust>\S*权\S*))?\s*$"
-)
-#: The first word of a title line the pattern above does not read: the code, when it is one.
-_TDX_CODE = re.compile(r"^\s*(?P<code>[0-9A-Za-z]{4,8})(?:\s|$)")
-_TDX_FOOTER = ("数据来源", "#数据来源")
-_TDX_ADJUST = {"不复权": Adjust.NONE, "除权": Adjust.NONE, "前复权": Adjust.QFQ,
-               "后复权": Adjust.HFQ}
-_TDX_COLUMNS = {"日期": "date", "时间": "time", "开盘": "open", "最高": "high", "最低": "low",
-                "收盘": "close", "成交量": "volume", "成交额": "amount", "成交金额": "amount"}
 #: Bars of a qfq (hfq) export equal the traded prices only at its end (start): judge the
 #: volume unit by the amounts of that many bars there.
 _UNIT_SAMPLE = 20
-
-
-def _key(name) -> str:
-    """Comparable form of a header: stripped, BOM-free, lower-case, without a unit suffix."""
-    text = str(name).strip().lstrip("\ufeff").strip().lower()
-    return _UNIT_SUFFIX.sub("", text) or text
-
-
-def _unit_of(name) -> str:
-    """The unit in brackets at the end of a header ("成交量(手)" -> "手"), or ""."""
-    m = _UNIT_SUFFIX.search(str(name).strip())
-    return m.group(1).strip() if m else ""
 
 
 def _fields(symbol: str) -> dict[str, str]:
@@ -150,12 +130,12 @@ def _lot(symbol: str) -> float:
     return 10.0 if kind in (Kind.BOND, Kind.REPO) else 100.0
 
 
-def _numbers(values: pd.Series) -> pd.Series:
-    """Parse numbers written as text ("1,158,366"); NaN where there is none."""
-    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
-        return values.astype("float64")
-    return pd.to_numeric(values.astype("str").str.replace(",", "").str.strip(),
-                         errors="coerce").astype("float64")
+def _unreadable(path: Path, symbol: str, exc: BaseException, as_: str = ""):
+    """The error for a file that cannot be read (``as_``: "CSV", "Parquet", or "" for bytes)."""
+    how = f" as {as_}" if as_ else ""
+    return PermanentProviderError(
+        f"Cannot read {path}{how}: {one_line(exc)}", symbol=symbol, path=str(path),
+    )
 
 
 def _undecodable(path: Path, symbol: str, encoding: str, exc: UnicodeDecodeError):
@@ -164,98 +144,6 @@ def _undecodable(path: Path, symbol: str, encoding: str, exc: UnicodeDecodeError
         "set the encoding option to the file's encoding (gbk for Chinese exports)",
         symbol=symbol,
         path=str(path),
-    )
-
-
-@dataclass(frozen=True)
-class _TdxExport:
-    """What a TDX export's first lines say: title fields, header, and where the rows begin."""
-
-    code: str | None
-    name: str
-    period: str
-    adjust_word: str
-    header: list[str]
-    lines: list[str]  # every line of the file, decoded
-    first_row: int  # index in lines of the first line after the header
-
-    @property
-    def freq(self) -> Freq | None:
-        """The title's period as a freq; None when it has none kdist stores (季线, 年线)."""
-        period = self.period
-        if "分钟" in period:
-            digits = "".join(ch for ch in period if ch.isdigit())
-            try:
-                return Freq(f"{int(digits)}m") if digits else None
-            except ValueError:
-                return None
-        return {"日线": Freq.DAY, "周线": Freq.WEEK, "月线": Freq.MONTH}.get(period)
-
-    @property
-    def adjust(self) -> Adjust | None:
-        if not self.adjust_word:
-            return None
-        for word, adjust in _TDX_ADJUST.items():
-            if word in self.adjust_word:  # 等比前复权, 前复权(等比): forward adjustments too
-                return adjust
-        return None
-
-
-def _split_header(line: str) -> list[str]:
-    """The names of a TDX header line: tab-separated and space-padded (or comma-separated)."""
-    if "\t" in line:
-        names = line.split("\t")
-    elif "," in line:
-        names = line.split(",")
-    else:
-        names = line.split()
-    return [n.strip().lstrip("\ufeff").strip() for n in names if n.strip()]
-
-
-def _parse_tdx_export(text: str, force: bool) -> _TdxExport | None:
-    """Recognise a TDX export in ``text`` (the file decoded); None when it is none.
-
-    ``force`` (``format="tdx"``) also takes a file without a title line, the header first.
-    """
-    lines = text.lstrip("\ufeff").splitlines()  # a UTF-8 file may start with a BOM
-    nonblank = [i for i, line in enumerate(lines) if line.strip()]
-    if not nonblank:
-        return None
-    first = nonblank[0]
-    title = _TDX_TITLE.match(lines[first])
-    # Without its title (TDX can leave it out), the header still shows: tab-separated and
-    # padded, where a plain Chinese CSV separates its names by commas.
-    names = {_key(h) for h in _split_header(lines[first])}
-    headless = "\t" in lines[first] and {"日期", "开盘"} <= names
-    code = title.group("code") if title else None
-    if title is None and not headless and len(nonblank) > 1:
-        # A title in words the pattern does not know, over TDX's padded header: the first
-        # word is still the code (checked against the symbol), the period and adjustment
-        # are not checked.
-        second = lines[nonblank[1]]
-        if "\t" in second and {"日期", "开盘"} <= {_key(h) for h in _split_header(second)}:
-            word = _TDX_CODE.match(lines[first])
-            code = word.group("code") if word else None
-            return _TdxExport(code=code, name="", period="", adjust_word="",
-                              header=_split_header(second), lines=lines,
-                              first_row=nonblank[1] + 1)
-    if title and len(nonblank) > 1:
-        header_at = nonblank[1]
-    elif force or headless:
-        title, header_at = None, first
-    else:
-        return None
-    header = _split_header(lines[header_at])
-    if "日期" not in {_key(h) for h in header}:
-        return None
-    return _TdxExport(
-        code=code if title else None,
-        name=title.group("name") if title else "",
-        period=title.group("period") if title else "",
-        adjust_word=(title.group("adjust") or "") if title else "",
-        header=header,
-        lines=lines,
-        first_row=header_at + 1,
     )
 
 
@@ -343,12 +231,8 @@ class _FileProvider(Provider):
     def __init__(self, **options):
         super().__init__(**options)
         self._resolved_root: Path | None = None
-        if not self.root:
-            raise InvalidOptionError(
-                f"Provider {self.name!r} needs option root: the directory with one "
-                f"{self.suffix} file per symbol (e.g. --option root=data/bars)",
-                option="root",
-            )
+        required_option(self, "root", f"the directory with one {self.suffix} file per symbol "
+                        "(e.g. --option root=data/bars)")
         self._check_pattern()
         self._columns = self._check_columns()
         if self.volume_unit not in _VOLUME_UNITS:
@@ -429,23 +313,10 @@ class _FileProvider(Provider):
     def _resolve(self, symbol: str, pattern: str) -> Path:
         """Return the file ``pattern`` names for ``symbol``, resolved; refuse paths out of root."""
         candidate = self._root / pattern.format(**_fields(symbol))
-        try:
-            path = candidate.resolve()
-        except (OSError, RuntimeError, ValueError) as exc:  # symlink loop, NUL byte
-            raise PermanentProviderError(
-                f"Cannot resolve the file of {symbol} ({candidate}): {one_line(exc)}",
-                symbol=symbol,
-                path=str(candidate),
-            ) from exc
-        if not path.is_relative_to(self._root):
-            via = "" if path == candidate else f" (via {candidate})"
-            raise PermanentProviderError(
-                f"Refused the file of {symbol}: {path}{via} is outside root {self._root}; "
-                f"files must be inside root (check pattern={self.pattern!r} and symlinks)",
-                symbol=symbol,
-                path=str(path),
-            )
-        return path
+        return file_inside(
+            candidate, self._root, symbol=symbol, what="the file",
+            hint=f"files must be inside root (check pattern={self.pattern!r} and symlinks)",
+        )
 
     def _path(self, symbol: str) -> Path:
         """Return the file of ``symbol``: the first of the patterns' paths that exists.
@@ -525,7 +396,7 @@ class _FileProvider(Provider):
         keep = ((frame["ts"] >= start) & (frame["ts"] < stop)).to_numpy()
         frame = frame[keep].reset_index(drop=True)
         if factor != 1:
-            frame["volume"] = _numbers(frame["volume"]) * factor
+            frame["volume"] = parse_numbers(frame["volume"]) * factor
         return frame
 
     def _read_plain(self, path: Path, symbol: str, freq: Freq) -> pd.DataFrame:
@@ -560,7 +431,7 @@ class _FileProvider(Provider):
             return _lot(symbol)
         if export is None:
             return 1.0  # a plain file: as written, unless the user says lots
-        unit = next((_unit_of(h) for h in export.header if _key(h) == "成交量"), "")
+        unit = export.header_volume_unit
         if unit in ("股", "份", "张"):
             return 1.0
         if unit == "手":
@@ -575,8 +446,8 @@ class _FileProvider(Provider):
         sample = frame.iloc[-_UNIT_SAMPLE:] if adjust is Adjust.QFQ else (
             frame.iloc[:_UNIT_SAMPLE] if adjust is Adjust.HFQ else frame)
         return float(securities.volume_factor_from_amount(
-            kind, _numbers(sample["close"]), _numbers(sample["volume"]),
-            _numbers(sample["amount"]), default,
+            kind, parse_numbers(sample["close"]), parse_numbers(sample["volume"]),
+            parse_numbers(sample["amount"]), default,
         ))
 
     def list_symbols(self) -> list[str]:
@@ -651,10 +522,10 @@ class _FileProvider(Provider):
         """Return canonical name -> file column for the columns this file has."""
         by_key: dict[str, str] = {}
         for column in header:
-            by_key.setdefault(_key(column), column)
+            by_key.setdefault(header_key(column), column)
         mapping = {}
         for name, column in self._columns.items():
-            found = column if column in header else by_key.get(_key(column))
+            found = column if column in header else by_key.get(header_key(column))
             if found is None:
                 raise PermanentProviderError(
                     f"{path} has no column {column!r} (mapped to {name}); its columns are "
@@ -694,7 +565,7 @@ class _FileProvider(Provider):
 
     # -- the reading seam -----------------------------------------------------------------
 
-    def _tdx_export(self, path: Path, symbol: str) -> _TdxExport | None:
+    def _tdx_export(self, path: Path, symbol: str) -> TdxExport | None:
         """Return the file as a TDX export when it is one, else None (plain files)."""
         return None
 
@@ -780,7 +651,7 @@ class CSVProvider(_FileProvider):
                     text = data.decode("gb18030")
                 except UnicodeDecodeError:
                     text = None
-                if text is not None and _parse_tdx_export(text, self.format == "tdx"):
+                if text is not None and parse_tdx_export(text, self.format == "tdx"):
                     return text
             if export_only:
                 return None
@@ -792,12 +663,10 @@ class CSVProvider(_FileProvider):
         try:
             data = path.read_bytes()
         except OSError as exc:
-            raise PermanentProviderError(
-                f"Cannot read {path}: {one_line(exc)}", symbol=symbol, path=str(path),
-            ) from exc
+            raise _unreadable(path, symbol, exc) from exc
         # A plain CSV's decoding errors are pandas' to report, as before.
         text = self._decode(data, path, symbol, export_only=self.format != "tdx")
-        export = None if text is None else _parse_tdx_export(text, self.format == "tdx")
+        export = None if text is None else parse_tdx_export(text, self.format == "tdx")
         if export is None and self.format == "tdx":
             raise PermanentProviderError(
                 f"{path} is not a TDX export: no header line with 日期 (Date) near its top; "
@@ -809,99 +678,8 @@ class CSVProvider(_FileProvider):
 
     def _read_tdx_export(self, export, path, symbol, freq, adjust) -> pd.DataFrame:
         """The bars of a TDX export, its title checked against the request; ``ts`` parsed."""
-        self._check_title(export, path, symbol, freq, adjust)
-        columns = {}
-        for i, name in enumerate(export.header):
-            canonical = _TDX_COLUMNS.get(_key(name))
-            if canonical is not None:
-                columns.setdefault(canonical, i)
-        missing = [c for c in ("date", "open", "high", "low", "close") if c not in columns]
-        if missing:
-            raise PermanentProviderError(
-                f"{path} has no {', '.join(missing)} column in its TDX header "
-                f"({', '.join(export.header)}); export 日期, 开盘, 最高, 最低, 收盘",
-                symbol=symbol,
-                path=str(path),
-            )
-        rows = []
-        for line in export.lines[export.first_row:]:
-            text = line.strip()
-            if not text:
-                continue
-            if text.startswith(_TDX_FOOTER):
-                break
-            rows.append(text)
-        if freq.intraday and "time" not in columns:
-            raise PermanentProviderError(
-                f"{path} has no 时间 (time) column: it holds daily bars, not {freq.value}; "
-                "export minute bars from TDX, or import it with --freq 1d",
-                symbol=symbol,
-                path=str(path),
-            )
-        sep = "," if rows and "," in rows[0] else ("\t" if rows and "\t" in rows[0] else r"\s+")
-        width = max(columns.values()) + 1
-        try:
-            table = pd.read_csv(
-                io.StringIO("\n".join(rows)), sep=sep, header=None, dtype=str,
-                usecols=range(width), names=range(width), index_col=False,
-                engine="python" if sep == r"\s+" else "c",
-            ) if rows else pd.DataFrame({i: pd.Series(dtype=str) for i in range(width)})
-        except (ValueError, pd.errors.ParserError) as exc:
-            raise PermanentProviderError(
-                f"Cannot read the rows of TDX export {path}: {one_line(exc)}",
-                symbol=symbol,
-                path=str(path),
-            ) from exc
-        time = table[columns["time"]] if "time" in columns and freq.intraday else None
-        frame = pd.DataFrame({"ts": _tdx_stamps(table[columns["date"]], time)})
-        for name in ("open", "high", "low", "close", "volume", "amount"):
-            if name in columns:
-                frame[name] = _numbers(table[columns[name]])
-        if len(frame) and frame["ts"].isna().all():
-            raise PermanentProviderError(
-                f"The dates of TDX export {path} are unreadable (first "
-                f"{table[columns['date']].iloc[0]!r}); export dates as YYYY/MM/DD",
-                symbol=symbol,
-                path=str(path),
-            )
-        return frame
-
-    @staticmethod
-    def _check_title(export, path, symbol, freq, adjust):
-        """Refuse an export whose title names another security, period or adjustment."""
-        code = _fields(symbol)["code"]
-        if export.code is not None and export.code.upper() != code.upper():
-            held = f"{export.code} {export.name}".strip()
-            raise PermanentProviderError(
-                f"{path} is the TDX export of {held}, not of {symbol}; "
-                "check the file name or pattern",
-                symbol=symbol,
-                path=str(path),
-            )
-        title_freq = export.freq
-        if title_freq is not None and title_freq is not freq:
-            raise PermanentProviderError(
-                f"{path} holds {export.period} ({title_freq.value}) bars, not {freq.value}; "
-                f"import it with --freq {title_freq.value}",
-                symbol=symbol,
-                path=str(path),
-            )
-        if export.adjust_word:
-            held = export.adjust
-            if held is None:
-                raise PermanentProviderError(
-                    f"{path} holds {export.adjust_word} prices, which kdist cannot store; "
-                    "export 不复权 (none), 前复权 (qfq) or 后复权 (hfq) prices",
-                    symbol=symbol,
-                    path=str(path),
-                )
-            if held is not adjust:
-                raise PermanentProviderError(
-                    f"{path} holds {export.adjust_word} ({held.value}) prices, not "
-                    f"{adjust.value!r}; import it with --adjust {held.value}",
-                    symbol=symbol,
-                    path=str(path),
-                )
+        check_title(export, path, symbol, _fields(symbol)["code"], freq, adjust)
+        return read_tdx_export(export, path, symbol, freq)
 
     def _read_csv(self, path: Path, symbol: str, **kwargs) -> pd.DataFrame:
         try:
@@ -916,11 +694,7 @@ class CSVProvider(_FileProvider):
                 path=str(path),
             ) from exc
         except (OSError, ValueError) as exc:  # pandas' ParserError is a ValueError
-            raise PermanentProviderError(
-                f"Cannot read {path} as CSV: {one_line(exc)}",
-                symbol=symbol,
-                path=str(path),
-            ) from exc
+            raise _unreadable(path, symbol, exc, "CSV") from exc
 
     def _header(self, path, symbol):
         return list(self._read_csv(path, symbol, nrows=0).columns)
@@ -961,11 +735,7 @@ class ParquetProvider(_FileProvider):
         try:
             return read()
         except (OSError, ValueError, pa.ArrowException) as exc:
-            raise PermanentProviderError(
-                f"Cannot read {path} as Parquet: {one_line(exc)}",
-                symbol=symbol,
-                path=str(path),
-            ) from exc
+            raise _unreadable(path, symbol, exc, "Parquet") from exc
 
     def _header(self, path, symbol):
         import pyarrow.parquet as pq
@@ -981,25 +751,3 @@ class ParquetProvider(_FileProvider):
             symbol,
             lambda: pq.read_table(path, columns=columns).to_pandas(ignore_metadata=True),
         )
-
-
-def _tdx_stamps(dates: pd.Series, times: pd.Series | None) -> pd.Series:
-    """Timestamps of TDX export rows: dates ``2007/02/28`` (or ``2007-02-28``, ``20070228``)
-    and, for minute bars, times ``0935`` (HHMM, the bar's end). Unreadable rows are NaT.
-    """
-    text = dates.astype("str").str.strip().str.replace("/", "-", regex=False)
-    compact = text.str.fullmatch(r"\d{8}")
-    day = pd.to_datetime(text.where(~compact), format="%Y-%m-%d", errors="coerce")
-    if compact.any():
-        day = day.where(~compact, pd.to_datetime(text.where(compact), format="%Y%m%d",
-                                                  errors="coerce"))
-    day = day.astype("datetime64[us]")
-    if times is None:
-        return day
-    clock = times.astype("str").str.strip().str.replace(":", "", regex=False).str.zfill(4)
-    valid = clock.str.fullmatch(r"\d{4}")
-    hours = pd.to_numeric(clock.str[:2].where(valid), errors="coerce")
-    minutes = pd.to_numeric(clock.str[2:].where(valid), errors="coerce")
-    ok = (hours < 24) & (minutes < 60)
-    offset = pd.to_timedelta((hours * 60 + minutes).where(ok), unit="m")
-    return (day + offset).astype("datetime64[us]")

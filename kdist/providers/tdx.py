@@ -59,7 +59,15 @@ from ..bars import aggregate, resample
 from ..errors import InvalidOptionError, PermanentProviderError, SymbolNotFoundError
 from ..schema import BAR_COLUMNS, Adjust, Freq
 from ..securities import Kind, TdxUnits
-from .base import Option, Provider, directory_option, missing_file, one_line
+from .base import (
+    Option,
+    Provider,
+    directory_option,
+    file_inside,
+    missing_file,
+    one_line,
+    required_option,
+)
 
 __all__ = ["TdxProvider"]
 
@@ -209,12 +217,8 @@ class TdxProvider(Provider):
     def __init__(self, **options):
         super().__init__(**options)
         self._resolved_vipdoc: Path | None = None
-        if not self.root:
-            raise InvalidOptionError(
-                "Provider 'tdx' needs option root: the TDX installation directory that holds "
-                "vipdoc/ (e.g. --option root=C:/new_tdx)",
-                option="root",
-            )
+        required_option(self, "root", "the TDX installation directory that holds vipdoc/ "
+                        "(e.g. --option root=C:/new_tdx)")
         if self.price_scale != "auto" and _parse_scale(self.price_scale) is None:
             raise InvalidOptionError(
                 f"Option price_scale={self.price_scale!r} of provider 'tdx' is not auto or a "
@@ -298,7 +302,8 @@ class TdxProvider(Provider):
             if name is None:
                 continue
             candidate = self._vipdoc / exchange / folder / f"{exchange}{code}.{name}"
-            path = self._checked(symbol, candidate)
+            path = file_inside(candidate, self._vipdoc, symbol=symbol, what="the TDX file",
+                               hint="files must be inside vipdoc/ (check the symlinks)")
             if path.is_file():
                 return path, exchange, code, name
             if path.exists():
@@ -312,25 +317,6 @@ class TdxProvider(Provider):
             symbol, tried, f"TDX {_FILE_KIND[suffix]} file for {symbol}",
             f"check the symbol and root={self.root!r}, and download the data in TDX (盘后数据下载)",
         )
-
-    def _checked(self, symbol: str, candidate: Path) -> Path:
-        """Return ``candidate`` resolved, refusing it when it resolves outside vipdoc/."""
-        try:
-            path = candidate.resolve()
-        except (OSError, RuntimeError) as exc:  # a symlink loop
-            raise PermanentProviderError(
-                f"Cannot resolve the TDX file of {symbol} ({candidate}): {one_line(exc)}",
-                symbol=symbol,
-                path=str(candidate),
-            ) from exc
-        if not path.is_relative_to(self._vipdoc):
-            raise PermanentProviderError(
-                f"Refused the TDX file of {symbol}: {path} (via {candidate}) is outside root "
-                f"{self._vipdoc}; files must be inside vipdoc/ (check the symlinks)",
-                symbol=symbol,
-                path=str(path),
-            )
-        return path
 
     def _units(self, exchange: str, code: str) -> tuple[TdxUnits, int]:
         """Return the units of ``code`` on ``exchange`` and the ``.day`` price divisor."""

@@ -37,7 +37,7 @@ import pandas as pd
 from ..errors import DataError, InvalidOptionError, PermanentProviderError, TransientProviderError
 from ..schema import Adjust, Freq, empty_bars
 from ..securities import YAHOO_SUFFIXES, split_symbol
-from .base import Option, Provider, one_line
+from .base import Option, Provider, one_line, vendor_numbers
 
 __all__ = ["YfinanceProvider"]
 
@@ -314,20 +314,7 @@ def _bars(raw: pd.DataFrame | None, symbol: str, ticker: str) -> pd.DataFrame:
         parts = split_symbol(symbol)
         zone = _ZONES.get(parts[1]) if parts else None
         ts = ts.tz_convert(zone or ts.tz).tz_localize(None)
-    bars = pd.DataFrame(
-        {
-            "ts": ts.as_unit("us"),
-            **{
-                name: pd.to_numeric(frame[columns[name]], errors="coerce").to_numpy("float64")
-                for name in _PRICES
-            },
-        }
-    )
-    if "volume" in columns:
-        bars["volume"] = pd.to_numeric(frame[columns["volume"]], errors="coerce").to_numpy(
-            "float64"
-        )
-    else:
-        bars["volume"] = float("nan")
-    bars["amount"] = float("nan")  # Yahoo has no traded amount
-    return bars
+    bars = pd.DataFrame({"ts": ts.as_unit("us")})
+    # Yahoo has no traded amount.
+    return vendor_numbers(bars, frame, {**{name: columns[name] for name in _PRICES},
+                                        "volume": columns.get("volume"), "amount": None})
