@@ -473,7 +473,17 @@ def cmd_cluster_worker(args) -> int:
     return _start(command, args, f"starting a worker of {args.address}")
 
 
-def _tls_args(p, role: str):
+def _add_db(p):
+    p.add_argument("--db", default=DEFAULT_DB, type=_db_path,
+                   help=f"DuckDB file (default {DEFAULT_DB})")
+
+
+def _add_bars(p):
+    p.add_argument("--freq", default="1d", help="1d 1w 1M 1m 5m 15m 30m 60m (default 1d)")
+    p.add_argument("--adjust", default="none", help="none qfq hfq (default none)")
+
+
+def _add_tls(p, role: str):
     p.add_argument("--certs", metavar="DIR",
                    help=f"directory from 'kdist cluster certs' (uses ca.pem, {role}.pem, "
                         f"{role}-key.pem)")
@@ -482,55 +492,49 @@ def _tls_args(p, role: str):
     p.add_argument("--tls-key", metavar="FILE", help=f"and the {role} key")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="kdist", description="Import K-line bars on a Dask cluster into DuckDB.")
-    parser.add_argument("--version", action="version", version=f"kdist {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+def _add_cluster_options(p):
+    """Where a run's tasks go: the scheduler, its certificates, the local cluster's size."""
+    p.add_argument("--scheduler", metavar="ADDRESS|local|sync",
+                   help="scheduler address, 'local' or 'sync' (default $KDIST_SCHEDULER or local)")
+    _add_tls(p, "client")
+    p.add_argument("--no-local-tls", action="store_true",
+                   help="start the local cluster over plain TCP, not TLS: every user of "
+                        "this machine can then run code on it (also KDIST_LOCAL_TLS=0)")
+    p.add_argument("--workers", type=_number(int, 1), metavar="N", help="local cluster workers")
+    p.add_argument("--threads", type=_number(int, 1), metavar="N", help="threads per local worker")
+    p.add_argument("--chunk-size", type=_number(int, 1), metavar="N", help="symbols per task")
+    p.add_argument("--no-fallback", action="store_true",
+                   help="fail instead of running locally when the scheduler is unusable")
 
-    def db_arg(p):
-        p.add_argument("--db", default=DEFAULT_DB, type=_db_path,
-                       help=f"DuckDB file (default {DEFAULT_DB})")
 
-    def bars_args(p):
-        p.add_argument("--freq", default="1d", help="1d 1w 1M 1m 5m 15m 30m 60m (default 1d)")
-        p.add_argument("--adjust", default="none", help="none qfq hfq (default none)")
+def _add_run_options(p):
+    """The options ingest and update share: the end, the bars, the provider, the cluster
+    and the calls, in the order their --help lists them."""
+    p.add_argument("--end", metavar="D", help="inclusive (default today)")
+    _add_bars(p)
+    p.add_argument("--provider", help="provider name (default synthetic)")
+    p.add_argument("--option", action="append", metavar="KEY=VALUE", help="provider option")
+    _add_db(p)
+    _add_cluster_options(p)
+    p.add_argument("--retries", type=_number(int, 1), default=RETRIES, metavar="N",
+                   help=f"attempts per symbol for transient errors (default {RETRIES})")
+    p.add_argument("--timeout", type=_number(float, 0), default=CALL_TIMEOUT, metavar="S",
+                   help=f"seconds one provider call may take (default {CALL_TIMEOUT:g}; "
+                        "0: no limit)")
+    p.add_argument("--overlap", type=_number(int, 1), default=OVERLAP, metavar="N",
+                   help=f"bars re-fetched before the last stored one (default {OVERLAP})")
+    p.add_argument("--max-concurrency", type=_number(int, 1), metavar="N",
+                   help="provider calls in flight across the cluster (default: per vendor)")
+    p.add_argument("--max-rate", type=_number(float, 0, above=True), metavar="R",
+                   help="provider calls started per second across the cluster")
+    p.add_argument("--cooldown", type=_number(float, 0), default=COOLDOWN, metavar="S",
+                   help="pause after repeated connection drops before trying again "
+                        f"(default {COOLDOWN:g})")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
 
-    def run_args(p):
-        p.add_argument("--provider", help="provider name (default synthetic)")
-        p.add_argument("--option", action="append", metavar="KEY=VALUE", help="provider option")
-        db_arg(p)
-        p.add_argument("--scheduler", metavar="ADDRESS|local|sync",
-                       help="scheduler address, 'local' or 'sync' "
-                            "(default $KDIST_SCHEDULER or local)")
-        _tls_args(p, "client")
-        p.add_argument("--no-local-tls", action="store_true",
-                       help="start the local cluster over plain TCP, not TLS: every user of "
-                            "this machine can then run code on it (also KDIST_LOCAL_TLS=0)")
-        p.add_argument("--workers", type=_number(int, 1), metavar="N",
-                       help="local cluster workers")
-        p.add_argument("--threads", type=_number(int, 1), metavar="N",
-                       help="threads per local worker")
-        p.add_argument("--chunk-size", type=_number(int, 1), metavar="N", help="symbols per task")
-        p.add_argument("--no-fallback", action="store_true",
-                       help="fail instead of running locally when the scheduler is unusable")
-        p.add_argument("--retries", type=_number(int, 1), default=RETRIES, metavar="N",
-                       help=f"attempts per symbol for transient errors (default {RETRIES})")
-        p.add_argument("--timeout", type=_number(float, 0), default=CALL_TIMEOUT, metavar="S",
-                       help=f"seconds one provider call may take (default {CALL_TIMEOUT:g}; "
-                            "0: no limit)")
-        p.add_argument("--overlap", type=_number(int, 1), default=OVERLAP, metavar="N",
-                       help=f"bars re-fetched before the last stored one (default {OVERLAP})")
-        p.add_argument("--max-concurrency", type=_number(int, 1), metavar="N",
-                       help="provider calls in flight across the cluster (default: per vendor)")
-        p.add_argument("--max-rate", type=_number(float, 0, above=True), metavar="R",
-                       help="provider calls started per second across the cluster")
-        p.add_argument("--cooldown", type=_number(float, 0), default=COOLDOWN, metavar="S",
-                       help="pause after repeated connection drops before trying again "
-                            f"(default {COOLDOWN:g})")
-        p.add_argument("--json", action="store_true", help="print the report as JSON")
-        p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
 
+def _add_ingest(sub):
     p = sub.add_parser("ingest", help="import bars into the database")
     p.add_argument("symbols", nargs="*", metavar="SYMBOL")
     p.add_argument("--symbols-file", metavar="F",
@@ -541,9 +545,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the encoding of --symbols-file, e.g. big5 (default: UTF-8, else GBK)")
     p.add_argument("--all", action="store_true", help="every symbol the provider lists")
     p.add_argument("--start", metavar="D", help="first day (required unless --resume)")
-    p.add_argument("--end", metavar="D", help="inclusive (default today)")
-    bars_args(p)
-    run_args(p)
+    _add_run_options(p)
     p.add_argument("--split", default="chunks", choices=["chunks", "per-worker"])
     p.add_argument("--skip-invalid", action="store_true",
                    help="record invalid symbols as failed and import the rest")
@@ -553,22 +555,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="finish a job: fetch only its symbols not yet ok or empty")
     p.set_defaults(func=cmd_ingest)
 
+
+def _add_update(sub):
     p = sub.add_parser("update", help="bring every stored symbol up to date (for cron)")
-    p.add_argument("--end", metavar="D", help="inclusive (default today)")
-    bars_args(p)
-    run_args(p)
+    _add_run_options(p)
     p.set_defaults(func=cmd_update)
 
+
+def _add_jobs(sub):
     p = sub.add_parser("jobs", help="list jobs, or show one job's failed symbols")
     p.add_argument("job_id", nargs="?")
-    db_arg(p)
+    _add_db(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_jobs)
 
+
+def _add_show(sub):
     p = sub.add_parser("show", help="print a symbol's stored bars")
     p.add_argument("symbol")
-    db_arg(p)
-    bars_args(p)
+    _add_db(p)
+    _add_bars(p)
     p.add_argument("--start", metavar="D")
     p.add_argument("--end", metavar="D")
     p.add_argument("--tail", type=_number(int, 0), default=10, metavar="N",
@@ -576,25 +582,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_show)
 
+
+def _add_status(sub):
     p = sub.add_parser("status", help="what is stored, per symbol, freq and adjust")
-    db_arg(p)
+    _add_db(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
 
+
+def _add_check(sub):
     p = sub.add_parser("check", help="prove the stored bars have no duplicates or bad values")
-    db_arg(p)
+    _add_db(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_check)
 
+
+def _add_providers(sub):
     p = sub.add_parser("providers", help="list data providers and how to install them")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_providers)
 
+
+def _add_cluster(sub):
     cluster = sub.add_parser(
         "cluster", help="TLS certificates, and a TLS dask scheduler or worker",
         description="Make a cluster's TLS certificates and start dask scheduler / dask "
                     "worker with them. See docs/deploy.md.")
     csub = cluster.add_subparsers(dest="cluster_command", required=True, parser_class=_Parser)
+    for add in (_add_cluster_certs, _add_cluster_scheduler, _add_cluster_worker):
+        add(csub)
+
+
+def _add_cluster_certs(csub):
     p = csub.add_parser("certs", help="make a CA and scheduler, worker and client certificates")
     p.add_argument("dir", metavar="DIR", help="directory to write (created if missing)")
     p.add_argument("--host", action="append", metavar="NAME_OR_IP",
@@ -606,21 +625,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace existing certificates (an existing CA is kept)")
     p.set_defaults(func=cmd_cluster_certs)
 
+
+def _add_cluster_scheduler(csub):
     p = csub.add_parser("scheduler", help="run dask scheduler with TLS")
-    _tls_args(p, "scheduler")
+    _add_tls(p, "scheduler")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only; the "
                         "machine's address or 0.0.0.0 to let workers on other machines in)")
-    p.add_argument("--port", type=_number(int, 0, most=65535), default=8786,
-                   help="default 8786")
+    p.add_argument("--port", type=_number(int, 0, most=65535), default=8786, help="default 8786")
     p.add_argument("--dashboard-address", default="127.0.0.1:8787", metavar="HOST:PORT",
                    help="the dashboard, plain HTTP without login (default 127.0.0.1:8787)")
     p.add_argument("--print", action="store_true", help="print the dask command, do not run it")
     p.set_defaults(func=cmd_cluster_scheduler)
 
+
+def _add_cluster_worker(csub):
     p = csub.add_parser("worker", help="run dask worker with TLS")
     p.add_argument("address", metavar="ADDRESS", help="the scheduler, tls://HOST:PORT")
-    _tls_args(p, "worker")
+    _add_tls(p, "worker")
     p.add_argument("--nthreads", type=_number(int, 1), metavar="N",
                    help="threads (default: Dask's, the cores)")
     p.add_argument("--host", help="address to listen on (default: 127.0.0.1 for a scheduler "
@@ -628,6 +650,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="worker name shown on the dashboard")
     p.add_argument("--print", action="store_true", help="print the dask command, do not run it")
     p.set_defaults(func=cmd_cluster_worker)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="kdist", description="Import K-line bars on a Dask cluster into DuckDB.")
+    parser.add_argument("--version", action="version", version=f"kdist {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for add in (_add_ingest, _add_update, _add_jobs, _add_show, _add_status, _add_check,
+                _add_providers, _add_cluster):
+        add(sub)
     return parser
 
 

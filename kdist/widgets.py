@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import html
 import io
 import re
@@ -241,25 +242,37 @@ class IngestPanel(W.VBox):
         self.report = None
         self.error: BaseException | None = None
         self.job_id: str | None = None
+        self._build_symbol_controls([symbols] if isinstance(symbols, str) else symbols,
+                                    all_symbols)
+        self._build_bar_controls(first_start, first_end, freq, adjust)
+        self._build_provider_controls(name, provider_options or (
+            {} if isinstance(provider, str) else provider.given_options()))
+        self._build_cluster_controls(n_workers, threads_per_worker, certs, db)
+        self._build_run_controls()
+        self._wire_controls()
+        self._add_classes()
+        super().__init__(self._layout())
 
-        if isinstance(symbols, str):
-            symbols = [symbols]
+    # -- building the controls ------------------------------------------------------------
+
+    def _build_symbol_controls(self, symbols, all_symbols):
         self.symbols_text = W.Textarea(
             value=", ".join(symbols or []), placeholder="600000.SH, 000001.SZ, AAPL ...",
-            description="Symbols", layout=W.Layout(width="100%", height="80px"),
-        )
+            description="Symbols", layout=W.Layout(width="100%", height="80px"))
         self.symbols_upload = W.FileUpload(accept=".txt,.csv", multiple=True,
                                            description="Symbols file")
         self.all_symbols = W.Checkbox(value=all_symbols, description="all symbols",
                                       indent=False, tooltip="every symbol the provider lists")
-        self.all_symbols.observe(lambda _: self._show_symbol_fields(), "value")
-        self.symbols_upload.observe(lambda _: self._take_upload(), "value")
+
+    def _build_bar_controls(self, first_start, first_end, freq, adjust):
         self.start_date = W.DatePicker(value=first_start, description="Start")
         self.end_date = W.DatePicker(value=first_end, description="End")
         self.freq = W.Dropdown(options=[f.value for f in Freq], value=Freq.parse(freq).value,
                                description="Freq")
         self.adjust = W.Dropdown(options=[a.value for a in Adjust],
                                  value=Adjust.parse(adjust).value, description="Adjust")
+
+    def _build_provider_controls(self, name: str, values: dict):
         names = [p["name"] for p in available_providers() if p["installed"]]
         self.provider = W.Dropdown(options=names, value=name, description="Provider")
         self.options: dict[str, W.ValueWidget] = {}
@@ -267,16 +280,14 @@ class IngestPanel(W.VBox):
         self.options_box = W.GridBox(layout=W.Layout(
             grid_template_columns="repeat(3, minmax(0, 1fr))", width="100%"))
         self.options_fold = W.Accordion(children=[self.options_box], selected_index=None)
-        self._build_options(name, provider_options or (
-            {} if isinstance(provider, str) else provider.given_options()))
-        self.provider.observe(lambda change: self._build_options(change["new"], {}), "value")
+        self._build_options(name, values)
 
+    def _build_cluster_controls(self, n_workers, threads_per_worker, certs, db):
         choices = [("local cluster", "local"), ("scheduler address", "address"),
                    ("in this process", "sync")]
-        if client is not None:
+        if self._client is not None:
             choices.insert(0, ("this notebook's client", "client"))
-        self.cluster = W.ToggleButtons(options=choices, value=choices[0][1],
-                                       description="Run on")
+        self.cluster = W.ToggleButtons(options=choices, value=choices[0][1], description="Run on")
         self.n_workers = W.BoundedIntText(value=n_workers, min=1, max=64, description="Workers")
         self.threads = W.BoundedIntText(value=threads_per_worker, min=1, max=64,
                                         description="Threads")
@@ -284,18 +295,15 @@ class IngestPanel(W.VBox):
                             placeholder="for tls://: a directory from kdist cluster certs")
         self.address = W.Text(placeholder="tcp://scheduler:8786 or tls://...",
                               description="Address")
-        self.cluster.observe(lambda _: self._show_cluster_fields(), "value")
         self.db = W.Text(value=str(db), description="Database", layout=W.Layout(width="100%"))
 
+    def _build_run_controls(self):
+        """The buttons, and what shows a run: status, dashboard link, bars and tables."""
         self.start_button = W.Button(description="Start", button_style="primary", icon="play")
         self.cancel_button = W.Button(description="Cancel", button_style="warning",
                                       icon="stop", disabled=True)
         self.resume_button = W.Button(description="Resume", icon="redo", disabled=True,
                                       tooltip="Fetch what the last job left unfinished")
-        self.start_button.on_click(lambda _: self._click(self.start))
-        self.cancel_button.on_click(lambda _: self._click(self.cancel))
-        self.resume_button.on_click(lambda _: self._click(self.resume))
-
         self.status = W.HTML("Ready.")
         self.dashboard = W.HTML()
         self.chunks_bar = W.IntProgress(value=0, min=0, max=1, description="Tasks",
@@ -306,41 +314,44 @@ class IngestPanel(W.VBox):
         self.rate_label = W.Label("")
         self.failures = W.HTML()
         self.report_html = W.HTML()
+
+    def _wire_controls(self):
+        """Connect the controls to the panel's methods (no closures). The buttons name theirs:
+        it is looked up at each click, so a method replaced later is the one called."""
+        self.all_symbols.observe(self._show_symbol_fields, "value")
+        self.symbols_upload.observe(self._take_upload, "value")
+        self.provider.observe(self._choose_provider, "value")
+        self.cluster.observe(self._show_cluster_fields, "value")
+        self.start_button.on_click(functools.partial(self._click, "start"))
+        self.cancel_button.on_click(functools.partial(self._click, "cancel"))
+        self.resume_button.on_click(functools.partial(self._click, "resume"))
+
+    def _add_classes(self):
+        """The CSS classes a page's styles and the browser tests find the widgets by."""
         for widget, name in [
             (self, "kdist-ingest-panel"), (self.start_button, "kdist-start"),
             (self.cancel_button, "kdist-cancel"), (self.resume_button, "kdist-resume"),
             (self.symbols_bar, "kdist-symbols-bar"), (self.chunks_bar, "kdist-chunks-bar"),
             (self.status, "kdist-status"), (self.failures, "kdist-failures"),
-            (self.report_html, "kdist-report"), (self.dashboard, "kdist-dashboard"),
-        ]:
+            (self.report_html, "kdist-report"), (self.dashboard, "kdist-dashboard")]:
             widget.add_class(name)
 
+    def _layout(self) -> list:
+        """The panel's rows, top to bottom, with the fields the choices hide or disable set."""
         self._cluster_fields = W.HBox([self.n_workers, self.threads, self.address, self.certs])
         self._show_cluster_fields()
         self._show_symbol_fields()
-        super().__init__([
-            W.HTML("<h3 style='margin:0'>kdist import</h3>"),
-            self.symbols_text,
+        return [
+            W.HTML("<h3 style='margin:0'>kdist import</h3>"), self.symbols_text,
             W.HBox([self.symbols_upload, self.all_symbols]),
-            W.HBox([W.VBox([self.start_date, self.end_date]),
-                    W.VBox([self.freq, self.adjust])]),
-            self.provider,
-            self.options_fold,
-            self.cluster,
-            self._cluster_fields,
-            self.db,
+            W.HBox([W.VBox([self.start_date, self.end_date]), W.VBox([self.freq, self.adjust])]),
+            self.provider, self.options_fold, self.cluster, self._cluster_fields, self.db,
             W.HBox([self.start_button, self.cancel_button, self.resume_button]),
-            self.status,
-            self.dashboard,
-            self.chunks_bar,
-            self.symbols_bar,
+            self.status, self.dashboard, self.chunks_bar, self.symbols_bar,
             W.HBox([self.rows_label, self.rate_label],
                    layout=W.Layout(justify_content="space-between", width="60%")),
-            self.failures,
-            self.report_html,
-        ])
-
-    # -- building the controls ------------------------------------------------------------
+            self.failures, self.report_html,
+        ]
 
     def _build_options(self, name: str, values: dict):
         cls = provider_class(name)
@@ -369,6 +380,9 @@ class IngestPanel(W.VBox):
         self.options_box.children = list(self.options.values())
         self._title_options()
 
+    def _choose_provider(self, change):
+        self._build_options(change["new"], {})
+
     def _title_options(self):
         """Name the options that differ from the provider's defaults in the fold's title."""
         defaults = provider_class(self.provider.value).options
@@ -379,11 +393,11 @@ class IngestPanel(W.VBox):
         summary = ", ".join(given) if given else "defaults"
         self.options_fold.set_title(0, f"{self.provider.value} options: {summary}")
 
-    def _show_symbol_fields(self):
+    def _show_symbol_fields(self, _change=None):
         everything = self.all_symbols.value
         self.symbols_text.disabled = self.symbols_upload.disabled = everything
 
-    def _take_upload(self):
+    def _take_upload(self, _change=None):
         """Move an uploaded file's symbols into the text area, where they can be seen and
         edited, and clear the upload so they are not added again."""
         if not self.symbols_upload.value:
@@ -399,7 +413,7 @@ class IngestPanel(W.VBox):
                       f"{html.escape(', '.join(f['name'] for f in self.symbols_upload.value))}.")
         self.symbols_upload.value = ()
 
-    def _show_cluster_fields(self):
+    def _show_cluster_fields(self, _change=None):
         mode = self.cluster.value
         self.n_workers.layout.display = self.threads.layout.display = (
             None if mode == "local" else "none")
@@ -533,10 +547,10 @@ class IngestPanel(W.VBox):
             close_shared(self._local)
             self._local = None
 
-    def _click(self, action):
+    def _click(self, action: str, _button=None):
         """A button's handler: every error ends up in the status line, never in a log."""
         try:
-            action()
+            getattr(self, action)()
         except Exception as exc:
             self._say(html.escape(_error_line(exc), quote=False), error=True)
 
