@@ -165,19 +165,23 @@ def _new_ca(hosts, days: int):
         .not_valid_before(now - _SKEW)
         .not_valid_after(now + _dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                crl_sign=True, encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(_key_usage(ca=True), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
                        critical=False)
         .sign(key, hashes.SHA256())
     )
     return cert, key
+
+
+def _key_usage(*, ca: bool):
+    """Signing only; a CA's key also signs certificates and revocation lists."""
+    from cryptography import x509
+
+    return x509.KeyUsage(
+        digital_signature=True, content_commitment=False, key_encipherment=False,
+        data_encipherment=False, key_agreement=False, key_cert_sign=ca, crl_sign=ca,
+        encipher_only=False, decipher_only=False,
+    )
 
 
 def _new_leaf(role: str, hosts, ca_cert, ca_key, days: int):
@@ -201,14 +205,7 @@ def _new_leaf(role: str, hosts, ca_cert, ca_key, days: int):
         .not_valid_after(not_after)
         .add_extension(x509.SubjectAlternativeName(_names(hosts)), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                crl_sign=False, encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(_key_usage(ca=False), critical=True)
         # Every Dask process both listens and connects (the scheduler dials workers, workers
         # dial each other), so each certificate serves both ends of a handshake.
         .add_extension(
