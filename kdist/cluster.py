@@ -26,260 +26,27 @@ The :class:`Cluster` records which mode ran and why, for the job's report.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures as cf
-import functools
 import ipaddress
 import logging
 import multiprocessing
 import os
-import queue
 import socket
-import sys
 import threading
 import warnings
-from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
 import dask
 
+from .backends import Cluster, DaskCluster, InProcess, dask_error
 from .errors import InvalidOptionError, NoWorkersError, SchedulerUnreachableError, UsageError
 
-__all__ = ["Cluster", "close_shared", "dask_error", "is_shared", "named_scheduler",
-           "resolve_cluster", "shared_cluster"]
+__all__ = ["Cluster", "DaskCluster", "InProcess", "close_shared", "dask_error", "is_shared",
+           "named_scheduler", "resolve_cluster", "shared_cluster"]
 
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 10.0
 WORKER_TIMEOUT = 30.0
-
-
-@dataclass
-class Cluster:
-    """Where a job's chunks run: a Dask client, or an in-process executor for ``sync``."""
-
-    mode: str  # "distributed", "local" or "sync"
-    client: object | None = None
-    address: str | None = None
-    dashboard_link: str | None = None
-    fallback_reason: str | None = None
-    #: Why this mode was chosen when nobody named one (e.g. a small job runs in process).
-    reason: str | None = None
-    _closers: list = field(default_factory=list, repr=False)
-    _executor: _DaemonExecutor | None = field(default=None, repr=False)
-    #: Results being fetched, or fetched, before the caller asks: {future key: cf.Future}.
-    _ahead: dict = field(default_factory=dict, repr=False)
-    #: Keys whose results nobody has asked for yet: only these are fetched ahead.
-    _unasked: set = field(default_factory=set, repr=False)
-    _ahead_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    @property
-    def n_workers(self) -> int:
-        if self.client is None:
-            return 1
-        return max(1, len(self.client.scheduler_info(n_workers=-1)["workers"]))
-
-    @property
-    def n_threads(self) -> int:
-        if self.client is None:
-            return 1
-        return max(1, sum(self.client.nthreads().values()))
-
-    def connected(self) -> bool:
-        """False while the client has lost its scheduler (``sync`` is always connected)."""
-        return self.client is None or self.client.status == "running"
-
-    def live_workers(self) -> int:
-        """Workers connected now (1 for ``sync``)."""
-        if self.client is None:
-            return 1
-        try:
-            return len(self.client.scheduler_info(n_workers=-1)["workers"])
-        except Exception:  # the scheduler itself is gone
-            return 0
-
-    def submit(self, task, workers: list[str] | None = None):
-        """Start a ``dask.delayed`` task and return its future (on one of ``workers`` only,
-        when given)."""
-        if self.client is None:
-            if self._executor is None:
-                self._executor = _DaemonExecutor()
-            # Dask's own scheduler function: compute(scheduler="sync") would first import
-            # distributed to look for a client, a cost a small job notices
-            # (see docs/performance.md#in-process).
-            return self._executor.submit(_run_sync, task)
-        if workers:
-            return self.client.compute(task, workers=workers, allow_other_workers=False)
-        return self.client.compute(task)
-
-    def submit_many(self, tasks) -> list:
-        """Start ``dask.delayed`` tasks in one submission and return their futures."""
-        if self.client is None:
-            return [self.submit(task) for task in tasks]
-        futures = list(self.client.compute(list(tasks)))
-        with self._ahead_lock:
-            self._unasked.update(f.key for f in futures)
-        for future in futures:
-            future.add_done_callback(self._fetch_ahead)
-        return futures
-
-    def _fetch_ahead(self, future):
-        """Start fetching a finished task's result at once, on the client's event loop.
-
-        Runs in Dask's callback thread when the task ends. The transfer then overlaps the
-        caller's work (writing the previous batch) instead of following it, where the
-        client's thread used to wait for transfers (see docs/performance.md#fetch-ahead). At
-        most ``_AHEAD`` results are held before the caller takes them, to bound client memory;
-        the others are fetched when asked for.
-        """
-        if future.status != "finished":
-            return
-        with self._ahead_lock:
-            # Dask's callback thread may run late: a result already asked for (and fetched
-            # by the caller) must not be fetched again and held.
-            if future.key not in self._unasked or len(self._ahead) >= _AHEAD:
-                return
-            try:
-                self._ahead[future.key] = asyncio.run_coroutine_threadsafe(
-                    self.client._gather([future]), self.client.loop.asyncio_loop
-                )
-            except Exception as exc:  # a closing client: fetched when asked for, or never
-                log.debug("could not fetch %s ahead: %r", future.key, exc)
-
-    def gather_finished(self, futures, timeout: float) -> dict:
-        """The results of the finished ``futures``: ``{future: result}``.
-
-        Those fetched ahead (see :meth:`_fetch_ahead`) are taken as they are; the others are
-        fetched in one round trip, where fetching them one by one costs one each (see
-        docs/performance.md#fetch-ahead). Best effort: empty in process, and a
-        future missing on any trouble; the caller then fetches it itself, with its checks.
-        """
-        if self.client is None:
-            return {}
-        results = {}
-        for future in futures:
-            with self._ahead_lock:
-                self._unasked.discard(future.key)  # fetched now, one way or another
-                ahead = self._ahead.pop(future.key, None)
-            if ahead is not None:
-                try:
-                    results[future] = ahead.result(timeout)[0]
-                except Exception:  # lost with its worker, erred, or slow: the caller checks
-                    ahead.cancel()
-        # A few at a time: each result is held until the batch it joins is written.
-        finished = [f for f in futures if f not in results and f.status == "finished"]
-        finished = finished[:_GATHER_AT_ONCE]
-        if len(finished) < 2:
-            return results
-        try:
-            values = self.client.sync(self.client._gather, finished, callback_timeout=timeout)
-        except Exception:
-            return results
-        return {**results, **dict(zip(finished, values))}
-
-    def wait(self, futures, timeout: float):
-        """Return ``(done, not_done)`` after the first completes or ``timeout`` seconds."""
-        if not futures:
-            return set(), set()
-        if self.client is None:
-            done, pending = cf.wait(futures, timeout=timeout, return_when=cf.FIRST_COMPLETED)
-            return set(done), set(pending)
-        from distributed import wait
-
-        try:
-            # Our client is not the process default (the caller may have their own).
-            with self.client.as_current():
-                done, pending = wait(list(futures), timeout=timeout, return_when="FIRST_COMPLETED")
-        except TimeoutError:
-            return set(), set(futures)
-        except Exception as exc:
-            # Dask cancels every future when the client loses its scheduler.
-            if dask_error(exc, "cancelled"):
-                raise SchedulerUnreachableError(
-                    f"Lost the scheduler {self.address} mid-job ({len(futures)} chunks in "
-                    "flight were cancelled)",
-                    address=self.address,
-                ) from exc
-            raise
-        return set(done), set(pending)
-
-    def cancel(self, futures):
-        """Cancel futures that have not finished.
-
-        Best effort: a client that already lost its scheduler cannot send the request, and
-        that failure must not hide the error that is stopping the job.
-        """
-        if not futures:
-            return
-        if self.client is None:
-            for f in futures:
-                f.cancel()
-            return
-        with self._ahead_lock:
-            for f in futures:
-                self._unasked.discard(f.key)
-                ahead = self._ahead.pop(f.key, None)
-                if ahead is not None:
-                    ahead.cancel()
-        try:
-            self.client.cancel(list(futures))
-        except Exception:  # the scheduler is gone: so are the tasks
-            pass
-
-    def close(self):
-        """Shut down what this object started (never a client the caller passed in)."""
-        if self._executor is not None:
-            self._executor.shutdown()
-        for closer in reversed(self._closers):
-            try:
-                closer()
-            except Exception as exc:  # closing must not hide the job's own outcome
-                log.debug("ignored error while closing the cluster: %s", exc)
-        self._closers.clear()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-
-class _DaemonExecutor:
-    """Runs in-process tasks one at a time on a daemon thread.
-
-    Not a ``ThreadPoolExecutor``: Python joins those threads at exit, so a provider call that
-    never returns (``timeout=0``) would keep a stopped job's process alive for ever. A job
-    that stops leaves a running task to end at its next symbol, or with the process.
-    """
-
-    def __init__(self):
-        self._tasks: queue.SimpleQueue = queue.SimpleQueue()
-        self._closed = False
-        threading.Thread(target=self._serve, name="kdist-sync", daemon=True).start()
-
-    def submit(self, fn, *args) -> cf.Future:
-        future: cf.Future = cf.Future()
-        self._tasks.put((future, fn, args))
-        return future
-
-    def _serve(self):
-        while True:
-            item = self._tasks.get()
-            if item is None:
-                return
-            future, fn, args = item
-            if self._closed or not future.set_running_or_notify_cancel():
-                future.cancel()
-                continue
-            try:
-                future.set_result(fn(*args))
-            except BaseException as exc:  # handed to whoever waits on the future
-                future.set_exception(exc)
-
-    def shutdown(self):
-        """Cancel the tasks not started; never wait for the one running."""
-        self._closed = True
-        self._tasks.put(None)
 
 
 #: Local clusters shared by the callers of :func:`shared_cluster`, by (workers, threads, tls).
@@ -326,38 +93,6 @@ def close_shared(cluster: Cluster) -> None:
             if known is cluster:
                 del _SHARED[key]
     cluster.close()
-
-
-@functools.cache
-def _dask_errors() -> dict[str, tuple[type, ...]]:
-    """Dask's exception classes by what they mean to kdist, imported on first use (``import
-    kdist`` never imports distributed; an in-process job never needs it)."""
-    from distributed.client import FuturesCancelledError
-    from distributed.comm.core import CommClosedError, FatalCommClosedError
-    from distributed.scheduler import KilledWorker
-
-    return {
-        "worker died": (KilledWorker,),  # Dask gave up on a task whose workers kept dying
-        "cancelled": (cf.CancelledError, asyncio.CancelledError, FuturesCancelledError),
-        "closed": (CommClosedError,),  # a connection closed, or never opened
-        "refused": (FatalCommClosedError,),  # e.g. a TLS handshake the other side refused
-    }
-
-
-def dask_error(exc: BaseException, kind: str) -> bool:
-    """Whether ``exc`` is a Dask error of ``kind``: ``worker died``, ``cancelled``,
-    ``closed`` or ``refused`` (matched by type, through one lazily built map)."""
-    if "distributed" not in sys.modules:
-        # Nothing of Dask's ran: only the in-process executor's cancellations can occur.
-        return kind == "cancelled" and isinstance(exc, (cf.CancelledError,
-                                                        asyncio.CancelledError))
-    return isinstance(exc, _dask_errors()[kind])
-
-
-def _run_sync(task):
-    from dask.local import get_sync
-
-    return get_sync(task.__dask_graph__(), task.key)
 
 
 def _with_scheme(address: str) -> str:
@@ -417,13 +152,8 @@ def _local_cluster(n_workers, threads_per_worker, *, tls: bool) -> Cluster:
             silence_logs=logging.ERROR,
         )
     client = Client(cluster, set_as_default=False)
-    return Cluster(
-        "local",
-        client=client,
-        address=cluster.scheduler_address,
-        dashboard_link=client.dashboard_link,
-        _closers=[cluster.close, client.close],
-    )
+    return DaskCluster("local", client, address=cluster.scheduler_address,
+                       dashboard_link=client.dashboard_link, closers=[cluster.close, client.close])
 
 
 #: glibc settings for local workers, replacing Dask's ``MALLOC_TRIM_THRESHOLD_=65536``. With
@@ -576,7 +306,8 @@ def _remote_cluster(address: str, connect_timeout: float, worker_timeout: float,
                 tls=reason,
             ) from exc
         hint = ""
-        if address.startswith("tcp://") and type(exc) in _dask_errors()["closed"]:
+        if address.startswith("tcp://") and dask_error(exc, "closed") \
+                and not dask_error(exc, "refused"):
             hint = "; if it is a TLS scheduler, use its tls:// address and certificates"
         raise SchedulerUnreachableError(
             f"Scheduler {address} did not answer within {connect_timeout:g}s ({exc}); "
@@ -594,13 +325,8 @@ def _remote_cluster(address: str, connect_timeout: float, worker_timeout: float,
             f"start some with '{start}'",
             address=address,
         ) from exc
-    return Cluster(
-        "distributed",
-        client=client,
-        address=address,
-        dashboard_link=client.dashboard_link,
-        _closers=[client.close],
-    )
+    return DaskCluster("distributed", client, address=address,
+                       dashboard_link=client.dashboard_link, closers=[client.close])
 
 
 def _security(client, security, tls_ca, tls_cert, tls_key):
@@ -696,14 +422,11 @@ def resolve_cluster(
     security = _security(client, security, tls_ca, tls_cert, tls_key)
     if not isinstance(client, str):
         # A distributed.Client the caller owns: use it, never close it.
-        return Cluster(
-            "distributed",
-            client=client,
-            address=getattr(client.scheduler, "address", None),
-            dashboard_link=client.dashboard_link,
-        )
+        return DaskCluster("distributed", client,
+                           address=getattr(client.scheduler, "address", None),
+                           dashboard_link=client.dashboard_link)
     if client == "sync":
-        return Cluster("sync")
+        return InProcess()
     if client == "local":
         tls = _local_tls(asked)  # a bad KDIST_LOCAL_TLS is an error, not a reason to fall back
         try:
@@ -745,16 +468,6 @@ def resolve_cluster(
     return cluster
 
 
-#: Finished results fetched in one round trip. Each is held until its batch is written, so
-#: more at once raised scenario D's client peak and made A no faster
-#: (see docs/performance.md#fetch-ahead).
-_GATHER_AT_ONCE = 2
-#: Finished results fetched ahead of the caller, at most (each a chunk's bars): more took
-#: scenario D's client peak to the edge of its target, with A no faster
-#: (see docs/performance.md#fetch-ahead).
-_AHEAD = 2
-
-
 def named_scheduler() -> str | None:
     """The scheduler named by ``KDIST_SCHEDULER`` or Dask's ``scheduler-address``, if any."""
     return os.environ.get("KDIST_SCHEDULER") or dask.config.get("scheduler-address", None)
@@ -762,4 +475,4 @@ def named_scheduler() -> str | None:
 
 def _fallback_sync(reason: str) -> Cluster:
     warnings.warn(f"{reason}. Running in this process instead.", UserWarning, stacklevel=3)
-    return Cluster("sync", fallback_reason=reason)
+    return InProcess(fallback_reason=reason)

@@ -10,10 +10,8 @@ flight, never by the job. Its :meth:`JobLoop.run` reads as the steps it takes.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import shlex
-import threading
 import time
 import uuid
 import warnings
@@ -394,13 +392,9 @@ class JobLoop(ChunkLoop):
         cluster = self.cluster
         if self.limits is not None:
             stop_gate(self.limits.key)  # in-process chunks stop at their next symbol
-            if cluster.client is not None and cluster.connected():
-                # Workers keep one gate per job (semaphores, a rate thread): end them too.
-                # From a thread, on the workers that answer: Client.run waits for every
-                # worker it names, and a frozen one would hold the job's end for minutes.
-                threading.Thread(target=_stop_on_workers, name="kdist-stop-gates",
-                                 args=(cluster.client, self.limits.key, self.silence.silent),
-                                 daemon=True).start()
+            # Workers keep one gate per job (semaphores, a rate thread): end them too, on
+            # the workers that answer.
+            cluster.run_on_workers(stop_on_worker, self.limits.key, skip=self.silence.silent)
         cluster.cancel(set(self.pending))
         for result, chunk in _finished(self.pending, cluster):
             self.batch.add(result, chunk)
@@ -419,13 +413,6 @@ class JobLoop(ChunkLoop):
 
 
 
-def _stop_on_workers(client, key: str, silent: set):
-    with contextlib.suppress(Exception):
-        workers = [a for a in client.scheduler_info(n_workers=-1)["workers"] if a not in silent]
-        if workers:
-            client.run(stop_on_worker, key, workers=workers, wait=False)
-
-
 def _finished(pending: dict, cluster: Cluster):
     """``(result, chunk)`` of the chunks that finished while the job was being stopped.
 
@@ -436,9 +423,7 @@ def _finished(pending: dict, cluster: Cluster):
     deadline = time.monotonic() + STOP_GRACE
     for future, chunk in list(pending.items()):
         try:
-            if cluster.client is None:
-                future.result(timeout=max(0.0, deadline - time.monotonic()))
-            elif future.status != "finished":
+            if not cluster.settle(future, max(0.0, deadline - time.monotonic())):
                 continue
             result = _result(future, chunk, cluster, timeout=1.0)
         except Exception:  # cancelled, lost, or slow: those symbols stay pending
@@ -480,7 +465,7 @@ class _Watchdog:
             self.progress_at = now
             self.lost_since = None
             return
-        if self.cluster.client is None or now - self.checked_at < 2.0:
+        if now - self.checked_at < 2.0:
             return
         self.checked_at = now
         if not self.cluster.connected():
@@ -520,14 +505,12 @@ class _Silence:
 
     def check(self, pending: dict) -> list:
         """``(future, chunk, note, workers to use)`` for each chunk to move."""
-        client = self.cluster.client
         now = time.monotonic()
-        if client is None or not pending or now - self.checked_at < min(5.0, self.after / 2):
+        if not pending or now - self.checked_at < min(5.0, self.after / 2):
             return []
         self.checked_at = now
         try:
-            seen = {address: info.get("last_seen") for address, info in
-                    client.scheduler_info(n_workers=-1)["workers"].items()}
+            seen = self.cluster.heartbeats()
             if not seen or not all(seen.values()):
                 return []
             # The scheduler's own clock: the latest heartbeat stands for its "now", so a
@@ -538,7 +521,7 @@ class _Silence:
             answering = sorted(set(seen) - set(silent))
             if not silent or not answering:
                 return []
-            held = {key: address for address, keys in client.processing(list(silent)).items()
+            held = {key: address for address, keys in self.cluster.processing(silent).items()
                     for key in keys}
         except Exception as exc:  # a scheduler that cannot say: Dask's own TTL still applies
             log.debug("could not ask the scheduler for silent workers: %r", exc)
@@ -574,13 +557,10 @@ def _result(future, chunk: Chunk, cluster: Cluster, timeout: float = RESULT_TIME
     and waiting for it here would keep the watchdog, cancel and flushes from running.
     Raises :class:`_NotYet` when the result is not (or no longer) to be had now.
     """
-    if cluster.client is not None:
-        if future.status not in ("finished", "error", "cancelled"):
-            raise _NotYet()  # reported done, then lost with its worker: Dask computes it again
-        failed = future.status == "error"
-    else:
-        failed = future.done() and not future.cancelled() and future.exception() is not None
-    if failed:
+    state = cluster.state(future)
+    if state == "pending":
+        raise _NotYet()  # reported done, then lost with its worker: Dask computes it again
+    if state == "error":
         # The task itself raised: never mistake its TimeoutError for a slow transfer below.
         return _from_error(future.exception(), chunk, cluster)
     try:

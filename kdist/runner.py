@@ -30,7 +30,6 @@ from .errors import JobFailedError, UsageError
 from .fetching import CALL_TIMEOUT, RETRIES, ChunkResult, fetch_chunk, outcome
 from .fetching import task as chunk_task
 from .limits import Limits
-from .limits import prepare as prepare_limits
 from .loop import FetchLoop, JobLoop
 from .outcome import JobStatus, Status
 from .plan import estimate_rows, plan_chunks
@@ -408,8 +407,7 @@ def _limits(job: _Job, cluster: Cluster, **given) -> Limits:
         max_rate=given["max_rate"] or job.provider.max_rate,
         trip_after=given["trip_after"], cooldown=given["cooldown"],
     )
-    if cluster.client is not None:
-        prepare_limits(limits, cluster.client)
+    cluster.share(limits)
     return limits
 
 

@@ -1,4 +1,4 @@
-"""All SQL: the DuckDB file's tables, batch writes, the job ledger, ``load`` and ``check``.
+"""The DuckDB file's tables, batch writes and reads: :class:`Store`, ``load`` and ``check``.
 
 One file holds the bars (``kline``) and the ledger (``kdist_jobs``, one row per job, and
 ``kdist_job_symbols``, one row per job and symbol). Only the client process writes.
@@ -17,50 +17,28 @@ docs/performance.md#bytes-per-bar). Every read casts it back to ``TIMESTAMP``, s
 round them. A version-1 file (``ts TIMESTAMP``) is migrated in place when opened read-write
 and read as it is when opened read-only.
 
-Who may open the file. DuckDB lets one process hold it read-write or many read it, never both.
-A writing :class:`Store` holds kdist's own lock for its whole life, an ``flock`` on
-``<db>.lock`` (which names the process and its job), so a second writer, in this process or
-another, is refused at once; its DuckDB connection is only needed while it writes, and
-:meth:`Store.idle`, called by the import loop while it waits, closes it after
-:data:`RELEASE_AFTER` seconds without a statement, or at once when a reader is waiting. The
-next statement reopens it. A reader (``read_only=True``: :func:`load`, :func:`catalog`,
-:func:`check`, ``kdist show/jobs/status``) holds a shared ``flock`` on ``<db>.readers`` while
-it waits and reads, which is how the writer knows to let go and to wait before reopening;
-when a kdist import holds the file it retries for up to :data:`READ_WAIT` seconds, and it
-sees committed batches only. Any other holder is named at once, as waiting for it would not
-help.
+Who may open the file (one writer at a time, readers between its batches) and the
+connection itself are :mod:`kdist.access`, the base of :class:`Store`; the job ledger's
+statements are :mod:`kdist.ledger`, which :class:`Store` inherits.
 
 Identifiers are fixed strings in this module; every value goes through a ``?`` parameter.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
-import functools
 import json
-import logging
 import os
-import re
-import sys
-import threading
-import time
-from pathlib import Path
 
 import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-try:
-    import fcntl
-except ImportError:  # Windows: no flock; the writer then holds DuckDB's lock for its life
-    fcntl = None
-
-from .errors import DatabaseLockedError, SchemaVersionError, StoreError, UsageError
+from .access import READ_WAIT, _store_error, _using
+from .errors import SchemaVersionError, StoreError, UsageError
+from .ledger import Ledger, _now, _version
 from .outcome import LEDGER_COLUMNS
 from .schema import Adjust, Freq, parse_symbols, to_date
-
-log = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_DB", "Store", "catalog", "check", "jobs", "ledger", "load"]
 
@@ -74,16 +52,6 @@ SCHEMA_VERSION = "2"
 WRITER_MEMORY = "192MB"
 #: Block size of a new database file, in bytes (DuckDB's default is 262144).
 BLOCK_SIZE = 131072
-#: Seconds without a statement after which :meth:`Store.idle` closes the writer's DuckDB
-#: connection, so that readers get in between batches (see docs/architecture.md, Readers).
-RELEASE_AFTER = 1.0
-#: Seconds a reader waits for a kdist import to let it in: the longest an import holds the
-#: file without waiting is its start (opening, reading the stored bounds, starting a local
-#: cluster) or one batch's write, a few seconds on a busy machine.
-READ_WAIT = 30.0
-#: Seconds a writer waits to reopen the file while readers hold it, before it gives up naming
-#: them: kdist's readers hold it for one call; a DuckDB client holding it longer is told.
-WRITE_WAIT = 60.0
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS kdist_meta (key VARCHAR NOT NULL, value VARCHAR);
@@ -143,8 +111,6 @@ CREATE TABLE IF NOT EXISTS kdist_job_symbols (
 );
 """
 
-_LOCK = re.compile(r"Conflicting lock is held in (?P<holder>.*?) \(PID (?P<pid>\d+)\)")
-
 
 def _bar_span(freq: Freq) -> pd.Timedelta:
     """Calendar time one bar covers at most (a trading day for intraday bars' sessions)."""
@@ -154,104 +120,17 @@ def _bar_span(freq: Freq) -> pd.Timedelta:
             Freq.MONTH: pd.Timedelta(days=31)}[freq]
 
 
-#: The writing Store of each file this process has open (see Store._claim), and the lock that
-#: makes checking and registering one step.
-_WRITERS: dict[str, Store] = {}
-_WRITERS_LOCK = threading.Lock()
-#: The threads of this process with a reader Store open, per file, as many times as open.
-_READING: dict[str, list[int]] = {}
 
+def _ledger_rows(outcomes: list[dict]) -> pd.DataFrame:
+    """A batch's outcomes as rows of ``kdist_job_symbols``, less ``job_id`` and ``updated_at``."""
+    ledger = pd.DataFrame.from_records(outcomes, columns=list(LEDGER_COLUMNS))
+    ledger["rejected"] = [json.dumps(r) if r else None for r in ledger["rejected"]]
+    for col in ("first_ts", "last_ts", "window_start"):
+        ledger[col] = pd.to_datetime(ledger[col]).astype("datetime64[us]")
+    ledger["revised"] = ledger["revised"].eq(True)  # missing counts as not revised
+    return ledger
 
-def _now() -> _dt.datetime:
-    return _dt.datetime.now()
-
-
-class _FileLock:
-    """An ``flock`` on a file next to the database; the file is removed by its last holder.
-
-    flock conflicts between any two open files, in one process or two, and ends with the
-    process that held it, so a killed import leaves nothing locked behind.
-    """
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.fd: int | None = None
-
-    def acquire(self, *, shared: bool = False, block: bool = False, create: bool = True,
-                write: bool = False):
-        """Take the lock: True, or False when someone else holds it, or None when there is
-        no such file (``create=False``) or it cannot be opened (another user's)."""
-        mode = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if block else fcntl.LOCK_NB)
-        # flock needs no write access: only a writer, which records itself, opens for writing.
-        flags = (os.O_RDWR if write else os.O_RDONLY) | (os.O_CREAT if create else 0)
-        while True:
-            try:
-                fd = os.open(self.path, flags, 0o666)
-            except FileNotFoundError:
-                return None
-            except PermissionError:
-                if create:
-                    raise
-                return None
-            try:
-                fcntl.flock(fd, mode)
-            except BlockingIOError:
-                os.close(fd)
-                return False
-            except BaseException:
-                os.close(fd)
-                raise
-            # The last holder may have removed the file between our open and our lock: a lock
-            # on a removed file guards nothing, so take the one at the path now.
-            try:
-                here, mine = os.stat(self.path), os.fstat(fd)
-                if (here.st_dev, here.st_ino) == (mine.st_dev, mine.st_ino):
-                    self.fd = fd
-                    return True
-            except FileNotFoundError:
-                pass
-            os.close(fd)
-
-    def write(self, text: str):
-        """Say who holds the lock, for others' messages; best effort: the lock itself is the
-        flock, and a full disk must not stop a job from recording that it failed."""
-        try:
-            os.ftruncate(self.fd, 0)
-            os.pwrite(self.fd, text.encode(), 0)
-        except OSError as exc:
-            log.debug("could not write %s: %s", self.path, exc)
-
-    def release(self):
-        """Let go, removing the file if no one else holds it (a holder that opened it since
-        notices the removal, see acquire)."""
-        fd, self.fd = self.fd, None
-        if fd is None:
-            return
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            os.unlink(self.path)
-        except OSError:
-            pass  # others hold it still (or it is gone): theirs to remove
-        finally:
-            os.close(fd)
-
-
-def _using(method):
-    """Run a method holding the store's connection, so that :meth:`Store.idle`, from another
-    thread, never closes it in the middle of a statement or a transaction."""
-
-    @functools.wraps(method)
-    def wrapper(self, *args, **kwargs):
-        with self._use:
-            try:
-                return method(self, *args, **kwargs)
-            finally:
-                self._last_used = time.monotonic()
-
-    return wrapper
-
-
-class Store:
+class Store(Ledger):
     """A connection to one kdist DuckDB file.
 
     Opening creates the file and its tables if needed (``read_only=False``; ``create=False``
@@ -290,41 +169,12 @@ class Store:
         self, path: str | os.PathLike = DEFAULT_DB, *, read_only: bool = False,
         create: bool = True, adopt: bool = False, wait: float = READ_WAIT,
     ):
-        if str(path).startswith((":memory:", "md:", "motherduck:")) or not str(path).strip():
-            raise UsageError(
-                f"db={str(path)!r} is not a local file: kdist stores bars in a DuckDB file, "
-                "e.g. data/kdist.duckdb"
-            )
-        self.path = Path(path)
-        self.read_only = read_only
-        self._adopt = adopt
-        # The per-symbol bounds series() read last, until the next write (incremental_windows).
-        # They stay valid while the connection is closed: no other writer can get in.
-        self._series: dict[tuple[Freq, Adjust], pd.DataFrame] = {}
-        self._con: duckdb.DuckDBPyConnection | None = None
-        self._closed = False
-        self._use = threading.RLock()
-        self._last_used = time.monotonic()
-        self._key: str | None = None
-        self._lock: _FileLock | None = None  # a writer's: held from open to close
-        self._reading: _FileLock | None = None  # a reader's: held while it waits and reads
-        self._thread: int | None = None  # a reader's thread, once connected (see _READING)
-        self._write_wait = WRITE_WAIT  # how long the next reopen may wait for readers
-        if (read_only or not create) and not self.path.exists():
-            raise StoreError(
-                f"No kdist database at {self.path}: run 'kdist ingest' first or pass --db",
-                path=str(self.path),
-            )
-        # Sidecar files by the resolved path: two spellings of one file share one lock.
-        self._real = str(self.path.resolve())
-        self._lock_path = Path(self._real + ".lock")
-        self._readers_path = Path(self._real + ".readers")
         # The writer's buffer pool is capped: DuckDB otherwise keeps every block it wrote
         # cached, so a long import's memory would grow with the table, not the batch. It
         # spills to disk past the cap; readers keep DuckDB's default.
-        self._config = {}
+        config = {}
         if not read_only:
-            self._config["memory_limit"] = os.environ.get("KDIST_DUCKDB_MEMORY", WRITER_MEMORY)
+            config["memory_limit"] = os.environ.get("KDIST_DUCKDB_MEMORY", WRITER_MEMORY)
             # DuckDB's optimistic writes stay on (its default): a large insert's row groups
             # go to the file once, not to the WAL and then the file at the checkpoint, and
             # the inserts take far less time (see docs/performance.md#writes). They waste
@@ -335,233 +185,23 @@ class Store:
             # used, and smaller blocks waste less, as fast; 64 KiB wasted less still but cost
             # client memory. A larger checkpoint_threshold or threads=1 did not help
             # reliably (see docs/performance.md#bytes-per-bar).
-            self._config["default_block_size"] = str(BLOCK_SIZE)
+            config["default_block_size"] = str(BLOCK_SIZE)
+        super().__init__(path, read_only=read_only, create=create, config=config)
+        self._adopt = adopt
+        # The per-symbol bounds series() read last, until the next write (incremental_windows).
+        # They stay valid while the connection is closed: no other writer can get in.
+        self._series: dict[tuple[Freq, Adjust], pd.DataFrame] = {}
         # Held while opening: once claimed, a reader's idle() call from another thread must
         # wait for the checks and the first transaction on the new connection.
         with self._use:
             try:
-                if read_only:
-                    self._con = self._open_reader(wait)
-                else:
-                    self._claim(self._real)
-                    self._con = self._open_writer(first=True)
+                self._open(wait)
                 self._prepare()
                 if not read_only:
                     self._mark_interrupted()
             except BaseException:
                 self.close()
                 raise
-
-    # -- who holds the file ---------------------------------------------------------------
-
-    def _claim(self, key: str):
-        """Become the file's only writer, or raise naming the one there is."""
-        with _WRITERS_LOCK:
-            # Checked and registered in one step: two imports of this process started
-            # together would otherwise both pass the check and write every bar twice.
-            if key in _WRITERS:
-                raise DatabaseLockedError(
-                    f"{self.path} is in use by another import in this process: wait for it to "
-                    "finish (or cancel it), or use another --db",
-                    path=str(self.path),
-                    holder="this process",
-                    pid=os.getpid(),
-                )
-            _WRITERS[key] = self
-            self._key = key
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(
-                f"Cannot create the directory of {self.path}: {exc.strerror}",
-                path=str(self.path),
-            ) from exc
-        if fcntl is None:
-            return
-        lock = _FileLock(self._lock_path)
-        deadline = time.monotonic() + 0.5
-        try:
-            # A reader checking whether an import is running holds the lock for an instant.
-            while not lock.acquire(write=True):
-                if time.monotonic() >= deadline:
-                    holder = _holder(self._lock_path)
-                    raise DatabaseLockedError(
-                        f"{self.path} is in use by {_describe(holder)}: wait for that import "
-                        "to finish or stop it, or use another --db",
-                        path=str(self.path),
-                        holder=holder.get("command", "kdist"),
-                        pid=holder.get("pid"),
-                    )
-                time.sleep(0.01)
-        except OSError as exc:
-            raise StoreError(
-                f"Cannot lock {self.path} for writing ({self._lock_path}: {exc.strerror}); "
-                "check the directory's permissions or use another --db",
-                path=str(self.path),
-            ) from exc
-        self._lock = lock
-        self._tell(None)
-
-    def _tell(self, job_id: str | None):
-        """Write who holds the lock, so that refused writers and waiting readers can say."""
-        if self._lock is not None:
-            self._lock.write(json.dumps(
-                {"pid": os.getpid(), "command": _command(), "job": job_id}))
-
-    def _live_import(self) -> dict | None:
-        """The kdist import that holds the file now (what its lock file says), or None."""
-        if fcntl is None:
-            return None
-        probe = _FileLock(self._lock_path)
-        got = probe.acquire(shared=True, create=False)
-        if got:
-            probe.release()  # removes a lock file left by a killed import
-        return _holder(self._lock_path) if got is False else None
-
-    def _readers_waiting(self) -> bool:
-        """Whether a kdist reader waits for the file or reads it (it holds ``<db>.readers``)."""
-        if fcntl is None:
-            return False
-        probe = _FileLock(self._readers_path)
-        got = probe.acquire(create=False)
-        if got:
-            probe.release()
-        return got is False
-
-    def _open_reader(self, wait: float) -> duckdb.DuckDBPyConnection:
-        """Connect read-only, waiting for up to ``wait`` seconds while a kdist import writes."""
-        if fcntl is not None:
-            announce = _FileLock(self._readers_path)
-            try:
-                announce.acquire(shared=True, block=True)
-                self._reading = announce
-            except OSError:
-                pass  # a directory we may not write: unannounced, we get in once it is idle
-        deadline = time.monotonic() + wait
-        delay = 0.02
-        while True:
-            try:
-                con = self._connect(read_only=True)
-            except duckdb.Error as exc:
-                if not _conflict(exc):
-                    raise _store_error(self.path, exc) from exc
-                writer = self._live_import()
-                if writer is None:
-                    # Not a kdist import: nothing says it will let go between batches.
-                    raise _store_error(self.path, exc) from exc
-                # An import of this process may be idle on this very thread: ask it directly.
-                ours = _WRITERS.get(self._real)
-                released = ours is not None and ours.idle()
-                if time.monotonic() >= deadline:
-                    raise DatabaseLockedError(
-                        f"{self.path} is being written by {_describe(writer)}, which did not "
-                        f"let readers in within {wait:g} s: try again, or wait for that import "
-                        "to finish",
-                        path=str(self.path),
-                        holder=writer.get("command", "kdist"),
-                        pid=writer.get("pid"),
-                    ) from exc
-                if not released:
-                    time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-                    delay = min(2 * delay, 0.25)
-                continue
-            with _WRITERS_LOCK:
-                _READING.setdefault(self._real, []).append(threading.get_ident())
-            self._thread = threading.get_ident()
-            return con
-
-    def _open_writer(self, *, first: bool) -> duckdb.DuckDBPyConnection:
-        """Connect read-write; when reopening, wait for readers to finish first."""
-        waited = self._write_wait
-        deadline = time.monotonic() + waited
-        delay = 0.01
-        # A reader open on this very thread cannot close while we wait for it.
-        stuck = threading.get_ident() in _READING.get(self._real, ())
-        while True:
-            # Readers that waited while we wrote go first; each holds the file for one call.
-            while (not first and not stuck and self._readers_waiting()
-                   and time.monotonic() < deadline):
-                time.sleep(0.01)
-            try:
-                con = self._connect(read_only=False)
-                self._write_wait = WRITE_WAIT
-                return con
-            except duckdb.Error as exc:
-                if stuck and _conflict(exc):
-                    raise DatabaseLockedError(
-                        f"{self.path} is open for reading on this thread (a kdist.Store(..., "
-                        "read_only=True) not closed yet): close it before writing",
-                        path=str(self.path), holder="this process", pid=os.getpid(),
-                    ) from exc
-                # At the first open only a kdist reader is worth waiting for: any other holder
-                # (a DuckDB client, an older kdist) is named at once, before anything is fetched.
-                wait = _conflict(exc) and (not first or self._readers_waiting())
-                if not wait:
-                    raise _store_error(self.path, exc) from exc
-                if time.monotonic() >= deadline:
-                    # The job is stopping: its last writes (the batch in hand, the job's end)
-                    # try once more, without another long wait for the same holder.
-                    self._write_wait = min(waited, 1.0)
-                    raise _store_error(self.path, exc, waited=waited) from exc
-                time.sleep(delay)
-                delay = min(2 * delay, 0.1)
-
-    def _connect(self, *, read_only: bool) -> duckdb.DuckDBPyConnection:
-        con = duckdb.connect(str(self.path), read_only=read_only, config=self._config)
-        try:
-            # Per connection, so again at every reopen. No progress bar: DuckDB would draw
-            # one on the terminal for any slow statement.
-            con.execute("SET enable_progress_bar = false")
-        except BaseException:
-            con.close()
-            raise
-        self._last_used = time.monotonic()
-        return con
-
-    @property
-    def con(self) -> duckdb.DuckDBPyConnection:
-        """The DuckDB connection, reopened if :meth:`idle` closed it. For one thread at a time."""
-        if self._con is None:
-            if self._closed:
-                raise StoreError(f"{self.path}: this Store is closed; open a new one",
-                                 path=str(self.path))
-            self._con = self._open_writer(first=False)
-        self._last_used = time.monotonic()
-        return self._con
-
-    def idle(self) -> bool:
-        """Let readers in while the caller has nothing to write.
-
-        Closes the DuckDB connection (the store stays the file's only writer) when it was
-        not used for :data:`RELEASE_AFTER` seconds or a kdist reader waits; the next call
-        that needs it reopens it. Call it whenever waiting: it costs a clock read and, when
-        the connection is open, one failed ``open`` of ``<db>.readers``. Safe from another
-        thread: it does nothing while a call of this store is running. A reader store, or
-        one without ``flock`` (Windows), never lets go.
-
-        Returns
-        -------
-        bool
-            True when the connection is closed: readers can open the file.
-        """
-        if self.read_only or fcntl is None or self._closed:
-            return False
-        if not self._use.acquire(blocking=False):
-            return False
-        try:
-            if self._con is None:
-                return True
-            if (time.monotonic() - self._last_used < RELEASE_AFTER
-                    and not self._readers_waiting()):
-                return False
-            con, self._con = self._con, None
-            try:
-                con.close()
-            except duckdb.Error as exc:
-                raise _store_error(self.path, exc) from exc
-            return True
-        finally:
-            self._use.release()
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -660,117 +300,7 @@ class Store:
             self.con.rollback()
             raise _store_error(self.path, exc) from exc
 
-    def _mark_interrupted(self):
-        # We hold kdist's writer lock, so no job can still be running: one that says so was
-        # interrupted (its process killed) and is resumable.
-        self._transaction(
-            lambda con: con.execute(
-                """UPDATE kdist_jobs SET status = 'interrupted' WHERE status = 'running'"""
-            )
-        )
-
-    def close(self):
-        """Close the connection and let the file go (to the next writer too)."""
-        with self._use:
-            self._closed = True
-            con, self._con = self._con, None
-            try:
-                if con is not None:
-                    con.close()
-            finally:
-                # DuckDB's lock first, kdist's last: a writer that gets ours can open the file.
-                for lock in (self._reading, self._lock):
-                    if lock is not None:
-                        lock.release()
-                self._reading = self._lock = None
-                with _WRITERS_LOCK:
-                    if self._key is not None:
-                        _WRITERS.pop(self._key, None)
-                    if self._thread is not None:
-                        threads = _READING[self._real]
-                        threads.remove(self._thread)
-                        if not threads:
-                            del _READING[self._real]
-                self._key = self._thread = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    # -- the job ledger -------------------------------------------------------------------
-
-    @_using
-    def start_job(self, job: dict, symbols: list[str]):
-        """Record a new job as running, with every symbol pending."""
-        now = _now()
-        pending = pd.DataFrame({"symbol": pd.Series(symbols, dtype="str")})
-
-        def work(con):
-            con.execute(
-                """INSERT INTO kdist_jobs (job_id, created_at, status, mode, provider,
-                   provider_options, provider_version, freq, adjust, start, "end",
-                   n_symbols, kdist_version, params, note)
-                   VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                [
-                    job["job_id"],
-                    now,
-                    job["mode"],
-                    job["provider"],
-                    json.dumps(job.get("provider_options", {}), default=str),
-                    job.get("provider_version"),
-                    job["freq"],
-                    job["adjust"],
-                    job["start"],
-                    job["end"],
-                    len(symbols),
-                    _version(),
-                    json.dumps(job.get("params", {}), default=str),
-                    job.get("note"),
-                ],
-            )
-            con.register("kdist_pending", pending)
-            con.execute(
-                """INSERT INTO kdist_job_symbols (job_id, symbol, status, attempts, updated_at)
-                   SELECT ?, symbol, 'pending', 0, ? FROM kdist_pending""",
-                [job["job_id"], now],
-            )
-            con.unregister("kdist_pending")
-
-        self._transaction(work)
-        self._tell(job["job_id"])
-
-    @_using
-    def resume_job(self, job_id: str, *, mode: str, note: str | None = None):
-        """Mark an existing job running again (its unfinished symbols are about to be fetched)."""
-        self._transaction(
-            lambda con: con.execute(
-                """UPDATE kdist_jobs SET status = 'running', mode = ?, finished_at = NULL,
-                       note = ? WHERE job_id = ?""",
-                [mode, note, job_id],
-            )
-        )
-        self._tell(job_id)
-
-    @_using
-    def job(self, job_id: str) -> dict:
-        """One job's recorded parameters and counts, or a UsageError naming the known ones."""
-        row = self.con.execute(
-            """SELECT job_id, status, mode, provider, provider_options, freq, adjust, start,
-                      "end", n_symbols, params FROM kdist_jobs WHERE job_id = ?""",
-            [job_id],
-        ).df()
-        if row.empty:
-            raise UsageError(
-                f"No job {job_id!r} in {self.path}; 'kdist jobs --db {self.path}' lists them"
-            )
-        job = row.iloc[0].to_dict()
-        job["provider_options"] = json.loads(job["provider_options"] or "{}")
-        job["params"] = json.loads(job["params"] or "{}")
-        if job["status"] == "running" and self._orphaned():
-            job["status"] = "interrupted"
-        return job
+    # -- what is stored, for planning a job ----------------------------------------------
 
     @_using
     def stored_symbols(self, symbols: list[str], freq: Freq, adjust: Adjust) -> set[str]:
@@ -807,18 +337,6 @@ class Store:
         ).df()
         self._series[(freq, adjust)] = frame  # pandas copies on write: callers cannot alter it
         return frame
-
-    @_using
-    def unfinished_symbols(self, job_id: str) -> list[str]:
-        """Symbols of a job that are not yet ok or empty (pending or failed), in order."""
-        return [
-            r[0]
-            for r in self.con.execute(
-                """SELECT symbol FROM kdist_job_symbols
-                   WHERE job_id = ? AND status NOT IN ('ok', 'empty') ORDER BY symbol""",
-                [job_id],
-            ).fetchall()
-        ]
 
     @_using
     def incremental_windows(
@@ -883,62 +401,6 @@ class Store:
         )
         return windows, bars.drop(columns="first_ts")
 
-    @_using
-    def finish_job(self, job_id: str, *, status: str, elapsed_s: float, note: str | None = None):
-        """Mark a job finished and recount its symbols from the ledger."""
-        self._transaction(
-            lambda con: con.execute(
-                """UPDATE kdist_jobs SET status = ?, finished_at = ?, elapsed_s = ?,
-                       note = coalesce(?, note),
-                       symbols_ok = s.ok, symbols_empty = s.empty, symbols_failed = s.failed,
-                       symbols_skipped = s.skipped,
-                       rows_written = s.rows_written, rejected_rows = s.rejected_rows
-                   FROM (SELECT count(*) FILTER (WHERE status = 'ok') AS ok,
-                                count(*) FILTER (WHERE status = 'empty') AS empty,
-                                count(*) FILTER (WHERE status = 'failed') AS failed,
-                                count(*) FILTER (WHERE status = 'skipped') AS skipped,
-                                coalesce(sum(rows), 0) AS rows_written,
-                                coalesce(sum(rejected_rows), 0)
-                                    AS rejected_rows
-                         FROM kdist_job_symbols WHERE job_id = ?) AS s
-                   WHERE job_id = ?""",
-                [status, _now(), elapsed_s, note, job_id, job_id],
-            )
-        )
-
-    @_using
-    def jobs(self) -> pd.DataFrame:
-        """Every job, newest first."""
-        return self.con.execute(
-            """SELECT job_id, created_at, finished_at,
-                      CASE WHEN status = 'running' AND ? THEN 'interrupted' ELSE status END
-                          AS status,
-                      mode, provider, freq, adjust, start, "end", n_symbols, symbols_ok,
-                      symbols_empty, symbols_failed, symbols_skipped, rows_written,
-                      rejected_rows, elapsed_s, note
-               FROM kdist_jobs ORDER BY created_at DESC""",
-            [self._orphaned()],
-        ).df()
-
-    def _orphaned(self) -> bool:
-        """Whether a job recorded as running has no process running it any more."""
-        # A writer marked every job left running as interrupted when it opened the file, so a
-        # running job is its own; a reader reads between the batches of a live import, so
-        # only when no kdist import holds the file was such a job interrupted (its process
-        # killed, its machine lost), and it can be resumed.
-        return self.read_only and self._live_import() is None
-
-    @_using
-    def job_symbols(self, job_id: str, status: str | None = None) -> pd.DataFrame:
-        """The per-symbol ledger of one job, optionally only one status."""
-        return self.con.execute(
-            """SELECT symbol, status, rows, first_ts, last_ts, attempts, error_class, error,
-                      rejected_rows, rejected, window_start, revised
-               FROM kdist_job_symbols WHERE job_id = ? AND (? IS NULL OR status = ?)
-               ORDER BY symbol""",
-            [job_id, status, status],
-        ).df()
-
     # -- writes ---------------------------------------------------------------------------
 
     @_using
@@ -978,11 +440,7 @@ class Store:
             cast would round it); nothing of the batch is written.
         """
         self._check_whole_seconds(bars)
-        ledger = pd.DataFrame.from_records(outcomes, columns=list(LEDGER_COLUMNS))
-        ledger["rejected"] = [json.dumps(r) if r else None for r in ledger["rejected"]]
-        for col in ("first_ts", "last_ts", "window_start"):
-            ledger[col] = pd.to_datetime(ledger[col]).astype("datetime64[us]")
-        ledger["revised"] = ledger["revised"].eq(True)  # missing counts as not revised
+        ledger = _ledger_rows(outcomes)
         # The delete compares kline.ts with bounds of its own type, TIMESTAMP_S: DuckDB then
         # skips row groups by their ts range, where casting every stored ts made it scan them
         # all (see docs/performance.md#scans). Rounding the bounds up is exact
@@ -1077,20 +535,7 @@ class Store:
     @_using
     def _transaction(self, work):
         self._series.clear()  # bounds read before a write are not the file's any more
-        try:
-            self.con.begin()
-            work(self.con)
-            self.con.commit()
-        except BaseException as exc:
-            # Any failure, not only DuckDB's (a missing ledger key, a frame DuckDB cannot
-            # scan, Ctrl-C), must roll back: a transaction left open refuses every later one.
-            try:
-                self.con.rollback()
-            except duckdb.Error:
-                pass
-            if isinstance(exc, duckdb.Error):
-                raise _store_error(self.path, exc) from exc
-            raise
+        super()._transaction(work)
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -1181,93 +626,6 @@ class Store:
         ).df()
         frame.insert(1, "kind", kind_of(frame["symbol"]))
         return frame
-
-
-def _version() -> str:
-    from ._version import __version__
-
-    return __version__
-
-
-def _store_error(path: Path, exc: Exception, *, waited: float | None = None) -> StoreError:
-    """One line for a DuckDB error; ``waited``: a writer gave up waiting for readers."""
-    text = str(exc)
-    if m := _LOCK.search(text):
-        holder, pid = m.group("holder"), int(m.group("pid"))
-        who = "this process" if pid == os.getpid() else f"{holder} (PID {pid})"
-        if waited is not None:
-            return DatabaseLockedError(
-                f"{path} is open in {who}, and this import waited {waited:g} s to write its "
-                "next batch: close that connection (other DuckDB clients should open the file "
-                "read-only and close it after each query)",
-                path=str(path), holder=holder, pid=pid,
-            )
-        return DatabaseLockedError(
-            f"{path} is in use by {who}: wait for that import to finish or stop it, "
-            "or use another --db",
-            path=str(path),
-            holder=holder,
-            pid=pid,
-        )
-    if "different configuration" in text:
-        if waited is not None:
-            return DatabaseLockedError(
-                f"{path} is open in this process through another connection (such as "
-                f"duckdb.connect(..., read_only=True)), and this import waited {waited:g} s "
-                "to write its next batch: close that connection",
-                path=str(path), holder="this process", pid=os.getpid(),
-            )
-        return DatabaseLockedError(
-            f"{path} is already open in this process with other settings (an import "
-            "writing it, or a connection such as duckdb.connect(..., read_only=True)): close "
-            "that connection or wait for the import to finish",
-            path=str(path),
-            holder="this process",
-            pid=os.getpid(),
-        )
-    first = text.splitlines()[0] if text else type(exc).__name__
-    return StoreError(f"Cannot use database {path}: {first}", path=str(path))
-
-
-def _conflict(exc: Exception) -> bool:
-    """Whether DuckDB refused a connection because another one holds the file."""
-    text = str(exc)
-    return bool(_LOCK.search(text)) or "different configuration" in text
-
-
-def _command() -> str:
-    """What this process is, in a few words: ``kdist ingest``, ``python -c``, ``jupyter``."""
-    argv = sys.argv or [""]
-    name = Path(argv[0]).name
-    if name in ("", "-c"):
-        name = "python -c" if name else "python"
-    elif name == "__main__.py":
-        name = f"python -m {Path(argv[0]).parent.name}"
-    elif name.endswith(".py"):
-        name = f"python {name}"
-    if len(argv) > 1 and not argv[1].startswith("-") and name in ("kdist", "python -m kdist"):
-        name = f"{name} {argv[1]}"
-    return name
-
-
-def _holder(lock_path: Path) -> dict:
-    """What a writer's lock file says of it (pid, command, job); empty if unreadable."""
-    try:
-        holder = json.loads(lock_path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return holder if isinstance(holder, dict) else {}
-
-
-def _describe(holder: dict) -> str:
-    """``kdist ingest (PID 4242, job 20260101-...)``, from what :func:`_holder` read."""
-    if holder.get("pid") == os.getpid():
-        return "another import in this process"
-    details = [f"PID {holder['pid']}"] if holder.get("pid") else []
-    if holder.get("job"):
-        details.append(f"job {holder['job']}")
-    name = holder.get("command") or "another kdist import"
-    return f"{name} ({', '.join(details)})" if details else name
 
 
 def _listing(names, most: int = 5) -> str:

@@ -10,7 +10,8 @@ import time
 import pytest
 
 import kdist
-from kdist.cluster import _AHEAD, _GATHER_AT_ONCE, Cluster, resolve_cluster
+from kdist.backends import _AHEAD, _GATHER_AT_ONCE, DaskCluster
+from kdist.cluster import resolve_cluster
 from kdist.errors import SchedulerUnreachableError
 
 WINDOW = {"start": "2024-01-01", "end": "2024-03-31"}
@@ -122,7 +123,7 @@ def test_finished_results_are_fetched_ahead_up_to_a_bound(client):
     import dask
     from distributed import wait
 
-    cluster = Cluster("distributed", client=client)
+    cluster = DaskCluster("distributed", client)
     n = _AHEAD + _GATHER_AT_ONCE + 1
     futures = cluster.submit_many(
         [dask.delayed(list, pure=False)(range(i, i + 3)) for i in range(n)]
@@ -146,7 +147,7 @@ def test_cancelled_futures_drop_their_results_fetched_ahead(client):
     import dask
     from distributed import wait
 
-    cluster = Cluster("distributed", client=client)
+    cluster = DaskCluster("distributed", client)
     futures = cluster.submit_many([dask.delayed(list, pure=False)(range(3)) for _ in range(2)])
     with client.as_current():
         wait(futures, timeout=30)

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 import kdist
-import kdist.store as store_module
+import kdist.access as access  # the Store's file access: locks, waits, writers
 from kdist.errors import DatabaseLockedError, StoreError
 from kdist.schema import Adjust, Freq
 from kdist.store import Store
@@ -167,18 +167,18 @@ UNIVERSE = kdist.get_provider("synthetic", universe=40).list_symbols()
 IMPORT = textwrap.dedent(
     """
     import json, sys
-    import kdist, kdist.cluster, kdist.store
+    import kdist, kdist.access, kdist.backends
 
-    wait = kdist.cluster.Cluster.wait
+    wait = kdist.backends.InProcess.wait
 
     def waiting(self, futures, timeout):
         try:
             return wait(self, futures, timeout)
         finally:
-            for store in list(kdist.store._WRITERS.values()):
+            for store in list(kdist.access._WRITERS.values()):
                 store.idle()
 
-    kdist.cluster.Cluster.wait = waiting
+    kdist.backends.InProcess.wait = waiting
     db, log, n, flush = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
     symbols = kdist.get_provider("synthetic", universe=n).list_symbols()
     report = kdist.ingest(symbols, start="2024-01-02", end="2024-03-29", db=db, client="sync",
@@ -424,18 +424,18 @@ def test_a_reader_waits_for_a_writer_of_this_process_to_finish_opening(db, monke
 
 def test_a_reader_thread_gets_in_while_an_import_thread_runs(db, monkeypatch):
     """A notebook: an import panel runs in a thread, a browse panel reads the catalog."""
-    import kdist.cluster
+    import kdist.backends
 
-    wait = kdist.cluster.Cluster.wait
+    wait = kdist.backends.InProcess.wait
 
     def waiting(self, futures, timeout):
         try:
             return wait(self, futures, timeout)
         finally:
-            for store in list(store_module._WRITERS.values()):
+            for store in list(access._WRITERS.values()):
                 store.idle()
 
-    monkeypatch.setattr(kdist.cluster.Cluster, "wait", waiting)
+    monkeypatch.setattr(kdist.backends.InProcess, "wait", waiting)
     provider = kdist.get_provider("synthetic", latency=0.1)
     Store(db).close()
     reports = []
@@ -464,7 +464,7 @@ def settings(store):
 
 
 def test_idle_lets_go_after_release_after_and_reopens_as_before(db, monkeypatch):
-    monkeypatch.setattr(store_module, "RELEASE_AFTER", 0.2)
+    monkeypatch.setattr(access, "RELEASE_AFTER", 0.2)
     with Store(db) as store:
         kdist.ingest(SYMBOLS[:1], **WINDOW, db=store, client="sync")
         before = settings(store)
@@ -483,7 +483,7 @@ def test_idle_lets_go_at_once_for_a_waiting_reader(db):
     with Store(db) as store:
         store.jobs()
         assert store.idle() is False
-        reader = store_module._FileLock(store._readers_path)
+        reader = access._FileLock(store._readers_path)
         assert reader.acquire(shared=True)
         try:
             assert store.idle() is True
@@ -501,7 +501,7 @@ def test_bounds_read_before_a_release_still_serve_the_windows(db):
         expected = fresh.incremental_windows(*args)
     with Store(db) as store:
         store.series(Freq.DAY, Adjust.NONE)
-        reader = store_module._FileLock(store._readers_path)
+        reader = access._FileLock(store._readers_path)
         reader.acquire(shared=True)
         assert store.idle() is True
         reader.release()
@@ -515,7 +515,7 @@ def test_the_lock_file_names_the_writer_and_its_job_and_goes_with_it(db):
     with Store(db) as store:
         lock = Path(db + ".lock")
         assert json.loads(lock.read_text()) == {
-            "pid": os.getpid(), "command": store_module._command(), "job": None}
+            "pid": os.getpid(), "command": access._command(), "job": None}
         report = kdist.ingest(SYMBOLS[:1], **WINDOW, db=store, client="sync")
         assert json.loads(lock.read_text())["job"] == report.job_id
     assert not lock.exists()
@@ -555,10 +555,10 @@ def test_a_reader_does_not_wait_for_a_holder_that_is_not_kdist(db, held):
 
 
 def test_a_writer_waits_for_readers_then_names_the_one_that_stays(db, held, monkeypatch):
-    monkeypatch.setattr(store_module, "WRITE_WAIT", 2.0)
+    monkeypatch.setattr(access, "WRITE_WAIT", 2.0)
     with Store(db) as store:
         kdist.ingest(SYMBOLS[:1], **WINDOW, db=store, client="sync")
-        time.sleep(store_module.RELEASE_AFTER)
+        time.sleep(access.RELEASE_AFTER)
         assert store.idle() is True
         reader = held(db, DUCKDB_HOLD, "read")
         t0 = time.monotonic()
