@@ -20,6 +20,7 @@ import queue
 import sys
 import threading
 
+from . import ticks
 from .errors import SchedulerUnreachableError
 
 __all__ = ["Cluster", "DaskCluster", "InProcess", "dask_error"]
@@ -50,6 +51,10 @@ class Cluster:
     mode: str
     #: The Dask client, for code that needs Dask itself (None in process).
     client = None
+    #: Whether the cluster holds submitted tasks until a thread is free, so a job can
+    #: submit every chunk at once (Dask's scheduler queues them; its dashboard then shows
+    #: the whole job). In process, results wait in the client's own memory instead.
+    queues_tasks = False
 
     def __init__(self, mode: str, *, address: str | None = None,
                  dashboard_link: str | None = None, fallback_reason: str | None = None):
@@ -131,6 +136,15 @@ class Cluster:
         """Run coroutine function ``fn(*args)`` on every worker but ``skip``, without waiting
         (nothing to do where the job runs in this process)."""
 
+    def listen(self, topic: str, handler) -> None:
+        """Call ``handler(chunk index, symbols done)`` for each tick a running chunk sends
+        to ``topic`` (:mod:`kdist.ticks`); on the client's event loop thread for Dask."""
+        ticks.listen(topic, handler)
+
+    def forget(self, topic: str) -> None:
+        """Stop listening to ``topic``."""
+        ticks.forget(topic)
+
     def share(self, limits) -> None:
         """Make a job's politeness limits (:class:`kdist.limits.Limits`) ready for every
         worker before its first task reads them."""
@@ -189,9 +203,15 @@ class InProcess(Cluster):
 class DaskCluster(Cluster):
     """Chunks run on a Dask cluster through ``client``.
 
+    Every chunk can be submitted at once: the scheduler queues what no thread can run yet
+    (Dask's root-task queuing), runs the queue in the tasks' priority order, and its
+    dashboard counts the whole job.
+
     ``closers`` are called on :meth:`close`, last first: what kdist started for this job
     (a local cluster and its client). A client the caller passed in has none: it is theirs.
     """
+
+    queues_tasks = True
 
     def __init__(self, mode: str, client, *, address: str | None = None,
                  dashboard_link: str | None = None, closers=()):
@@ -345,6 +365,13 @@ class DaskCluster(Cluster):
             return
         threading.Thread(target=_run_on_workers, name="kdist-run-on-workers",
                          args=(self.client, fn, args, set(skip)), daemon=True).start()
+
+    def listen(self, topic: str, handler) -> None:
+        self.client.subscribe_topic(topic, lambda event: handler(*event[1]))
+
+    def forget(self, topic: str) -> None:
+        with contextlib.suppress(Exception):  # a client that lost its scheduler
+            self.client.unsubscribe_topic(topic)
 
     def share(self, limits) -> None:
         from .limits import prepare

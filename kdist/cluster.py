@@ -40,7 +40,8 @@ import dask
 from .backends import Cluster, DaskCluster, InProcess, dask_error
 from .errors import InvalidOptionError, NoWorkersError, SchedulerUnreachableError, UsageError
 
-__all__ = ["Cluster", "DaskCluster", "InProcess", "close_shared", "dask_error", "is_shared",
+__all__ = ["Cluster", "DaskCluster", "InProcess", "close_shared", "closes_with_job", "dask_error",
+           "is_shared",
            "named_scheduler", "resolve_cluster", "shared_cluster"]
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,12 @@ def is_shared(n_workers: int | None = None, threads_per_worker: int | None = Non
     """Whether :func:`shared_cluster` would hand out a running cluster for these arguments."""
     cluster = _SHARED.get(_shared_key(n_workers, threads_per_worker, security))
     return cluster is not None and cluster.connected()
+
+
+def closes_with_job(cluster: Cluster) -> bool:
+    """Whether closing ``cluster`` stops the cluster itself (and its dashboard): a local
+    cluster kdist started for one job; not a shared one, a caller's or a remote one."""
+    return cluster.mode == "local" and all(c is not cluster for c in _SHARED.values())
 
 
 def _shared_key(n_workers, threads_per_worker, security) -> tuple:
@@ -148,12 +155,37 @@ def _local_cluster(n_workers, threads_per_worker, *, tls: bool) -> Cluster:
             # The dashboard stays plain HTTP on 127.0.0.1 (``security`` does not cover it):
             # its pages show the tasks but take no work, and a browser would not trust the
             # cluster's own CA.
-            dashboard_address=os.environ.get("KDIST_DASHBOARD_ADDRESS", "127.0.0.1:8787"),
+            dashboard_address=dashboard_address(),
             silence_logs=logging.ERROR,
+            # The terminal sends Ctrl-C to every process of its group: each worker printed
+            # its own KeyboardInterrupt traceback before kdist's one line. Workers ignore
+            # SIGINT; this process takes it, stops the job and closes the cluster.
+            preload=["kdist._quiet_worker"],
         )
-    client = Client(cluster, set_as_default=False)
+        client = Client(cluster, set_as_default=False)
     return DaskCluster("local", client, address=cluster.scheduler_address,
                        dashboard_link=client.dashboard_link, closers=[cluster.close, client.close])
+
+
+#: Where the local cluster's dashboard listens when ``KDIST_DASHBOARD_ADDRESS`` does not say.
+DASHBOARD = "127.0.0.1:8787"
+
+
+def dashboard_address() -> str:
+    """``KDIST_DASHBOARD_ADDRESS``, else 127.0.0.1:8787 when that port is free, else a free
+    port: Dask would take another port itself, but with a warning that reads like an error
+    (a second notebook or import on one machine always met it). The link printed and
+    reported is the one the dashboard got."""
+    given = os.environ.get("KDIST_DASHBOARD_ADDRESS")
+    if given:
+        return given
+    host, port = DASHBOARD.rsplit(":", 1)
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, int(port)))
+        except OSError:
+            return f"{host}:0"
+    return DASHBOARD
 
 
 #: glibc settings for local workers, replacing Dask's ``MALLOC_TRIM_THRESHOLD_=65536``. With

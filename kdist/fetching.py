@@ -28,6 +28,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from . import ticks
 from .errors import DataError, ProviderTrippedError, TransientProviderError
 from .limits import Limits
 from .limits import gate as get_gate
@@ -35,6 +36,7 @@ from .outcome import Status, outcome
 from .plan import Chunk
 from .providers import Provider
 from .schema import Adjust, Freq, empty_bars, normalise, normalise_many
+from .ticks import Ticker
 
 __all__ = ["CALL_TIMEOUT", "RETRIES", "ChunkResult", "failed_result", "fetch_chunk", "outcome",
            "task"]
@@ -76,13 +78,13 @@ class _Caller:
     def _serve(self):
         while True:
             try:
-                fn, args, box, done = self.jobs.get(timeout=5.0)
+                fn, args, box, done, ticker = self.jobs.get(timeout=5.0)
             except queue.Empty:
                 if not self.owner.is_alive():
                     return  # the task thread is gone (an in-process job ended): so are we
                 continue
             try:
-                box["value"] = fn(*args)
+                box["value"] = ticks.call_with(ticker, fn, *args)
             except BaseException as exc:  # handed to the waiting thread, never lost
                 box["error"] = exc
             finally:
@@ -92,7 +94,7 @@ class _Caller:
         """Run ``fn(*args)``; the result box, or None if ``timeout`` passed first."""
         box: dict = {}
         done = threading.Event()
-        self.jobs.put((fn, args, box, done))
+        self.jobs.put((fn, args, box, done, ticks.running()))
         return box if done.wait(timeout) else None
 
 
@@ -216,22 +218,31 @@ def fetch_chunk(
     retries: int = RETRIES,
     timeout: float | None = CALL_TIMEOUT,
     limits: Limits | None = None,
+    ticks: str | None = None,
 ) -> ChunkResult:
     """Fetch, normalise and validate every symbol of ``chunk`` (runs on a worker).
 
     Returns a :class:`ChunkResult` whose ``bars`` has a ``symbol`` column followed by the
     canonical bar columns. Errors are outcomes, not exceptions. For an incremental chunk, a
     symbol whose re-fetched overlap differs from the stored bars is fetched again from its
-    ``full`` start and reported as revised.
+    ``full`` start and reported as revised. Symbol by symbol, how many are done is told to
+    the topic ``ticks`` as they finish (:mod:`kdist.ticks`).
     """
-    gate = get_gate(limits)
-    if _batches(provider, limits) and (batch := _fetch_batch(
-        provider, chunk, freq, adjust, retries, timeout, gate
-    )) is not None:
-        return batch
+    with Ticker(ticks, chunk.index) as ticker:
+        gate = get_gate(limits)
+        if _batches(provider, limits) and (batch := _fetch_batch(
+            provider, chunk, freq, adjust, retries, timeout, gate
+        )) is not None:
+            return batch
+        return _fetch_each(provider, chunk, freq, adjust, retries, timeout, gate, ticker)
+
+
+def _fetch_each(provider, chunk, freq, adjust, retries, timeout, gate, ticker) -> ChunkResult:
+    """:func:`fetch_chunk` symbol by symbol, each with its own outcome."""
     frames, tagged, outcomes = [], [], []
     overlaps = _overlaps(chunk.overlap)
     for i, symbol in enumerate(chunk.symbols):
+        ticker.tick(i)
         if gate is not None and gate.stopped:
             break  # the job is being stopped: the rest stay pending in the ledger
         since, full = chunk.window(i)
@@ -442,14 +453,15 @@ def concat(frames) -> pd.DataFrame:
 
 
 def task(provider, chunk, freq, adjust, retries, timeout, job_id, part=None, limits=None,
-          solo=False, moved=0):
+          solo=False, moved=0, ticks=None):
     # pure=False and a key naming job and chunk: identical arguments in a later job (a re-run
     # in the same notebook) must fetch again, never reuse a cached result.
     suffix = (("" if part is None else f"-{part:03d}") + ("-solo" if solo else "")
               + (f"-moved{moved}" if moved else ""))
     # The arguments travel inside a partial: dask.delayed would otherwise walk the chunk
     # (a dataclass holding a frame of overlap bars) looking for collections, each time.
-    call = functools.partial(fetch_chunk, provider, chunk, freq, adjust, retries, timeout, limits)
+    call = functools.partial(fetch_chunk, provider, chunk, freq, adjust, retries, timeout, limits,
+                             ticks)
     # Its place in the plan as the task's priority: Dask otherwise ran a submission's tasks
     # in no useful order, and the small chunks planned to end the job could run first.
     with dask.annotate(priority=-chunk.index):

@@ -20,12 +20,12 @@ from __future__ import annotations
 import contextlib
 import math
 import queue
-import sys
 import threading
 import time
 from dataclasses import dataclass
 
 from .errors import ProviderTrippedError
+from .ticks import current_worker
 
 __all__ = ["Gate", "Limits", "gate", "prepare", "stop"]
 
@@ -99,19 +99,6 @@ async def stop_on_worker(key: str) -> None:
     await asyncio.get_running_loop().run_in_executor(None, stop, key)
 
 
-def _worker():
-    # Without distributed imported this is no Dask worker; importing it to ask would slow an
-    # in-process job (see docs/performance.md#in-process).
-    if "distributed" not in sys.modules:
-        return None
-    try:
-        from distributed import get_worker
-
-        return get_worker()
-    except (ImportError, ValueError):
-        return None
-
-
 class Gate:
     """The per-process side of :class:`Limits`: semaphore, rate hold, breaker state."""
 
@@ -123,7 +110,7 @@ class Gate:
         self._refreshing = threading.Lock()
         self._state = dict(_CLOSED)
         self._state_at = 0.0
-        worker = _worker()
+        worker = current_worker()
         self._client = worker.client if worker is not None else None
         self._slots = self._semaphore("calls", limits.max_concurrency)
         self._tokens = self._semaphore("starts", limits.tokens)

@@ -59,7 +59,9 @@ SILENT_SECONDS = 20.0
 class ChunkLoop:
     """Run chunk tasks on a cluster and hand each finished chunk's result to :meth:`take`.
 
-    A bounded number of tasks is in flight; a chunk whose worker died is split and retried
+    On a cluster that queues tasks (Dask's scheduler) every chunk is submitted at once, so
+    its dashboard shows the whole job; in process, a bounded number of tasks is in flight
+    (``max_in_flight`` bounds it everywhere). A chunk whose worker died is split and retried
     (:meth:`requeue_dead`), the chunks of a worker that stopped answering run elsewhere
     (:meth:`move_silent`), and a cluster that lost its scheduler or its workers ends the loop
     with an error (the watchdog). Subclasses say what a result is for.
@@ -70,8 +72,9 @@ class ChunkLoop:
                  wait_seconds: float = 1.0):
         self.cluster, self.make_task, self.job_id = cluster, make_task, job_id
         self.wait_seconds = wait_seconds
-        self.limit = max_in_flight or max(4, 2 * cluster.n_threads)
         self.queue = [(make_task(c), c) for c in reversed(chunks)]
+        self.limit = max_in_flight or (
+            len(self.queue) if cluster.queues_tasks else max(4, 2 * cluster.n_threads))
         self.pending: dict = {}
         self.done_tasks, self.total_tasks = 0, len(self.queue)
         self.split: set = set()  # chunks already retried one symbol at a time
@@ -238,17 +241,27 @@ class JobLoop(ChunkLoop):
         # the cancelled run may still be running or held by the scheduler under the same
         # number; sharing its key would hand that stale result to the new task.
         self.run_id = f"{job.job_id}-{uuid.uuid4().hex[:4]}"
+        self.topic = f"kdist-ticks-{self.run_id}"  # where its chunks tell their progress
         super().__init__(cluster, chunks, self._task, max_in_flight=max_in_flight,
                          worker_timeout=worker_timeout, job_id=job.job_id,
                          wait_seconds=min(1.0, flush_seconds))
         self.batch = Batch(stored)
         self.write_args = {"job_id": job.job_id, "freq": job.freq, "adjust": job.adjust,
                            "source": job.provider.name}
+        # Running chunks tell how many of their symbols are done (kdist.ticks), so the
+        # display moves symbol by symbol: {chunk index: symbols done}, written by the
+        # cluster's listener thread, read here.
+        self.inside: dict[int, int] = {}
+        self.finished = 0  # symbols with an outcome
+        self.shown = 0
 
     def _task(self, chunk: Chunk, **key):
         job = self.job
         return task(job.provider, chunk, job.freq, job.adjust, self.retries, self.timeout,
-                    self.run_id, limits=self.limits, **key)
+                    self.run_id, limits=self.limits, ticks=self.topic, **key)
+
+    def _tick(self, index: int, done: int):
+        self.inside[index] = done
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -267,8 +280,10 @@ class JobLoop(ChunkLoop):
             self.cancel.kdist_watched = True
         status, raising, unstored = JobStatus.FAILED, False, None
         try:
+            self.cluster.listen(self.topic, self._tick)
             while self.left():
                 self.step()
+                self.show_progress()
                 self.flush_when_due()
                 if self.cancel is not None and self.cancel.is_set():
                     break
@@ -303,6 +318,7 @@ class JobLoop(ChunkLoop):
 
     def take(self, result: ChunkResult, chunk: Chunk):
         """One chunk's result: into the batch, the report and the progress display."""
+        self.inside.pop(chunk.index, None)  # its outcomes count now, not its ticks
         self.batch.add(result, chunk)
         self._record(result.outcomes)
         self.callback.on_chunks(self.done_tasks, self.total_tasks)
@@ -356,6 +372,17 @@ class JobLoop(ChunkLoop):
         """Count outcomes in the report and show them on the progress display."""
         self.report.count(outcomes)
         self.callback.on_symbols(outcomes)
+        self.finished += len(outcomes)
+        self.show_progress()
+
+    def show_progress(self):
+        """Tell the display how many symbols are done, those inside running chunks included;
+        it never goes back (a chunk run again elsewhere starts its count anew)."""
+        total = self.report.n_symbols
+        done = min(total, self.finished + sum(list(self.inside.values())))
+        if done > self.shown:
+            self.shown = done
+            self.callback.on_progress(done, total)
 
     # -- the end ---------------------------------------------------------------------------
 
@@ -383,6 +410,7 @@ class JobLoop(ChunkLoop):
                 if not raising and unstored is None:
                     unstored = exc
         finally:
+            self.cluster.forget(self.topic)
             if self.cancel is not None:
                 self.cancel.kdist_watched = False
         return unstored

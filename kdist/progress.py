@@ -7,19 +7,23 @@ interface, so each can be swapped for another without touching the import.
 
 from __future__ import annotations
 
+import html
 import sys
+import time
 
 from .outcome import Status
+from .report import counted
 
-__all__ = ["Callback", "TerminalProgress"]
+__all__ = ["Callback", "NotebookProgress", "TerminalProgress", "display", "in_notebook"]
 
 
 class Callback:
     """Receives a job's events. Every method is optional; the base class ignores them all.
 
-    Order: ``on_start`` once, then ``set_size`` once, then ``on_symbols`` as chunks finish and
-    ``on_write`` after each committed batch and ``on_chunks`` after each task's result
-    (interleaved), then ``on_finish`` once.
+    Order: ``on_start`` once, then ``set_size`` once, then ``on_symbols`` as chunks finish,
+    ``on_progress`` as symbols finish (inside running chunks too), ``on_write`` after each
+    committed batch and ``on_chunks`` after each task's result (interleaved), then
+    ``on_finish`` once.
     """
 
     def on_start(self, info: dict) -> None:
@@ -31,6 +35,10 @@ class Callback:
 
     def on_symbols(self, outcomes: list[dict]) -> None:
         """Symbols finished (one dict each: ``symbol, status, rows, error, ...``)."""
+
+    def on_progress(self, done: int, total: int) -> None:
+        """``done`` of ``total`` symbols are finished, counting those done inside chunks
+        still running (whose outcomes ``on_symbols`` brings later); never decreases."""
 
     def on_write(self, rows: int, total_rows: int) -> None:
         """A batch of ``rows`` was committed; ``total_rows`` so far."""
@@ -70,8 +78,8 @@ class TerminalProgress(Callback):
         )
 
         self.console.print(
-            f"kdist job {info['job_id']}: {info['n_symbols']} symbols in {info['n_chunks']} "
-            f"chunks on {info['mode']} -> {info['db']}"
+            f"kdist job {info['job_id']}: {counted(info['n_symbols'], 'symbol')} in "
+            f"{counted(info['n_chunks'], 'chunk')} on {info['mode']} -> {info['db']}"
         )
         if info.get("dashboard_link"):
             self.console.print(f"Dask dashboard: {info['dashboard_link']}")
@@ -95,7 +103,11 @@ class TerminalProgress(Callback):
     def on_symbols(self, outcomes):
         self._failed += sum(Status(o["status"]).counts_as_failed for o in outcomes)
         if self._progress is not None:
-            self._progress.update(self._task, advance=len(outcomes), failed=self._failed)
+            self._progress.update(self._task, failed=self._failed)
+
+    def on_progress(self, done, total):
+        if self._progress is not None:
+            self._progress.update(self._task, completed=done, total=total)
 
     def on_write(self, rows, total_rows):
         self._rows = total_rows
@@ -108,3 +120,118 @@ class TerminalProgress(Callback):
     def on_finish(self, report):
         if self._progress is not None:
             self._progress.stop()
+
+
+def in_notebook() -> bool:
+    """Whether this is a Jupyter kernel (where a notebook shows what a cell displays)."""
+    if "IPython" not in sys.modules:  # never import IPython only to ask
+        return False
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    return shell is not None and (type(shell).__name__ == "ZMQInteractiveShell"
+                                  or "IPKernelApp" in getattr(shell, "config", {}))
+
+
+def display(progress: bool | None) -> Callback:
+    """The progress display a call of the public API shows: in a notebook, a live bar unless
+    ``progress=False``; elsewhere none unless ``progress=True`` (then the terminal bar)."""
+    if progress is False or (progress is None and not in_notebook()):
+        return Callback()
+    return NotebookProgress() if in_notebook() else TerminalProgress()
+
+
+class NotebookProgress(Callback):
+    """A live progress display in a notebook cell's output: the symbols bar with n/N, rows,
+    failures and time left, the dashboard link while the cluster runs, notes, and the
+    report at the end.
+
+    An ipywidgets bar where ipywidgets is installed, otherwise a line of text updated in
+    place. Redrawn at most :attr:`EVERY` seconds apart, so thousands of symbols do not flood
+    the front end.
+    """
+
+    EVERY = 0.25
+
+    def __init__(self):
+        self._done = self._total = self._rows = self._failed = 0
+        self._t0 = self._drawn = 0.0
+        self._bar = self._label = self._text = None
+        self._notes: list[str] = []
+        self._dashboard = None
+
+    def on_start(self, info):
+        from IPython.display import HTML
+        from IPython.display import display as show
+
+        self._t0 = time.monotonic()
+        self._total = info["n_symbols"]
+        head = (f"kdist job {info['job_id']}: {counted(info['n_symbols'], 'symbol')} in "
+                f"{counted(info['n_chunks'], 'chunk')} on {info['mode']} -> {info['db']}")
+        link = info.get("dashboard_link")
+        dash = (f"Dask dashboard: <a href='{html.escape(link)}' target='_blank'>"
+                f"{html.escape(link)}</a>" if link else "")
+        try:
+            import ipywidgets as W
+        except ImportError:
+            show(HTML(f"<div>{html.escape(head)}</div><div>{dash}</div>"))
+            self._text = show(HTML(self._line()), display_id=True)
+            return
+        self._bar = W.IntProgress(value=0, min=0, max=max(1, self._total),
+                                  description="symbols", bar_style="info")
+        self._label = W.HTML(self._line())
+        self._dashboard = W.HTML(dash)
+        self._notes_html = W.HTML()
+        show(W.VBox([W.HTML(html.escape(head)), self._dashboard,
+                     W.HBox([self._bar, self._label]), self._notes_html]))
+
+    def set_size(self, n_symbols):
+        self._total = n_symbols
+        if self._bar is not None:
+            self._bar.max = max(1, n_symbols)
+
+    def on_progress(self, done, total):
+        self._done, self._total = done, total
+        self._draw(done >= total)
+
+    def on_symbols(self, outcomes):
+        self._failed += sum(Status(o["status"]).counts_as_failed for o in outcomes)
+
+    def on_write(self, rows, total_rows):
+        self._rows = total_rows
+        self._draw()
+
+    def on_note(self, text):
+        self._notes.append(text)
+        if self._label is not None:
+            self._notes_html.value = "<br>".join(f"kdist: {html.escape(n)}"
+                                                 for n in self._notes[-5:])
+        else:
+            print(f"kdist: {text}")
+
+    def on_finish(self, report):
+        self._draw(True)
+        if self._bar is not None:
+            self._bar.bar_style = "danger" if report.symbols_failed else "success"
+        if self._dashboard is not None and self._dashboard.value and report.cluster_closed:
+            self._dashboard.value += " (closed with the job: a cluster it started for itself)"
+
+    def _line(self) -> str:
+        elapsed = time.monotonic() - self._t0 if self._t0 else 0.0
+        left = (f", about {elapsed / self._done * (self._total - self._done):.0f} s left"
+                if 0 < self._done < self._total else "")
+        failed = f", {self._failed:,} failed" if self._failed else ""
+        return (f"{self._done:,}/{self._total:,} symbols, {self._rows:,} rows{failed} "
+                f"({elapsed:.0f} s{left})")
+
+    def _draw(self, now: bool = False):
+        if not now and time.monotonic() - self._drawn < self.EVERY:
+            return
+        self._drawn = time.monotonic()
+        if self._bar is not None:
+            self._bar.value = min(self._done, self._bar.max)
+            self._label.value = html.escape(self._line())
+        elif self._text is not None:
+            from IPython.display import HTML
+
+            self._text.update(HTML(html.escape(self._line())))

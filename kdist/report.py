@@ -56,6 +56,10 @@ class Report:
     rejected_rows: int = 0
     elapsed_s: float = 0.0
     dashboard_link: str | None = None
+    #: True when the job ran on a cluster it started for itself, closed when the job
+    #: returns: its dashboard link is then dead (a caller's cluster, or the one a notebook's
+    #: calls share, stays up).
+    cluster_closed: bool = False
     fallback_reason: str | None = None
     #: Why the job ran where it did when no scheduler was named (a small job in process).
     mode_reason: str | None = None
@@ -135,19 +139,21 @@ class Report:
             ("mode", self.mode + (f" (fallback: {self.fallback_reason})" if self.fallback_reason
                                   else f" ({self.mode_reason})" if self.mode_reason else "")),
             ("provider", f"{self.provider}  {self.freq} {self.adjust}  {self.start} .. {self.end}"),
-            ("symbols", f"{self.n_symbols} in {self.n_chunks} chunks: {self.symbols_ok} ok, "
+            ("symbols", f"{counted(self.n_symbols, 'symbol')} in {counted(self.n_chunks, 'chunk')}: "
+                        f"{self.symbols_ok} ok, "
                         f"{self.symbols_empty} empty, {self.symbols_failed} failed"
                         + (f" ({self.unstored} not stored)" if self.unstored else "")
                         + (f", {self.symbols_skipped} skipped" if self.symbols_skipped else "")
                         + (f", {len(self.revised)} revised" if self.revised else "")),
             ("rows written", f"{self.rows_written:,}" + (f" ({self.rejected_rows:,} rejected)" if self.rejected_rows else "")
-             + ("; replaced " + ", ".join(f"{n:,} bars of {src}" for src, n in self.replaced.items())
+             + ("; replaced " + ", ".join(f"{counted(n, 'bar')} of {src}" for src, n in self.replaced.items())
                 if self.replaced else "")),
             ("time", f"{self.elapsed_s:.1f} s ({self.rows_per_s:,.0f} rows/s)"),
             ("database", self.db),
         ]
         if self.dashboard_link:
-            rows.append(("dashboard", self.dashboard_link))
+            rows.append(("dashboard", self.dashboard_link + (" (closed with its cluster)"
+                                                             if self.cluster_closed else "")))
         if self.note:
             rows.append(("note", self.note))
         return rows
@@ -156,12 +162,13 @@ class Report:
         items = list(self.failures.items())
         lines = [f"{s}: {r}" for s, r in items[:limit]]
         if len(items) > limit:
-            lines.append(f"... and {len(items) - limit} more (kdist jobs {self.job_id})")
+            lines.append(f"... and {len(items) - limit:,} more (kdist jobs {self.job_id})")
         return lines
 
     def __repr__(self):
         return (
-            f"<Report {self.job_id} {self.status} on {self.mode}: {self.n_symbols} symbols, "
+            f"<Report {self.job_id} {self.status} on {self.mode}: "
+            f"{counted(self.n_symbols, 'symbol')}, "
             f"{self.symbols_ok} ok, {self.symbols_empty} empty, {self.symbols_failed} failed, "
             f"{self.rows_written:,} rows in {self.elapsed_s:.1f} s>"
         )

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from .batch import BATCH_ROWS, FLUSH_SECONDS
-from .cluster import Cluster, named_scheduler, resolve_cluster
+from .cluster import Cluster, closes_with_job, named_scheduler, resolve_cluster, shared_cluster
 from .errors import JobFailedError, UsageError
 from .fetching import CALL_TIMEOUT, RETRIES, ChunkResult, fetch_chunk, outcome
 from .fetching import task as chunk_task
@@ -33,7 +33,7 @@ from .limits import Limits
 from .loop import FetchLoop, JobLoop
 from .outcome import JobStatus, Status
 from .plan import estimate_rows, plan_chunks
-from .progress import Callback
+from .progress import Callback, display, in_notebook
 from .providers import Provider, get_provider
 from .providers.registry import provider_class
 from .report import Report, counted, reasons
@@ -166,6 +166,7 @@ def ingest(
     client=None,
     chunk_size: int | None = None,
     callback: Callback | None = None,
+    progress: bool | None = None,
     split: str = "chunks",
     n_workers: int | None = None,
     threads_per_worker: int | None = None,
@@ -214,7 +215,11 @@ def ingest(
     chunk_size, split
         Symbols per task (default: several chunks per worker thread), or ``split="per-worker"``.
     callback
-        A :class:`~kdist.progress.Callback` for progress.
+        A :class:`~kdist.progress.Callback` for progress events.
+    progress
+        Show a live progress display when no ``callback`` is given. None (the default): in
+        a Jupyter notebook, a bar with the dashboard link (ipywidgets, else text);
+        elsewhere nothing. False: never; True: also outside notebooks (the terminal bar).
     n_workers, threads_per_worker, fallback
         Size of a local cluster; whether an unusable scheduler falls back to local execution.
     skip_invalid
@@ -291,7 +296,7 @@ def ingest(
     job = _plan_job(symbols, start, end, freq, adjust, provider, db, skip_invalid,
                     incremental, overlap, resume, store=given, options=options)
     job.provider.check(freq=job.freq, adjust=job.adjust, start=job.start, end=job.end)
-    callback = callback or Callback()
+    callback = callback or display(progress)
     if job.resumed and not job.symbols:
         return _nothing_left(job, db, callback)
     cluster_options = dict(
@@ -364,6 +369,13 @@ def _open(stack: contextlib.ExitStack, job: _Job, db, given: Store | None, clien
     no trace. Otherwise the job's size decides where it runs: in this process when small.
     """
     def open_cluster(client, reason=None) -> Cluster:
+        if client is None and named_scheduler() is None and in_notebook() \
+                and _plain(cluster_options):
+            # Calls in one notebook share a local cluster, as the panels do: no start for
+            # each call, and its dashboard link stays alive between them.
+            return shared_cluster(cluster_options["n_workers"],
+                                  cluster_options["threads_per_worker"],
+                                  security=cluster_options["security"])
         cluster = stack.enter_context(resolve_cluster(client, **cluster_options))
         cluster.reason = reason
         return cluster
@@ -387,6 +399,13 @@ def _open(stack: contextlib.ExitStack, job: _Job, db, given: Store | None, clien
         cluster = _auto_cluster(open_cluster, _estimated_bars(job, windows))
     # Every stored symbol of an incremental job comes with its last stored bars.
     return cluster, store, windows, overlap_bars, set(overlap_bars["symbol"])
+
+
+def _plain(cluster_options: dict) -> bool:
+    """No certificates given: a local cluster that a notebook's calls can share."""
+    security = cluster_options["security"]
+    return (security is None or security is False) and not any(
+        cluster_options[k] for k in ("tls_ca", "tls_cert", "tls_key"))
 
 
 def _auto_cluster(open_cluster, bars: int) -> Cluster:
@@ -446,6 +465,7 @@ def _report(job: _Job, status: str, db, *, mode: str, cluster: Cluster | None = 
         end=str((job.end - pd.Timedelta(days=1)).date()), db=str(db),
         n_symbols=len(job.symbols) + len(job.invalid),
         dashboard_link=cluster.dashboard_link if cluster else None,
+        cluster_closed=cluster is not None and closes_with_job(cluster),
         fallback_reason=cluster.fallback_reason if cluster else None,
         mode_reason=cluster.reason if cluster else None,
         resumed=job.resumed, incremental=job.incremental,
@@ -481,6 +501,7 @@ def update(
     end=None,
     client=None,
     callback: Callback | None = None,
+    progress: bool | None = None,
     **kwargs,
 ) -> list[Report]:
     """Bring every stored symbol up to date: one incremental :func:`ingest` per source.
@@ -489,6 +510,8 @@ def update(
     (default today), with that provider's options from its most recent job, updated by
     ``options``. Pass ``provider`` (a name or an object) to update only what that provider
     stored. Suitable for a daily cron job (``kdist update``).
+
+    ``progress`` is :func:`ingest`'s: a live display in notebooks by default.
 
     Returns one :class:`~kdist.report.Report` per provider updated (empty if nothing is
     stored).
@@ -524,7 +547,7 @@ def update(
                 ingest(
                     rows["symbol"].tolist(), start=rows["first"].min(), end=end, freq=freq,
                     adjust=adjust, provider=chosen, db=store, client=client,
-                    callback=callback, incremental=True, **kwargs,
+                    callback=callback, progress=progress, incremental=True, **kwargs,
                 )
             )
     return reports

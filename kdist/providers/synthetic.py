@@ -40,6 +40,7 @@ import zlib
 import numpy as np
 import pandas as pd
 
+from .. import ticks
 from ..bars import WEEK_EPOCH, resample
 from ..errors import InvalidOptionError, PermanentProviderError, TransientProviderError
 from ..schema import Adjust, Freq, parse_symbols, to_date
@@ -345,8 +346,9 @@ class SyntheticProvider(Provider):
         if self.flaky or any(symbol in faulty for symbol in symbols):
             return None
         with self._straggling():
-            for symbol, start in zip(symbols, starts):
+            for i, (symbol, start) in enumerate(zip(symbols, starts)):
                 self._simulate_network(symbol, start, end)
+                ticks.tell(i + 1)
             codes, columns = self._bars(symbols, starts, end, Freq.parse(freq),
                                         Adjust.parse(adjust))
         names = pd.Categorical.from_codes(codes, categories=list(symbols))
