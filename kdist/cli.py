@@ -7,15 +7,15 @@ certificates); 130 stopped by SIGINT or SIGTERM (what finished is stored; the me
 the resume command); 141 the reader of the output went away (``kdist jobs | head``), quietly.
 A kdist error is one line on stderr; ``--debug`` shows the traceback.
 
-``kdist cluster certs|scheduler|worker`` make a cluster's TLS certificates and run
-``dask scheduler`` / ``dask worker`` with them (``--print`` shows the command instead).
+Every command's ``--help`` ends with examples. The ``cluster`` commands are in
+:mod:`kdist.cli_cluster`, how output is printed (JSON, tables, no wrapping when stdout is not
+a terminal) in :mod:`kdist.cli_format`.
 """
 
 from __future__ import annotations
 
 import argparse
 import codecs
-import json
 import logging
 import math
 import os
@@ -28,7 +28,9 @@ import unicodedata
 import warnings
 
 from . import __version__
+from .cli_format import frame_json, frame_text, not_stored, print_json, rejected_rows
 from .errors import JobFailedError, KdistError, UsageError
+from .report import counted
 from .runner import CALL_TIMEOUT, COOLDOWN, OVERLAP, RETRIES
 from .store import DEFAULT_DB
 
@@ -196,14 +198,6 @@ def _read_symbols(args) -> list[str] | None:
     return symbols
 
 
-def _print_json(obj):
-    print(json.dumps(obj, default=str, ensure_ascii=False, indent=2))
-
-
-def _frame_json(frame):
-    return json.loads(frame.to_json(orient="records", date_format="iso", force_ascii=False))
-
-
 def _provider(args):
     """The provider the user named, or None for the default (for --resume: the job's)."""
     from .providers import get_provider
@@ -239,17 +233,13 @@ def _run_args(args) -> dict:
 
 def _show_reports(args, reports) -> int:
     if args.json:
-        _print_json(reports[0].to_dict() if args.command == "ingest" else
+        print_json(reports[0].to_dict() if args.command == "ingest" else
                     [r.to_dict() for r in reports])
     elif not args.quiet:
-        from rich.console import Console
-
-        class _Console(Console):
-            def on_broken_pipe(self):
-                raise BrokenPipeError  # main's way (rich's own exits 1: "the job failed")
+        from .cli_format import console
 
         for report in reports:
-            _Console().print(report.table())
+            console().print(report.table())
     for report in reports:
         if report.note:
             print(f"kdist: {report.note}", file=sys.stderr)
@@ -280,7 +270,7 @@ def cmd_ingest(args) -> int:
         )
     except JobFailedError as exc:
         if args.json:
-            _print_json(exc.report.to_dict())
+            print_json(exc.report.to_dict())
         raise
     return _show_reports(args, [report])
 
@@ -309,42 +299,28 @@ def cmd_jobs(args) -> int:
             raise UsageError(f"No job {args.job_id!r} in {args.db}; 'kdist jobs' lists them")
         ledger = job_ledger(args.db, args.job_id)
         failed = ledger[ledger["status"] == "failed"]
-        rejected = _rejected_rows(ledger)
+        rejected = rejected_rows(ledger)
         if args.json:
-            _print_json({**_frame_json(match)[0], "failed": _frame_json(failed),
-                         "rejected": rejected.to_dict("records")})
+            print_json({**frame_json(match)[0], "failed": frame_json(failed),
+                        "rejected": rejected.to_dict("records")})
             return EXIT_OK
         print(match.T.to_string(header=False))
         if len(failed):
             print(f"\nfailed symbols ({len(failed)}):")
-            print(failed[["symbol", "attempts", "error_class", "error"]].to_string(index=False))
+            print(frame_text(failed[["symbol", "attempts", "error_class", "error"]]))
         if len(rejected):
             print(f"\nsymbols with rejected rows ({len(rejected)}):")
-            print(rejected.to_string(index=False))
+            print(frame_text(rejected))
         return EXIT_OK
     if args.json:
-        _print_json(_frame_json(jobs))
+        print_json(frame_json(jobs))
     elif jobs.empty:
         print(f"No jobs in {args.db}")
     else:
         cols = ["job_id", "status", "mode", "provider", "freq", "adjust", "n_symbols",
                 "symbols_ok", "symbols_empty", "symbols_failed", "rows_written", "elapsed_s"]
-        print(jobs[cols].to_string(index=False))
+        print(frame_text(jobs[cols]))
     return EXIT_OK
-
-
-def _rejected_rows(ledger):
-    """One row per symbol of a job's ledger with rejected rows: how many, and why."""
-    import pandas as pd
-
-    rows = ledger[ledger["rejected_rows"].fillna(0) > 0]
-    from .report import reasons
-
-    return pd.DataFrame({
-        "symbol": rows["symbol"].tolist(),
-        "rejected_rows": rows["rejected_rows"].astype("int64").tolist(),
-        "reasons": [reasons(json.loads(text or "{}"), sep="; ") for text in rows["rejected"]],
-    })
 
 
 def cmd_show(args) -> int:
@@ -356,29 +332,34 @@ def cmd_show(args) -> int:
         window_bounds(args.start, args.end)  # start after end: say so, not "no bars"
     bars = load(args.db, symbol, start=args.start, end=args.end, freq=args.freq, adjust=args.adjust)
     if bars.empty:
-        print(f"No {args.freq} {args.adjust} bars for {symbol} in {args.db}", file=sys.stderr)
+        print(not_stored(args.db, symbol, args.freq, args.adjust, args.start, args.end),
+              file=sys.stderr)
         return EXIT_FAILED
     shown = bars.tail(args.tail) if args.tail else bars
     if args.json:
-        _print_json(_frame_json(shown))
+        print_json(frame_json(shown))
     else:
-        print(f"{symbol} {args.freq} {args.adjust}: {len(bars)} bars, "
+        print(f"{symbol} {args.freq} {args.adjust}: {counted(len(bars), 'bar')}, "
               f"{bars['ts'].iat[0]} .. {bars['ts'].iat[-1]}")
-        print(shown.drop(columns=["symbol"]).to_string(index=False))
+        print(frame_text(shown.drop(columns=["symbol"])))
     return EXIT_OK
 
 
 def cmd_status(args) -> int:
+    from .cli_format import status_text
     from .store import Store
 
     with Store(args.db, read_only=True) as store:
-        summary = store.catalog()
+        series = store.catalog()
+        summary = store.summary(series)
     if args.json:
-        _print_json(_frame_json(summary))
-    elif summary.empty:
+        print_json(frame_json(series))  # every series, as before the summary: for scripts
+    elif series.empty:
         print(f"No bars in {args.db}")
+    elif args.series:
+        print(frame_text(series))
     else:
-        print(summary.to_string(index=False))
+        print(status_text(summary, series, args.db))
     return EXIT_OK
 
 
@@ -387,7 +368,7 @@ def cmd_check(args) -> int:
 
     result = check(args.db)
     if args.json:
-        _print_json(result)
+        print_json(result)
     else:
         for key, value in result.items():
             print(f"{key:<20} {value}")
@@ -399,7 +380,7 @@ def cmd_providers(args) -> int:
 
     rows = available_providers()
     if args.json:
-        _print_json(rows)
+        print_json(rows)
         return EXIT_OK
     for row in rows:
         state = "installed" if row["installed"] else f'pip install "kdist[{row["extra"]}]"'
@@ -409,68 +390,70 @@ def cmd_providers(args) -> int:
     return EXIT_OK
 
 
-def cmd_cluster_certs(args) -> int:
-    from .security import make_certs
-
-    made = make_certs(args.dir, hosts=args.host or None, days=args.days, force=args.force)
-    d = args.dir.rstrip("/") or "/"
-    ca = "a new CA" if made["new_ca"] else f"the CA already in {d}"
-    print(f"Certificates for {', '.join(made['hosts'])}, signed by {ca}, valid until "
-          f"{made['not_after']:%Y-%m-%d}, in {d}/:")
-    rows = [
-        ("ca.pem", "CA certificate", "every machine"),
-        ("ca-key.pem", "CA key (0600)", "stays here: it signs new certificates"),
-        ("scheduler.pem scheduler-key.pem", "scheduler", "the scheduler machine"),
-        ("worker.pem worker-key.pem", "workers", "every worker machine"),
-        ("client.pem client-key.pem", "client", "the machine with the database (kdist ingest)"),
-    ]
-    for files, what, where in rows:
-        print(f"  {files:<33} {what:<15} -> {where}")
-    remote = [h for h in made["hosts"] if h not in ("localhost", "127.0.0.1", "::1")]
-    host = remote[0] if remote else "127.0.0.1"
-    listen = f" --host {shlex.quote(host)}" if remote else ""
-    address = f"tls://{f'[{host}]' if ':' in host else host}:8786"  # IPv6 in brackets
-    certs = shlex.quote(str(d))
-    print("Next (see docs/deploy.md; the scheduler is assumed on the first host given):\n"
-          f"  kdist cluster scheduler --certs {certs}{listen}\n"
-          f"  kdist cluster worker {address} --certs {certs}\n"
-          f"  kdist ingest 600000.SH --start 2024-01-01 --scheduler {address} --certs {certs}")
-    return EXIT_OK
+#: Date forms --start and --end take (what :func:`kdist.schema.to_date` reads), as --help
+#: lists them; a time of day is dropped, and the year must lie in 1800..2200.
+DATE_FORMS = ("2024-01-02", "20240102", "2024/01/02", "2024-01", "2024")
+_DATES = (f"{', '.join(DATE_FORMS[:3])}, or {DATE_FORMS[3]} / {DATE_FORMS[4]} for the first "
+          "day of a month / year")
 
 
-def _start(command: list[str], args, note: str) -> int:
-    """Print the ``dask`` command (``--print``), or replace this process with it."""
-    if args.print:
-        print(shlex.join(command))
-        return EXIT_OK
-    print(f"kdist: {note}\nkdist: running: {shlex.join(command)}", file=sys.stderr, flush=True)
-    sys.stdout.flush()
-    # exec, not a child: Ctrl-C, SIGTERM and a service manager reach Dask directly.
-    os.execv(command[0], command)
-    return EXIT_FAILED  # not reached
+#: The examples ending each command's --help: real command lines, as typed (a ``# note``
+#: after one is fine).
+_EXAMPLES = {
+    "kdist": (
+        "kdist ingest 600000.SH 000001.SZ --start 2024-01-01",
+        "kdist update --quiet   # from cron",
+        "kdist status",
+        "kdist show 600000.SH --tail 5",
+    ),
+    "ingest": (
+        "kdist ingest 600000.SH 000001.SZ --start 2020-01-01 --end 2024-12-31",
+        "kdist ingest --symbols-file hs300.txt --start 20240101 --freq 1w --adjust qfq",
+        "kdist ingest --all --provider tdx --option root=/mnt/tdx --start 2024-01-01",
+        "kdist ingest --resume 20240105-173012-3f9a1c   # finish a stopped job",
+    ),
+    "update": (
+        "kdist update --db data/kdist.duckdb --quiet   # daily bars, e.g. from cron",
+        "kdist update --freq 1w --adjust qfq",
+        "kdist update --end 2024-12-31 --scheduler tcp://10.0.0.5:8786",
+    ),
+    "jobs": (
+        "kdist jobs",
+        "kdist jobs 20240105-173012-3f9a1c   # its failed symbols and why",
+        "kdist jobs --json --db data/kdist.duckdb",
+    ),
+    "show": (
+        "kdist show 600000.SH",
+        "kdist show sz000001 --freq 1w --adjust qfq --tail 0   # every weekly bar",
+        "kdist show 600000.SH --start 2024-01-01 --end 2024-03-31 --json",
+    ),
+    "status": (
+        "kdist status",
+        "kdist status --series                  # one row per symbol, freq and adjust",
+        "kdist status --json --db data/kdist.duckdb",
+    ),
+    "check": (
+        "kdist check",
+        "kdist check --json --db data/kdist.duckdb   # exit 1 when anything is wrong",
+    ),
+    "providers": (
+        "kdist providers",
+        "kdist providers --json",
+    ),
+}
 
 
-def cmd_cluster_scheduler(args) -> int:
-    from .security import scheduler_command
-
-    command = scheduler_command(args.certs, tls_ca=args.tls_ca, tls_cert=args.tls_cert,
-                                tls_key=args.tls_key, host=args.host, port=args.port,
-                                dashboard_address=args.dashboard_address)
-    host = args.host if args.host not in ("0.0.0.0", "::", "") else "THIS_HOST"
-    port = args.port or "PORT"  # 0: Dask picks one, shown in its "Scheduler at:" line
-    certs = f"--certs {args.certs}" if args.certs else "--tls-ca ... --tls-cert ... --tls-key ..."
-    return _start(command, args,
-                  f"clients connect with --scheduler tls://{host}:{port} {certs} "
-                  "(their client certificates)")
+def _command(sub, name: str, help: str, examples: tuple[str, ...] | None = None, **kwargs):
+    """Add the subcommand ``name``, its --help ending with ``examples`` (default: the
+    command's in :data:`_EXAMPLES`)."""
+    return sub.add_parser(
+        name, help=help, description=kwargs.pop("description", help[0].upper() + help[1:]),
+        epilog=_epilog(_EXAMPLES[name] if examples is None else examples),
+        formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
 
 
-def cmd_cluster_worker(args) -> int:
-    from .security import worker_command
-
-    command = worker_command(args.address, args.certs, tls_ca=args.tls_ca,
-                             tls_cert=args.tls_cert, tls_key=args.tls_key,
-                             nthreads=args.nthreads, host=args.host, name=args.name)
-    return _start(command, args, f"starting a worker of {args.address}")
+def _epilog(examples) -> str:
+    return "examples:\n" + "\n".join(f"  {line}" for line in examples)
 
 
 def _add_db(p):
@@ -510,7 +493,8 @@ def _add_cluster_options(p):
 def _add_run_options(p):
     """The options ingest and update share: the end, the bars, the provider, the cluster
     and the calls, in the order their --help lists them."""
-    p.add_argument("--end", metavar="D", help="inclusive (default today)")
+    p.add_argument("--end", metavar="D",
+                   help=f"last day, inclusive (default today): {_DATES}")
     _add_bars(p)
     p.add_argument("--provider", help="provider name (default synthetic)")
     p.add_argument("--option", action="append", metavar="KEY=VALUE", help="provider option")
@@ -535,8 +519,11 @@ def _add_run_options(p):
 
 
 def _add_ingest(sub):
-    p = sub.add_parser("ingest", help="import bars into the database")
-    p.add_argument("symbols", nargs="*", metavar="SYMBOL")
+    p = _command(sub, "ingest", "import bars into the database")
+    p.add_argument("symbols", nargs="*", metavar="SYMBOL",
+                   help="symbols to import: A-shares as 600000.SH, sh600000, 600000.SS or a "
+                        "bare code such as 000001 (its exchange guessed); other tickers as "
+                        "the provider knows them (AAPL, 0700.HK for yfinance)")
     p.add_argument("--symbols-file", metavar="F",
                    help="file of symbols, one or more a line, in UTF-8 or GBK; of a table "
                         "with a symbol, code or 代码 column only that column; names in "
@@ -544,9 +531,13 @@ def _add_ingest(sub):
     p.add_argument("--symbols-encoding", metavar="NAME",
                    help="the encoding of --symbols-file, e.g. big5 (default: UTF-8, else GBK)")
     p.add_argument("--all", action="store_true", help="every symbol the provider lists")
-    p.add_argument("--start", metavar="D", help="first day (required unless --resume)")
+    p.add_argument("--start", metavar="D",
+                   help=f"first day (required unless --resume): {_DATES}")
     _add_run_options(p)
-    p.add_argument("--split", default="chunks", choices=["chunks", "per-worker"])
+    p.add_argument("--split", default="chunks", choices=["chunks", "per-worker"],
+                   help="how symbols become tasks: chunks (default: several small ones per "
+                        "worker thread, so a slow one does not hold the job up) or "
+                        "per-worker (one contiguous slice per worker, for comparison)")
     p.add_argument("--skip-invalid", action="store_true",
                    help="record invalid symbols as failed and import the rest")
     p.add_argument("--incremental", action="store_true",
@@ -557,108 +548,69 @@ def _add_ingest(sub):
 
 
 def _add_update(sub):
-    p = sub.add_parser("update", help="bring every stored symbol up to date (for cron)")
+    p = _command(sub, "update", "bring every stored symbol up to date (for cron)")
     _add_run_options(p)
     p.set_defaults(func=cmd_update)
 
 
 def _add_jobs(sub):
-    p = sub.add_parser("jobs", help="list jobs, or show one job's failed symbols")
-    p.add_argument("job_id", nargs="?")
+    p = _command(sub, "jobs", "list jobs, or show one job's failed symbols")
+    p.add_argument("job_id", nargs="?", metavar="JOB_ID",
+                   help="one job: its record, failed symbols and rejected rows")
     _add_db(p)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(func=cmd_jobs)
 
 
 def _add_show(sub):
-    p = sub.add_parser("show", help="print a symbol's stored bars")
-    p.add_argument("symbol")
+    p = _command(sub, "show", "print a symbol's stored bars")
+    p.add_argument("symbol", metavar="SYMBOL", help="a stored symbol, in any accepted form")
     _add_db(p)
     _add_bars(p)
-    p.add_argument("--start", metavar="D")
-    p.add_argument("--end", metavar="D")
+    p.add_argument("--start", metavar="D", help=f"first day: {_DATES}")
+    p.add_argument("--end", metavar="D", help=f"last day, inclusive: {_DATES}")
     p.add_argument("--tail", type=_number(int, 0), default=10, metavar="N",
                    help="last N bars (0: all)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the bars as JSON")
     p.set_defaults(func=cmd_show)
 
 
 def _add_status(sub):
-    p = sub.add_parser("status", help="what is stored, per symbol, freq and adjust")
+    p = _command(sub, "status", "what is stored, per source, freq and adjust")
     _add_db(p)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--series", action="store_true",
+                   help="one row per symbol, freq and adjust: kind, bars, first and last bar, "
+                        "source, mixed, updated")
+    p.add_argument("--json", action="store_true", help="print every series as JSON")
     p.set_defaults(func=cmd_status)
 
 
 def _add_check(sub):
-    p = sub.add_parser("check", help="prove the stored bars have no duplicates or bad values")
+    p = _command(sub, "check", "prove the stored bars have no duplicates or bad values")
     _add_db(p)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the counts as JSON")
     p.set_defaults(func=cmd_check)
 
 
 def _add_providers(sub):
-    p = sub.add_parser("providers", help="list data providers and how to install them")
-    p.add_argument("--json", action="store_true")
+    p = _command(sub, "providers", "list data providers and how to install them")
+    p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(func=cmd_providers)
 
 
-def _add_cluster(sub):
-    cluster = sub.add_parser(
-        "cluster", help="TLS certificates, and a TLS dask scheduler or worker",
-        description="Make a cluster's TLS certificates and start dask scheduler / dask "
-                    "worker with them. See docs/deploy.md.")
-    csub = cluster.add_subparsers(dest="cluster_command", required=True, parser_class=_Parser)
-    for add in (_add_cluster_certs, _add_cluster_scheduler, _add_cluster_worker):
-        add(csub)
-
-
-def _add_cluster_certs(csub):
-    p = csub.add_parser("certs", help="make a CA and scheduler, worker and client certificates")
-    p.add_argument("dir", metavar="DIR", help="directory to write (created if missing)")
-    p.add_argument("--host", action="append", metavar="NAME_OR_IP",
-                   help="a host name or IP of the machines, repeatable "
-                        "(default: localhost and 127.0.0.1)")
-    p.add_argument("--days", type=_number(int, 1, most=36500), default=825, metavar="N",
-                   help="days the certificates are valid (default 825)")
-    p.add_argument("--force", action="store_true",
-                   help="replace existing certificates (an existing CA is kept)")
-    p.set_defaults(func=cmd_cluster_certs)
-
-
-def _add_cluster_scheduler(csub):
-    p = csub.add_parser("scheduler", help="run dask scheduler with TLS")
-    _add_tls(p, "scheduler")
-    p.add_argument("--host", default="127.0.0.1",
-                   help="address to listen on (default 127.0.0.1: this machine only; the "
-                        "machine's address or 0.0.0.0 to let workers on other machines in)")
-    p.add_argument("--port", type=_number(int, 0, most=65535), default=8786, help="default 8786")
-    p.add_argument("--dashboard-address", default="127.0.0.1:8787", metavar="HOST:PORT",
-                   help="the dashboard, plain HTTP without login (default 127.0.0.1:8787)")
-    p.add_argument("--print", action="store_true", help="print the dask command, do not run it")
-    p.set_defaults(func=cmd_cluster_scheduler)
-
-
-def _add_cluster_worker(csub):
-    p = csub.add_parser("worker", help="run dask worker with TLS")
-    p.add_argument("address", metavar="ADDRESS", help="the scheduler, tls://HOST:PORT")
-    _add_tls(p, "worker")
-    p.add_argument("--nthreads", type=_number(int, 1), metavar="N",
-                   help="threads (default: Dask's, the cores)")
-    p.add_argument("--host", help="address to listen on (default: 127.0.0.1 for a scheduler "
-                                  "on this machine, else the interface that reaches it)")
-    p.add_argument("--name", help="worker name shown on the dashboard")
-    p.add_argument("--print", action="store_true", help="print the dask command, do not run it")
-    p.set_defaults(func=cmd_cluster_worker)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="kdist", description="Import K-line bars on a Dask cluster into DuckDB.")
+    from .cli_cluster import add_cluster
+
+    parser = _Parser(
+        prog="kdist", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Import K-line bars on a Dask cluster into DuckDB.\n"
+                    "'kdist COMMAND --help' shows a command's options and examples.",
+        epilog=_epilog(_EXAMPLES["kdist"]))
     parser.add_argument("--version", action="version", version=f"kdist {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for add in (_add_ingest, _add_update, _add_jobs, _add_show, _add_status, _add_check,
-                _add_providers, _add_cluster):
+                _add_providers, add_cluster):
         add(sub)
     return parser
 
@@ -667,20 +619,51 @@ def _one_line_warning(message, category, filename, lineno, line=None):
     return f"kdist: warning: {message}\n"
 
 
-def _quiet_dask():
-    """Dask logs its own tracebacks when a cluster fails; kdist says it in one line.
+#: Libraries whose own log lines go to :func:`log_path`, not the terminal (``--debug``
+#: leaves them on stderr): Dask's cluster errors, the dashboard's web server.
+_NOISY = ("distributed", "tornado", "bokeh")
 
-    Dask sets levels on several of its loggers (``distributed.client`` among them), so
-    silencing the parent is not enough.
+
+def log_path() -> str:
+    """Where the command writes Dask's, Tornado's and Bokeh's log: ``$KDIST_LOG``, else
+    ``kdist.log`` in the user's state directory (``$XDG_STATE_HOME``, ``~/.local/state``)."""
+    if os.environ.get("KDIST_LOG"):
+        return os.environ["KDIST_LOG"]
+    state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local",
+                                                            "state")
+    return os.path.join(state, "kdist", "kdist.log")
+
+
+def _logs_to_file():
+    """Send the cluster's library logs to :func:`log_path`; kdist says what matters itself.
+
+    On the terminal they were tracebacks of a cluster that failed (kdist says it in one
+    line) and a dashboard browser tab's disconnect landing inside the progress bar. Dask sets
+    levels and a handler on several of its loggers (``distributed.client`` among them), so
+    each is reached; their records go to the file through the three parents.
     """
     import dask
-    import distributed  # noqa: F401  (importing it applies Dask's logging levels first)
+    import distributed  # noqa: F401  (importing it applies Dask's logging setup first)
 
-    names = {"distributed", *dask.config.get("distributed.logging", {}), *(
-        name for name in logging.root.manager.loggerDict if name.startswith("distributed"))}
+    path = log_path()
+    try:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        handler: logging.Handler = logging.FileHandler(path, encoding="utf-8", delay=True)
+    except OSError:  # nowhere to write: the lines are dropped, never shown
+        handler = logging.NullHandler()
+    handler.setFormatter(logging.Formatter(
+        "%(asctime)s %(process)d %(name)s %(levelname)s: %(message)s"))
+    names = {*_NOISY, *dask.config.get("distributed.logging", {}), *(
+        name for name in logging.root.manager.loggerDict if name.startswith(_NOISY))}
     for name in names:
-        if name.startswith("distributed"):
-            logging.getLogger(name).setLevel(logging.CRITICAL)
+        logger = logging.getLogger(name)
+        for old in [h for h in logger.handlers if isinstance(h, logging.StreamHandler)]:
+            logger.removeHandler(old)
+        if name in _NOISY:
+            logger.addHandler(handler)
+            logger.propagate = False  # never to the root's stderr handler
+        else:
+            logger.propagate = True  # Dask turns it off where it sets a handler
 
 
 class _Stop:
@@ -757,7 +740,7 @@ def main(argv=None) -> int:
     if not args.debug:
         warnings.formatwarning = _one_line_warning
         if args.command in ("ingest", "update"):
-            _quiet_dask()
+            _logs_to_file()
     global _stop
     previous = {}
     if threading.current_thread() is threading.main_thread():

@@ -82,6 +82,30 @@ def _rebuild(cls, message, context):
     return cls(message, **context)
 
 
+def closest(value, choices) -> str | None:
+    """The one of ``choices`` a mistyped ``value`` was most likely meant to be, or None.
+
+    A choice equal but for case wins (``1D`` -> ``1d``); else the closest by
+    :func:`difflib.get_close_matches`, compared as typed, then case-folded.
+    """
+    import difflib
+
+    text, choices = str(value), [str(c) for c in choices]
+    folded = {c.lower(): c for c in reversed(choices)}  # of choices equal folded, the first
+    if text.lower() in folded and text not in choices:
+        return folded[text.lower()]
+    best = difflib.get_close_matches(text, choices, n=1) or [
+        folded[m] for m in difflib.get_close_matches(text.lower(), list(folded), n=1)]
+    return best[0] if best else None
+
+
+def did_you_mean(value, choices) -> str:
+    """`` (did you mean 'synthetic'?)`` when ``value`` is close to one of ``choices``, else
+    ``""``: the hint an "Unknown ..." message puts after the name it refuses."""
+    match = closest(value, choices)
+    return f" (did you mean {match!r}?)" if match is not None else ""
+
+
 class UsageError(KdistError, ValueError):
     """The caller asked for something kdist cannot do; nothing was fetched or written."""
 

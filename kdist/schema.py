@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from . import securities
-from .errors import DataError, InvalidOptionError, InvalidSymbolError
+from .errors import DataError, InvalidOptionError, InvalidSymbolError, did_you_mean
 from .report import counted
 
 __all__ = [
@@ -77,9 +77,10 @@ class Freq(str, Enum):
         try:
             return cls(str(value))
         except ValueError:
-            choices = ", ".join(f.value for f in cls)
+            choices = [f.value for f in cls]
             raise InvalidOptionError(
-                f"Unknown freq {value!r}; choose one of {choices}", option="freq", value=value
+                f"Unknown freq {value!r}{did_you_mean(value, choices)}; choose one of "
+                f"{', '.join(choices)}", option="freq", value=value
             ) from None
 
 
@@ -100,7 +101,8 @@ class Adjust(str, Enum):
             return cls(str(value).lower())
         except ValueError:
             raise InvalidOptionError(
-                f"Unknown adjust {value!r}; choose one of none, qfq, hfq",
+                f"Unknown adjust {value!r}{did_you_mean(value, [a.value for a in cls])}; "
+                "choose one of none, qfq, hfq",
                 option="adjust",
                 value=value,
             ) from None

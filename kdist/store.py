@@ -627,6 +627,16 @@ class Store(Ledger):
         frame.insert(1, "kind", kind_of(frame["symbol"]))
         return frame
 
+    def summary(self, catalog: pd.DataFrame | None = None) -> pd.DataFrame:
+        """What is stored, per (source, freq, adjust) of the :meth:`catalog` (or of the
+        ``catalog`` given): symbols, bars, first and last bar, and when a job last wrote one
+        of them (``updated``). A series of several sources counts under ``csv,tdx``."""
+        series = self.catalog() if catalog is None else catalog
+        return (series.groupby(["source", "freq", "adjust"], sort=True)
+                .agg(symbols=("symbol", "size"), bars=("bars", "sum"), first=("first", "min"),
+                     last=("last", "max"), updated=("updated", "max"))
+                .reset_index())
+
 
 def _listing(names, most: int = 5) -> str:
     """``a, b, c`` or ``a, b, c, d, e and 3 more``."""
@@ -696,3 +706,10 @@ def catalog(db=DEFAULT_DB) -> pd.DataFrame:
     and when a job last wrote it (``updated``)."""
     with Store(db, read_only=True) as store:
         return store.catalog()
+
+
+def summary(db=DEFAULT_DB) -> pd.DataFrame:
+    """What is stored, per source, freq and adjust: symbols, bars, first and last bar, and
+    when a job last wrote one of them (``updated``); ``kdist status`` prints it."""
+    with Store(db, read_only=True) as store:
+        return store.summary()

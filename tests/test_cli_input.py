@@ -243,3 +243,47 @@ def test_output_into_a_closed_pipe_exits_quietly(stored, args):
     else:  # the progress bar is on stderr
         assert b"Traceback" not in err and b"Error" not in err
     assert kd.returncode == 141
+
+
+# --- mistyped names: the closest one is suggested (issue 17) ------------------------------------
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--provider", "synthetc"],
+     "Unknown provider 'synthetc' (did you mean 'synthetic'?); available: "),
+    (["--option", "latncy=0.1"],
+     "Unknown option(s) latncy for provider 'synthetic' (did you mean 'latency'?); known: "),
+    (["--provider", "synthetic", "--option", "sed=1", "--option", "jiter=1"],
+     "(did you mean 'jitter' for 'jiter', 'seed' for 'sed'?)"),
+    (["--freq", "1dd"], "Unknown freq '1dd' (did you mean '1d'?); choose one of 1d, 1w"),
+    (["--freq", "1D"], "Unknown freq '1D' (did you mean '1d'?)"),
+    (["--adjust", "qfg"], "Unknown adjust 'qfg' (did you mean 'qfq'?); choose one of none"),
+])
+def test_a_mistyped_name_is_refused_with_the_closest_one(capsys, db, args, fragment):
+    code, _, err = run(capsys, "ingest", "600000.SH", *WINDOW, *args, "--db", db,
+                       "--scheduler", "sync")
+    refused(code, err, fragment)
+    assert not Path(db).exists()
+
+
+@pytest.mark.parametrize("args", [["--provider", "yf"], ["--freq", "2d"], ["--adjust", "both"],
+                                  ["--option", "zzz=1"]])
+def test_nothing_close_suggests_nothing(capsys, db, args):
+    code, _, err = run(capsys, "ingest", "600000.SH", *WINDOW, *args, "--db", db)
+    refused(code, err)
+    assert "did you mean" not in err
+
+
+def test_the_python_api_suggests_the_same(db):
+    from kdist.errors import InvalidOptionError, UnknownProviderError
+
+    with pytest.raises(UnknownProviderError, match=r"did you mean 'synthetic'\?"):
+        kdist.get_provider("synthetc")
+    with pytest.raises(InvalidOptionError, match=r"did you mean 'latency'\?"):
+        kdist.get_provider("synthetic", latncy=0.1)
+    with pytest.raises(InvalidOptionError, match=r"did you mean '1d'\?") as info:
+        kdist.ingest(["600000.SH"], start="2024-01-01", freq="1dd", db=db, client="sync")
+    assert info.value.option == "freq" and info.value.exit_code == 2
+    with pytest.raises(InvalidOptionError, match=r"did you mean 'hfq'\?"):
+        kdist.ingest(["600000.SH"], start="2024-01-01", adjust="hfg", db=db, client="sync")
+    assert not Path(db).exists()

@@ -22,6 +22,8 @@ from ..errors import (
     PermanentProviderError,
     SymbolNotFoundError,
     UsageError,
+    closest,
+    did_you_mean,
 )
 from ..schema import Adjust, Freq, normalise_symbol, to_date
 
@@ -130,8 +132,8 @@ class Provider:
         if unknown:
             known = ", ".join(sorted(self.options)) or "none"
             raise InvalidOptionError(
-                f"Unknown option(s) {', '.join(unknown)} for provider {self.name!r}; "
-                f"known: {known}",
+                f"Unknown option(s) {', '.join(unknown)} for provider {self.name!r}"
+                f"{_close_options(unknown, self.options)}; known: {known}",
                 option=unknown[0],
             )
         self.config = {
@@ -367,6 +369,16 @@ def one_line(exc: BaseException) -> str:
     """
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _close_options(unknown: list[str], known) -> str:
+    """`` (did you mean 'latency'?)``, or for several unknown names each one's closest:
+    `` (did you mean 'latency' for 'latncy', 'seed' for 'sed'?)``; ``""`` when none is close."""
+    if len(unknown) == 1:
+        return did_you_mean(unknown[0], known)
+    pairs = [f"{match!r} for {name!r}" for name in unknown
+             if (match := closest(name, known)) is not None]
+    return f" (did you mean {', '.join(pairs)}?)" if pairs else ""
 
 
 def _rebuild(cls, options):

@@ -3,7 +3,8 @@
 Built-ins are lazy ``"module:Class"`` strings, so listing providers imports no vendor
 library. Third-party packages register under the entry-point group ``kdist.providers``;
 they are read once, on first use. A plug-in that fails to load warns and is skipped; an
-unknown name lists what exists; a provider whose optional package is missing says which
+unknown name lists what exists (and the
+closest name, when one is close); a provider whose optional package is missing says which
 extra installs it.
 """
 
@@ -15,7 +16,7 @@ import importlib.util
 import warnings
 from importlib.metadata import entry_points
 
-from ..errors import MissingDependencyError, UnknownProviderError
+from ..errors import MissingDependencyError, UnknownProviderError, did_you_mean
 from .base import Provider
 
 __all__ = ["available_providers", "get_provider", "provider_class"]
@@ -72,7 +73,8 @@ def provider_class(name: str) -> type[Provider]:
             )
         return cls
     raise UnknownProviderError(
-        f"Unknown provider {name!r}; available: {', '.join(_names())}",
+        f"Unknown provider {name!r}{did_you_mean(name, _names())}; "
+        f"available: {', '.join(_names())}",
         name=name,
         available=_names(),
     )
