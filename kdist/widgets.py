@@ -3,10 +3,10 @@
 :class:`IngestPanel` collects the arguments of :func:`kdist.ingest` (symbols, dates, freq,
 adjust, provider and its options, cluster, database), runs the import in a background thread
 so the kernel stays free, and shows its progress through the same
-:class:`~kdist.progress.Callback` the terminal bar uses. :class:`BrowsePanel` reads what is
-stored (:func:`kdist.catalog`, :func:`kdist.load`) and draws it with
-:func:`kdist.plotting.candles`. The panels hold no import logic of their own: everything they do
-can be done with the public API, and ``import kdist`` never imports this module or ipywidgets.
+:class:`~kdist.progress.Callback` the terminal bar uses. :class:`BrowsePanel` (from
+:mod:`kdist.browse`) reads what is stored and charts it. The panels hold no import logic of
+their own: everything they do can be done with the public API, and ``import kdist`` never
+imports this module or ipywidgets.
 
 Every control is a public attribute, so a panel can be driven from code and tested headless::
 
@@ -17,31 +17,31 @@ Every control is a public attribute, so a panel can be driven from code and test
 
 from __future__ import annotations
 
-import contextlib
-import datetime as dt
 import functools
 import html
 import io
 import re
 import threading
 import time
-from pathlib import Path
 
-try:
-    import ipywidgets as W
-except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        'kdist.widgets needs ipywidgets: pip install "kdist[notebook]"'
-    ) from exc
-
+from ._panels import (
+    W,
+    close_tree,
+    date_or_none,
+    error_html,
+    settle_tooltips,
+    status_html,
+)
+from .browse import BrowsePanel
 from .cluster import close_shared, is_shared, shared_cluster
 from .errors import ClusterError, KdistError, UsageError
 from .outcome import Status
 from .progress import Callback
+from .report import counted
 from .providers import available_providers, get_provider
 from .providers.registry import provider_class
 from .runner import ingest
-from .schema import Adjust, Freq, normalise_symbol, to_date
+from .schema import Adjust, Freq
 from .store import DEFAULT_DB
 
 __all__ = ["BrowsePanel", "IngestPanel"]
@@ -50,20 +50,6 @@ __all__ = ["BrowsePanel", "IngestPanel"]
 REFRESH_S = 0.25
 #: Failures listed in the panel; the ledger keeps them all.
 MAX_FAILURES_SHOWN = 50
-
-def _date(value, name: str) -> dt.date | None:
-    return None if value is None or value == "" else to_date(value, name=name).date()
-
-
-def _close_tree(widget):
-    """Close a widget and every widget inside it (``close`` alone leaves the children)."""
-    for child in getattr(widget, "children", ()):
-        _close_tree(child)
-    W.Widget.close(widget)  # not a panel's own close(), which calls this
-
-
-def _error_line(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
 
 
 def _symbols_from_upload(files) -> list[str]:
@@ -97,6 +83,38 @@ def _symbols_from_upload(files) -> list[str]:
     return symbols
 
 
+def _why_not(name: str) -> str:
+    """Why a provider cannot run, and what installs it: the error getting it raises."""
+    try:
+        get_provider(name)
+    except KdistError as exc:  # MissingDependencyError, or a plug-in that does not load
+        return str(exc)
+    return f"Provider {name!r} is not installed"
+
+
+def _provider_label(row: dict) -> str:
+    """A provider's name in the list; one that is not installed says what installs it."""
+    if row["installed"]:
+        return row["name"]
+    if row["extra"]:
+        return f"{row['name']} (not installed: pip install 'kdist[{row['extra']}]')"
+    return f"{row['name']} (cannot be loaded)"
+
+
+def _help_html(text: str) -> str:
+    """An option's help, small and quiet, under its field."""
+    return ("<div class='kdist-option-help' style='font-size:11px; line-height:1.3; "
+            f"opacity:0.7; margin:0 0 6px 4px'>{html.escape(text, quote=False)}</div>")
+
+
+def _move(bar, count, done: int, total: int) -> None:
+    """Set a progress bar and its ``done/total`` label."""
+    done = min(done, total)
+    bar.max = max(1, total)
+    bar.value = done
+    count.value = f"{done:,}/{total:,}"
+
+
 class _PanelProgress(Callback):
     """Moves an :class:`IngestPanel`'s bars and labels as the job reports progress.
 
@@ -108,6 +126,7 @@ class _PanelProgress(Callback):
         self.panel = panel
         self.t0 = time.perf_counter()
         self.symbols_done = 0
+        self.n_symbols = 0
         self.failures: list[tuple[str, str]] = []
         self.n_failed = 0
         self._drawn = 0.0
@@ -116,29 +135,34 @@ class _PanelProgress(Callback):
         p = self.panel
         self.t0 = time.perf_counter()
         p.job_id = info["job_id"]
-        p.chunks_bar.max = max(1, info["n_chunks"])
-        p.symbols_bar.max = max(1, info["n_symbols"])
+        self.n_symbols = info["n_symbols"]
+        _move(p.chunks_bar, p.chunks_count, 0, info["n_chunks"])
+        _move(p.symbols_bar, p.symbols_count, self.symbols_done, self.n_symbols)
         link = info.get("dashboard_link")
         p.dashboard.value = (
             f"Dask dashboard: <a href='{html.escape(link)}' target='_blank'>"
             f"{html.escape(link)}</a>" if link else "No Dask dashboard: running in this process"
         )
         p._say(
-            f"Running job <b>{html.escape(info['job_id'])}</b>: {info['n_symbols']} symbols in "
-            f"{info['n_chunks']} tasks on {html.escape(info['mode'])}"
+            f"Running job <b>{html.escape(info['job_id'])}</b>: "
+            f"{counted(info['n_symbols'], 'symbol')} in {counted(info['n_chunks'], 'task')} "
+            f"on {html.escape(info['mode'])}"
         )
 
     def set_size(self, n_symbols):
-        self.panel.symbols_bar.max = max(1, n_symbols)
+        self.n_symbols = n_symbols
+        _move(self.panel.symbols_bar, self.panel.symbols_count, self.symbols_done, n_symbols)
 
     def on_chunks(self, done, total):
-        bar = self.panel.chunks_bar
-        bar.max = max(1, total)
-        bar.value = done
+        _move(self.panel.chunks_bar, self.panel.chunks_count, done, total)
+
+    def on_progress(self, done, total):
+        # Symbol by symbol, those inside running chunks included (on_symbols comes later).
+        self.symbols_done = max(self.symbols_done, done)
+        _move(self.panel.symbols_bar, self.panel.symbols_count, self.symbols_done, total)
+        self._draw()
 
     def on_symbols(self, outcomes):
-        self.symbols_done += len(outcomes)
-        self.panel.symbols_bar.value = min(self.symbols_done, self.panel.symbols_bar.max)
         for o in outcomes:
             if Status(o["status"]).counts_as_failed:
                 self.n_failed += 1
@@ -197,9 +221,12 @@ class IngestPanel(W.VBox):
         Tick "all symbols": import every symbol the provider lists (the text area and the
         file upload are then disabled).
     start, end, freq, adjust, provider
-        As for :func:`kdist.ingest`.
+        As for :func:`kdist.ingest`. The provider list names every registered provider; one
+        whose package is missing says what installs it, and Start is disabled while it is
+        chosen.
     provider_options
-        The provider's options, e.g. ``{"latency": 0.05}`` for ``synthetic``.
+        The provider's options, e.g. ``{"latency": 0.05}`` for ``synthetic``; the panel shows
+        each option's help under its field.
     client
         A ``distributed.Client`` to run on; adds "this notebook's client" to the cluster
         choices and selects it.
@@ -238,7 +265,7 @@ class IngestPanel(W.VBox):
         # Bad arguments fail here, as kdist errors, before any widget exists.
         name = provider if isinstance(provider, str) else provider.name
         provider_class(name)  # UnknownProviderError lists the names
-        first_start, first_end = _date(start, "start"), _date(end, "end")
+        first_start, first_end = date_or_none(start, "start"), date_or_none(end, "end")
         self.report = None
         self.error: BaseException | None = None
         self.job_id: str | None = None
@@ -252,6 +279,8 @@ class IngestPanel(W.VBox):
         self._wire_controls()
         self._add_classes()
         super().__init__(self._layout())
+        settle_tooltips(self)
+        self._show_provider_state()
 
     # -- building the controls ------------------------------------------------------------
 
@@ -259,22 +288,36 @@ class IngestPanel(W.VBox):
         self.symbols_text = W.Textarea(
             value=", ".join(symbols or []), placeholder="600000.SH, 000001.SZ, AAPL ...",
             description="Symbols", layout=W.Layout(width="100%", height="80px"))
-        self.symbols_upload = W.FileUpload(accept=".txt,.csv", multiple=True,
-                                           description="Symbols file")
+        self.symbols_upload = W.FileUpload(
+            accept=".txt,.csv", multiple=True, description="Symbols file",
+            tooltip="Add the symbols of .txt or .csv files: a 'symbol' column, or symbols "
+                    "separated by commas, spaces or new lines")
         self.all_symbols = W.Checkbox(value=all_symbols, description="all symbols",
                                       indent=False, tooltip="every symbol the provider lists")
 
     def _build_bar_controls(self, first_start, first_end, freq, adjust):
-        self.start_date = W.DatePicker(value=first_start, description="Start")
-        self.end_date = W.DatePicker(value=first_end, description="End")
+        self.start_date = W.DatePicker(value=first_start, description="Start",
+                                       tooltip="The first day to import")
+        self.end_date = W.DatePicker(value=first_end, description="End",
+                                     tooltip="The last day to import (empty: today)")
         self.freq = W.Dropdown(options=[f.value for f in Freq], value=Freq.parse(freq).value,
-                               description="Freq")
-        self.adjust = W.Dropdown(options=[a.value for a in Adjust],
-                                 value=Adjust.parse(adjust).value, description="Adjust")
+                               description="Freq", tooltip="Bar length: 1d day, 1w week, "
+                               "1M month, 1m to 60m minutes")
+        self.adjust = W.Dropdown(
+            options=[a.value for a in Adjust], value=Adjust.parse(adjust).value,
+            description="Adjust",
+            tooltip="Prices as traded (none), forward-adjusted (qfq) or backward-adjusted (hfq)")
 
     def _build_provider_controls(self, name: str, values: dict):
-        names = [p["name"] for p in available_providers() if p["installed"]]
-        self.provider = W.Dropdown(options=names, value=name, description="Provider")
+        # Every registered provider is listed; one whose package is missing says what
+        # installs it, and Start stays disabled while it is chosen.
+        providers = available_providers()
+        self._descriptions = {p["name"]: p["description"] for p in providers}
+        self._missing = {p["name"]: _why_not(p["name"]) for p in providers if not p["installed"]}
+        self._hinting = False  # the status line shows a missing provider's hint
+        self.provider = W.Dropdown(
+            options=[(_provider_label(p), p["name"]) for p in providers], value=name,
+            description="Provider")
         self.options: dict[str, W.ValueWidget] = {}
         # The provider's options, three to a row, folded away under a summary of those set.
         self.options_box = W.GridBox(layout=W.Layout(
@@ -287,29 +330,37 @@ class IngestPanel(W.VBox):
                    ("in this process", "sync")]
         if self._client is not None:
             choices.insert(0, ("this notebook's client", "client"))
-        self.cluster = W.ToggleButtons(options=choices, value=choices[0][1], description="Run on")
-        self.n_workers = W.BoundedIntText(value=n_workers, min=1, max=64, description="Workers")
+        self.cluster = W.ToggleButtons(options=choices, value=choices[0][1], description="Run on",
+                                       tooltip="Where the import's tasks run")
+        self.n_workers = W.BoundedIntText(value=n_workers, min=1, max=64, description="Workers",
+                                          tooltip="Worker processes of the local cluster")
         self.threads = W.BoundedIntText(value=threads_per_worker, min=1, max=64,
-                                        description="Threads")
+                                        description="Threads", tooltip="Threads per worker")
         self.certs = W.Text(value="" if certs is None else str(certs), description="Certificates",
                             placeholder="for tls://: a directory from kdist cluster certs")
         self.address = W.Text(placeholder="tcp://scheduler:8786 or tls://...",
                               description="Address")
-        self.db = W.Text(value=str(db), description="Database", layout=W.Layout(width="100%"))
+        self.db = W.Text(value=str(db), description="Database", layout=W.Layout(width="100%"),
+                         tooltip="The DuckDB file the bars go to (created if missing)")
 
     def _build_run_controls(self):
         """The buttons, and what shows a run: status, dashboard link, bars and tables."""
-        self.start_button = W.Button(description="Start", button_style="primary", icon="play")
-        self.cancel_button = W.Button(description="Cancel", button_style="warning",
-                                      icon="stop", disabled=True)
+        self.start_button = W.Button(description="Start", button_style="primary", icon="play",
+                                     tooltip="Import the bars these settings describe")
+        self.cancel_button = W.Button(description="Cancel", icon="stop",
+                                      tooltip="Stop the import; what finished is kept")
+        self._enable_cancel(False)
         self.resume_button = W.Button(description="Resume", icon="redo", disabled=True,
                                       tooltip="Fetch what the last job left unfinished")
         self.status = W.HTML("Ready.")
         self.dashboard = W.HTML()
         self.chunks_bar = W.IntProgress(value=0, min=0, max=1, description="Tasks",
-                                        layout=W.Layout(width="60%"))
+                                        layout=W.Layout(width="60%"),
+                                        tooltip="Tasks (chunks of symbols) finished")
         self.symbols_bar = W.IntProgress(value=0, min=0, max=1, description="Symbols",
-                                         layout=W.Layout(width="60%"))
+                                         layout=W.Layout(width="60%"),
+                                         tooltip="Symbols done: stored, empty or failed")
+        self.chunks_count, self.symbols_count = W.Label(), W.Label()
         self.rows_label = W.Label("0 rows written")
         self.rate_label = W.Label("")
         self.failures = W.HTML()
@@ -347,24 +398,28 @@ class IngestPanel(W.VBox):
             W.HBox([W.VBox([self.start_date, self.end_date]), W.VBox([self.freq, self.adjust])]),
             self.provider, self.options_fold, self.cluster, self._cluster_fields, self.db,
             W.HBox([self.start_button, self.cancel_button, self.resume_button]),
-            self.status, self.dashboard, self.chunks_bar, self.symbols_bar,
+            self.status, self.dashboard, W.HBox([self.chunks_bar, self.chunks_count]),
+            W.HBox([self.symbols_bar, self.symbols_count]),
             W.HBox([self.rows_label, self.rate_label],
                    layout=W.Layout(justify_content="space-between", width="60%")),
             self.failures, self.report_html,
         ]
 
     def _build_options(self, name: str, values: dict):
-        cls = provider_class(name)
-        unknown = set(values) - set(cls.options)
+        try:
+            specs = provider_class(name).options
+        except KdistError:  # a plug-in that does not load: nothing to set
+            specs = {}
+        unknown = set(values) - set(specs)
         if unknown:
             raise UsageError(
                 f"Provider {name!r} has no option {', '.join(sorted(unknown))}; "
-                f"it has: {', '.join(cls.options) or 'none'}"
+                f"it has: {', '.join(specs) or 'none'}"
             )
-        for widget in self.options.values():
-            widget.close()
-        self.options = {}
-        for key, opt in cls.options.items():
+        for cell in self.options_box.children:
+            close_tree(cell)
+        self._specs, self.options = specs, {}
+        for key, opt in specs.items():
             given = values.get(key)
             if opt.type is bool:
                 widget = W.Checkbox(value=bool(opt.default if given is None else given),
@@ -377,18 +432,37 @@ class IngestPanel(W.VBox):
             widget.layout.width = "auto"
             widget.observe(lambda _: self._title_options(), "value")
             self.options[key] = widget
-        self.options_box.children = list(self.options.values())
+        # Each option over its help, which a tooltip would hide (a text field with a
+        # description shows none).
+        self.options_box.children = [
+            W.VBox([widget, W.HTML(_help_html(specs[key].help))], layout=W.Layout(width="auto"))
+            for key, widget in self.options.items()
+        ]
+        settle_tooltips(self.options_box)
         self._title_options()
 
     def _choose_provider(self, change):
         self._build_options(change["new"], {})
+        self._show_provider_state()
+
+    def _show_provider_state(self):
+        """Start only with a provider that can run; say what installs one that cannot."""
+        name = self.provider.value
+        self.provider.tooltip = self._descriptions.get(name) or ""
+        if self.running:
+            return
+        self.start_button.disabled = name in self._missing
+        if name in self._missing:
+            self._say(html.escape(self._missing[name], quote=False), error=True)
+        elif self._hinting:
+            self._say("Ready.")
+        self._hinting = name in self._missing
 
     def _title_options(self):
         """Name the options that differ from the provider's defaults in the fold's title."""
-        defaults = provider_class(self.provider.value).options
         given = [
             f"{k}={w.value}" for k, w in self.options.items()
-            if (w.value.strip() if isinstance(w.value, str) else w.value != defaults[k].default)
+            if (w.value.strip() if isinstance(w.value, str) else w.value != self._specs[k].default)
         ]
         summary = ", ".join(given) if given else "defaults"
         self.options_fold.set_title(0, f"{self.provider.value} options: {summary}")
@@ -405,7 +479,7 @@ class IngestPanel(W.VBox):
         try:
             found = _symbols_from_upload(self.symbols_upload.value)
         except UsageError as exc:
-            self._say(html.escape(_error_line(exc), quote=False), error=True)
+            self.status.value = error_html(exc)
         else:
             typed = self.symbols_text.value.strip()
             self.symbols_text.value = ", ".join(([typed] if typed else []) + found)
@@ -446,15 +520,14 @@ class IngestPanel(W.VBox):
 
     def _provider(self):
         """The provider chosen, with the options typed into the panel."""
-        cls = provider_class(self.provider.value)
         options = {}
         for key, widget in self.options.items():
             value = widget.value
             if isinstance(value, str):
                 if not value.strip():
                     continue
-                value = cls.options[key].coerce(key, value.strip())
-            elif value == cls.options[key].default:
+                value = self._specs[key].coerce(key, value.strip())
+            elif value == self._specs[key].default:
                 continue
             options[key] = value
         return get_provider(self.provider.value, **options)
@@ -511,7 +584,7 @@ class IngestPanel(W.VBox):
             if not self.running or self._cancel.is_set():
                 return
             self._cancel.set()
-            self.cancel_button.disabled = True
+            self._enable_cancel(False)
             self._say("Cancelling: waiting for the calls in flight ...")
 
     def wait(self, timeout: float | None = None):
@@ -540,7 +613,7 @@ class IngestPanel(W.VBox):
             self.cancel()  # _run's end stops the cluster
         else:
             self._stop_local()
-        _close_tree(self)
+        close_tree(self)
 
     def _stop_local(self):
         if self._local is not None:
@@ -552,7 +625,7 @@ class IngestPanel(W.VBox):
         try:
             getattr(self, action)()
         except Exception as exc:
-            self._say(html.escape(_error_line(exc), quote=False), error=True)
+            self.status.value = error_html(exc)
 
     def _launch(self, arguments: dict):
         with self._lock:
@@ -565,8 +638,9 @@ class IngestPanel(W.VBox):
                 bar.bar_style = ""
             self.rows_label.value = "0 rows written"
             self.rate_label.value = self.failures.value = self.report_html.value = ""
+            self.chunks_count.value = self.symbols_count.value = ""
             self.start_button.disabled = self.resume_button.disabled = True
-            self.cancel_button.disabled = False
+            self._enable_cancel(True)
             self._say("Starting ...")
             self._thread = threading.Thread(
                 target=self._run, args=(arguments,), name="kdist-panel", daemon=True
@@ -601,7 +675,7 @@ class IngestPanel(W.VBox):
             getattr(report, "status", None), "danger")
         self.symbols_bar.bar_style = self.chunks_bar.bar_style = style
         if error is not None:
-            self._say(html.escape(_error_line(error), quote=False), error=True)
+            self.status.value = error_html(error)
         elif report.status == "cancelled":
             self._say(
                 f"Cancelled: what finished is stored. Click Resume, or run "
@@ -616,183 +690,13 @@ class IngestPanel(W.VBox):
         else:  # a lost cluster: the job is recorded as interrupted
             resumable = isinstance(error, ClusterError) and self.job_id is not None
         self.resume_button.disabled = not resumable
-        self.start_button.disabled = False
-        self.cancel_button.disabled = True
+        self.start_button.disabled = self.provider.value in self._missing
+        self._enable_cancel(False)
+
+    def _enable_cancel(self, enabled: bool):
+        """Cancel is orange only while it can be clicked."""
+        self.cancel_button.disabled = not enabled
+        self.cancel_button.button_style = "warning" if enabled else ""
 
     def _say(self, text: str, error: bool = False):
-        colour = "#b00020" if error else "inherit"
-        self.status.value = f"<span style='color:{colour}'>{text}</span>"
-
-
-class BrowsePanel(W.VBox):
-    """A panel to look at stored bars: pick symbol, freq, adjust and dates; see a candlestick
-    chart with volume and the table of bars.
-
-    Parameters
-    ----------
-    db
-        Path of the DuckDB file (opened read-only, only while reading).
-    symbol
-        The symbol shown first (default: the first stored one).
-    rows
-        How many bars the table lists (the newest first).
-    """
-
-    def __init__(self, db=DEFAULT_DB, *, symbol=None, rows=200):
-        self.db = Path(db)
-        self.rows = rows
-        self.catalog = None
-        self.bars = None
-        self.symbol = W.Dropdown(description="Symbol")
-        self.freq = W.Dropdown(description="Freq")
-        self.adjust = W.Dropdown(description="Adjust")
-        self.start_date = W.DatePicker(description="From")
-        self.end_date = W.DatePicker(description="To")
-        self.refresh_button = W.Button(description="Refresh", icon="refresh",
-                                       tooltip="Read the catalog again after an import")
-        self.status = W.HTML()
-        self.chart = W.Image(format="png", layout=W.Layout(max_width="100%"))
-        self.figure = None
-        self.table = W.HTML(layout=W.Layout(max_height="320px", overflow="auto"))
-        for widget, name in [(self, "kdist-browse-panel"), (self.status, "kdist-browse-status"),
-                             (self.table, "kdist-bars-table"), (self.chart, "kdist-chart")]:
-            widget.add_class(name)
-        super().__init__([
-            W.HTML("<h3 style='margin:0'>kdist bars</h3>"),
-            W.HBox([self.symbol, self.freq, self.adjust, self.refresh_button]),
-            W.HBox([self.start_date, self.end_date]),
-            self.status, self.chart, self.table,
-        ])
-        self._quiet = False
-        self.symbol.observe(lambda _: self._choose_series(), "value")
-        self.freq.observe(lambda _: self._choose_series(), "value")
-        self.adjust.observe(lambda _: self._choose_range(), "value")
-        for picker in (self.start_date, self.end_date):
-            picker.observe(lambda _: self.show(), "value")
-        self.refresh_button.on_click(lambda _: self.refresh())
-        self.refresh(symbol)
-
-    def refresh(self, symbol=None):
-        """Read the catalog again (after an import) and show the chosen symbol."""
-        from .store import catalog
-
-        try:
-            if not self.db.exists():
-                raise UsageError(f"{self.db} does not exist yet: import some bars first")
-            self.catalog = catalog(self.db)
-        except KdistError as exc:
-            self.catalog = None
-            self._say(html.escape(_error_line(exc), quote=False), error=True)
-            return
-        if self.catalog.empty:
-            self._say(f"No bars stored in {html.escape(str(self.db))} yet.", error=True)
-            return
-        symbols = sorted(self.catalog["symbol"].unique())
-        if symbol is not None:
-            symbol = normalise_symbol(symbol)
-            if symbol not in symbols:
-                raise UsageError(
-                    f"{symbol} is not stored in {self.db}; stored: {', '.join(symbols[:5])}"
-                    + (f" and {len(symbols) - 5} more" if len(symbols) > 5 else "")
-                )
-        keep = symbol or (self.symbol.value if self.symbol.value in symbols else symbols[0])
-        with self._hold():
-            self.symbol.options = symbols
-            self.symbol.value = keep
-        self._choose_series()
-
-    @contextlib.contextmanager
-    def _hold(self):
-        """Change several controls without redrawing after each one."""
-        self._quiet = True
-        try:
-            yield
-        finally:
-            self._quiet = False
-
-    def _series(self):
-        c = self.catalog
-        return c[c["symbol"] == self.symbol.value]
-
-    def _choose_series(self):
-        if self._quiet or self.catalog is None:
-            return
-        series = self._series()
-        with self._hold():
-            freqs = sorted(series["freq"].unique())
-            self.freq.options = freqs
-            if self.freq.value not in freqs:
-                self.freq.value = "1d" if "1d" in freqs else freqs[0]
-            adjusts = sorted(series.loc[series["freq"] == self.freq.value, "adjust"].unique())
-            self.adjust.options = adjusts
-            if self.adjust.value not in adjusts:
-                self.adjust.value = "none" if "none" in adjusts else adjusts[0]
-        self._choose_range()
-
-    def _choose_range(self):
-        if self._quiet or self.catalog is None:
-            return
-        s = self._series()
-        row = s[(s["freq"] == self.freq.value) & (s["adjust"] == self.adjust.value)].iloc[0]
-        first, last = _date(row["first"], "first"), _date(row["last"], "last")
-        with self._hold():
-            # The last year by default: a readable chart; widen "From" for more.
-            self.start_date.value = max(first, last - dt.timedelta(days=365))
-            self.end_date.value = last
-        self.show()
-
-    def show(self):
-        """Load the chosen bars and draw the chart and the table."""
-        if self._quiet or self.catalog is None or self.symbol.value is None:
-            return
-        from .plotting import candles
-        from .store import load
-
-        try:
-            self.bars = load(self.db, self.symbol.value, start=self.start_date.value,
-                             end=self.end_date.value, freq=self.freq.value,
-                             adjust=self.adjust.value)
-        except KdistError as exc:
-            self._say(html.escape(_error_line(exc), quote=False), error=True)
-            return
-        bars = self.bars
-        if bars.empty:
-            self.chart.value, self.figure = b"", None
-            self._say("No bars in that range.", error=True)
-            self.table.value = ""
-            return
-        self._say(
-            f"{html.escape(self.symbol.value)} {self.freq.value} {self.adjust.value}: "
-            f"{len(bars):,} bars from {bars['ts'].iloc[0]:%Y-%m-%d} to "
-            f"{bars['ts'].iloc[-1]:%Y-%m-%d}, source {html.escape(str(bars['source'].iloc[0]))}"
-        )
-        # A PNG in an Image widget shows the same in a kernel, a browser and a headless test,
-        # whatever matplotlib backend is active.
-        try:
-            self.figure = candles(bars, title=f"{self.symbol.value} {self.freq.value}")
-            buffer = io.BytesIO()
-            self.figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-            self.chart.value = buffer.getvalue()
-            _close(self.figure)
-        except Exception as exc:  # an observer's error would only reach a hidden log
-            self.chart.value, self.figure = b"", None
-            self._say(html.escape(_error_line(exc), quote=False), error=True)
-        newest = bars.iloc[::-1].head(self.rows).drop(columns=["symbol"])
-        self.table.value = newest.to_html(index=False, float_format=lambda v: f"{v:,.2f}",
-                                          classes="kdist-bars", border=0)
-
-    def _say(self, text: str, error: bool = False):
-        colour = "#b00020" if error else "inherit"
-        self.status.value = f"<span style='color:{colour}'>{text}</span>"
-
-    def close(self):
-        """Close the panel and every widget in it."""
-        _close_tree(self)
-
-
-def _close(figure):
-    """Forget a figure pyplot may be tracking, so charts drawn for the panel do not pile up
-    (or show a second time under the inline backend)."""
-    import matplotlib.pyplot as plt
-
-    plt.close(figure)
+        self.status.value = status_html(text, error)

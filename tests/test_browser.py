@@ -3,8 +3,10 @@
 JupyterLab serves a temporary copy of the notebook on 127.0.0.1 (so saving never touches the
 repository), Playwright drives Debian's Chromium (``/usr/bin/chromium``; Playwright's own
 browser download is never used) to run all cells, click Start on the ingest panel and wait
-until the symbols bar reaches 100% and a new report says ``done``. The screenshot, the
-server log and the browser console are kept in ``test-artifacts/browser/``.
+until the symbols bar reaches 100% and a new report says ``done``; then it waits for the
+browse panel's interactive chart (bokeh, in an iframe) to draw its canvas. The screenshots
+(the page, the ingest panel, the browse panel), the server log and the browser console are
+kept in ``test-artifacts/browser/``.
 
 Neither side makes outside connections: Chromium runs with background networking, component
 updates and sync off; JupyterLab with no news feed, no update check and a read-only
@@ -334,7 +336,8 @@ def test_ingest_panel_runs_in_jupyterlab(chromium, lab, budget):
     console: list[str] = []
     outside: list[str] = []
     screenshot = ARTIFACTS / "04-widgets.png"
-    for old in ("04-widgets.png", "04-widgets-panel.png", "04-widgets-failure.png", "console.log"):
+    for old in ("04-widgets.png", "04-widgets-panel.png", "04-widgets-browse.png",
+                "04-widgets-failure.png", "console.log"):
         (ARTIFACTS / old).unlink(missing_ok=True)
 
     with sync_playwright() as pw:
@@ -426,3 +429,24 @@ def _drive(page, base, token, budget, screenshot):
     page.screenshot(path=str(screenshot))
     panel.screenshot(path=str(ARTIFACTS / "04-widgets-panel.png"))
     assert screenshot.stat().st_size > 0
+    if "BrowsePanel" in source:
+        _screenshot_browse_panel(page, budget)
+
+
+def _screenshot_browse_panel(page, budget):
+    """The browse panel's interactive chart: an iframe whose inline BokehJS draws a canvas
+    (bokeh's elements sit in open shadow roots, which Playwright's locators enter)."""
+    browse = page.locator(".kdist-browse-panel").first
+    frame = browse.locator("iframe.kdist-chart-frame")
+    frame.wait_for(state="attached", timeout=budget.ms(30))
+    browse.scroll_into_view_if_needed(timeout=budget.ms(10))
+    canvas = browse.frame_locator("iframe.kdist-chart-frame").locator("canvas").first
+    canvas.wait_for(state="visible", timeout=budget.ms(30))
+    box = canvas.bounding_box()
+    assert box and box["width"] > 200 and box["height"] > 100, f"the chart's canvas: {box}"
+    table = browse.locator(".kdist-bars-table table.kdist-bars")
+    assert table.locator("tbody tr").count() == 20, "a page of the bars table has 20 rows"
+    page.wait_for_timeout(500)  # let the chart's last frame paint
+    path = ARTIFACTS / "04-widgets-browse.png"
+    browse.screenshot(path=str(path))
+    assert path.stat().st_size > 0

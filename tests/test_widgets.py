@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
+import html
 import time
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from kdist.errors import InvalidOptionError
 
 W = pytest.importorskip("ipywidgets")
 widgets = pytest.importorskip("kdist.widgets")
+browse = pytest.importorskip("kdist.browse")
 pytest.importorskip("matplotlib")
 
 
@@ -52,6 +54,8 @@ def test_start_imports_what_the_controls_say(db, client, fingerprint):
     # Progress: every symbol and task counted, rows shown, the failure listed with its error.
     assert panel.symbols_bar.value == panel.symbols_bar.max == 4
     assert panel.chunks_bar.value == panel.chunks_bar.max == report.n_chunks
+    assert panel.symbols_count.value == "4/4"
+    assert panel.chunks_count.value == f"{report.n_chunks}/{report.n_chunks}"
     assert panel.rows_label.value == f"{report.rows_written:,} rows written"
     assert "symbols/s" in panel.rate_label.value
     assert "AAPL" in panel.failures.value and "option fail" in panel.failures.value
@@ -330,7 +334,8 @@ def test_provider_choice_rebuilds_its_options():
     assert "latency" in panel.options and "root" not in panel.options
     panel.provider.value = "csv"
     assert set(panel.options) == set(kdist.providers.registry.provider_class("csv").options)
-    assert list(panel.options_box.children) == list(panel.options.values())
+    # Each option's field over its help.
+    assert [c.children[0] for c in panel.options_box.children] == list(panel.options.values())
     with pytest.raises(kdist.UsageError, match="no option colour"):
         _panel("unused.duckdb", provider_options={"colour": "red"})
 
@@ -387,14 +392,21 @@ def test_browse_panel_shows_what_is_stored(db):
     assert len(panel.bars) == len(expected)
     assert panel.table.value.count("<tr") == 50 + 1  # header and the newest 50
     assert "2023-12-29" in panel.table.value
-    assert bytes(panel.chart.value).startswith(b"\x89PNG")
-    assert len(panel.figure.axes) == 2  # prices and volume
+    # The interactive chart, in an iframe: prices over volume, the last year's daily bars.
+    assert "<iframe" in panel.chart.value and "srcdoc=" in panel.chart.value
+    assert panel.chart.layout.display is None and panel.picture.layout.display == "none"
+    price = panel.figure.select_one({"name": "kdist-price"})
+    assert price.title.text == "000001.SZ 1d"
+    assert panel.figure.select_one({"name": "kdist-volume"}).x_range is price.x_range
     assert f"{len(expected):,} bars" in panel.status.value
 
     panel.symbol.value = "600000.SH"
     assert list(panel.freq.options) == ["1d"]
     panel.start_date.value = dt.date(2021, 1, 1)
     assert len(panel.bars) == len(kdist.load(db, "600000.SH"))
+    # Three years of daily bars are too many to read: weekly ones are drawn, and said so.
+    title = panel.figure.select_one({"name": "kdist-price"}).title.text
+    assert title == f"600000.SH 1d: weekly bars from {len(panel.bars):,} daily"
 
     panel.symbol.value = "000001.SZ"
     panel.freq.value = "1w"
@@ -413,12 +425,23 @@ def test_browse_panel_shows_intraday_and_a_single_bar(db):
     kdist.ingest(["600000.SH"], start="2024-03-01", end="2024-03-04", freq="5m", db=db,
                  client="sync")
     kdist.ingest(["000001.SZ"], start="2024-03-01", end="2024-03-01", db=db, client="sync")
-    panel = widgets.BrowsePanel(db, symbol="600000.SH")
-    assert panel.freq.value == "5m" and len(panel.bars) == 2 * 48
-    assert bytes(panel.chart.value).startswith(b"\x89PNG")
-    panel.symbol.value = "000001.SZ"
-    assert len(panel.bars) == 1 and bytes(panel.chart.value).startswith(b"\x89PNG")
-    panel.close()
+    for chart in browse.CHARTS:
+        panel = widgets.BrowsePanel(db, symbol="600000.SH", chart=chart)
+        assert panel.freq.value == "5m" and len(panel.bars) == 2 * 48
+        assert _drawn(panel, chart)
+        assert "<th>time</th>" in panel.table.value and "2024-03-04 15:00" in panel.table.value
+        panel.symbol.value = "000001.SZ"
+        assert len(panel.bars) == 1 and _drawn(panel, chart)
+        panel.close()
+
+
+def _drawn(panel, chart) -> bool:
+    """Whether the panel shows a chart of that kind, and only that one."""
+    if chart == "png":
+        return (bytes(panel.picture.value).startswith(b"\x89PNG") and panel.chart.value == ""
+                and panel.chart.layout.display == "none" and panel.picture.layout.display is None)
+    return ("<iframe" in panel.chart.value and panel.picture.value == b""
+            and panel.picture.layout.display == "none" and panel.chart.layout.display is None)
 
 
 def test_browse_panel_explains_a_missing_or_empty_database(tmp_path):
@@ -457,3 +480,96 @@ def test_the_options_fold_names_what_is_set():
     assert panel.options_fold.get_title(0) == "synthetic options: latency=0.05, fail=AAPL"
     panel.provider.value = "csv"
     assert panel.options_fold.get_title(0) == "csv options: defaults"
+
+
+def _tree(widget):
+    yield widget
+    for child in getattr(widget, "children", ()):
+        yield from _tree(child)
+
+
+def _null_tooltips(panel) -> list[str]:
+    """Controls whose tooltip the front end would show as "null" (see settle_tooltips)."""
+    return [f"{type(w).__name__} {getattr(w, 'description', '')!r}" for w in _tree(panel)
+            if getattr(w, "tooltip", "") is None and not isinstance(w, W.Button)]
+
+
+def test_no_control_has_a_null_tooltip(db):
+    kdist.ingest(["600000.SH"], start="2023-01-01", end="2023-03-31", db=db, client="sync")
+    panel = _panel(db, symbols="600000.SH")
+    assert _null_tooltips(panel) == []
+    assert "symbol" in panel.symbols_upload.tooltip  # the file upload says what it takes
+    assert panel.freq.tooltip and panel.adjust.tooltip and panel.db.tooltip
+    assert panel.provider.tooltip == kdist.get_provider("synthetic").description
+    panel.provider.value = "csv"  # the options are rebuilt
+    assert _null_tooltips(panel) == []
+    assert _null_tooltips(widgets.BrowsePanel(db)) == []
+
+
+def test_provider_options_show_their_help():
+    panel = _panel("unused.duckdb", symbols="600000.SH")
+    options = kdist.get_provider("synthetic").options
+    cells = panel.options_box.children
+    assert len(cells) == len(options)
+    for cell, (key, option) in zip(cells, options.items()):
+        field, help_text = cell.children
+        assert field is panel.options[key] and field.tooltip == option.help
+        assert "kdist-option-help" in help_text.value
+        assert html.escape(option.help, quote=False) in help_text.value
+    panel.provider.value = "csv"
+    texts = [cell.children[1].value for cell in panel.options_box.children]
+    assert any("directory with one file per symbol" in text for text in texts)
+
+
+def test_cancel_is_orange_only_while_it_can_be_clicked(db):
+    panel = _panel(db, symbols="600000.SH, 000001.SZ", provider_options={"latency": 1.0})
+    assert panel.cancel_button.disabled and panel.cancel_button.button_style == ""
+    panel.cluster.value = "sync"
+    panel.start()
+    assert not panel.cancel_button.disabled and panel.cancel_button.button_style == "warning"
+    panel.cancel()
+    assert panel.cancel_button.disabled and panel.cancel_button.button_style == ""
+    assert panel.wait(30).status == "cancelled"
+    assert panel.cancel_button.disabled and panel.cancel_button.button_style == ""
+
+
+def test_the_bars_show_done_of_total():
+    panel = _panel("unused.duckdb", symbols="600000.SH")
+    progress = widgets._PanelProgress(panel)
+    progress.on_start({"job_id": "j", "n_chunks": 3, "n_symbols": 1200, "mode": "sync"})
+    assert (panel.chunks_count.value, panel.symbols_count.value) == ("0/3", "0/1,200")
+    progress.on_progress(150, 1200)  # symbols done inside the first chunk, still running
+    assert (panel.chunks_count.value, panel.symbols_count.value) == ("0/3", "150/1,200")
+    progress.on_chunks(1, 3)
+    progress.on_symbols([{"symbol": f"{i:06d}.SZ", "status": "ok"} for i in range(400)])
+    progress.on_progress(400, 1200)
+    assert (panel.chunks_count.value, panel.symbols_count.value) == ("1/3", "400/1,200")
+    assert panel.symbols_bar.value == 400 and panel.symbols_bar.max == 1200
+    progress.set_size(1000)  # the job shrank: what it counts now
+    assert panel.symbols_count.value == "400/1,000"
+    progress.on_chunks(4, 4)  # a retried chunk added a task
+    assert panel.chunks_count.value == "4/4" and panel.chunks_bar.max == 4
+
+
+def test_a_vendor_that_is_not_installed_is_listed_and_cannot_start(monkeypatch):
+    from kdist.providers.akshare_ import AkshareProvider
+
+    monkeypatch.setattr(AkshareProvider, "requires", ("kdist_test_no_such_module",))
+    panel = _panel("unused.duckdb", symbols="600000.SH")
+    labels = dict((value, label) for label, value in panel.provider.options)
+    assert labels["akshare"] == "akshare (not installed: pip install 'kdist[akshare]')"
+    assert labels["synthetic"] == "synthetic"
+    assert not panel.start_button.disabled
+
+    panel.provider.value = "akshare"
+    assert panel.start_button.disabled
+    assert 'pip install "kdist[akshare]"' in panel.status.value
+    assert list(panel.options) == list(AkshareProvider.options)  # still shown, with help
+    with pytest.raises(kdist.errors.MissingDependencyError):
+        panel.start()
+    panel.provider.value = "synthetic"
+    assert not panel.start_button.disabled and "Ready." in panel.status.value
+
+    chosen = _panel("unused.duckdb", symbols="600000.SH", provider="akshare")
+    assert chosen.provider.value == "akshare" and chosen.start_button.disabled
+    assert "pip install" in chosen.status.value
