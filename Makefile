@@ -22,16 +22,18 @@ $(VENV)/.installed-test: pyproject.toml tests/plugin_pkg/pyproject.toml | $(BIN)
 	$(BIN)/python -m pip install --quiet -e tests/plugin_pkg
 	touch $@ $(VENV)/.installed-demo
 
-$(VENV)/.installed-notebook: pyproject.toml tests/plugin_pkg/pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[test,notebook]"
-	$(BIN)/python -m pip install --quiet -e tests/plugin_pkg
-	touch $@ $(VENV)/.installed-test $(VENV)/.installed-demo
+# What make lab needs: the notebooks' packages (JupyterLab, ipywidgets, matplotlib,
+# dask-labextension), no test or vendor packages.
+$(VENV)/.installed-lab: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[notebook]"
+	touch $@ $(VENV)/.installed-demo
 
-# What make test needs: the browser test runs JupyterLab and Playwright (Chromium comes from apt).
+# What make test needs: the test packages, the notebooks' (their tests check dask-labextension
+# too), and JupyterLab and Playwright for the browser test (Chromium comes from apt).
 $(VENV)/.installed-browser: pyproject.toml tests/plugin_pkg/pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[test,notebook,browser]"
 	$(BIN)/python -m pip install --quiet -e tests/plugin_pkg
-	touch $@ $(VENV)/.installed-notebook $(VENV)/.installed-test $(VENV)/.installed-demo
+	touch $@ $(VENV)/.installed-lab $(VENV)/.installed-test $(VENV)/.installed-demo
 
 venv: $(VENV)/.installed-test
 
@@ -46,7 +48,8 @@ test: $(VENV)/.installed-browser
 test-fast: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -m "not slow and not network and not browser" tests
 
-lab: $(VENV)/.installed-notebook
+# JupyterLab on notebooks/, with only what the notebooks need installed.
+lab: $(VENV)/.installed-lab
 	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 $(if $(filter 0,$(shell id -u)),--allow-root) notebooks/
 
 # The benchmark scenarios of benchmarks/README.md (about 30 minutes); writes benchmarks/results.json.
