@@ -12,12 +12,14 @@ ROOT = Path(kdist.__file__).parent
 
 # Top first, as docs/architecture.md draws them.
 LAYERS = [
-    ("faces", {"cli", "widgets", "plotting", "__main__"}),
+    ("faces", {"cli", "cli_cluster", "cli_format", "widgets", "browse", "_panels",
+               "plotting", "__main__"}),
     ("public API", {"runner"}),
     ("the client loop", {"loop", "batch"}),
     ("where bars go, where chunks run",
-     {"store", "ledger", "access", "cluster", "backends", "security", "progress"}),
-    ("worker side", {"fetching", "plan", "limits", "providers", "testing"}),
+     {"store", "ledger", "access", "cluster", "backends", "_quiet_worker", "security",
+      "progress"}),
+    ("worker side", {"fetching", "plan", "limits", "ticks", "providers", "testing"}),
     ("foundations", {"schema", "bars", "securities", "outcome", "report", "errors", "_version"}),
 ]
 LEVEL = {module: level for level, (_, modules) in enumerate(LAYERS) for module in modules}
