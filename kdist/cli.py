@@ -488,6 +488,9 @@ def _add_cluster_options(p):
     p.add_argument("--chunk-size", type=_number(int, 1), metavar="N", help="symbols per task")
     p.add_argument("--no-fallback", action="store_true",
                    help="fail instead of running locally when the scheduler is unusable")
+    p.add_argument("--keep-cluster", action="store_true",
+                   help="keep the local cluster and its dashboard up after the job, until "
+                        "Enter or Ctrl-C")
 
 
 def _add_run_options(p):
@@ -749,9 +752,12 @@ def main(argv=None) -> int:
         _stop = _Stop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             previous[signum] = signal.signal(signum, _stop)
+    from .cli_cluster import kept_cluster  # it imports this module
+
     try:
-        code = args.func(args)
-        sys.stdout.flush()  # a reader that has gone (| head) shows here, not at exit
+        with kept_cluster(args):
+            code = args.func(args)
+            sys.stdout.flush()  # a reader that has gone (| head) shows here, not at exit
         return code
     except BrokenPipeError:
         if not _stdout_closed():

@@ -1,17 +1,20 @@
 """``kdist cluster certs|scheduler|worker``: a cluster's TLS certificates, and ``dask
 scheduler`` / ``dask worker`` run with them (``--print`` shows the command instead).
 
-See docs/deploy.md. The arguments shared with ``kdist ingest`` (``--certs``, ``--tls-*``) and
+Also ``--keep-cluster`` of ``kdist ingest`` / ``update``: the local cluster kept up after the
+job, with its dashboard. See docs/deploy.md. The arguments shared with ``kdist ingest`` (``--certs``, ``--tls-*``) and
 the argparse helpers are :mod:`kdist.cli`'s, which adds these commands to its parser.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import sys
 
 from .cli import EXIT_FAILED, EXIT_OK, _add_tls, _command, _number, _Parser
+from .errors import UsageError
 
 __all__ = ["add_cluster"]
 
@@ -155,3 +158,26 @@ def cmd_cluster_worker(args) -> int:
                              tls_cert=args.tls_cert, tls_key=args.tls_key,
                              nthreads=args.nthreads, host=args.host, name=args.name)
     return _start(command, args, f"starting a worker of {args.address}")
+
+
+@contextlib.contextmanager
+def kept_cluster(args):
+    """``--keep-cluster``: the job runs on a local cluster started here, which stays up with
+    its dashboard after the job (the summary's link still answers) until Enter or Ctrl-C."""
+    if not getattr(args, "keep_cluster", False):
+        yield
+        return
+    if args.scheduler not in (None, "local") or args.certs or args.tls_ca:
+        raise UsageError("--keep-cluster keeps kdist's own local cluster: leave out "
+                         "--scheduler ADDRESS and certificates (a cluster of yours stays up "
+                         "anyway)")
+    from .cluster import resolve_cluster
+
+    with resolve_cluster("local", n_workers=args.workers, threads_per_worker=args.threads,
+                         fallback=False, security=False if args.no_local_tls else None) as kept:
+        args.scheduler = kept.client
+        yield
+        print(f"kdist: the cluster stays up, its dashboard at {kept.dashboard_link}; press "
+              "Enter (or Ctrl-C) to close it", file=sys.stderr, flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            sys.stdin.readline()

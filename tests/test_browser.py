@@ -337,6 +337,7 @@ def test_ingest_panel_runs_in_jupyterlab(chromium, lab, budget):
     outside: list[str] = []
     screenshot = ARTIFACTS / "04-widgets.png"
     for old in ("04-widgets.png", "04-widgets-panel.png", "04-widgets-browse.png",
+                "04-widgets-running.png",
                 "04-widgets-failure.png", "console.log"):
         (ARTIFACTS / old).unlink(missing_ok=True)
 
@@ -405,10 +406,13 @@ def _drive(page, base, token, budget, screenshot):
     start.click(timeout=budget.ms(10))
 
     seen, state, job = [], before, None  # seen: the symbols bar's widths, for the message
+    running = ARTIFACTS / "04-widgets-running.png"
     while True:
         state = page.evaluate(JS_PANEL)
         if not seen or seen[-1] != state["symbols"]:
             seen.append(state["symbols"])
+        if not running.exists() and state["symbols"] and state["symbols"] < 90:
+            panel.screenshot(path=str(running))  # the panel while its import runs
         job = _new_done_job(state["report"], previous)
         if job and state["symbols"] is not None and state["symbols"] >= 99.9:
             break
@@ -422,6 +426,7 @@ def _drive(page, base, token, budget, screenshot):
 
     report = state["report"]
     assert "status" in report and "done" in report and job in report, report
+    assert running.exists(), f"no picture of the running panel (symbols bar seen at {seen})"
     # Room for the panel in the picture: no file browser, the panel's top at the top.
     page.evaluate("() => window.jupyterapp.shell.collapseLeft()")
     panel.evaluate("el => el.scrollIntoView({block: 'start'})")

@@ -169,3 +169,37 @@ def test_ingest_in_a_notebook_shows_a_live_bar_by_default(db, extra, widget):
              in o.get("data", {})]
     assert bool(views) is widget, outputs
     assert any("done" in o.get("text", "") for o in outputs), outputs
+
+
+def test_keep_cluster_keeps_the_dashboard_up_until_enter(db):
+    """kdist ingest --keep-cluster: the summary's dashboard link still answers after the job;
+    Enter closes the cluster and the command exits 0."""
+    import os
+    import re
+    import subprocess
+    import sys
+    import urllib.request
+    from pathlib import Path
+
+    kdist_bin = str(Path(sys.executable).parent / "kdist")
+    proc = subprocess.Popen(
+        [kdist_bin, "ingest", "600000.SH", "000001.SZ", "--start", "2024-01-02", "--end",
+         "2024-01-31", "--db", db, "--keep-cluster", "--no-local-tls", "--workers", "1",
+         "--threads", "1", "--quiet"],
+        stdin=subprocess.PIPE, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "KDIST_DASHBOARD_ADDRESS": "127.0.0.1:0"})
+    try:
+        line = proc.stderr.readline()
+        link = re.search(r"dashboard at (http://\S+);", line)
+        assert link, line
+        with urllib.request.urlopen(link.group(1), timeout=30) as page:  # still up
+            assert page.status == 200
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        assert proc.wait(timeout=60) == 0, proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    with pytest.raises(OSError):
+        urllib.request.urlopen(link.group(1), timeout=5)
+    assert kdist.load(db)["symbol"].nunique() == 2
