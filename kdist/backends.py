@@ -214,10 +214,13 @@ class DaskCluster(Cluster):
     queues_tasks = True
 
     def __init__(self, mode: str, client, *, address: str | None = None,
-                 dashboard_link: str | None = None, closers=()):
+                 dashboard_link: str | None = None, closers=(), starts_cluster: bool = False):
         super().__init__(mode, address=address, dashboard_link=dashboard_link)
         self.client = client
         self._closers = list(closers)
+        #: Whether :meth:`close` stops the cluster itself (kdist started it), not only a
+        #: client of a cluster that stays up.
+        self.starts_cluster = starts_cluster
         #: Results being fetched, or fetched, before the caller asks: {future key: cf.Future}.
         self._ahead: dict = {}
         #: Keys whose results nobody has asked for yet: only these are fetched ahead.

@@ -86,7 +86,8 @@ def is_shared(n_workers: int | None = None, threads_per_worker: int | None = Non
 def closes_with_job(cluster: Cluster) -> bool:
     """Whether closing ``cluster`` stops the cluster itself (and its dashboard): a local
     cluster kdist started for one job; not a shared one, a caller's or a remote one."""
-    return cluster.mode == "local" and all(c is not cluster for c in _SHARED.values())
+    return (cluster.mode == "local" and getattr(cluster, "starts_cluster", False)
+            and all(c is not cluster for c in _SHARED.values()))
 
 
 def _shared_key(n_workers, threads_per_worker, security) -> tuple:
@@ -164,7 +165,8 @@ def _local_cluster(n_workers, threads_per_worker, *, tls: bool) -> Cluster:
         )
         client = Client(cluster, set_as_default=False)
     return DaskCluster("local", client, address=cluster.scheduler_address,
-                       dashboard_link=client.dashboard_link, closers=[cluster.close, client.close])
+                       dashboard_link=client.dashboard_link, closers=[cluster.close, client.close],
+                       starts_cluster=True)
 
 
 #: Where the local cluster's dashboard listens when ``KDIST_DASHBOARD_ADDRESS`` does not say.
@@ -453,8 +455,10 @@ def resolve_cluster(
     asked = security  # False: a local cluster started here runs without TLS
     security = _security(client, security, tls_ca, tls_cert, tls_key)
     if not isinstance(client, str):
-        # A distributed.Client the caller owns: use it, never close it.
-        return DaskCluster("distributed", client,
+        # A distributed.Client the caller owns: use it, never close it. The client of a
+        # notebook's shared local cluster (the panels pass it) says "local", as it is.
+        shared = any(c.client is client for c in list(_SHARED.values()))
+        return DaskCluster("local" if shared else "distributed", client,
                            address=getattr(client.scheduler, "address", None),
                            dashboard_link=client.dashboard_link)
     if client == "sync":

@@ -123,7 +123,9 @@ def test_the_summary_says_the_dashboard_closed_with_the_job(db):
     shared = kdist.cluster.shared_cluster(1, 1, security=False)
     try:
         again = kdist.ingest(_symbols(4), **WINDOW, db=db, client=shared.client)
+        assert again.mode == "local"  # what the panels pass: the shared local cluster
         assert not again.cluster_closed and "closed" not in str(again)
+        assert shared.connected()
     finally:
         kdist.cluster.close_shared(shared)
 

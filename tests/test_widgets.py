@@ -74,7 +74,7 @@ def test_the_panel_runs_on_its_own_local_cluster_and_reuses_it(db):
         first = panel.wait(120)
         local = panel._local
         assert local is kdist.cluster.shared_cluster(1, 1)  # the shared one, not a new one
-        assert first.status == "done" and first.mode == "distributed"
+        assert first.status == "done" and first.mode == "local"  # its shared local cluster
         assert local.n_workers == 1
         assert first.dashboard_link and first.dashboard_link in panel.dashboard.value
         assert "127.0.0.1" in first.dashboard_link
