@@ -19,6 +19,7 @@ import logging
 import queue
 import sys
 import threading
+import weakref
 
 from . import ticks
 from .errors import SchedulerUnreachableError
@@ -370,11 +371,14 @@ class DaskCluster(Cluster):
                          args=(self.client, fn, args, set(skip)), daemon=True).start()
 
     def listen(self, topic: str, handler) -> None:
-        self.client.subscribe_topic(topic, lambda event: handler(*event[1]))
+        _ROUTES[topic] = handler
+        if self.client not in _SUBSCRIBED:  # once per client: every job's ticks share it
+            with contextlib.suppress(Exception):  # no ticks: the display moves by chunks
+                self.client.subscribe_topic(ticks.TOPIC, _route)
+                _SUBSCRIBED.add(self.client)
 
     def forget(self, topic: str) -> None:
-        with contextlib.suppress(Exception):  # a client that lost its scheduler
-            self.client.unsubscribe_topic(topic)
+        _ROUTES.pop(topic, None)
 
     def share(self, limits) -> None:
         from .limits import prepare
@@ -388,6 +392,21 @@ class DaskCluster(Cluster):
             except Exception as exc:  # closing must not hide the job's own outcome
                 log.debug("ignored error while closing the cluster: %s", exc)
         self._closers.clear()
+
+
+#: The running jobs' tick handlers by topic (one per run), and the clients subscribed to
+#: :data:`kdist.ticks.TOPIC`.
+_ROUTES: dict = {}
+_SUBSCRIBED: weakref.WeakSet = weakref.WeakSet()
+
+
+def _route(event):
+    """A tick from a worker, ``(time, [run topic, chunk index, done])``, to its job; a late
+    one of a job that ended is dropped."""
+    topic, index, done = event[1]
+    handler = _ROUTES.get(topic)
+    if handler is not None:
+        handler(index, done)
 
 
 def _run_on_workers(client, fn, args, skip: set):

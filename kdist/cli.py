@@ -651,7 +651,7 @@ def _logs_to_file():
     path = log_path()
     try:
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        handler: logging.Handler = logging.FileHandler(path, encoding="utf-8", delay=True)
+        handler: logging.Handler = logging.FileHandler(path, encoding="utf-8")
     except OSError:  # nowhere to write: the lines are dropped, never shown
         handler = logging.NullHandler()
     handler.setFormatter(logging.Formatter(

@@ -163,20 +163,35 @@ def cmd_cluster_worker(args) -> int:
 @contextlib.contextmanager
 def kept_cluster(args):
     """``--keep-cluster``: the job runs on a local cluster started here, which stays up with
-    its dashboard after the job (the summary's link still answers) until Enter or Ctrl-C."""
+    its dashboard after the job (the summary's link still answers) until Enter or Ctrl-C.
+
+    Only someone at a terminal can press Enter: without one (a pipe, cron, ``ssh host
+    kdist ...``), or after the job was stopped by a signal, the cluster closes at once.
+    """
     if not getattr(args, "keep_cluster", False):
         yield
         return
-    if args.scheduler not in (None, "local") or args.certs or args.tls_ca:
-        raise UsageError("--keep-cluster keeps kdist's own local cluster: leave out "
-                         "--scheduler ADDRESS and certificates (a cluster of yours stays up "
-                         "anyway)")
-    from .cluster import resolve_cluster
+    from . import cli
+    from .cluster import named_scheduler, resolve_cluster
 
+    if args.scheduler not in (None, "local") or args.certs or args.tls_ca or (
+            args.scheduler is None and named_scheduler()):
+        raise UsageError("--keep-cluster keeps kdist's own local cluster: leave out "
+                         "--scheduler ADDRESS, KDIST_SCHEDULER and certificates (a cluster of "
+                         "yours stays up anyway)")
     with resolve_cluster("local", n_workers=args.workers, threads_per_worker=args.threads,
                          fallback=False, security=False if args.no_local_tls else None) as kept:
         args.scheduler = kept.client
         yield
+        stop = cli._stop
+        if stop is not None and stop.event.is_set():
+            return  # stopped by a signal: closing is what was asked
+        if sys.stdin is None or not sys.stdin.isatty():
+            print("kdist: --keep-cluster: no terminal to wait on; closing the cluster",
+                  file=sys.stderr)
+            return
+        if stop is not None:
+            stop.signals = 0  # a Ctrl-C now means "close", not a second stop
         print(f"kdist: the cluster stays up, its dashboard at {kept.dashboard_link}; press "
               "Enter (or Ctrl-C) to close it", file=sys.stderr, flush=True)
         with contextlib.suppress(KeyboardInterrupt):

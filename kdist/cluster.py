@@ -161,7 +161,8 @@ def _local_cluster(n_workers, threads_per_worker, *, tls: bool) -> Cluster:
             # The terminal sends Ctrl-C to every process of its group: each worker printed
             # its own KeyboardInterrupt traceback before kdist's one line. Workers ignore
             # SIGINT; this process takes it, stops the job and closes the cluster.
-            preload=["kdist._quiet_worker"],
+            preload=[*dask.config.get("distributed.worker.preload", []),
+                     "kdist._quiet_worker"],
         )
         client = Client(cluster, set_as_default=False)
     return DaskCluster("local", client, address=cluster.scheduler_address,

@@ -73,8 +73,10 @@ class ChunkLoop:
         self.cluster, self.make_task, self.job_id = cluster, make_task, job_id
         self.wait_seconds = wait_seconds
         self.queue = [(make_task(c), c) for c in reversed(chunks)]
-        self.limit = max_in_flight or (
-            len(self.queue) if cluster.queues_tasks else max(4, 2 * cluster.n_threads))
+        #: Chunks in flight at most where the cluster does not queue them, and how few
+        #: chunks are left when the job's last round runs.
+        self.window = max(4, 2 * cluster.n_threads)
+        self.limit = max_in_flight or (len(self.queue) if cluster.queues_tasks else self.window)
         self.pending: dict = {}
         self.done_tasks, self.total_tasks = 0, len(self.queue)
         self.split: set = set()  # chunks already retried one symbol at a time
@@ -252,6 +254,7 @@ class JobLoop(ChunkLoop):
         # display moves symbol by symbol: {chunk index: symbols done}, written by the
         # cluster's listener thread, read here.
         self.inside: dict[int, int] = {}
+        self.taken: set[int] = set()  # chunks whose outcomes are in
         self.finished = 0  # symbols with an outcome
         self.shown = 0
 
@@ -261,7 +264,8 @@ class JobLoop(ChunkLoop):
                     self.run_id, limits=self.limits, ticks=self.topic, **key)
 
     def _tick(self, index: int, done: int):
-        self.inside[index] = done
+        if index not in self.taken:  # a late tick of a chunk already in: counted once
+            self.inside[index] = done
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -318,6 +322,7 @@ class JobLoop(ChunkLoop):
 
     def take(self, result: ChunkResult, chunk: Chunk):
         """One chunk's result: into the batch, the report and the progress display."""
+        self.taken.add(chunk.index)
         self.inside.pop(chunk.index, None)  # its outcomes count now, not its ticks
         self.batch.add(result, chunk)
         self._record(result.outcomes)
@@ -352,7 +357,9 @@ class JobLoop(ChunkLoop):
 
     def flush_when_due(self):
         """Write the batch when it is old or big enough, or when only the last chunks run."""
-        draining = (not self.queue and not self.solo
+        # The last round: no more than a window of chunks left (on Dask every chunk is
+        # submitted at the start, so an empty queue alone says nothing).
+        draining = (not self.queue and not self.solo and len(self.pending) <= self.window
                     and not any(f.done() for f in self.pending))
         if self.left() and (self.batch.due(self.batch_rows, self.flush_seconds)
                             or (draining and self.batch.rows >= self.batch_rows // 4)):

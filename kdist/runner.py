@@ -373,9 +373,14 @@ def _open(stack: contextlib.ExitStack, job: _Job, db, given: Store | None, clien
                 and _plain(cluster_options):
             # Calls in one notebook share a local cluster, as the panels do: no start for
             # each call, and its dashboard link stays alive between them.
-            return shared_cluster(cluster_options["n_workers"],
-                                  cluster_options["threads_per_worker"],
-                                  security=cluster_options["security"])
+            try:
+                return shared_cluster(cluster_options["n_workers"],
+                                      cluster_options["threads_per_worker"],
+                                      security=cluster_options["security"])
+            except Exception:
+                if not cluster_options["fallback"]:
+                    raise
+                # What follows warns and runs in this process if no local cluster starts.
         cluster = stack.enter_context(resolve_cluster(client, **cluster_options))
         cluster.reason = reason
         return cluster

@@ -3,9 +3,10 @@
 A chunk's result reaches the client only when its last symbol is done: with a slow or
 rate-limited vendor that is many seconds, or minutes, of a progress bar standing still. So a
 chunk running symbol by symbol tells how many of its symbols are done, at most every
-:data:`EVERY` seconds: on a Dask worker as a Dask event (``Worker.log_event`` on the job's
-topic; the client subscribes with ``Client.subscribe_topic``), in this process by calling
-the listener registered for the topic. A tick carries ``(chunk index, symbols done)``;
+:data:`EVERY` seconds: on a Dask worker as a Dask event (``Worker.log_event`` on
+:data:`TOPIC`, naming the job's run; the client subscribes with
+``Client.subscribe_topic``), in this process by calling the listener registered for the
+run. A tick carries ``(chunk index, symbols done)``;
 nothing is counted twice, since the chunk's own result replaces its ticks.
 
 A provider's ``fetch_many`` that works symbol by symbol (one vendor call each) calls
@@ -19,8 +20,13 @@ import threading
 import time
 from collections.abc import Callable
 
-__all__ = ["EVERY", "Ticker", "call_with", "current_worker", "forget", "listen", "running",
+__all__ = ["EVERY", "TOPIC", "Ticker", "call_with", "current_worker", "forget", "listen", "running",
            "tell"]
+
+#: The one Dask event topic every job's ticks travel on, each naming its job's run: a client
+#: subscribes once, however many jobs it runs (a topic per job left a handler per job on a
+#: long-lived client, and the scheduler keeps every topic's events).
+TOPIC = "kdist-ticks"
 
 #: Seconds between two ticks of one chunk: the display moves twice a second at most, and a
 #: chunk of fast symbols sends a handful of events, not one per symbol.
@@ -116,6 +122,6 @@ class Ticker:
             self._handler(self.index, done)
             return
         try:
-            self._worker.log_event(self.topic, [self.index, done])
+            self._worker.log_event(TOPIC, [self.topic, self.index, done])
         except Exception:  # a closing worker: the chunk's result still tells all
             pass

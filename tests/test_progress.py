@@ -173,35 +173,56 @@ def test_ingest_in_a_notebook_shows_a_live_bar_by_default(db, extra, widget):
     assert any("done" in o.get("text", "") for o in outputs), outputs
 
 
-def test_keep_cluster_keeps_the_dashboard_up_until_enter(db):
-    """kdist ingest --keep-cluster: the summary's dashboard link still answers after the job;
-    Enter closes the cluster and the command exits 0."""
+def _kdist_ingest(db, *extra, **popen):
     import os
-    import re
     import subprocess
     import sys
-    import urllib.request
     from pathlib import Path
 
-    kdist_bin = str(Path(sys.executable).parent / "kdist")
-    proc = subprocess.Popen(
-        [kdist_bin, "ingest", "600000.SH", "000001.SZ", "--start", "2024-01-02", "--end",
-         "2024-01-31", "--db", db, "--keep-cluster", "--no-local-tls", "--workers", "1",
-         "--threads", "1", "--quiet"],
-        stdin=subprocess.PIPE, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        env={**os.environ, "KDIST_DASHBOARD_ADDRESS": "127.0.0.1:0"})
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "kdist"), "ingest", "600000.SH", "000001.SZ",
+         "--start", "2024-01-02", "--end", "2024-01-31", "--db", db, "--no-local-tls",
+         "--workers", "1", "--threads", "1", "--quiet", *extra],
+        stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "KDIST_DASHBOARD_ADDRESS": "127.0.0.1:0"}, **popen)
+
+
+def test_keep_cluster_keeps_the_dashboard_up_until_enter(db):
+    """kdist ingest --keep-cluster at a terminal: the summary's dashboard link still answers
+    after the job; Enter closes the cluster and the command exits 0."""
+    import os
+    import pty
+    import re
+    import urllib.request
+
+    leader, follower = pty.openpty()  # the user's terminal
+    proc = _kdist_ingest(db, "--keep-cluster", stdin=follower)
+    os.close(follower)
     try:
         line = proc.stderr.readline()
         link = re.search(r"dashboard at (http://\S+);", line)
-        assert link, line
+        assert link, line + proc.stderr.read()
         with urllib.request.urlopen(link.group(1), timeout=30) as page:  # still up
             assert page.status == 200
-        proc.stdin.write("\n")
-        proc.stdin.flush()
+        os.write(leader, b"\n")
         assert proc.wait(timeout=60) == 0, proc.stderr.read()
     finally:
         if proc.poll() is None:
             proc.kill()
+        os.close(leader)
     with pytest.raises(OSError):
         urllib.request.urlopen(link.group(1), timeout=5)
     assert kdist.load(db)["symbol"].nunique() == 2
+
+
+def test_keep_cluster_without_a_terminal_closes_at_once(db):
+    """From cron, a pipe or ssh there is nobody to press Enter: never wait."""
+    import subprocess
+
+    proc = _kdist_ingest(db, "--keep-cluster", stdin=subprocess.PIPE)  # open, never closed
+    try:
+        assert proc.wait(timeout=120) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "no terminal to wait on" in proc.stderr.read()
