@@ -56,6 +56,8 @@ class Cluster:
     #: submit every chunk at once (Dask's scheduler queues them; its dashboard then shows
     #: the whole job). In process, results wait in the client's own memory instead.
     queues_tasks = False
+    #: Whether :meth:`close` stops the cluster itself (kdist started it for this job).
+    starts_cluster = False
 
     def __init__(self, mode: str, *, address: str | None = None,
                  dashboard_link: str | None = None, fallback_reason: str | None = None):
@@ -219,8 +221,6 @@ class DaskCluster(Cluster):
         super().__init__(mode, address=address, dashboard_link=dashboard_link)
         self.client = client
         self._closers = list(closers)
-        #: Whether :meth:`close` stops the cluster itself (kdist started it), not only a
-        #: client of a cluster that stays up.
         self.starts_cluster = starts_cluster
         #: Results being fetched, or fetched, before the caller asks: {future key: cf.Future}.
         self._ahead: dict = {}
@@ -371,14 +371,11 @@ class DaskCluster(Cluster):
                          args=(self.client, fn, args, set(skip)), daemon=True).start()
 
     def listen(self, topic: str, handler) -> None:
-        _ROUTES[topic] = handler
+        super().listen(topic, handler)
         if self.client not in _SUBSCRIBED:  # once per client: every job's ticks share it
             with contextlib.suppress(Exception):  # no ticks: the display moves by chunks
                 self.client.subscribe_topic(ticks.TOPIC, _route)
                 _SUBSCRIBED.add(self.client)
-
-    def forget(self, topic: str) -> None:
-        _ROUTES.pop(topic, None)
 
     def share(self, limits) -> None:
         from .limits import prepare
@@ -394,19 +391,14 @@ class DaskCluster(Cluster):
         self._closers.clear()
 
 
-#: The running jobs' tick handlers by topic (one per run), and the clients subscribed to
-#: :data:`kdist.ticks.TOPIC`.
-_ROUTES: dict = {}
+#: The clients subscribed to :data:`kdist.ticks.TOPIC`.
 _SUBSCRIBED: weakref.WeakSet = weakref.WeakSet()
 
 
 def _route(event):
-    """A tick from a worker, ``(time, [run topic, chunk index, done])``, to its job; a late
-    one of a job that ended is dropped."""
-    topic, index, done = event[1]
-    handler = _ROUTES.get(topic)
-    if handler is not None:
-        handler(index, done)
+    """A tick from a worker, ``(time, [run topic, chunk index, done])``, to its job's
+    listener (:func:`kdist.ticks.deliver`)."""
+    ticks.deliver(*event[1])
 
 
 def _run_on_workers(client, fn, args, skip: set):

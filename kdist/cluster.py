@@ -86,8 +86,7 @@ def is_shared(n_workers: int | None = None, threads_per_worker: int | None = Non
 def closes_with_job(cluster: Cluster) -> bool:
     """Whether closing ``cluster`` stops the cluster itself (and its dashboard): a local
     cluster kdist started for one job; not a shared one, a caller's or a remote one."""
-    return (cluster.mode == "local" and getattr(cluster, "starts_cluster", False)
-            and all(c is not cluster for c in _SHARED.values()))
+    return cluster.starts_cluster and all(c is not cluster for c in _SHARED.values())
 
 
 def _shared_key(n_workers, threads_per_worker, security) -> tuple:

@@ -77,10 +77,7 @@ class TerminalProgress(Callback):
             TimeRemainingColumn,
         )
 
-        self.console.print(
-            f"kdist job {info['job_id']}: {counted(info['n_symbols'], 'symbol')} in "
-            f"{counted(info['n_chunks'], 'chunk')} on {info['mode']} -> {info['db']}"
-        )
+        self.console.print(headline(info))
         if info.get("dashboard_link"):
             self.console.print(f"Dask dashboard: {info['dashboard_link']}")
         self._progress = Progress(
@@ -122,6 +119,18 @@ class TerminalProgress(Callback):
             self._progress.stop()
 
 
+def headline(info: dict) -> str:
+    """What a display says when a job starts (``info`` as :meth:`Callback.on_start` gets)."""
+    return (f"kdist job {info['job_id']}: {counted(info['n_symbols'], 'symbol')} in "
+            f"{counted(info['n_chunks'], 'chunk')} on {info['mode']} -> {info['db']}")
+
+
+def dashboard_html(link: str) -> str:
+    """The dashboard's link as notebook displays show it, opening in a new tab."""
+    return (f"Dask dashboard: <a href='{html.escape(link)}' target='_blank'>"
+            f"{html.escape(link)}</a>")
+
+
 def in_notebook() -> bool:
     """Whether this is a Jupyter kernel (where a notebook shows what a cell displays)."""
     if "IPython" not in sys.modules:  # never import IPython only to ask
@@ -156,9 +165,8 @@ class NotebookProgress(Callback):
     def __init__(self):
         self._done = self._total = self._rows = self._failed = 0
         self._t0 = self._drawn = 0.0
-        self._bar = self._label = self._text = None
+        self._bar = self._label = self._text = self._dashboard = self._notes_html = None
         self._notes: list[str] = []
-        self._dashboard = None
 
     def on_start(self, info):
         from IPython.display import HTML
@@ -166,11 +174,9 @@ class NotebookProgress(Callback):
 
         self._t0 = time.monotonic()
         self._total = info["n_symbols"]
-        head = (f"kdist job {info['job_id']}: {counted(info['n_symbols'], 'symbol')} in "
-                f"{counted(info['n_chunks'], 'chunk')} on {info['mode']} -> {info['db']}")
+        head = headline(info)
         link = info.get("dashboard_link")
-        dash = (f"Dask dashboard: <a href='{html.escape(link)}' target='_blank'>"
-                f"{html.escape(link)}</a>" if link else "")
+        dash = dashboard_html(link) if link else ""
         try:
             import ipywidgets as W
         except ImportError:
@@ -203,7 +209,7 @@ class NotebookProgress(Callback):
 
     def on_note(self, text):
         self._notes.append(text)
-        if self._label is not None:
+        if self._notes_html is not None:
             self._notes_html.value = "<br>".join(f"kdist: {html.escape(n)}"
                                                  for n in self._notes[-5:])
         else:

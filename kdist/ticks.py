@@ -20,8 +20,8 @@ import threading
 import time
 from collections.abc import Callable
 
-__all__ = ["EVERY", "TOPIC", "Ticker", "call_with", "current_worker", "forget", "listen", "running",
-           "tell"]
+__all__ = ["EVERY", "TOPIC", "Ticker", "call_with", "current_worker", "deliver", "forget",
+           "listen", "running", "tell"]
 
 #: The one Dask event topic every job's ticks travel on, each naming its job's run: a client
 #: subscribes once, however many jobs it runs (a topic per job left a handler per job on a
@@ -77,8 +77,8 @@ def call_with(ticker: Ticker | None, fn, *args):
 
 
 def listen(topic: str, handler: Callable[[int, int], None]) -> None:
-    """Call ``handler(chunk index, symbols done)`` for ticks of ``topic`` sent in this
-    process."""
+    """Call ``handler(chunk index, symbols done)`` for ticks of ``topic``: sent in this
+    process, or from workers through :func:`deliver`."""
     with _LOCK:
         _LISTENERS[topic] = handler
 
@@ -86,6 +86,14 @@ def listen(topic: str, handler: Callable[[int, int], None]) -> None:
 def forget(topic: str) -> None:
     with _LOCK:
         _LISTENERS.pop(topic, None)
+
+
+def deliver(topic: str, index: int, done: int) -> None:
+    """A tick that came from a worker, to the listener of ``topic``; a late one of a job
+    that ended is dropped."""
+    handler = _LISTENERS.get(topic)
+    if handler is not None:
+        handler(index, done)
 
 
 class Ticker:

@@ -36,7 +36,7 @@ from .browse import BrowsePanel
 from .cluster import close_shared, is_shared, shared_cluster
 from .errors import ClusterError, KdistError, UsageError
 from .outcome import Status
-from .progress import Callback
+from .progress import Callback, dashboard_html
 from .report import counted
 from .providers import available_providers, get_provider
 from .providers.registry import provider_class
@@ -139,10 +139,8 @@ class _PanelProgress(Callback):
         _move(p.chunks_bar, p.chunks_count, 0, info["n_chunks"])
         _move(p.symbols_bar, p.symbols_count, self.symbols_done, self.n_symbols)
         link = info.get("dashboard_link")
-        p.dashboard.value = (
-            f"Dask dashboard: <a href='{html.escape(link)}' target='_blank'>"
-            f"{html.escape(link)}</a>" if link else "No Dask dashboard: running in this process"
-        )
+        p.dashboard.value = (dashboard_html(link) if link
+                             else "No Dask dashboard: running in this process")
         p._say(
             f"Running job <b>{html.escape(info['job_id'])}</b>: "
             f"{counted(info['n_symbols'], 'symbol')} in {counted(info['n_chunks'], 'task')} "
