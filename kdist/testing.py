@@ -35,6 +35,7 @@ import warnings
 import pandas as pd
 import pytest
 
+from .actions import COLUMNS
 from .errors import InvalidOptionError, PermanentProviderError, UnknownProviderError
 from .providers.base import Option, Provider
 from .providers.registry import available_providers, provider_class
@@ -81,6 +82,9 @@ class ProviderConformance:
     empty_window: tuple | None = None
     #: A symbol the provider does not know, or None to skip that test.
     unknown_symbol: str | None = None
+    #: An inclusive ``(start, end)`` in which ``symbol`` has at least one corporate action,
+    #: for providers that serve them (:attr:`Provider.serves_actions`); None skips that test.
+    actions_window: tuple | None = None
     #: Attribute values the provider promises, e.g. ``{"tz": "Asia/Shanghai", "freqs":
     #: (Freq.DAY,)}``; ``"options"`` maps every option's name to its default.
     metadata: dict = {}
@@ -290,6 +294,28 @@ class ProviderConformance:
         expected, _ = self._normalise(provider, self._fetch(provider))
         pd.testing.assert_frame_equal(bars[codes == 0].reset_index(drop=True), expected)
         assert not (codes == 1).any(), f"fetch_many gave bars for {self.unknown_symbol}"
+
+    # -- corporate actions ------------------------------------------------------------------
+
+    def test_actions_are_none_or_canonical(self, provider):
+        lo, hi = self._window()
+        got = provider.actions(self.symbol, lo, hi - pd.Timedelta(days=1))
+        if not provider.serves_actions:
+            assert got is None, "a provider without _actions must answer actions() with None"
+            return
+        assert isinstance(got, pd.DataFrame), "actions() must return a DataFrame or None"
+        assert list(got.columns) == list(COLUMNS), f"actions() columns {list(got.columns)}"
+        assert got["ex_date"].is_monotonic_increasing and not got["ex_date"].duplicated().any()
+
+    def test_actions_in_their_window(self, provider):
+        if not provider.serves_actions or self.actions_window is None:
+            pytest.skip(f"{provider.name!r} serves no corporate actions, or none is named")
+        lo, hi = (pd.Timestamp(d) for d in self.actions_window)
+        got = provider.actions(self.symbol, lo, hi)
+        inside = got[(got["ex_date"] >= lo) & (got["ex_date"] <= hi)]
+        assert len(inside), f"no corporate action of {self.symbol} in {lo.date()}..{hi.date()}"
+        again = pickle.loads(pickle.dumps(provider)).actions(self.symbol, lo, hi)
+        pd.testing.assert_frame_equal(again, got)
 
     # -- pickling and check -------------------------------------------------------------------
 

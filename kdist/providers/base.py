@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 import pandas as pd
 
 from .._version import __version__
+from ..actions import normalise_actions
 from ..errors import (
     InvalidOptionError,
     PermanentProviderError,
@@ -126,6 +127,9 @@ class Provider:
     #: (files, generated data) runs in the client's process when no scheduler is named:
     #: starting worker processes would take longer than the job.
     remote: ClassVar[bool] = True
+    #: Whether the vendor's unadjusted bars already have splits applied (Yahoo's do): the
+    #: factors kdist computes from this provider's events then leave its splits out.
+    splits_in_bars: ClassVar[bool] = False
 
     def __init__(self, **options):
         unknown = sorted(set(options) - set(self.options))
@@ -233,6 +237,37 @@ class Provider:
         so each symbol gets its own retries and outcome. Worth it when the vendor serves many
         symbols in one request, or when per-call overhead dominates (local or generated data).
         """
+        return None
+
+    @property
+    def serves_actions(self) -> bool:
+        """Whether :meth:`actions` answers: the provider implements :meth:`_actions`."""
+        return type(self)._actions is not Provider._actions
+
+    def actions(self, symbol: str, start, end) -> pd.DataFrame | None:
+        """Return the corporate actions of ``symbol`` with ex-dates in ``[start, end]``
+        (dates inclusive), or None when the provider serves none.
+
+        One row per ex-date with the columns of :data:`kdist.actions.COLUMNS`: the event's
+        numbers per share (cash dividend, bonus and transfer shares, rights shares and their
+        price, split ratio) and ``factor``, the vendor's cumulative back-adjustment factor in
+        force from the ex-date on (NaN when the vendor gives events only: kdist then computes
+        it from the stored raw closes). The rows of ``[start, end]`` are taken as complete: a
+        stored row of that window the answer lacks is superseded. Rows outside it may be
+        returned too (a vendor's whole factor series) and are added, never taken as complete.
+        The frame goes through :func:`kdist.actions.normalise_actions`.
+        """
+        if not self.serves_actions:
+            return None
+        start, end = to_date(start, name="start"), to_date(end, name="end")
+        frame = self._actions(self._symbol(symbol), start, end)
+        return None if frame is None else normalise_actions(frame, symbol=symbol)
+
+    def _actions(self, symbol: str, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame | None:
+        """Return the vendor's corporate actions of ``symbol`` in ``[start, end]`` as
+        :meth:`actions` describes them (any frame :func:`~kdist.actions.normalise_actions`
+        accepts): what a provider that serves corporate actions writes. ``symbol`` comes
+        from :meth:`_symbol`, the dates are midnight Timestamps."""
         return None
 
     def list_symbols(self) -> list[str]:

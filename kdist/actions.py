@@ -1,0 +1,185 @@
+"""Corporate actions and adjustment factors: the columns, the formula and the arithmetic.
+
+kdist stores raw bars as the truth and derives adjusted prices from a per-symbol table of
+corporate actions (``kdist_actions``): one row per ex-date with the event (cash dividend,
+bonus and transfer shares, rights issue, split) and the cumulative back-adjustment (hfq)
+factor in force from that ex-date on. This module is what providers and the store share:
+
+- :data:`COLUMNS`, the frame a provider's :meth:`~kdist.providers.base.Provider.actions`
+  returns, and :func:`normalise_actions`, which validates it;
+- :func:`reference_price`, the exchanges' ex-rights reference price (除权参考价);
+- :func:`hfq_steps` and :func:`hfq_factors`, the factors built from events and the raw close
+  before each ex-date, the way baostock documents its back factor (涨跌幅复权法: the
+  cumulative product of ``close(t-1) / preclose(t)``) and Yahoo builds its adjusted close;
+- :func:`adjust_prices`, the derivation the store runs in SQL, in numpy, for providers that
+  serve vendor-adjusted bars computed from their own events (``synthetic``) and for tests.
+
+Units: every number is **per share** (A-share vendors and TDX quote per 10 shares: divide by
+10), in the currency of the bars. ``split`` is the number of shares after per share before
+(2.0 for a 2-for-1 split, 0.1 for a 1-for-10 reverse split).
+
+The formula (the SSE rule, 上交所《交易规则》4.3.2)::
+
+    ref(e)    = (close(e-1) - cash + rights_price * rights) / ((1 + bonus + rights) * split)
+    step(e)   = close(e-1) / ref(e)
+    F(t)      = product of step(e) over ex-dates e <= t          (1 before the first)
+    hfq(t)    = raw(t) * F(t)
+    qfq(t)    = raw(t) * F(t) / F(anchor)      anchor: the latest ex-date known (or as of)
+
+Volume and amount are never adjusted (the convention of A-share software: akshare, hikyuu,
+TDX and Eastmoney adjust prices only).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .errors import DataError
+
+__all__ = [
+    "COLUMNS",
+    "EVENT_COLUMNS",
+    "NO_EVENT",
+    "adjust_prices",
+    "empty_actions",
+    "hfq_factors",
+    "hfq_steps",
+    "normalise_actions",
+    "reference_price",
+]
+
+#: The event's numbers, per share; :data:`NO_EVENT` holds the value meaning "none".
+EVENT_COLUMNS = ("cash", "bonus", "rights", "rights_price", "split")
+NO_EVENT = {"cash": 0.0, "bonus": 0.0, "rights": 0.0, "rights_price": 0.0, "split": 1.0}
+#: A provider's actions frame: ``ex_date`` (midnight), the events, and ``factor``: the
+#: vendor's cumulative hfq factor from ``ex_date`` on (``hfq = raw * factor``), NaN where
+#: the vendor gives events only and kdist computes it from the raw closes.
+COLUMNS = ("ex_date", *EVENT_COLUMNS, "factor")
+
+
+def empty_actions() -> pd.DataFrame:
+    """An actions frame without rows, with :data:`COLUMNS` and their dtypes."""
+    frame = pd.DataFrame({c: pd.Series(dtype="float64") for c in COLUMNS})
+    frame["ex_date"] = pd.Series(dtype="datetime64[us]")
+    return frame
+
+
+def normalise_actions(frame: pd.DataFrame | None, *, symbol: str = "?") -> pd.DataFrame:
+    """Return a provider's actions as :data:`COLUMNS`: one row per ex-date, sorted.
+
+    Missing event columns mean "no such event" (:data:`NO_EVENT`); a missing ``factor`` is
+    NaN. Several rows of one ex-date (a dividend and a bonus issue from two vendor calls) are
+    combined: cash, bonus and rights add up, splits multiply, the first rights price and
+    factor given are kept. Rows that carry neither an event nor a factor are dropped.
+
+    Raises
+    ------
+    DataError
+        A row has no valid ex-date, a negative amount, a split that is not positive, or a
+        factor that is not positive; the message names the symbol and the date.
+    """
+    if frame is None or len(frame) == 0:
+        return empty_actions()
+    if "ex_date" not in frame.columns:
+        raise DataError(f"{symbol}: corporate actions without an ex_date column", symbol=symbol)
+    out = pd.DataFrame(index=range(len(frame)))
+    dates = pd.to_datetime(pd.Series(frame["ex_date"]).reset_index(drop=True), errors="coerce")
+    if getattr(dates.dt, "tz", None) is not None:
+        dates = dates.dt.tz_localize(None)
+    if dates.isna().any():
+        bad = frame["ex_date"].iloc[int(np.flatnonzero(dates.isna().to_numpy())[0])]
+        raise DataError(f"{symbol}: corporate action with ex_date {bad!r} that is no date",
+                        symbol=symbol, column="ex_date")
+    out["ex_date"] = dates.dt.normalize().astype("datetime64[us]").to_numpy()
+    for column in (*EVENT_COLUMNS, "factor"):
+        if column in frame.columns:
+            values = pd.to_numeric(pd.Series(frame[column]).reset_index(drop=True),
+                                   errors="coerce").astype("float64")
+        else:
+            values = pd.Series(np.nan, index=out.index)
+        out[column] = values.to_numpy() if column == "factor" else values.fillna(
+            NO_EVENT[column]).to_numpy()
+    for column in ("cash", "bonus", "rights", "rights_price"):
+        _refuse(out, out[column] < 0, column, "is negative", symbol)
+    _refuse(out, ~(out["split"] > 0), "split", "is not positive", symbol)
+    _refuse(out, out["factor"].notna() & ~(out["factor"] > 0), "factor", "is not positive",
+            symbol)
+    eventful = np.zeros(len(out), bool)
+    for column in EVENT_COLUMNS:
+        eventful |= out[column].to_numpy() != NO_EVENT[column]
+    out = out[eventful | out["factor"].notna().to_numpy()]
+    if out["ex_date"].duplicated().any():
+        out = _combine(out)
+    return out.sort_values("ex_date", kind="stable").reset_index(drop=True)
+
+
+def _refuse(frame: pd.DataFrame, bad, column: str, what: str, symbol: str):
+    bad = np.asarray(bad)
+    if bad.any():
+        at = int(np.flatnonzero(bad)[0])
+        day = pd.Timestamp(frame["ex_date"].iat[at]).date()
+        raise DataError(
+            f"{symbol}: corporate action of {day} has {column} {frame[column].iat[at]!r}, which "
+            f"{what}", symbol=symbol, column=column,
+        )
+
+
+def _combine(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per ex-date: amounts added, splits multiplied, first price and factor kept."""
+    first_set = lambda s: s[s != 0].iloc[0] if (s != 0).any() else 0.0  # noqa: E731
+    grouped = frame.groupby("ex_date", sort=True)
+    return pd.DataFrame({
+        "cash": grouped["cash"].sum(),
+        "bonus": grouped["bonus"].sum(),
+        "rights": grouped["rights"].sum(),
+        "rights_price": grouped["rights_price"].agg(first_set),
+        "split": grouped["split"].prod(),
+        "factor": grouped["factor"].first(),
+    }).reset_index()[list(COLUMNS)]
+
+
+def reference_price(prev_close, cash=0.0, bonus=0.0, rights=0.0, rights_price=0.0, split=1.0):
+    """The ex-rights reference price of an ex-date, from the raw close before it (arrays or
+    scalars, per-share units)."""
+    prev_close = np.asarray(prev_close, dtype="float64")
+    return (prev_close - cash + np.multiply(rights_price, rights)) / (
+        (1.0 + np.add(bonus, rights)) * split)
+
+
+def hfq_steps(prev_close, cash=0.0, bonus=0.0, rights=0.0, rights_price=0.0, split=1.0):
+    """``close(e-1) / ref(e)``: how much the hfq factor grows at each ex-date."""
+    prev_close = np.asarray(prev_close, dtype="float64")
+    return prev_close / reference_price(prev_close, cash, bonus, rights, rights_price, split)
+
+
+def hfq_factors(events: pd.DataFrame, prev_close) -> np.ndarray:
+    """The cumulative hfq factor from each ex-date of ``events`` (one symbol, sorted) on,
+    given the raw close before each ex-date: the running product of :func:`hfq_steps`."""
+    steps = hfq_steps(prev_close, *(events[c].to_numpy("float64") for c in EVENT_COLUMNS))
+    return np.cumprod(steps)
+
+
+def adjust_prices(ts, prices, ex_dates, factors, adjust: str, anchor=None) -> np.ndarray:
+    """Adjust raw ``prices`` stamped ``ts`` by the factors in force at each stamp.
+
+    ``ex_dates`` (sorted) and ``factors`` are one symbol's cumulative hfq factors. ``adjust``
+    is ``"hfq"`` (``raw * F(t)``) or ``"qfq"`` (``raw * F(t) / F(anchor)``, ``anchor`` the
+    latest ex-date when None). No rounding: vendors round the result (0.01 for A-shares).
+    """
+    ts = np.asarray(ts, dtype="datetime64[us]")
+    ex = np.asarray(ex_dates, dtype="datetime64[us]")
+    factors = np.asarray(factors, dtype="float64")
+    at = np.searchsorted(ex, ts, side="right") - 1
+    level = np.where(at >= 0, factors[np.maximum(at, 0)] if len(factors) else 1.0, 1.0)
+    if adjust == "qfq":
+        if anchor is None:
+            last = factors[-1] if len(factors) else 1.0
+        else:
+            i = np.searchsorted(ex, np.datetime64(pd.Timestamp(anchor), "us"), side="right") - 1
+            last = factors[i] if i >= 0 else 1.0
+        level = level / last
+    elif adjust != "hfq":
+        raise ValueError(f"adjust must be 'qfq' or 'hfq', not {adjust!r}")
+    prices = np.asarray(prices, dtype="float64")
+    return prices * (level if prices.ndim == 1 else level[:, None])
