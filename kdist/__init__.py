@@ -29,7 +29,17 @@ from .providers import Provider, available_providers, get_provider
 from .report import Report
 from .runner import ChunkResult, chunk_tasks, fetch, fetch_chunk, ingest, update
 from .schema import Adjust, Freq, normalise, normalise_symbol
-from .store import DEFAULT_DB, Store, catalog, check, jobs, ledger, load
+from .store import (
+    DEFAULT_DB,
+    Store,
+    catalog,
+    check,
+    check_adjust,
+    corporate_actions,
+    jobs,
+    ledger,
+    load,
+)
 
 __all__ = [
     "Adjust",
@@ -56,7 +66,9 @@ __all__ = [
     "available_providers",
     "catalog",
     "check",
+    "check_adjust",
     "chunk_tasks",
+    "corporate_actions",
     "errors",
     "fetch",
     "fetch_chunk",

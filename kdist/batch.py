@@ -40,10 +40,15 @@ class Batch:
         self.stored = stored
         #: Bars of other sources this job's writes replaced: {source: bars}.
         self.replaced: dict[str, int] = {}
+        #: Symbols whose corporate actions this job's writes changed, and how many symbols
+        #: had their actions checked.
+        self.actions_new: set[str] = set()
+        self.actions_checked = 0
         self._reset()
 
     def _reset(self):
         self.frames, self.outcomes, self.windows = [], [], []
+        self.actions, self.checks = [], []
         self.rows = 0
         self.since = None
 
@@ -54,6 +59,10 @@ class Batch:
             self.frames.append(result.bars)
             self.rows += len(result.bars)
         self.outcomes.extend(result.outcomes)
+        if result.checks is not None and len(result.checks):
+            self.checks.append(result.checks)
+            if len(result.actions):
+                self.actions.append(result.actions)
         # Only symbols that came back with bars replace stored bars, and only within the
         # span the source returned (first to last bar): a failure or an empty answer never
         # erases history, nor does a source that covers less than what is stored.
@@ -105,7 +114,14 @@ class Batch:
         waiting = set(carry["symbol"].unique()) if len(carry) else set()
         now = [o for o in self.outcomes if o["symbol"] not in waiting]
         later = [o for o in self.outcomes if o["symbol"] in waiting]
-        rows = store.write_batch(bars.iloc[:cut], now, windows=windows, **job)
+        # A symbol's corporate actions go with its outcome: factors computed from events
+        # need its raw closes stored.
+        actions, actions_later = _split(self.actions, waiting)
+        checks, checks_later = _split(self.checks, waiting)
+        rows = store.write_batch(bars.iloc[:cut], now, windows=windows, actions=actions,
+                                 checks=checks, **job)
+        self.actions_new.update(getattr(store, "actions_new", ()))
+        self.actions_checked += 0 if checks is None else len(checks)
         for source, n in getattr(store, "replaced", {}).items():
             self.replaced[source] = self.replaced.get(source, 0) + n
         self._reset()
@@ -114,4 +130,18 @@ class Batch:
             self.frames = [carry.reset_index(drop=True)]
             self.rows = len(carry)
             self.outcomes = later
+            self.actions = [] if actions_later is None else [actions_later]
+            self.checks = [] if checks_later is None else [checks_later]
         return rows
+
+
+def _split(frames: list[pd.DataFrame], waiting: set) -> tuple:
+    """``frames`` as one frame of the symbols not ``waiting`` and one of those waiting
+    (None where there are none)."""
+    if not frames:
+        return None, None
+    whole = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    later = whole["symbol"].isin(waiting).to_numpy() if waiting else None
+    if later is None or not later.any():
+        return whole, None
+    return whole[~later].reset_index(drop=True), whole[later].reset_index(drop=True)

@@ -29,6 +29,7 @@ from tenacity import (
 )
 
 from . import ticks
+from .actions import empty_actions
 from .errors import DataError, ProviderTrippedError, TransientProviderError
 from .limits import Limits
 from .limits import gate as get_gate
@@ -54,11 +55,16 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ChunkResult:
-    """What a worker sends back for one chunk: its bars and one outcome per symbol."""
+    """What a worker sends back for one chunk: its bars and one outcome per symbol, and for
+    a job that asks for them the corporate actions of its ok symbols (``actions``: a
+    ``symbol`` column and :data:`kdist.actions.COLUMNS`) with the window each was asked for
+    (``checks``: ``symbol, start, end``)."""
 
     index: int
     bars: pd.DataFrame
     outcomes: list[dict]
+    actions: pd.DataFrame | None = None
+    checks: pd.DataFrame | None = None
 
 
 class _Caller:
@@ -99,11 +105,6 @@ class _Caller:
 
 
 _callers = threading.local()
-
-
-def _call(provider: Provider, timeout: float | None, symbol, *args):
-    """``provider.fetch(symbol, *args)``, given up on after ``timeout`` seconds."""
-    return _bounded(provider, provider.fetch, (symbol, *args), timeout, symbol)
 
 
 def _bounded(provider: Provider, fn, args, timeout: float | None, what: str):
@@ -147,26 +148,32 @@ def _fetch_one(provider, symbol, since, end, freq, adjust, retries, timeout, gat
     breaker); return ``(frame, attempts)`` or raise the last error with its attempt count
     in ``kdist_attempts``."""
     last_day = end - pd.Timedelta(days=1)
+    return _gated(provider, provider.fetch, (symbol, since, last_day, freq.value, adjust.value),
+                  retries, timeout, gate, symbol)
+
+
+def _gated(provider, fn, args, retries, timeout, gate, what: str):
+    """``fn(*args)``, a call to the vendor, with retries of transient errors, each attempt
+    bounded by ``timeout`` and let through by the job's gate; ``(result, attempts)``, or
+    the last error raised with its attempt count in ``kdist_attempts``."""
     attempts = 0
     for attempt in _retrying(retries):
         with attempt:
             attempts = attempt.retry_state.attempt_number
             try:
                 if gate is None:
-                    frame = _call(provider, timeout, symbol, since, last_day, freq.value,
-                                  adjust.value)
+                    value = _bounded(provider, fn, args, timeout, what)
                 else:
                     gate.admit()
                     with gate.slot():
-                        frame = _call(provider, timeout, symbol, since, last_day, freq.value,
-                                      adjust.value)
+                        value = _bounded(provider, fn, args, timeout, what)
                     gate.succeeded()
             except Exception as exc:
                 exc.kdist_attempts = attempts
                 if gate is not None and isinstance(exc, _TRANSIENT):
                     gate.failed()
                 raise
-    return frame, attempts
+    return value, attempts
 
 
 _COMPARED = ["open", "high", "low", "close", "volume"]
@@ -219,6 +226,7 @@ def fetch_chunk(
     timeout: float | None = CALL_TIMEOUT,
     limits: Limits | None = None,
     ticks: str | None = None,
+    actions: bool = False,
 ) -> ChunkResult:
     """Fetch, normalise and validate every symbol of ``chunk`` (runs on a worker).
 
@@ -226,15 +234,60 @@ def fetch_chunk(
     canonical bar columns. Errors are outcomes, not exceptions. For an incremental chunk, a
     symbol whose re-fetched overlap differs from the stored bars is fetched again from its
     ``full`` start and reported as revised. Symbol by symbol, how many are done is told to
-    the topic ``ticks`` as they finish (:mod:`kdist.ticks`).
+    the topic ``ticks`` as they finish (:mod:`kdist.ticks`). With ``actions``, each ok
+    symbol's corporate actions are fetched too (:func:`_add_actions`).
     """
     with Ticker(ticks, chunk.index) as ticker:
         gate = get_gate(limits)
-        if _batches(provider, limits) and (batch := _fetch_batch(
-            provider, chunk, freq, adjust, retries, timeout, gate
-        )) is not None:
-            return batch
-        return _fetch_each(provider, chunk, freq, adjust, retries, timeout, gate, ticker)
+        result = None
+        if _batches(provider, limits):
+            result = _fetch_batch(provider, chunk, freq, adjust, retries, timeout, gate)
+        if result is None:
+            result = _fetch_each(provider, chunk, freq, adjust, retries, timeout, gate, ticker)
+        if actions and provider.serves_actions:
+            _add_actions(provider, chunk, result, retries, timeout, gate)
+        return result
+
+
+def _add_actions(provider, chunk: Chunk, result: ChunkResult, retries, timeout, gate):
+    """Fetch the corporate actions of every ok symbol of ``result``, in the window its bars
+    were fetched for (so an update asks only since its last bars), into ``result.actions``
+    and ``result.checks``. A symbol whose actions cannot be fetched fails as a whole, its
+    bars left out: stored bars without their actions would derive stale adjusted prices,
+    and a resume fetches both again."""
+    last_day = chunk.end - pd.Timedelta(days=1)
+    frames, checks, failed = [], [], set()
+    for at, done in enumerate(result.outcomes):
+        if done["status"] != Status.OK:
+            continue
+        symbol = done["symbol"]
+        start = pd.Timestamp(done["window_start"] or chunk.start).normalize()
+        if gate is not None and gate.stopped:
+            result.outcomes[at] = outcome(symbol, Status.SKIPPED, error=ProviderTrippedError(
+                f"{symbol}: the job stopped before its corporate actions were fetched"))
+            failed.add(symbol)
+            continue
+        try:
+            frame, attempts = _gated(provider, provider.actions, (symbol, start, last_day),
+                                     retries, timeout, gate,
+                                     f"the corporate actions of {symbol}")
+        except Exception as exc:
+            status = Status.SKIPPED if isinstance(exc, ProviderTrippedError) else Status.FAILED
+            attempts = done["attempts"] + getattr(exc, "kdist_attempts", 1)
+            failure = outcome(symbol, status, attempts=attempts, error=exc)
+            failure["error"] = f"corporate actions of {symbol}: {failure['error']}"
+            result.outcomes[at] = failure
+            failed.add(symbol)
+            continue
+        checks.append((symbol, start, last_day))
+        if frame is not None and len(frame):
+            frames.append(frame.assign(symbol=symbol))
+    if failed and len(result.bars):
+        result.bars = result.bars[~result.bars["symbol"].isin(failed)].reset_index(drop=True)
+    result.checks = pd.DataFrame(checks, columns=["symbol", "start", "end"]).astype(
+        {"symbol": "str", "start": "datetime64[us]", "end": "datetime64[us]"})
+    result.actions = (pd.concat(frames, ignore_index=True) if frames
+                      else empty_actions().assign(symbol=pd.Series(dtype="str")))
 
 
 def _fetch_each(provider, chunk, freq, adjust, retries, timeout, gate, ticker) -> ChunkResult:
@@ -453,7 +506,7 @@ def concat(frames) -> pd.DataFrame:
 
 
 def task(provider, chunk, freq, adjust, retries, timeout, job_id, part=None, limits=None,
-          solo=False, moved=0, ticks=None):
+          solo=False, moved=0, ticks=None, actions=False):
     # pure=False and a key naming job and chunk: identical arguments in a later job (a re-run
     # in the same notebook) must fetch again, never reuse a cached result.
     suffix = (("" if part is None else f"-{part:03d}") + ("-solo" if solo else "")
@@ -461,7 +514,7 @@ def task(provider, chunk, freq, adjust, retries, timeout, job_id, part=None, lim
     # The arguments travel inside a partial: dask.delayed would otherwise walk the chunk
     # (a dataclass holding a frame of overlap bars) looking for collections, each time.
     call = functools.partial(fetch_chunk, provider, chunk, freq, adjust, retries, timeout, limits,
-                             ticks)
+                             ticks, actions)
     # Its place in the plan as the task's priority: Dask otherwise ran a submission's tasks
     # in no useful order, and the small chunks planned to end the job could run first.
     with dask.annotate(priority=-chunk.index):

@@ -249,7 +249,8 @@ class JobLoop(ChunkLoop):
                          wait_seconds=min(1.0, flush_seconds))
         self.batch = Batch(stored)
         self.write_args = {"job_id": job.job_id, "freq": job.freq, "adjust": job.adjust,
-                           "source": job.provider.name}
+                           "source": job.provider.name,
+                           "splits_in_bars": job.provider.splits_in_bars}
         # Running chunks tell how many of their symbols are done (kdist.ticks), so the
         # display moves symbol by symbol: {chunk index: symbols done}, written by the
         # cluster's listener thread, read here.
@@ -261,7 +262,8 @@ class JobLoop(ChunkLoop):
     def _task(self, chunk: Chunk, **key):
         job = self.job
         return task(job.provider, chunk, job.freq, job.adjust, self.retries, self.timeout,
-                    self.run_id, limits=self.limits, ticks=self.topic, **key)
+                    self.run_id, limits=self.limits, ticks=self.topic, actions=job.actions,
+                    **key)
 
     def _tick(self, index: int, done: int):
         if index not in self.taken:  # a late tick of a chunk already in: counted once
@@ -372,6 +374,8 @@ class JobLoop(ChunkLoop):
         rows = self.batch.write(self.store, final=final, **self.write_args)
         self.report.rows_written += rows
         self.report.replaced = dict(self.batch.replaced)
+        self.report.actions_checked = self.batch.actions_checked
+        self.report.actions_new = sorted(self.batch.actions_new)
         if rows:
             self.callback.on_write(rows, self.report.rows_written)
 

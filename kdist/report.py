@@ -70,6 +70,11 @@ class Report:
     incremental: bool = False
     #: Why the job stopped early, and what to do (e.g. the breaker opened).
     note: str | None = None
+    #: Whether corporate actions were fetched with the bars, for how many symbols, and
+    #: which of them had actions new to the store (a new ex-date, or a vendor revision).
+    actions: bool = False
+    actions_checked: int = 0
+    actions_new: list[str] = field(default_factory=list)
 
     def count(self, outcomes) -> None:
         """Count symbols' outcomes (:func:`kdist.outcome.outcome` dicts) in the totals."""
@@ -148,6 +153,12 @@ class Report:
             ("rows written", f"{self.rows_written:,}" + (f" ({self.rejected_rows:,} rejected)" if self.rejected_rows else "")
              + ("; replaced " + ", ".join(f"{counted(n, 'bar')} of {src}" for src, n in self.replaced.items())
                 if self.replaced else "")),
+            *([("corporate actions",
+                f"checked for {counted(self.actions_checked, 'symbol')}; "
+                f"{counted(len(self.actions_new), 'symbol')} with new ones"
+                + (f" ({', '.join(self.actions_new[:5])}"
+                   + (" ..." if len(self.actions_new) > 5 else "") + ")"
+                   if self.actions_new else ""))] if self.actions else []),
             ("time", f"{self.elapsed_s:.1f} s ({self.rows_per_s:,.0f} rows/s)"),
             ("database", self.db),
         ]

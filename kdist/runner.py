@@ -118,10 +118,12 @@ class _Job:
     incremental: bool
     overlap: int
     resumed: bool = False
+    #: Fetch each symbol's corporate actions with its bars.
+    actions: bool = False
 
 
 def _plan_job(symbols, start, end, freq, adjust, provider, db, skip_invalid, incremental,
-              overlap, resume, store=None, options=None) -> _Job:
+              overlap, resume, store=None, options=None, actions=None) -> _Job:
     """Validate everything the caller gave, or read a job to resume, before any work."""
     if resume is not None:
         opened = Store(db, read_only=True) if store is None else contextlib.nullcontext(store)
@@ -139,7 +141,8 @@ def _plan_job(symbols, start, end, freq, adjust, provider, db, skip_invalid, inc
         valid, invalid = parse_symbols(todo, skip_invalid=True, provider=provider)
         return _Job(resume, valid, invalid, lo, hi, Freq.parse(job["freq"]),
                     Adjust.parse(job["adjust"]), provider, bool(params.get("incremental")),
-                    int(params.get("overlap", overlap)), resumed=True)
+                    int(params.get("overlap", overlap)), resumed=True,
+                    actions=bool(params.get("actions")) and provider.serves_actions)
     freq, adjust = Freq.parse(freq), Adjust.parse(adjust)
     lo, hi = window_bounds(start, end)
     provider = get_provider(provider if provider is not None else "synthetic")
@@ -151,7 +154,22 @@ def _plan_job(symbols, start, end, freq, adjust, provider, db, skip_invalid, inc
     if not valid:
         raise UsageError("No valid symbols to import: name some, or use --all")
     return _Job(_new_job_id(), valid, invalid, lo, hi, freq, adjust, provider, incremental,
-                overlap)
+                overlap, actions=_wants_actions(actions, provider, adjust))
+
+
+def _wants_actions(actions: bool | None, provider: Provider, adjust: Adjust) -> bool:
+    """Whether a new job fetches corporate actions: by default when it fetches raw bars from
+    a provider that serves them; asked for explicitly, a job that cannot is refused."""
+    if actions is None:
+        return adjust is Adjust.NONE and provider.serves_actions
+    if actions and adjust is not Adjust.NONE:
+        raise UsageError(
+            f"Corporate actions are fetched with raw bars (adjust='none'), not {adjust.value!r}: "
+            "import raw bars, and qfq/hfq are derived from them and the actions")
+    if actions and not provider.serves_actions:
+        raise UsageError(f"Provider {provider.name!r} serves no corporate actions; leave out "
+                         "actions (--actions)")
+    return bool(actions)
 
 
 def ingest(
@@ -174,6 +192,7 @@ def ingest(
     skip_invalid: bool = False,
     incremental: bool = False,
     overlap: int = OVERLAP,
+    actions: bool | None = None,
     resume: str | None = None,
     options: dict | None = None,
     retries: int = RETRIES,
@@ -228,6 +247,11 @@ def ingest(
         Fetch each stored symbol from its last ``overlap`` stored bars on, instead of the
         whole window; when those bars differ at the source (history revised, e.g. re-adjusted
         prices) fetch the symbol in full and report it as revised. New symbols get the window.
+    actions
+        Also fetch each symbol's corporate actions (dividends, bonus shares, splits and the
+        vendor's factors) into ``kdist_actions``, from which :func:`kdist.load` derives qfq
+        and hfq prices. None (the default): when the bars are raw (``adjust="none"``) and
+        the provider serves them.
     resume, options
         A job id: finish that job from its recorded parameters, fetching only its symbols
         that are not yet ok or empty. ``symbols``, dates, freq and adjust are not used;
@@ -294,7 +318,7 @@ def ingest(
         raise UsageError("options= updates a resumed job's provider options; for a new job "
                          "pass get_provider(name, **options) as provider")
     job = _plan_job(symbols, start, end, freq, adjust, provider, db, skip_invalid,
-                    incremental, overlap, resume, store=given, options=options)
+                    incremental, overlap, resume, store=given, options=options, actions=actions)
     job.provider.check(freq=job.freq, adjust=job.adjust, start=job.start, end=job.end)
     callback = callback or display(progress)
     if job.resumed and not job.symbols:
@@ -473,7 +497,7 @@ def _report(job: _Job, status: str, db, *, mode: str, cluster: Cluster | None = 
         cluster_closed=cluster is not None and closes_with_job(cluster),
         fallback_reason=cluster.fallback_reason if cluster else None,
         mode_reason=cluster.reason if cluster else None,
-        resumed=job.resumed, incremental=job.incremental,
+        resumed=job.resumed, incremental=job.incremental, actions=job.actions,
     )
 
 
@@ -488,7 +512,8 @@ def _record_start(store: Store, job: _Job, cluster: Cluster):
             "provider_version": job.provider.version(), "freq": job.freq.value,
             "adjust": job.adjust.value, "start": job.start.date(),
             "end": (job.end - pd.Timedelta(days=1)).date(),
-            "params": {"incremental": job.incremental, "overlap": job.overlap},
+            "params": {"incremental": job.incremental, "overlap": job.overlap,
+                       "actions": job.actions},
             "note": cluster.fallback_reason,
         },
         job.symbols + job.invalid,

@@ -35,17 +35,20 @@ import pandas as pd
 import pyarrow as pa
 
 from .access import READ_WAIT, _store_error, _using
+from .adjustment import derived_sql, merge_actions
 from .errors import SchemaVersionError, StoreError, UsageError
 from .ledger import Ledger, _now, _version
 from .outcome import LEDGER_COLUMNS
 from .schema import Adjust, Freq, parse_symbols, to_date
 
-__all__ = ["DEFAULT_DB", "Store", "catalog", "check", "jobs", "ledger", "load"]
+__all__ = ["DEFAULT_DB", "Store", "catalog", "check", "check_adjust", "corporate_actions", "jobs",
+           "ledger", "load"]
 
 #: Where the CLI and the API put the database when ``db`` is not given.
 DEFAULT_DB = "data/kdist.duckdb"
-#: Version of the tables below, kept in ``kdist_meta``. 2: ``kline.ts`` is TIMESTAMP_S.
-SCHEMA_VERSION = "2"
+#: Version of the tables below, kept in ``kdist_meta``. 2: ``kline.ts`` is TIMESTAMP_S;
+#: 3: the corporate actions (``kdist_actions``, ``kdist_action_checks``).
+SCHEMA_VERSION = "3"
 #: DuckDB memory limit of the writing connection (environment: KDIST_DUCKDB_MEMORY): a
 #: lower limit lowers the client's peak until it slows the import
 #: (see docs/performance.md#memory-limit).
@@ -108,6 +111,31 @@ CREATE TABLE IF NOT EXISTS kdist_job_symbols (
     window_start TIMESTAMP,
     revised BOOLEAN,
     updated_at TIMESTAMP
+);
+""" + """
+CREATE TABLE IF NOT EXISTS kdist_actions (
+    symbol VARCHAR NOT NULL,
+    source VARCHAR NOT NULL,
+    ex_date DATE NOT NULL,
+    cash DOUBLE,
+    bonus DOUBLE,
+    rights DOUBLE,
+    rights_price DOUBLE,
+    split DOUBLE,
+    factor DOUBLE,
+    factor_from VARCHAR,
+    job_id VARCHAR,
+    valid_from TIMESTAMP NOT NULL,
+    valid_to TIMESTAMP
+);
+CREATE TABLE IF NOT EXISTS kdist_action_checks (
+    symbol VARCHAR NOT NULL,
+    source VARCHAR NOT NULL,
+    start DATE,
+    "end" DATE,
+    splits_in_bars BOOLEAN,
+    job_id VARCHAR,
+    checked_at TIMESTAMP
 );
 """
 
@@ -188,6 +216,11 @@ class Store(Ledger):
             config["default_block_size"] = str(BLOCK_SIZE)
         super().__init__(path, read_only=read_only, create=create, config=config)
         self._adopt = adopt
+        #: Whether the file has the corporate-action tables (a version-2 file opened
+        #: read-only has not: it reads as one without corporate actions).
+        self.has_actions = False
+        #: Symbols whose corporate actions the last write added or revised.
+        self.actions_new: list[str] = []
         # The per-symbol bounds series() read last, until the next write (incremental_windows).
         # They stay valid while the connection is closed: no other writer can get in.
         self._series: dict[tuple[Freq, Adjust], pd.DataFrame] = {}
@@ -221,11 +254,15 @@ class Store(Ledger):
                 "SELECT value FROM kdist_meta WHERE key = 'schema_version'"
             ).fetchall()
             found = rows[0][0] if rows else None
-            if found == "1":
+            if found in ("1", "2"):
                 # Version 1 differs only in kline.ts being TIMESTAMP, and every read casts ts
-                # to TIMESTAMP: a reader reads it as it is; the first writer migrates it.
+                # to TIMESTAMP; version 2 lacks the corporate-action tables. A reader reads
+                # the file as it is (without corporate actions); the first writer migrates it.
                 if not self.read_only:
-                    self._migrate_from_1()
+                    if found == "1":
+                        self._migrate_from_1()
+                    self._migrate_from_2()
+                self.has_actions = not self.read_only
                 return
             if found != SCHEMA_VERSION:
                 raise SchemaVersionError(
@@ -234,6 +271,7 @@ class Store(Ledger):
                     path=str(self.path),
                     found=found,
                 )
+            self.has_actions = True
             return
         if self.read_only:
             held = f" (it holds {_listing(tables)})" if tables else ""
@@ -246,7 +284,8 @@ class Store(Ledger):
                 "kdist.Store(path, adopt=True) to add kdist's tables to it",
                 path=str(self.path),
             )
-        if clash := sorted(tables & {"kdist_jobs", "kdist_job_symbols"}):
+        if clash := sorted(tables & {"kdist_jobs", "kdist_job_symbols", "kdist_actions",
+                                     "kdist_action_checks"}):
             raise StoreError(
                 f"Cannot add kdist's tables to {self.path}: it has tables of the same names "
                 f"({', '.join(clash)}); use another --db",
@@ -259,6 +298,24 @@ class Store(Ledger):
             self.con.execute(
                 "INSERT INTO kdist_meta VALUES ('schema_version', ?), ('created_by', ?)",
                 [SCHEMA_VERSION, f"kdist {_version()}"],
+            )
+            self.con.commit()
+        except duckdb.Error as exc:
+            self.con.rollback()
+            raise _store_error(self.path, exc) from exc
+        self.has_actions = True
+
+    def _migrate_from_2(self):
+        """Add the corporate-action tables to a version-2 file, in one transaction."""
+        try:
+            self.con.begin()
+            self.con.execute(_DDL)  # IF NOT EXISTS: only the new tables are created
+            self.con.execute(
+                "UPDATE kdist_meta SET value = ? WHERE key = 'schema_version'", [SCHEMA_VERSION]
+            )
+            self.con.execute(
+                "INSERT INTO kdist_meta VALUES ('migrated_from_2', ?)",
+                [f"kdist {_version()} at {_now().isoformat(timespec='seconds')}"],
             )
             self.con.commit()
         except duckdb.Error as exc:
@@ -288,9 +345,7 @@ class Store(Ledger):
                     found="1",
                 )
             self.con.execute("ALTER TABLE kline ALTER COLUMN ts SET DATA TYPE TIMESTAMP_S")
-            self.con.execute(
-                "UPDATE kdist_meta SET value = ? WHERE key = 'schema_version'", [SCHEMA_VERSION]
-            )
+            self.con.execute("UPDATE kdist_meta SET value = '2' WHERE key = 'schema_version'")
             self.con.execute(
                 "INSERT INTO kdist_meta VALUES ('migrated_from_1', ?)",
                 [f"kdist {_version()} at {_now().isoformat(timespec='seconds')}"],
@@ -414,8 +469,12 @@ class Store(Ledger):
         adjust: Adjust,
         source: str,
         windows: pd.DataFrame,
+        actions: pd.DataFrame | None = None,
+        checks: pd.DataFrame | None = None,
+        splits_in_bars: bool = False,
     ) -> int:
-        """Replace the bars of the batch's symbols within their windows, and record outcomes.
+        """Replace the bars of the batch's symbols within their windows, and record outcomes
+        and corporate actions.
 
         Parameters
         ----------
@@ -427,6 +486,12 @@ class Store(Ledger):
             Columns ``symbol, start, stop`` (``stop`` exclusive): the stored bars of each
             symbol in its window are replaced. Symbols that failed or came back empty are
             left out, so a vendor hiccup never erases stored history.
+        actions, checks, splits_in_bars
+            The corporate actions of the batch's symbols (a ``symbol`` column and
+            :data:`kdist.actions.COLUMNS`) and the window each was asked for (``symbol,
+            start, end``), merged by :func:`kdist.adjustment.merge_actions` after the bars
+            (factors computed from events need the raw closes); :attr:`actions_new` then
+            names the symbols whose actions changed.
 
         Returns
         -------
@@ -460,6 +525,7 @@ class Store(Ledger):
             bars = pa.Table.from_pandas(bars, preserve_index=False).combine_chunks()
 
         replaced: list = []
+        changed: list = []
 
         def work(con):
             con.register("kdist_batch", bars)
@@ -511,8 +577,12 @@ class Store(Ledger):
             )
             for name in ("kdist_batch", "kdist_windows", "kdist_outcomes"):
                 con.unregister(name)
+            if checks is not None and len(checks):
+                changed[:] = merge_actions(con, actions, checks, source=source, job_id=job_id,
+                                           now=now, splits_in_bars=splits_in_bars)
 
         self._transaction(work)
+        self.actions_new = list(changed)
         #: Bars of other sources the last write replaced: {source: bars}.
         self.replaced = {str(src): int(n) for src, n in replaced}
         return len(bars)
@@ -540,28 +610,102 @@ class Store(Ledger):
     # -- reads ----------------------------------------------------------------------------
 
     @_using
-    def load(self, symbols=None, start=None, end=None, freq="1d", adjust="none") -> pd.DataFrame:
+    def load(self, symbols=None, start=None, end=None, freq="1d", adjust="none", *,
+             as_of=None, derive: bool | None = None) -> pd.DataFrame:
         """Stored bars as one DataFrame sorted by symbol and ts (see :func:`load`)."""
         freq, adjust = Freq.parse(freq), Adjust.parse(adjust)
         lo = to_date(start, name="start") if start is not None else None
         hi = to_date(end, name="end") + pd.Timedelta(days=1) if end is not None else None
+        if as_of is not None:
+            as_of = to_date(as_of, name="as_of")
+            # What was known on that day: no bar after it either.
+            hi = as_of + pd.Timedelta(days=1) if hi is None else min(hi, as_of + pd.Timedelta(days=1))
         if symbols is not None:
             # Not strict: names stored by an earlier kdist stay readable.
             symbols = parse_symbols([symbols] if isinstance(symbols, str) else symbols,
                                     strict=False)[0]
         # Bounds in the column's type, TIMESTAMP_S, so DuckDB skips row groups by their ts
-        # range (see docs/performance.md#scans). Exact: lo and hi
-        # are midnights.
+        # range (see docs/performance.md#scans). Exact: lo and hi are midnights.
+        where = """k.freq = ?
+                 AND (?::VARCHAR[] IS NULL OR k.symbol IN (SELECT unnest(?::VARCHAR[])))
+                 AND (?::TIMESTAMP_S IS NULL OR k.ts >= ?::TIMESTAMP_S)
+                 AND (?::TIMESTAMP_S IS NULL OR k.ts < ?::TIMESTAMP_S)"""
+        params = [freq.value, symbols, symbols, lo, lo, hi, hi]
+        stored = f"""SELECT k.symbol, k.ts::TIMESTAMP AS ts, k.open, k.high, k.low, k.close,
+                            k.volume, k.amount, k.source
+                     FROM kline k WHERE k.adjust = ? AND {where}"""
+        if adjust is Adjust.NONE or derive is False or not self.has_actions:
+            if derive is True:
+                raise UsageError(
+                    "derive=True needs adjust='qfq' or 'hfq' and a store with corporate actions")
+            return self.con.execute(stored + " ORDER BY k.symbol, k.ts",
+                                    [adjust.value, *params]).df()
+        derived, first = derived_sql(adjust, as_of=as_of, where=where, order=derive is True)
+        if derive is True:
+            return self.con.execute(derived, [*first, *params]).df()
+        # Symbols with actions checked are derived; the rest keep the vendor's stored bars.
         return self.con.execute(
-            """SELECT symbol, ts::TIMESTAMP AS ts, open, high, low, close, volume, amount, source
-               FROM kline
-               WHERE freq = ? AND adjust = ?
-                 AND (?::VARCHAR[] IS NULL OR symbol IN (SELECT unnest(?::VARCHAR[])))
-                 AND (?::TIMESTAMP_S IS NULL OR ts >= ?::TIMESTAMP_S)
-                 AND (?::TIMESTAMP_S IS NULL OR ts < ?::TIMESTAMP_S)
-               ORDER BY symbol, ts""",
-            [freq.value, adjust.value, symbols, symbols, lo, lo, hi, hi],
-        ).df()
+            f"""{derived}
+                UNION ALL
+                {stored} AND k.symbol NOT IN (SELECT symbol FROM kdist_action_checks)
+                ORDER BY symbol, ts""",
+            [*first, *params, adjust.value, *params]).df()
+
+    @_using
+    def actions(self, symbols=None, *, history: bool = False) -> pd.DataFrame:
+        """The stored corporate actions: per symbol, source and ex-date the event's numbers
+        per share, the cumulative hfq ``factor`` and where it came from (``vendor`` or
+        ``events``), the job that fetched it, and ``valid_from``/``valid_to``. Only the rows
+        in force unless ``history`` (then superseded versions too)."""
+        if not self.has_actions:
+            return pd.DataFrame(columns=["symbol", "source", "ex_date", "cash", "bonus", "rights",
+                                         "rights_price", "split", "factor", "factor_from",
+                                         "job_id", "valid_from", "valid_to"])
+        if symbols is not None:
+            symbols = parse_symbols([symbols] if isinstance(symbols, str) else symbols,
+                                    strict=False)[0]
+        return self.con.execute(
+            """SELECT symbol, source, ex_date::TIMESTAMP AS ex_date, cash, bonus, rights,
+                      rights_price, split, factor, factor_from, job_id, valid_from, valid_to
+               FROM kdist_actions
+               WHERE (?::VARCHAR[] IS NULL OR symbol IN (SELECT unnest(?::VARCHAR[])))
+                 AND (? OR valid_to IS NULL)
+               ORDER BY symbol, source, ex_date, valid_from""",
+            [symbols, symbols, history]).df()
+
+    @_using
+    def check_adjust(self, freq="1d", tolerance: float = 0.01) -> pd.DataFrame:
+        """Compare stored vendor-adjusted bars with the ones derived from raw bars and factors.
+
+        Per symbol and adjust (``qfq``, ``hfq``) with both: bars compared, the largest price
+        difference, how many bars differ by more than ``tolerance`` (the vendor's rounding:
+        0.01 for A-share prices) and the first of them. A qfq series the vendor adjusted
+        before a later ex-date differs from its first bar on: it is stale.
+        """
+        freq = Freq.parse(freq)
+        columns = ["symbol", "adjust", "bars", "max_diff", "differing", "first_differing"]
+        if not self.has_actions:
+            return pd.DataFrame(columns=columns)
+        where = "k.freq = ?"
+        frames = []
+        for adjust in (Adjust.QFQ, Adjust.HFQ):
+            derived, first = derived_sql(adjust, as_of=None, where=where, order=False)
+            frames.append(self.con.execute(
+                f"""WITH d AS ({derived}),
+                         v AS (SELECT symbol, ts::TIMESTAMP AS ts, open, high, low, close
+                               FROM kline WHERE freq = ? AND adjust = ?),
+                         diff AS (SELECT v.symbol, v.ts,
+                                         greatest(abs(v.open - d.open), abs(v.high - d.high),
+                                                  abs(v.low - d.low), abs(v.close - d.close))
+                                             AS diff
+                                  FROM v JOIN d USING (symbol, ts))
+                    SELECT symbol, ? AS adjust, count(*) AS bars, max(diff) AS max_diff,
+                           count(*) FILTER (WHERE diff > ?) AS differing,
+                           min(ts) FILTER (WHERE diff > ?) AS first_differing
+                    FROM diff GROUP BY symbol ORDER BY symbol""",
+                [*first, freq.value, freq.value, adjust.value, adjust.value,
+                 tolerance + 1e-9, tolerance + 1e-9]).df())
+        return pd.concat(frames, ignore_index=True)[columns]
 
     @_using
     def check(self) -> dict:
@@ -645,8 +789,15 @@ def _listing(names, most: int = 5) -> str:
     return f"{shown} and {len(names) - most} more" if len(names) > most else shown
 
 
-def load(db=DEFAULT_DB, symbols=None, start=None, end=None, freq="1d", adjust="none"):
+def load(db=DEFAULT_DB, symbols=None, start=None, end=None, freq="1d", adjust="none", *,
+         as_of=None, derive: bool | None = None):
     """Return stored bars as a DataFrame sorted by symbol and ts.
+
+    ``adjust="qfq"`` or ``"hfq"`` derives adjusted prices from the raw bars and the stored
+    corporate actions of every symbol whose actions were fetched (in DuckDB, an as-of join
+    on the ex-dates): hfq = raw x F(t), qfq = raw x F(t) / F(latest), F the cumulative
+    back-adjustment factor; volume and amount stay raw. Symbols without stored actions
+    return the vendor-adjusted bars a job stored (``kdist ingest --adjust qfq``), if any.
 
     Parameters
     ----------
@@ -659,13 +810,34 @@ def load(db=DEFAULT_DB, symbols=None, start=None, end=None, freq="1d", adjust="n
         Inclusive date bounds; open when None.
     freq, adjust
         Which bars.
+    as_of
+        A date: the bars and factors known at the end of that day, qfq anchored at the
+        latest ex-date up to it: no look-ahead for a backtest. Bars after it are left out.
+    derive
+        None: derived where corporate actions are stored, the vendor's bars elsewhere; True:
+        derived only; False: only the vendor-adjusted bars stored as they came.
 
     Examples
     --------
     >>> bars = kdist.load("data/kdist.duckdb", "600000.SH", start="2024-01-01")  # doctest: +SKIP
+    >>> qfq = kdist.load("data/kdist.duckdb", "600000.SH", adjust="qfq", as_of="2023-06-30")  # doctest: +SKIP
     """
     with Store(db, read_only=True) as store:
-        return store.load(symbols, start, end, freq, adjust)
+        return store.load(symbols, start, end, freq, adjust, as_of=as_of, derive=derive)
+
+
+def corporate_actions(db=DEFAULT_DB, symbols=None, *, history: bool = False) -> pd.DataFrame:
+    """The stored corporate actions and factors (see :meth:`Store.actions`); superseded
+    versions too with ``history``."""
+    with Store(db, read_only=True) as store:
+        return store.actions(symbols, history=history)
+
+
+def check_adjust(db=DEFAULT_DB, freq="1d", tolerance: float = 0.01) -> pd.DataFrame:
+    """Stored vendor-adjusted bars against the derived ones, per symbol and adjust (see
+    :meth:`Store.check_adjust`); ``kdist check --adjust`` prints the symbols that differ."""
+    with Store(db, read_only=True) as store:
+        return store.check_adjust(freq, tolerance)
 
 
 def check(db=DEFAULT_DB) -> dict:

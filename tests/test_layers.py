@@ -17,7 +17,7 @@ LAYERS = [
     ("public API", {"runner"}),
     ("the client loop", {"loop", "batch"}),
     ("where bars go, where chunks run",
-     {"store", "ledger", "access", "cluster", "backends", "_quiet_worker", "security",
+     {"store", "adjustment", "ledger", "access", "cluster", "backends", "_quiet_worker", "security",
       "progress"}),
     ("worker side", {"fetching", "plan", "limits", "ticks", "providers", "testing"}),
     ("foundations", {"schema", "actions", "bars", "securities", "outcome", "report", "errors", "_version"}),

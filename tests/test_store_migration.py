@@ -145,12 +145,16 @@ def test_v1_file_is_migrated_in_place_by_a_writer(v1_db):
         jobs = store.jobs()
         ledger = store.job_symbols("old-job")
     assert kline_ts_type(v1_db) == "TIMESTAMP_S"
-    assert schema_version(v1_db) == SCHEMA_VERSION == "2"
+    assert schema_version(v1_db) == SCHEMA_VERSION == "3"
     # A file keeps the block size it was created with (DuckDB's default for version 1).
     assert query(v1_db, "SELECT block_size FROM pragma_database_size()") == [(262144,)]
     meta = dict(query(v1_db, "SELECT key, value FROM kdist_meta"))
     assert meta["created_by"] == "kdist 0.1.0"
     assert meta["migrated_from_1"].startswith(f"kdist {kdist.__version__} at ")
+    # Then to version 3: the corporate-action tables, empty.
+    assert meta["migrated_from_2"].startswith(f"kdist {kdist.__version__} at ")
+    assert query(v1_db, "SELECT count(*) FROM kdist_actions") == [(0,)]
+    assert query(v1_db, "SELECT count(*) FROM kdist_action_checks") == [(0,)]
     # Every bar, value and dtype as version 1 returned them (ts still datetime64[us]); the
     # fingerprints are equal too, so an oracle taken before the upgrade still holds.
     assert_same_reads(after, before)
@@ -161,7 +165,7 @@ def test_v1_file_is_migrated_in_place_by_a_writer(v1_db):
     # Opened again: nothing more to do, the data stays as it is.
     with Store(v1_db) as store:
         assert_same_reads(store_reads(store), before)
-    assert query(v1_db, "SELECT count(*) FROM kdist_meta") == [(3,)]
+    assert query(v1_db, "SELECT count(*) FROM kdist_meta") == [(4,)]
 
 
 def test_migrated_file_takes_new_writes(v1_db, fingerprint):
@@ -242,7 +246,7 @@ def test_failed_migration_rolls_back_entirely(v1_db, monkeypatch):
     assert kline_ts_type(v1_db) == "TIMESTAMP_S"
 
 
-@pytest.mark.parametrize("found", ["3", "10", "0", "two"])
+@pytest.mark.parametrize("found", ["4", "10", "0", "two"])
 def test_other_versions_are_still_refused(v1_db, found):
     con = duckdb.connect(v1_db)
     con.execute("UPDATE kdist_meta SET value = ? WHERE key = 'schema_version'", [found])
@@ -250,6 +254,28 @@ def test_other_versions_are_still_refused(v1_db, found):
     for read_only in (False, True):
         with pytest.raises(SchemaVersionError) as info:
             Store(v1_db, read_only=read_only)
-        assert f"uses kdist schema version {found}, this kdist uses 2" in str(info.value)
+        assert f"uses kdist schema version {found}, this kdist uses 3" in str(info.value)
         assert info.value.found == found
     assert kline_ts_type(v1_db) == "TIMESTAMP" and schema_version(v1_db) == found
+
+
+def test_v2_file_gains_the_corporate_action_tables(v1_db):
+    """A version-2 file (no corporate-action tables) reads as one without actions, and the
+    first writer adds the tables; qfq reads keep returning the vendor's stored bars."""
+    with Store(v1_db) as store:
+        store.con.execute("DROP TABLE kdist_actions")
+        store.con.execute("DROP TABLE kdist_action_checks")
+        store.con.execute("UPDATE kdist_meta SET value = '2' WHERE key = 'schema_version'")
+        store.con.execute("DELETE FROM kdist_meta WHERE key = 'migrated_from_2'")
+    with Store(v1_db, read_only=True) as store:
+        assert not store.has_actions
+        assert store.actions().empty and store.check_adjust().empty
+        before = store_reads(store)
+        qfq = store.load(freq="1m", adjust="qfq")
+    assert len(qfq)
+    assert schema_version(v1_db) == "2"
+    with Store(v1_db) as store:
+        assert store.has_actions
+        assert_same_reads(store_reads(store), before)
+    assert schema_version(v1_db) == "3"
+    assert query(v1_db, "SELECT count(*) FROM kdist_actions") == [(0,)]

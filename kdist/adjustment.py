@@ -1,0 +1,235 @@
+"""Corporate actions in the store: how a fetch's answer is merged, and how adjusted bars are
+derived from raw bars in SQL.
+
+``kdist_actions`` holds one row per (symbol, source, ex-date) and version: the event's
+numbers per share and the cumulative hfq factor in force from the ex-date on, with the job
+that fetched it and ``valid_from``/``valid_to``. A row is never updated except to close it:
+when a later answer changes an event or a factor (a vendor's revision, a raw close that
+changed), the current row gets ``valid_to`` and the new one is inserted, so the history of
+the factors themselves is kept. ``kdist_action_checks`` records each (symbol, source, window)
+whose actions were fetched: a symbol with a check has its qfq/hfq derived from its raw bars,
+even when it never had an event.
+
+Factors come from the vendor (baostock's back factor, Sina's hfq factor, the synthetic
+provider's own) or, where the vendor gives events only, are computed here from the events
+and the stored raw close before each ex-date (:func:`kdist.actions.hfq_factors`); an
+ex-date with no raw bar on or after it has no factor yet (it is computed when its bars
+arrive). Derived reads (:func:`derived_sql`) join each raw bar to the factor in force at its
+time with an as-of join inside DuckDB.
+
+Every function takes the caller's connection inside its transaction; identifiers are fixed
+strings, values go through ``?`` parameters.
+"""
+
+from __future__ import annotations
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from .actions import EVENT_COLUMNS, hfq_steps
+from .schema import Adjust, Freq
+
+__all__ = ["derived_sql", "merge_actions"]
+
+#: Raw bars whose last bar before an ex-date is that day's close (not weekly or monthly).
+_CLOSE_FREQS = tuple(f.value for f in Freq if f is Freq.DAY or f.intraday)
+_VALUES = (*EVENT_COLUMNS, "factor")
+
+
+def merge_actions(con: duckdb.DuckDBPyConnection, actions: pd.DataFrame | None,
+                  checks: pd.DataFrame, *, source: str, job_id: str, now,
+                  splits_in_bars: bool) -> list[str]:
+    """Merge one batch's corporate actions into ``kdist_actions``; return the symbols whose
+    actions changed (new ex-dates, revised events or factors).
+
+    ``checks`` (``symbol, start, end``) names each symbol asked and its window: current rows
+    of that window the answer lacks are closed; rows outside it are kept unless the answer
+    has the same ex-date. Factors the vendor gave are stored as given; a symbol without
+    them gets factors computed from its events and stored raw closes, all of its events
+    recomputed (an earlier event or close that changed moves every later factor).
+    """
+    if checks is None or len(checks) == 0:
+        return []
+    checks = checks.drop_duplicates("symbol", keep="last").reset_index(drop=True)
+    con.register("kdist_checks", checks)
+    try:
+        current = con.execute(
+            """SELECT a.symbol, a.ex_date::TIMESTAMP AS ex_date, a.cash, a.bonus, a.rights,
+                      a.rights_price, a.split, a.factor, a.factor_from
+               FROM kdist_actions a SEMI JOIN kdist_checks c ON a.symbol = c.symbol
+               WHERE a.source = ? AND a.valid_to IS NULL""", [source]).df()
+        desired = _desired(current, actions, checks)
+        desired = _with_factors(con, desired, source=source, splits_in_bars=splits_in_bars)
+        gone, added = _difference(current, desired)
+        con.register("kdist_gone", gone)
+        con.register("kdist_added", added)
+        con.execute(
+            """UPDATE kdist_actions SET valid_to = ? FROM kdist_gone g
+               WHERE kdist_actions.symbol = g.symbol AND kdist_actions.source = ?
+                 AND kdist_actions.ex_date = g.ex_date::DATE AND kdist_actions.valid_to IS NULL""",
+            [now, source])
+        con.execute(
+            """INSERT INTO kdist_actions
+               SELECT symbol, ?, ex_date::DATE, cash, bonus, rights, rights_price, split, factor,
+                      factor_from, ?, ?, NULL
+               FROM kdist_added""", [source, job_id, now])
+        con.execute(
+            """INSERT INTO kdist_action_checks
+               SELECT symbol, ?, start::DATE, "end"::DATE, ?, ?, ? FROM kdist_checks""",
+            [source, splits_in_bars, job_id, now])
+    finally:
+        for name in ("kdist_checks", "kdist_gone", "kdist_added"):
+            try:
+                con.unregister(name)
+            except duckdb.Error:
+                pass
+    return sorted(set(added["symbol"]))
+
+
+def _desired(current: pd.DataFrame, actions: pd.DataFrame | None,
+             checks: pd.DataFrame) -> pd.DataFrame:
+    """The rows each checked symbol should have now: the answer, and the current rows
+    outside the asked window that the answer does not replace."""
+    columns = ["symbol", "ex_date", *_VALUES, "factor_from"]
+    if actions is None or len(actions) == 0:
+        new = pd.DataFrame({c: pd.Series(dtype="float64") for c in columns})
+        new["symbol"] = pd.Series(dtype="str")
+        new["ex_date"] = pd.Series(dtype="datetime64[us]")
+    else:
+        new = actions.assign(
+            ex_date=pd.to_datetime(actions["ex_date"]).astype("datetime64[us]"),
+            factor_from=np.where(actions["factor"].notna(), "vendor", None),
+        )[columns]
+    window = checks.set_index("symbol")
+    lo = current["symbol"].map(window["start"]).astype("datetime64[us]")
+    hi = current["symbol"].map(window["end"]).astype("datetime64[us]")
+    answered = pd.MultiIndex.from_frame(new[["symbol", "ex_date"]])
+    mine = pd.MultiIndex.from_frame(current[["symbol", "ex_date"]].astype(
+        {"ex_date": "datetime64[us]"}))
+    outside = ((current["ex_date"] < lo) | (current["ex_date"] > hi)).to_numpy()
+    kept = current[outside & ~mine.isin(answered)]
+    frames = [f for f in (new, kept[columns]) if len(f)]
+    if not frames:
+        return new
+    desired = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    return desired.sort_values(["symbol", "ex_date"], kind="stable").reset_index(drop=True)
+
+
+def _with_factors(con, desired: pd.DataFrame, *, source: str,
+                  splits_in_bars: bool) -> pd.DataFrame:
+    """``desired`` with the factors of symbols the vendor gave none for computed from their
+    events and the stored raw close before each ex-date."""
+    if len(desired) == 0:
+        return desired
+    vendor = desired.groupby("symbol")["factor_from"].transform(
+        lambda s: (s == "vendor").any()).astype(bool)
+    desired.loc[vendor & desired["factor_from"].ne("vendor"), ["factor", "factor_from"]] = (
+        np.nan, None)
+    need = desired.loc[~vendor, ["symbol", "ex_date"]].reset_index()
+    if len(need) == 0:
+        return desired
+    need["ex_date"] = need["ex_date"].astype("datetime64[s]")
+    con.register("kdist_need", need)
+    try:
+        closes = con.execute(
+            f"""WITH raw AS (
+                    SELECT symbol, ts, close FROM kline
+                    WHERE adjust = 'none' AND source = ?
+                      AND freq IN ({", ".join("?" for _ in _CLOSE_FREQS)})
+                      AND symbol IN (SELECT symbol FROM kdist_need)),
+                before AS (
+                    SELECT n."index", r.close AS prev_close
+                    FROM kdist_need n ASOF LEFT JOIN raw r
+                      ON n.symbol = r.symbol AND n.ex_date > r.ts),
+                after AS (
+                    SELECT n."index", r.ts IS NOT NULL AS traded
+                    FROM kdist_need n ASOF LEFT JOIN raw r
+                      ON n.symbol = r.symbol AND n.ex_date <= r.ts)
+                SELECT "index", prev_close, traded FROM before JOIN after USING ("index")""",
+            [source, *_CLOSE_FREQS]).df().set_index("index")
+    finally:
+        con.unregister("kdist_need")
+    rows = need["index"].to_numpy()
+    prev = closes["prev_close"].reindex(rows).to_numpy("float64")
+    traded = closes["traded"].reindex(rows).fillna(False).to_numpy(bool)
+    events = desired.loc[rows]
+    split = np.ones(len(rows)) if splits_in_bars else events["split"].to_numpy("float64")
+    steps = hfq_steps(prev, events["cash"].to_numpy("float64"),
+                      events["bonus"].to_numpy("float64"), events["rights"].to_numpy("float64"),
+                      events["rights_price"].to_numpy("float64"), split)
+    # No raw bar before the ex-date: nothing stored to adjust across it.
+    steps = np.where(np.isfinite(steps) & (steps > 0), steps, 1.0)
+    factors = pd.Series(steps, index=rows).groupby(events["symbol"].to_numpy()).cumprod()
+    desired.loc[rows, "factor"] = np.where(traded, factors.to_numpy(), np.nan)
+    desired.loc[rows, "factor_from"] = "events"
+    return desired
+
+
+def _difference(current: pd.DataFrame, desired: pd.DataFrame):
+    """``(gone, added)``: current rows that no desired row repeats, and desired rows that
+    no current row holds already (same ex-date, same numbers)."""
+    key = ["symbol", "ex_date"]
+    both = current.astype({"ex_date": "datetime64[us]"}).merge(
+        desired.astype({"ex_date": "datetime64[us]"}), on=key, how="outer",
+        suffixes=("_now", "_new"), indicator=True)
+    same = both["_merge"].eq("both").to_numpy().copy()
+    for column in _VALUES:
+        a, b = both[f"{column}_now"].to_numpy("float64"), both[f"{column}_new"].to_numpy("float64")
+        close = np.isclose(a, b, rtol=1e-12, atol=0.0) | (np.isnan(a) & np.isnan(b))
+        same &= close
+    same &= (both["factor_from_now"].fillna("") == both["factor_from_new"].fillna("")).to_numpy()
+    gone = both.loc[~same & both["_merge"].ne("right_only").to_numpy(), key]
+    added = both.loc[~same & both["_merge"].ne("left_only").to_numpy()]
+    added = added[key + [f"{c}_new" for c in _VALUES] + ["factor_from_new"]]
+    added.columns = key + list(_VALUES) + ["factor_from"]
+    return gone.reset_index(drop=True), added.reset_index(drop=True)
+
+
+def derived_sql(adjust: Adjust, *, as_of: pd.Timestamp | None, where: str,
+                order: bool = True) -> tuple[str, list]:
+    """The SELECT of adjusted bars derived from raw bars, for symbols with actions checked,
+    and the parameters that come before ``where``'s.
+
+    ``where`` is the condition on ``kline`` (aliased ``k``) that picks the raw bars (freq,
+    symbols, dates); the caller appends its parameters to the ones returned. ``as_of``:
+    only factors of ex-dates up to that date, each in the version kdist held at the end of
+    that day (or, for an event kdist learnt of later, the first version it recorded), and
+    qfq anchored there. Columns are those of :meth:`kdist.store.Store.load`; volume and
+    amount are raw.
+    """
+    if as_of is None:
+        factors = """SELECT symbol, source, ex_date::TIMESTAMP_S AS ex_ts, factor FROM kdist_actions
+                     WHERE valid_to IS NULL AND factor IS NOT NULL"""
+    else:
+        # Known by the end of as_of: valid_from before the next midnight.
+        factors = """SELECT symbol, source, ex_date::TIMESTAMP_S AS ex_ts, factor FROM (
+                         SELECT *, bool_or(valid_from < ?::TIMESTAMP + INTERVAL 1 DAY)
+                                     OVER (PARTITION BY symbol, source, ex_date) AS known,
+                                   row_number() OVER (PARTITION BY symbol, source, ex_date
+                                                      ORDER BY valid_from) AS nth
+                         FROM kdist_actions WHERE ex_date <= ?::DATE)
+                     WHERE factor IS NOT NULL AND CASE WHEN known
+                         THEN valid_from < ?::TIMESTAMP + INTERVAL 1 DAY
+                              AND (valid_to IS NULL OR valid_to >= ?::TIMESTAMP + INTERVAL 1 DAY)
+                         ELSE nth = 1 END"""
+    params = [] if as_of is None else [as_of.to_pydatetime()] * 4
+    scale = "coalesce(f.factor, 1.0)"
+    if adjust is Adjust.QFQ:
+        scale += " / coalesce(a.last, 1.0)"
+    return f"""
+        WITH f AS ({factors}),
+             a AS (SELECT symbol, source, arg_max(factor, ex_ts) AS last FROM f GROUP BY ALL),
+             raw AS (SELECT k.symbol, k.ts, k.open, k.high, k.low, k.close, k.volume,
+                            k.amount, k.source
+                     FROM kline k SEMI JOIN (SELECT DISTINCT symbol, source
+                                             FROM kdist_action_checks) c
+                       ON k.symbol = c.symbol AND k.source = c.source
+                     WHERE k.adjust = 'none' AND {where})
+        SELECT r.symbol, r.ts::TIMESTAMP AS ts, r.open * m AS open, r.high * m AS high,
+               r.low * m AS low, r.close * m AS close, r.volume, r.amount, r.source
+        FROM (SELECT r.*, {scale} AS m
+              FROM raw r ASOF LEFT JOIN f ON r.symbol = f.symbol AND r.source = f.source
+                                        AND r.ts >= f.ex_ts
+              LEFT JOIN a ON r.symbol = a.symbol AND r.source = a.source) r
+        {"ORDER BY r.symbol, r.ts" if order else ""}""", params
