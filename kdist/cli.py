@@ -266,7 +266,8 @@ def cmd_ingest(args) -> int:
             symbols, start=args.start, end=args.end, freq=args.freq, adjust=args.adjust,
             provider=_provider(args), split=args.split, skip_invalid=args.skip_invalid,
             incremental=args.incremental, overlap=args.overlap, resume=args.resume,
-            options=_options(args.option) if args.resume else None, **_run_args(args),
+            options=_options(args.option) if args.resume else None,
+            **({} if args.resume else {"actions": args.actions}), **_run_args(args),
         )
     except JobFailedError as exc:
         if args.json:
@@ -281,7 +282,8 @@ def cmd_update(args) -> int:
     # db comes with the shared arguments (passing it twice was a TypeError).
     reports = update(provider=args.provider, options=_options(args.option),
                      freq=args.freq, adjust=args.adjust,
-                     end=args.end, overlap=args.overlap, **_run_args(args))
+                     end=args.end, overlap=args.overlap, actions=args.actions,
+                     **_run_args(args))
     if not reports:
         print(f"Nothing stored for {args.freq} {args.adjust} in {args.db}", file=sys.stderr)
         return EXIT_OK
@@ -330,7 +332,8 @@ def cmd_show(args) -> int:
     symbol = normalise_symbol(args.symbol, strict=False)
     if args.start and args.end:
         window_bounds(args.start, args.end)  # start after end: say so, not "no bars"
-    bars = load(args.db, symbol, start=args.start, end=args.end, freq=args.freq, adjust=args.adjust)
+    bars = load(args.db, symbol, start=args.start, end=args.end, freq=args.freq,
+                adjust=args.adjust, as_of=args.as_of, derive=False if args.stored else None)
     if bars.empty:
         print(not_stored(args.db, symbol, args.freq, args.adjust, args.start, args.end),
               file=sys.stderr)
@@ -364,8 +367,22 @@ def cmd_status(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from .store import check
+    from .store import check, check_adjust
 
+    if args.adjust:
+        found = check_adjust(args.db, tolerance=args.tolerance)
+        differ = found[found["differing"] > 0]
+        if args.json:
+            print_json(frame_json(found))
+        elif found.empty:
+            print(f"No symbol in {args.db} has both vendor-adjusted bars and corporate "
+                  "actions to compare")
+        else:
+            print(f"{len(found):,} series compared: {len(differ)} differ by more "
+                  f"than {args.tolerance:g}")
+            if len(differ):
+                print(frame_text(differ))
+        return EXIT_FAILED if len(differ) else EXIT_OK
     result = check(args.db)
     if args.json:
         print_json(result)
@@ -373,6 +390,26 @@ def cmd_check(args) -> int:
         for key, value in result.items():
             print(f"{key:<20} {value}")
     return EXIT_OK if result["ok"] else EXIT_FAILED
+
+
+def cmd_actions(args) -> int:
+    from .schema import normalise_symbol
+    from .store import corporate_actions
+
+    symbols = [normalise_symbol(s, strict=False) for s in args.symbols] or None
+    actions = corporate_actions(args.db, symbols, history=args.history)
+    if args.json:
+        print_json(frame_json(actions))
+    elif actions.empty:
+        which = ", ".join(symbols) if symbols else "any symbol"
+        print(f"No corporate actions of {which} in {args.db}: they are fetched with raw bars "
+              "(kdist ingest/update --actions)", file=sys.stderr)
+        return EXIT_FAILED
+    else:
+        columns = [c for c in actions.columns
+                   if args.history or c not in ("valid_from", "valid_to", "job_id")]
+        print(frame_text(actions[columns]))
+    return EXIT_OK
 
 
 def cmd_providers(args) -> int:
@@ -425,7 +462,13 @@ _EXAMPLES = {
     "show": (
         "kdist show 600000.SH",
         "kdist show sz000001 --freq 1w --adjust qfq --tail 0   # every weekly bar",
+        "kdist show 600000.SH --adjust qfq --as-of 2024-06-28   # as known that day",
         "kdist show 600000.SH --start 2024-01-01 --end 2024-03-31 --json",
+    ),
+    "actions": (
+        "kdist actions 600000.SH",
+        "kdist actions 600000.SH --history   # superseded factors too",
+        "kdist actions --json --db data/kdist.duckdb",
     ),
     "status": (
         "kdist status",
@@ -435,6 +478,7 @@ _EXAMPLES = {
     "check": (
         "kdist check",
         "kdist check --json --db data/kdist.duckdb   # exit 1 when anything is wrong",
+        "kdist check --adjust   # vendor qfq/hfq bars against the derived ones",
     ),
     "providers": (
         "kdist providers",
@@ -510,6 +554,10 @@ def _add_run_options(p):
                         "0: no limit)")
     p.add_argument("--overlap", type=_number(int, 1), default=OVERLAP, metavar="N",
                    help=f"bars re-fetched before the last stored one (default {OVERLAP})")
+    p.add_argument("--actions", action=argparse.BooleanOptionalAction, default=None,
+                   help="also fetch corporate actions (dividends, bonus shares, splits, the "
+                        "vendor's factors), from which qfq/hfq are derived (default: with "
+                        "raw bars from a provider that serves them)")
     p.add_argument("--max-concurrency", type=_number(int, 1), metavar="N",
                    help="provider calls in flight across the cluster (default: per vendor)")
     p.add_argument("--max-rate", type=_number(float, 0, above=True), metavar="R",
@@ -574,8 +622,22 @@ def _add_show(sub):
     p.add_argument("--end", metavar="D", help=f"last day, inclusive: {_DATES}")
     p.add_argument("--tail", type=_number(int, 0), default=10, metavar="N",
                    help="last N bars (0: all)")
+    p.add_argument("--as-of", metavar="D",
+                   help="qfq/hfq as known at the end of that day: its factors, no later bar")
+    p.add_argument("--stored", action="store_true",
+                   help="the vendor's qfq/hfq bars as stored, not derived from raw bars")
     p.add_argument("--json", action="store_true", help="print the bars as JSON")
     p.set_defaults(func=cmd_show)
+
+
+def _add_actions(sub):
+    p = _command(sub, "actions", "list stored corporate actions and adjustment factors")
+    p.add_argument("symbols", nargs="*", metavar="SYMBOL", help="symbols (default: all)")
+    _add_db(p)
+    p.add_argument("--history", action="store_true",
+                   help="superseded versions too (valid_from, valid_to)")
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    p.set_defaults(func=cmd_actions)
 
 
 def _add_status(sub):
@@ -591,6 +653,12 @@ def _add_status(sub):
 def _add_check(sub):
     p = _command(sub, "check", "prove the stored bars have no duplicates or bad values")
     _add_db(p)
+    p.add_argument("--adjust", action="store_true",
+                   help="instead: compare stored vendor qfq/hfq bars with the ones derived "
+                        "from raw bars and corporate actions, and list symbols that differ")
+    p.add_argument("--tolerance", type=_number(float, 0), default=0.01, metavar="X",
+                   help="with --adjust: a price difference allowed, the vendor's rounding "
+                        "(default 0.01, A-share prices)")
     p.add_argument("--json", action="store_true", help="print the counts as JSON")
     p.set_defaults(func=cmd_check)
 
@@ -612,8 +680,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"kdist {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for add in (_add_ingest, _add_update, _add_jobs, _add_show, _add_status, _add_check,
-                _add_providers, add_cluster):
+    for add in (_add_ingest, _add_update, _add_jobs, _add_show, _add_actions, _add_status,
+                _add_check, _add_providers, add_cluster):
         add(sub)
     return parser
 
