@@ -88,6 +88,7 @@ class BrowsePanel(W.VBox):
         self.rows = rows
         self.page = 0
         self.catalog = None
+        self.derivable: set[str] = set()
         self.bars = None
         self.figure = None
         self._summary = ""
@@ -147,12 +148,16 @@ class BrowsePanel(W.VBox):
 
     def refresh(self, symbol=None):
         """Read the catalog again (after an import) and show the chosen symbol."""
-        from .store import catalog
+        from .store import Store
 
         try:
             if not self.db.exists():
                 raise UsageError(f"{self.db} does not exist yet: import some bars first")
-            self.catalog = catalog(self.db)
+            with Store(self.db, read_only=True) as store:
+                self.catalog = store.catalog()
+                # qfq and hfq derived from raw bars and corporate actions, offered beside
+                # what is stored.
+                self.derivable = store.derivable()
         except KdistError as exc:
             self.catalog = None
             self.status.value = error_html(exc)
@@ -196,7 +201,10 @@ class BrowsePanel(W.VBox):
             self.freq.options = freqs
             if self.freq.value not in freqs:
                 self.freq.value = "1d" if "1d" in freqs else freqs[0]
-            adjusts = sorted(series.loc[series["freq"] == self.freq.value, "adjust"].unique())
+            adjusts = set(series.loc[series["freq"] == self.freq.value, "adjust"])
+            if "none" in adjusts and self.symbol.value in self.derivable:
+                adjusts |= {"qfq", "hfq"}
+            adjusts = sorted(adjusts)
             self.adjust.options = adjusts
             if self.adjust.value not in adjusts:
                 self.adjust.value = "none" if "none" in adjusts else adjusts[0]
@@ -206,7 +214,10 @@ class BrowsePanel(W.VBox):
         if self._quiet or self.catalog is None:
             return
         s = self._series()
-        row = s[(s["freq"] == self.freq.value) & (s["adjust"] == self.adjust.value)].iloc[0]
+        s = s[s["freq"] == self.freq.value]
+        # A derived series spans its raw bars.
+        row = s[s["adjust"] == (self.adjust.value if self.adjust.value in set(s["adjust"])
+                                else "none")].iloc[0]
         first, last = date_or_none(row["first"], "first"), date_or_none(row["last"], "last")
         with self._hold():
             # The last year by default: a readable chart; widen "From" for more.

@@ -674,6 +674,14 @@ class Store(Ledger):
             [symbols, symbols, history]).df()
 
     @_using
+    def derivable(self) -> set[str]:
+        """Symbols whose corporate actions were fetched: their qfq/hfq derive from raw bars."""
+        if not self.has_actions:
+            return set()
+        return {r[0] for r in self.con.execute(
+            "SELECT DISTINCT symbol FROM kdist_action_checks").fetchall()}
+
+    @_using
     def check_adjust(self, freq="1d", tolerance: float = 0.01) -> pd.DataFrame:
         """Compare stored vendor-adjusted bars with the ones derived from raw bars and factors.
 

@@ -111,3 +111,16 @@ def test_the_chart_choice_and_the_picture_fallback(stored, monkeypatch):
 def test_bad_arguments_are_usage_errors(stored, kwargs, message):
     with pytest.raises(kdist.UsageError, match=message):
         BrowsePanel(stored, **kwargs)
+
+
+def test_derived_qfq_and_hfq_are_offered_beside_the_raw_bars(tmp_path):
+    db = tmp_path / "k.duckdb"
+    report = kdist.ingest(["600000.SH"], start="2021-01-01", end="2023-12-31", db=db,
+                          client="sync")
+    assert report.actions  # the default provider serves corporate actions
+    panel = BrowsePanel(db)
+    assert list(panel.adjust.options) == ["hfq", "none", "qfq"]
+    panel.adjust.value = "qfq"
+    want = kdist.load(db, "600000.SH", start=panel.start_date.value, adjust="qfq")
+    assert len(want) and panel.bars.equals(want)
+    assert "600000.SH 1d qfq" in panel.status.value
