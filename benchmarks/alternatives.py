@@ -253,7 +253,18 @@ def run_ceiling(spec, db, timer):
     return {}
 
 
+def run_load(spec, db, timer):
+    """Read every stored daily bar into one frame: raw, or qfq derived from the raw bars and
+    the stored corporate actions (an as-of join in DuckDB)."""
+    import kdist
+
+    with timer:
+        bars = kdist.load(db, adjust=spec["adjust"])
+    return {"loaded": len(bars), "symbols_loaded": int(bars["symbol"].nunique())}
+
+
 ALTERNATIVES = {
+    "load": run_load,
     "kdist": run_kdist,
     "sequential": run_sequential,
     "gather_all": run_gather_all,
@@ -282,8 +293,10 @@ class _Timer:
 def run(spec: dict) -> dict:
     """Run one alternative of one scenario in this process and measure it."""
     os.environ.setdefault("KDIST_DASHBOARD_ADDRESS", "127.0.0.1:0")
-    db = spec["db"]
-    if spec.get("base_db"):  # the incremental scenario starts from a copy of a full import
+    db = spec.get("read_db") or spec["db"]
+    if spec.get("read_db"):
+        pass  # reads a kept database as it is
+    elif spec.get("base_db"):  # the incremental scenario starts from a copy of a full import
         for suffix in ("", ".wal"):
             if os.path.exists(spec["base_db"] + suffix):
                 shutil.copyfile(spec["base_db"] + suffix, db + suffix)

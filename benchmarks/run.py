@@ -78,6 +78,7 @@ TARGETS = {
     "D.bytes_per_bar": ("database bytes / stored bars (kdist)", "<=", 20.0),
     "E.update_vs_import": ("update time / full import time (both cold)", "<", 0.10),
     "E.only_new_bars": ("symbols fetched from their overlap on, none in full", "==", 1.0),
+    "E.qfq_load_vs_raw": ("load of every bar as derived qfq / load of the raw bars", "<=", 1.5),
 }
 
 
@@ -126,7 +127,9 @@ def _runs(name: str, size: dict, tmp: Path) -> list[tuple[str, dict]]:
             ("gather_all", {**base, "alt": "gather_all"}),
         ]
     if name == "E":
-        return [
+        # Reads of D's store first (it is read as it is), then updates of copies of it.
+        return [(f"load_{adjust}", {"alt": "load", "adjust": adjust, "read": True})
+                for adjust in ("raw", "qfq")] + [
             (f"kdist_update_{mode}", {"alt": "kdist", "mode": mode, "update": True,
                                       "end": size["end"], "call_log": str(tmp / "E-calls.log"),
                                       "options": {"call_log": str(tmp / "E-calls.log")}})
@@ -229,13 +232,17 @@ def run_scenario(name: str, size: dict, repeats: int, tmp: Path, state: dict, lo
             base = state.get("D_db")
             if base is None:
                 raise RuntimeError("scenario E needs scenario D's database: run D too")
-            spec = {**spec, "base_db": base}
+            if spec.pop("read", False):
+                spec = {**spec, "read_db": base,
+                        "adjust": "none" if spec["adjust"] == "raw" else spec["adjust"]}
+            else:
+                spec = {**spec, "base_db": base}
         reps = []
         for i in range(repeats):
             index = len(state.setdefault("runs", []))
             state["runs"].append(label)
             result = _child(spec, tmp, index, timeout, profiler)
-            if name == "E":
+            if name == "E" and spec.get("call_log"):
                 calls = _calls(Path(spec["call_log"]))
                 result["calls"] = len(calls)
                 result["fetch_starts"] = sorted({c[1] for c in calls})
@@ -315,9 +322,13 @@ def evaluate(scenarios: dict, sizes: dict, state: dict) -> dict:
         ok = all(
             r["calls"] == state["D_symbols"] and r["fetch_starts"]
             and min(r["fetch_starts"]) > state["D_start"]
-            for runs in scenarios["E"].values() for r in runs["repeats"]
+            for label, runs in scenarios["E"].items() if label.startswith("kdist_update")
+            for r in runs["repeats"]
         )
         got["E.only_new_bars"] = 1.0 if ok else 0.0
+    if "E" in scenarios and scenarios["E"]:
+        got["E.qfq_load_vs_raw"] = _ratio(_get(scenarios["E"], "load_qfq")["seconds"],
+                                          _get(scenarios["E"], "load_raw")["seconds"])
     verdicts = {}
     for key, value in got.items():
         if key not in TARGETS:

@@ -214,22 +214,38 @@ def derived_sql(adjust: Adjust, *, as_of: pd.Timestamp | None, where: str,
                               AND (valid_to IS NULL OR valid_to >= ?::TIMESTAMP + INTERVAL 1 DAY)
                          ELSE nth = 1 END"""
     params = [] if as_of is None else [as_of.to_pydatetime()] * 4
-    scale = "coalesce(f.factor, 1.0)"
-    if adjust is Adjust.QFQ:
-        scale += " / coalesce(a.last, 1.0)"
+    # qfq divides by the factor in force at the anchor: the latest ex-date read (up to as_of).
+    scale = "s.factor / s.last" if adjust is Adjust.QFQ else "s.factor"
+    # The as-of join, as an equi-join: each factor holds from its ex-date to the next, and
+    # that interval is cut at year ends, so every raw bar finds its factor by (symbol,
+    # source, year) and the interval's bounds. Half the time of DuckDB's ASOF JOIN, which
+    # sorts both sides (see docs/performance.md#derived-reads).
     return f"""
         WITH f AS ({factors}),
-             a AS (SELECT symbol, source, arg_max(factor, ex_ts) AS last FROM f GROUP BY ALL),
              raw AS (SELECT k.symbol, k.ts, k.open, k.high, k.low, k.close, k.volume,
                             k.amount, k.source
                      FROM kline k SEMI JOIN (SELECT DISTINCT symbol, source
                                              FROM kdist_action_checks) c
                        ON k.symbol = c.symbol AND k.source = c.source
-                     WHERE k.adjust = 'none' AND {where})
+                     WHERE k.adjust = 'none' AND {where}),
+             span AS (SELECT year(min(ts)) AS y0, year(max(ts)) AS y1 FROM raw),
+             steps AS (
+                 SELECT symbol, source, ex_ts AS lo, factor,
+                        lead(ex_ts, 1, TIMESTAMP_S '9999-12-31')
+                            OVER (PARTITION BY symbol, source ORDER BY ex_ts) AS hi,
+                        arg_max(factor, ex_ts) OVER (PARTITION BY symbol, source) AS last
+                 FROM f
+                 UNION ALL  -- before the first ex-date: no adjustment (hfq factor 1)
+                 SELECT symbol, source, TIMESTAMP_S '0001-01-01', 1.0, min(ex_ts),
+                        arg_max(factor, ex_ts)
+                 FROM f GROUP BY symbol, source),
+             b AS (SELECT s.symbol, s.source, y, s.lo, s.hi, {scale} AS m
+                   FROM steps s, span,
+                        unnest(range(greatest(year(s.lo), span.y0),
+                                     least(year(s.hi), span.y1) + 1)) t(y))
         SELECT r.symbol, r.ts::TIMESTAMP AS ts, r.open * m AS open, r.high * m AS high,
                r.low * m AS low, r.close * m AS close, r.volume, r.amount, r.source
-        FROM (SELECT r.*, {scale} AS m
-              FROM raw r ASOF LEFT JOIN f ON r.symbol = f.symbol AND r.source = f.source
-                                        AND r.ts >= f.ex_ts
-              LEFT JOIN a ON r.symbol = a.symbol AND r.source = a.source) r
+        FROM (SELECT r.*, coalesce(b.m, 1.0) AS m
+              FROM raw r LEFT JOIN b ON r.symbol = b.symbol AND r.source = b.source
+                                    AND year(r.ts) = b.y AND r.ts >= b.lo AND r.ts < b.hi) r
         {"ORDER BY r.symbol, r.ts" if order else ""}""", params

@@ -26,7 +26,7 @@ RUNS = {
     "B": {"kdist_warm"},
     "C": {"slow_worker.default", "slow_worker.per_worker", "pareto.default", "pareto.per_worker"},
     "D": {"kdist_cold", "gather_all"},
-    "E": {"kdist_update_cold", "kdist_update_warm"},
+    "E": {"load_raw", "load_qfq", "kdist_update_cold", "kdist_update_warm"},
 }
 
 
@@ -67,12 +67,20 @@ def test_same_data_everywhere(smoke):
         assert len({r["rows"] for r in result["scenarios"][name].values()}) == 1, name
     d = result["scenarios"]["D"]["kdist_cold"]["repeats"][0]
     assert d["status"] == "done" and d["check_ok"] is True
+    # The loads read every bar of D's store, raw and derived qfq.
+    e = result["scenarios"]["E"]
+    for label in ("load_raw", "load_qfq"):
+        r = e[label]["repeats"][0]
+        assert r["loaded"] == e[label]["rows"] == result["scenarios"]["D"]["kdist_cold"]["rows"]
+        assert r["symbols_loaded"] == sizes["D"]["symbols"]
 
 
 def test_update_fetched_only_the_tail(smoke):
     result, _ = smoke
     d_rows = result["scenarios"]["D"]["kdist_cold"]["rows"]
-    for run in result["scenarios"]["E"].values():
+    for label, run in result["scenarios"]["E"].items():
+        if not label.startswith("kdist_update"):
+            continue
         r = run["repeats"][0]
         assert r["status"] == "done" and r["revised"] == 0
         assert r["calls"] == result["sizes"]["D"]["symbols"]  # one call per symbol
