@@ -19,18 +19,37 @@ closes the socket when a call stays silent for ``timeout`` seconds, which turns 
 call into a network error (see :class:`_Session`). Every call into the package goes through
 :func:`_baostock`, the seam tests replace; ``baostock`` is imported there, never when kdist or
 this module is imported.
+
+Corporate actions (:meth:`BaostockProvider._actions`) come from two more queries through the
+same session, timeout and error codes. ``query_adjust_factor(code, start_date, end_date)``
+answers one row per ex-date, ``code dividOperateDate foreAdjustFactor backAdjustFactor
+adjustFactor`` as strings with 6 decimals (``6.295967``); ``backAdjustFactor`` is the
+cumulative back (hfq) factor from that ex-date on (涨跌幅复权法: the product of
+``close(t-1) / preclose(t)``, 1 before the first ex-date), kdist's ``factor``. Its start
+defaults to 2015-01-01, so kdist always sends 1990-01-01, once per symbol. The events come
+from ``query_dividend_data(code, year, yearType="operate")``, asked only for the years of the
+window that hold an ex-date among the factors: per share (not per 10), ``dividCashPsBeforeTax``
+(cash before tax, 6 decimals; made exact from ``dividCashStock``'s per-10 text,
+``10派1.918424元（含税…）``, when the two agree), ``dividStocksPs`` (bonus shares) plus
+``dividReserveToStockPs`` (shares from the capital reserve, 转增) as ``bonus``; rows without
+``dividOperateDate`` (plans) are left out. baostock's dividends carry no rights issues or
+splits: its factor covers them. Result sets are read row by row as above, never with
+``get_data()`` (it calls ``DataFrame.append``, gone since pandas 2).
 """
 
 from __future__ import annotations
 
 import atexit
 import os
+import re
 import socket
 import threading
 import time
 
+import numpy as np
 import pandas as pd
 
+from ..actions import empty_actions
 from ..errors import (
     DataError,
     PermanentProviderError,
@@ -76,6 +95,15 @@ _DAMAGED = frozenset({"10004001", "10004002", "10005001"})
 _RELOGIN = _NETWORK | {_NOT_LOGGED_IN}
 #: Seconds the logout at process exit may take.
 _EXIT_TIMEOUT = 5.0
+
+# The queries kdist makes: bars, the adjustment factors, the dividends of a year.
+_BARS = "query_history_k_data_plus"
+_FACTORS = "query_adjust_factor"
+_DIVIDENDS = "query_dividend_data"
+#: Earlier than any A-share ex-date: query_adjust_factor's own default start is 2015-01-01.
+_FIRST_DAY = "1990-01-01"
+#: The cash of dividCashStock's per-10 text, ``10转3派2元（含税，...）`` -> 2.
+_PER_TEN_CASH = re.compile(r"派\s*([0-9]+(?:\.[0-9]+)?)\s*元")
 
 
 def _code(symbol: str) -> str:
@@ -127,6 +155,11 @@ def _error(code: str, msg: str, *, symbol: str | None, doing: str):
                                       "(frequency, adjustment or dates)", **context)
     return PermanentProviderError(f"{what}; check the request, or upgrade baostock "
                                   "if it says the client is outdated", **context)
+
+
+def _what(op: str) -> str:
+    """How messages name a query: "query" for bars, the function's name for the others."""
+    return "query" if op == _BARS else op
 
 
 def _truncated(rs) -> bool:
@@ -259,12 +292,13 @@ class _Session:
         self.logins += 1
         _register_logout()
 
-    def _query_once(self, kwargs: dict, timeout: float, symbol: str):
+    def _query_once(self, op: str, kwargs: dict, timeout: float, symbol: str):
         """One query and its pages: ``(code, msg, fields, rows)``; raises on a timeout."""
+        what = _what(op)
         rows: list[list[str]] = []
         self._arm(timeout)
         try:
-            rs = _baostock("query_history_k_data_plus", **kwargs)
+            rs = _baostock(op, **kwargs)
             while rs is not None and rs.error_code == _OK and rs.next():
                 rows.append(rs.get_row_data())
                 self._touch(timeout)
@@ -275,7 +309,7 @@ class _Session:
             damaged = fired or isinstance(exc, (OSError, ValueError, IndexError, KeyError))
             error = TransientProviderError if damaged else PermanentProviderError
             raise error(
-                f"baostock query for {symbol} failed with {type(exc).__name__}: {exc}"
+                f"baostock {what} for {symbol} failed with {type(exc).__name__}: {exc}"
                 + ("; will retry" if damaged else "; upgrade baostock if this persists"),
                 symbol=symbol,
                 kind="connection" if damaged else "vendor",
@@ -285,7 +319,8 @@ class _Session:
             # baostock returns None, not a result, for dates it cannot parse.
             raise PermanentProviderError(
                 f"baostock refused the dates {kwargs.get('start_date')!r}.."
-                f"{kwargs.get('end_date')!r} for {symbol}",
+                f"{kwargs.get('end_date')!r} for {symbol}" if op == _BARS else
+                f"baostock {what} for {symbol} returned no result",
                 symbol=symbol,
             )
         if self._disarm():
@@ -307,8 +342,9 @@ class _Session:
             )
         return code, str(getattr(rs, "error_msg", "")), list(rs.fields), rows
 
-    def query(self, kwargs: dict, *, timeout: float, symbol: str):
-        """Return ``(fields, rows)`` of ``query_history_k_data_plus(**kwargs)``.
+    def query(self, kwargs: dict, *, timeout: float, symbol: str, op: str = _BARS):
+        """Return ``(fields, rows)`` of ``op(**kwargs)``, by default
+        ``query_history_k_data_plus``.
 
         Logs in first if needed; a stale session (network or not-logged-in code) is
         logged in again and the query repeated once.
@@ -317,14 +353,14 @@ class _Session:
         try:
             for attempt in (1, 2):
                 self._login(timeout, symbol)
-                code, msg, fields, rows = self._query_once(kwargs, timeout, symbol)
+                code, msg, fields, rows = self._query_once(op, kwargs, timeout, symbol)
                 if code == _OK:
                     return fields, rows
                 if code in _RELOGIN:
                     self._drop()
                     if attempt == 1:
                         continue
-                raise _error(code, msg, symbol=symbol, doing=f"query for {symbol}")
+                raise _error(code, msg, symbol=symbol, doing=f"{_what(op)} for {symbol}")
         finally:
             self.lock.release()
         raise AssertionError("unreachable")  # pragma: no cover
@@ -382,8 +418,9 @@ def _logout_at_exit():
 def _baostock(op: str, **kwargs):
     """The vendor seam: every call into the ``baostock`` package goes through here.
 
-    ``op`` is ``"login"``, ``"logout"`` or ``"query_history_k_data_plus"`` (called with
-    ``kwargs``), or ``"close_socket"``: shut down and close baostock's process-global socket,
+    ``op`` is ``"login"``, ``"logout"``, ``"query_history_k_data_plus"``,
+    ``"query_adjust_factor"`` or ``"query_dividend_data"`` (called with ``kwargs``), or
+    ``"close_socket"``: shut down and close baostock's process-global socket,
     the only way to end a call that hangs in it.
     """
     import baostock  # lazy: importing kdist must never import a vendor package
@@ -399,7 +436,7 @@ def _baostock(op: str, **kwargs):
                 pass  # not connected, or already closed
             sock.close()
         return None
-    if op not in ("login", "logout", "query_history_k_data_plus"):
+    if op not in ("login", "logout", _BARS, _FACTORS, _DIVIDENDS):
         raise ValueError(f"unknown baostock operation {op!r}")
     return getattr(baostock, op)(**kwargs)
 
@@ -483,6 +520,57 @@ class BaostockProvider(Provider):
         )
         return _bars(columns, rows, freq, symbol)
 
+    def _actions(self, symbol, start, end) -> pd.DataFrame:
+        """Return baostock's back-adjustment factors and dividends of ``symbol``.
+
+        See :meth:`Provider.actions`, which parses the arguments and calls this. Asks
+        ``query_adjust_factor`` once, from 1990-01-01 (never baostock's default start,
+        2015-01-01) to ``end``: the whole series, so the factor in force at the window's
+        first bar is there too. Then ``query_dividend_data(yearType="operate")`` once per
+        year of ``[start, end]`` that has an ex-date among the factors, for the events:
+        no year, no further call.
+
+        Returns
+        -------
+        pandas.DataFrame
+            ``ex_date cash bonus factor``: every factor row up to ``end`` and the dividend
+            events of the years asked, per share; an event's ``factor`` is the one in
+            force on its ex-date.
+
+        Raises
+        ------
+        SymbolNotFoundError
+            baostock does not know the code (10004011).
+        PermanentProviderError
+            ``symbol`` is no SH/SZ A-share, or baostock refused the parameters.
+        TransientProviderError
+            Network trouble, a timeout, a busy session or the account's login limit.
+        DataError
+            A factor or ex-date that baostock sent is no number or date.
+        """
+        code = _code(symbol)
+        if start > end:
+            return empty_actions()
+        fields, rows = _session().query(
+            {"code": code, "start_date": _FIRST_DAY, "end_date": end.strftime("%Y-%m-%d")},
+            op=_FACTORS, timeout=self.timeout, symbol=symbol,
+        )
+        factors = _factors(fields, rows, symbol)
+        ex_dates = factors["ex_date"]
+        years = sorted({day.year for day in ex_dates[(ex_dates >= start) & (ex_dates <= end)]})
+        events = []
+        for year in years:
+            fields, rows = _session().query(
+                {"code": code, "year": str(year), "yearType": "operate"},
+                op=_DIVIDENDS, timeout=self.timeout, symbol=symbol,
+            )
+            events.append(_dividends(fields, rows, symbol))
+        if not events:
+            return factors
+        events = pd.concat(events, ignore_index=True)
+        # A year's later events are not yet in the factors asked (they end at `end`).
+        return _with_factors(events[events["ex_date"] <= end], factors)
+
 
 def _bars(columns: list[str], rows: list[list[str]], freq: Freq, symbol: str) -> pd.DataFrame:
     """Turn baostock's string rows into canonical bars."""
@@ -519,3 +607,91 @@ def _bars(columns: list[str], rows: list[list[str]], freq: Freq, symbol: str) ->
     # Every value is a string; "" (missing) becomes NaN.
     vendor_numbers(frame, raw, {name: name for name in _NUMBERS})
     return frame.reset_index(drop=True)
+
+
+def _table(columns: list[str], rows: list[list[str]], needed: tuple[str, ...], symbol: str,
+           op: str) -> pd.DataFrame:
+    """baostock's answer to ``op`` as a frame of strings; DataError unless it has every field
+    of ``needed`` and its rows match its fields."""
+    missing = [c for c in needed if c not in columns]
+    if missing:
+        raise DataError(
+            f"baostock's {op} answer for {symbol} has no field {missing[0]!r} (fields: "
+            f"{', '.join(columns)}); baostock changed its output: pin a version kdist supports",
+            column="ex_date" if missing[0] == "dividOperateDate" else "factor",
+            symbol=symbol,
+        )
+    try:
+        return pd.DataFrame(rows, columns=columns, dtype=object)
+    except ValueError as exc:
+        raise DataError(
+            f"baostock's {op} rows for {symbol} do not match its fields "
+            f"({', '.join(columns)}): {exc}", column="ex_date", symbol=symbol,
+        ) from exc
+
+
+def _ex_dates(values: pd.Series, symbol: str, op: str) -> pd.Series:
+    """``YYYY-MM-DD`` strings as midnight datetimes; DataError names the first bad one."""
+    dates = pd.to_datetime(values, format="%Y-%m-%d", errors="coerce")
+    if dates.isna().any():
+        bad = values[dates.isna()].iloc[0]
+        raise DataError(f"baostock's {op} answer for {symbol} has ex-date {bad!r}, which is "
+                        "no YYYY-MM-DD date", column="ex_date", symbol=symbol)
+    return dates.astype("datetime64[us]")
+
+
+def _factors(columns: list[str], rows: list[list[str]], symbol: str) -> pd.DataFrame:
+    """``ex_date factor`` from query_adjust_factor's rows: the back (hfq) factor, sorted."""
+    raw = _table(columns, rows, ("dividOperateDate", "backAdjustFactor"), symbol, _FACTORS)
+    factor = pd.to_numeric(raw["backAdjustFactor"], errors="coerce").astype("float64")
+    if factor.isna().any():
+        at = factor.isna().to_numpy().argmax()
+        raise DataError(
+            f"baostock's back-adjustment factor of {symbol} on "
+            f"{raw['dividOperateDate'].iloc[at]} is {raw['backAdjustFactor'].iloc[at]!r}, "
+            "which is no number", column="factor", symbol=symbol)
+    frame = pd.DataFrame({"ex_date": _ex_dates(raw["dividOperateDate"], symbol, _FACTORS),
+                          "factor": factor})
+    return frame.sort_values("ex_date", kind="stable").reset_index(drop=True)
+
+
+def _dividends(columns: list[str], rows: list[list[str]], symbol: str) -> pd.DataFrame:
+    """``ex_date cash bonus`` from query_dividend_data's rows, per share.
+
+    Rows without an ex-date (plans not carried out) are left out. ``cash`` is the cash
+    dividend before tax (``dividCashPsBeforeTax``, 6 decimals), made exact from the per-10
+    text of ``dividCashStock`` when the two agree; ``bonus`` is bonus shares plus shares
+    from the capital reserve (``dividStocksPs + dividReserveToStockPs``).
+    """
+    raw = _table(columns, rows, ("dividOperateDate", "dividCashPsBeforeTax", "dividStocksPs",
+                                 "dividReserveToStockPs"), symbol, _DIVIDENDS)
+    raw = raw[raw["dividOperateDate"].astype(str).str.strip() != ""]
+    number = lambda c: pd.to_numeric(raw[c], errors="coerce").fillna(0.0)  # noqa: E731
+    cash = number("dividCashPsBeforeTax").astype("float64")
+    if "dividCashStock" in raw.columns:
+        cash = pd.Series([_exact_cash(t, c) for t, c in zip(raw["dividCashStock"], cash)],
+                         index=raw.index, dtype="float64")
+    return pd.DataFrame({
+        "ex_date": _ex_dates(raw["dividOperateDate"], symbol, _DIVIDENDS),
+        "cash": cash,
+        "bonus": number("dividStocksPs") + number("dividReserveToStockPs"),
+    }).reset_index(drop=True)
+
+
+def _exact_cash(text, cash: float) -> float:
+    """The cash per share of ``10派1.918424元（含税…）`` (0.1918424) when it rounds to
+    ``cash`` (baostock's 6-decimal 0.191842); ``cash`` otherwise."""
+    found = _PER_TEN_CASH.search(str(text or ""))
+    if found is None or not str(text).startswith("10"):
+        return cash
+    exact = round(float(found.group(1)) / 10.0, 12)  # 0.757, not 0.7570000000000001
+    return exact if abs(exact - cash) <= 5.01e-7 else cash
+
+
+def _with_factors(events: pd.DataFrame, factors: pd.DataFrame) -> pd.DataFrame:
+    """Factor rows and event rows in one frame, each event carrying the factor in force on
+    its ex-date (1 before the first: baostock's back factor starts at 1)."""
+    levels = np.concatenate([[1.0], factors["factor"].to_numpy("float64")])
+    at = np.searchsorted(factors["ex_date"].to_numpy(), events["ex_date"].to_numpy(),
+                         side="right")
+    return pd.concat([factors, events.assign(factor=levels[at])], ignore_index=True)

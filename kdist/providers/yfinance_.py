@@ -26,14 +26,32 @@ kdist could not tell from "no data" and would never retry. For the same reason t
 ``True``, ``history`` too logs network failures and returns an empty frame. The vendor is
 called in exactly one place, :meth:`YfinanceProvider._history`, which tests replace;
 ``yfinance`` is imported there, never when kdist or this module is imported.
+
+Corporate actions (:meth:`YfinanceProvider._actions`) go through the same seam: one
+``history(start, end + 1 day, interval="1d", auto_adjust=False, actions=True, timeout=...)``
+per symbol and window, whose ``Dividends`` (per share) and ``Stock Splits`` (numerator /
+denominator: 2.0 for 2-for-1, 0.1 for 1-for-10) columns are 0.0 except on ex-dates. Not
+``Ticker.actions``: it downloads the whole history (``period="max"``) on every call, takes
+no timeout and ignores the window, and it is another path for errors. Ex-dates are the
+index's exchange-local day at midnight, naive (as bars are: UTC would move Asian ex-dates a
+day back). Yahoo's unadjusted OHLC and its dividends are already split-adjusted, so the
+class sets :attr:`~kdist.providers.base.Provider.splits_in_bars`: splits are recorded in
+``split`` but left out of the factors, which kdist computes from the cash and the stored
+raw closes (no vendor factor: ``factor`` is NaN). That reproduces Yahoo's Adj Close, built
+as ``Close(t)`` times the product over later ex-dates ``e`` of ``1 - D(e) / Close(e-1)``
+(yfinance's repair code uses this multiplier), to float precision: Yahoo rounds nothing
+kdist relies on. ``Capital Gains`` (funds only) are left out: Yahoo sometimes counts them in
+``Dividends`` already (yfinance's ``_repair_capital_gains``).
 """
 
 from __future__ import annotations
 
 import functools
 
+import numpy as np
 import pandas as pd
 
+from ..actions import empty_actions
 from ..errors import DataError, InvalidOptionError, PermanentProviderError, TransientProviderError
 from ..schema import Adjust, Freq, empty_bars
 from ..securities import YAHOO_SUFFIXES, split_symbol
@@ -120,6 +138,8 @@ class YfinanceProvider(Provider):
     options = {
         "timeout": Option(float, 30.0, "seconds one request to Yahoo may take", positive=True),
     }
+    #: Yahoo's unadjusted OHLC (and its dividends) are already adjusted for splits.
+    splits_in_bars = True
 
     def check(self, *, freq: Freq, adjust: Adjust, start: pd.Timestamp, end: pd.Timestamp):
         """Refuse backward adjustment and intraday windows older than Yahoo serves."""
@@ -193,6 +213,45 @@ class YfinanceProvider(Provider):
         # live bar) and stamps a weekly or monthly bar at its start, possibly before `start`.
         inside = (frame["ts"] >= start) & (frame["ts"] < stop)
         return frame[inside].reset_index(drop=True)
+
+    def _actions(self, symbol, start, end) -> pd.DataFrame:
+        """Return Yahoo's dividends and splits of ``symbol`` with ex-dates in ``[start, end]``.
+
+        See :meth:`Provider.actions`, which parses the arguments and calls this. One call to
+        the seam per symbol: daily ``history`` of the window, unadjusted, with actions.
+
+        Returns
+        -------
+        pandas.DataFrame
+            ``ex_date cash split``: ``cash`` Yahoo's dividend per share (split-adjusted, like
+            its prices), ``split`` its ``Stock Splits`` ratio (shares after per share before);
+            ``ex_date`` the exchange-local day at midnight; no ``factor`` (kdist computes it
+            from the events and the raw closes, leaving the splits out: see
+            :attr:`splits_in_bars`). Empty for an unknown ticker.
+
+        Raises
+        ------
+        TransientProviderError
+            Rate limited (HTTP 429), a network error or timeout, or Yahoo is down.
+        PermanentProviderError
+            Yahoo refused the request, or yfinance failed in a way a retry will not fix.
+        """
+        ticker = _ticker(symbol)
+        if start > end:
+            return empty_actions()
+        raw = self._call(
+            symbol,
+            ticker,
+            start=start.strftime("%Y-%m-%d"),
+            end=(end + pd.Timedelta(days=1)).strftime("%Y-%m-%d"),  # Yahoo's end is exclusive
+            interval=_INTERVALS[Freq.DAY],
+            auto_adjust=False,
+            actions=True,
+            timeout=self.timeout,
+        )
+        events = _events(raw, symbol, ticker)
+        inside = (events["ex_date"] >= start) & (events["ex_date"] <= end)
+        return events[inside].reset_index(drop=True)
 
     # -- the vendor seam ------------------------------------------------------------------
 
@@ -308,13 +367,51 @@ def _bars(raw: pd.DataFrame | None, symbol: str, ticker: str) -> pd.DataFrame:
             column="ts",
             symbol=symbol,
         )
-    if ts.tz is not None:
-        # history() stamps bars in the exchange's zone: dropping the zone keeps the exchange's
-        # wall time. Converting to UTC first would move Asian daily bars to the previous day.
-        parts = split_symbol(symbol)
-        zone = _ZONES.get(parts[1]) if parts else None
-        ts = ts.tz_convert(zone or ts.tz).tz_localize(None)
-    bars = pd.DataFrame({"ts": ts.as_unit("us")})
+    bars = pd.DataFrame({"ts": _local(ts, symbol).as_unit("us")})
     # Yahoo has no traded amount.
     return vendor_numbers(bars, frame, {**{name: columns[name] for name in _PRICES},
                                         "volume": columns.get("volume"), "amount": None})
+
+
+def _local(ts: pd.DatetimeIndex, symbol: str) -> pd.DatetimeIndex:
+    """Exchange-local naive stamps of ``history()``'s index (naive ones are left as they are).
+
+    history() stamps bars in the exchange's zone: dropping the zone keeps the exchange's wall
+    time. Converting to UTC first would move Asian daily bars to the previous day.
+    """
+    if ts.tz is None:
+        return ts
+    parts = split_symbol(symbol)
+    zone = _ZONES.get(parts[1]) if parts else None
+    return ts.tz_convert(zone or ts.tz).tz_localize(None)
+
+
+def _events(raw: pd.DataFrame | None, symbol: str, ticker: str) -> pd.DataFrame:
+    """``ex_date cash split`` of the rows of a ``history(actions=True)`` frame that carry a
+    dividend or a split (yfinance writes 0.0 on the other days)."""
+    empty = empty_actions()[["ex_date", "cash", "split"]]
+    if raw is None or len(raw) == 0:
+        return empty
+    frame = _flatten(raw, ticker, symbol) if isinstance(raw.columns, pd.MultiIndex) else raw
+    columns = {str(c).strip().lower(): c for c in frame.columns}
+    if not isinstance(frame.index, pd.DatetimeIndex):
+        raise DataError(f"yfinance's frame for {ticker} ({symbol}) has no date index",
+                        column="ex_date", symbol=symbol)
+
+    def events(name: str) -> np.ndarray:
+        """A column of events, 0 where there is none (or no such column)."""
+        if name not in columns:
+            return np.zeros(len(frame))
+        values = pd.to_numeric(frame[columns[name]], errors="coerce")
+        return values.fillna(0.0).to_numpy("float64")
+
+    cash, split = events("dividends"), events("stock splits")
+    eventful = (cash != 0) | (split != 0)
+    if not eventful.any():
+        return empty
+    days = _local(frame.index, symbol).normalize().as_unit("us")
+    return pd.DataFrame({
+        "ex_date": days[eventful],
+        "cash": cash[eventful],
+        "split": np.where(split[eventful] != 0, split[eventful], 1.0),  # 0.0 means none
+    })

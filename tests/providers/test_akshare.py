@@ -1,8 +1,14 @@
-"""The akshare provider through a replaced seam: Eastmoney's frames, units, arguments, errors.
+"""The akshare provider through replaced seams: Eastmoney's bars, Sina's factors and events.
 
-``AkshareProvider._stock_zh_a_hist`` is the only thing replaced; the fake answers with frames
-shaped like ``akshare.stock_zh_a_hist``'s (Chinese columns in order, 股票代码 and the percent
-columns, 日期 as ``datetime.date``, volume in lots) and raises what ``requests`` raises.
+``AkshareProvider._stock_zh_a_hist`` (bars), ``_stock_zh_a_daily`` (factors) and
+``_stock_history_dividend_detail`` (events) are the only things replaced. The fakes answer
+with frames shaped like akshare's: ``stock_zh_a_hist``'s Chinese columns in order (股票代码 and
+the percent columns, 日期 as ``datetime.date``, volume in lots); ``stock_zh_a_daily(adjust=
+"hfq-factor")``'s ``date`` (datetime64) and ``hfq_factor`` (strings), newest first with a
+1900-01-01 row last, built by akshare's own steps; ``stock_history_dividend_detail``'s 分红 and
+配股 tables, per 10 shares, dates as ``datetime.date`` or NaT. They raise what ``requests``
+raises. Where akshare's docs give numbers (000001's Eastmoney bars of 2017-03 and 2024-05,
+sz000002's Sina factors), the tests use them.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import requests
 import urllib3
 
 import kdist
+from kdist.actions import COLUMNS, adjust_prices
 from kdist.errors import (
     DataError,
     InvalidOptionError,
@@ -82,8 +89,103 @@ class FakeAkshare:
         return ak_frame(kwargs["symbol"], rows)
 
 
+def sina_factors(rows) -> pd.DataFrame:
+    """A frame as stock_zh_a_daily(adjust="hfq-factor") returns it, built by akshare's own
+    steps from Sina's hfq.js records ``{"d": date, "f": factor}``: newest first, strings
+    (akshare resets the index in place, which pandas 3.1 deprecates: the same, without)."""
+    frame = pd.DataFrame([{"d": d, "f": f} for d, f in rows])
+    frame.columns = ["date", "hfq_factor"]
+    frame.index = pd.to_datetime(frame.date)
+    del frame["date"]
+    return frame.reset_index()
+
+
+DIVIDEND_COLUMNS = ["公告日期", "送股", "转增", "派息", "进度", "除权除息日", "股权登记日", "红股上市日"]
+RIGHTS_COLUMNS = ["公告日期", "配股方案", "配股价格", "基准股本", "除权日", "股权登记日", "缴款起始日",
+                  "缴款终止日", "配股上市日", "募集资金合计"]
+
+
+def sina_table(columns, rows, numbers) -> pd.DataFrame:
+    """A frame as stock_history_dividend_detail returns it: akshare's conversions of Sina's
+    HTML table (numbers per 10 shares, dates as ``datetime.date`` or NaT)."""
+    if not rows:
+        return pd.DataFrame()  # akshare's answer to Sina's "暂时没有数据！"
+    frame = pd.DataFrame(rows, columns=columns)
+    for column in columns:
+        if column in numbers:
+            frame[column] = pd.to_numeric(frame[column], errors="coerce")
+        elif column != "进度":
+            frame[column] = pd.to_datetime(frame[column], errors="coerce").dt.date
+    return frame
+
+
+#: Sina symbol -> hfq factors as Sina sends them, newest first with its 1900-01-01 row.
+#: sz000002's two latest are akshare's docs example; sz000001's are illustrative (166.5 times
+#: the steps of 10派2.85 and 10派7.19 after closes of 11.20 and 10.30), and so is sh600000's.
+SINA_FACTORS = {
+    "sz000001": [("2024-06-14", "183.6685955077050000"), ("2023-06-14", "170.8474576271186000"),
+                 ("1991-04-03", "166.5000000000000000"), ("1900-01-01", "1.0000000000000000")],
+    "sz000002": [("2023-08-25", "169.1453113717332000"), ("2022-08-25", "160.8188465756604000"),
+                 ("1900-01-01", "1.0000000000000000")],
+    "sh600000": [("2023-07-20", "12.4100000000000000"), ("1999-11-10", "1.0000000000000000"),
+                 ("1900-01-01", "1.0000000000000000")],
+}
+#: code -> Sina's 分红 rows (per 10 shares): 公告日期 送股 转增 派息 进度 除权除息日 股权登记日 红股上市日.
+SINA_DIVIDENDS = {
+    "000001": [
+        ("2025-03-15", 0, 0, 3.62, "预案", None, None, None),  # a plan: no ex-date yet
+        ("2024-06-07", 0, 0, 7.19, "实施", "2024-06-14", "2024-06-13", None),
+        ("2023-06-08", 0, 0, 2.85, "实施", "2023-06-14", "2023-06-13", None),
+        ("2022-03-10", 0, 0, 0, "不分配", None, None, None),
+    ],
+}
+#: code -> Sina's 配股 rows (配股方案 per 10 shares, 配股价格 per share).
+SINA_RIGHTS: dict[str, list] = {"000001": []}
+
+
+class FakeSina:
+    """Stands in for stock_zh_a_daily and stock_history_dividend_detail: whole histories,
+    whatever the dates; records calls as ``(function, kwargs)``."""
+
+    def __init__(self):
+        self.calls: list[tuple[str, dict]] = []
+        self.errors: dict[str, list[BaseException]] = {}  # function -> raised in turn
+        self.factors, self.dividends, self.rights = SINA_FACTORS, SINA_DIVIDENDS, SINA_RIGHTS
+
+    def _raise(self, function):
+        if self.errors.get(function):
+            raise self.errors[function].pop(0)
+
+    def stock_zh_a_daily(self, **kwargs):
+        self.calls.append(("stock_zh_a_daily", kwargs))
+        self._raise("stock_zh_a_daily")
+        assert kwargs["adjust"] == "hfq-factor"
+        if kwargs["symbol"] not in self.factors:
+            raise ValueError("sina hfq factor not available")  # what akshare raises
+        return sina_factors(self.factors[kwargs["symbol"]])
+
+    def stock_history_dividend_detail(self, **kwargs):
+        self.calls.append(("stock_history_dividend_detail", kwargs))
+        self._raise("stock_history_dividend_detail")
+        if kwargs["indicator"] == "分红":
+            return sina_table(DIVIDEND_COLUMNS, self.dividends.get(kwargs["symbol"], []),
+                              {"送股", "转增", "派息"})
+        return sina_table(RIGHTS_COLUMNS, self.rights.get(kwargs["symbol"], []),
+                          {"配股方案", "配股价格", "基准股本", "募集资金合计"})
+
+
 @pytest.fixture
-def vendor(monkeypatch):
+def sina(monkeypatch):
+    fake = FakeSina()
+    monkeypatch.setattr(AkshareProvider, "_stock_zh_a_daily",
+                        staticmethod(fake.stock_zh_a_daily))
+    monkeypatch.setattr(AkshareProvider, "_stock_history_dividend_detail",
+                        staticmethod(fake.stock_history_dividend_detail))
+    return fake
+
+
+@pytest.fixture
+def vendor(monkeypatch, sina):
     fake = FakeAkshare()
     monkeypatch.setattr(AkshareProvider, "_stock_zh_a_hist", staticmethod(fake))
     return fake
@@ -262,6 +364,202 @@ def test_missing_column_is_a_data_error(monkeypatch, provider):
     assert info.value.column == "close"
 
 
+# --- corporate actions ---------------------------------------------------------------------------
+
+
+def test_actions_are_sinas_hfq_factors_oldest_first_without_the_1900_row(vendor, sina, provider):
+    got = provider.actions("000001.SZ", "2020-01-01", "2024-12-31")
+    assert list(got.columns) == list(COLUMNS)
+    assert got["ex_date"].dt.strftime("%Y-%m-%d").tolist() == [
+        "1991-04-03", "2023-06-14", "2024-06-14"]
+    # The strings' digits are kept to float precision: no rounding to akshare's 2 dp.
+    assert got["factor"].tolist() == [166.5, float("170.8474576271186000"),
+                                      float("183.6685955077050000")]
+    assert str(got["ex_date"].dtype) == "datetime64[us]"
+
+
+def test_actions_events_are_per_share(vendor, sina, provider, monkeypatch):
+    # Sina quotes per 10 shares: 10送1转2派7.19 and 10配3 at 8.00 yuan a share.
+    monkeypatch.setitem(sina.dividends, "000001", [
+        ("2024-06-07", 1, 2, 7.19, "实施", "2024-06-14", "2024-06-13", "2024-06-17")])
+    monkeypatch.setitem(sina.rights, "000001", [
+        ("2023-05-20", 3, 8.0, 1.0e9, "2023-06-14", "2023-06-13", "2023-06-14", "2023-06-20",
+         "2023-06-28", 2.4e9)])
+    got = provider.actions("000001.SZ", "2023-01-01", "2024-12-31").set_index("ex_date")
+    assert got.loc["2024-06-14", ["cash", "bonus"]].tolist() == [0.719, 0.3]  # not 0.719...01
+    # The price is per share already; the rights are per 10.
+    assert got.loc["2023-06-14", ["rights", "rights_price"]].tolist() == [0.3, 8.0]
+    assert got.loc["2023-06-14", "factor"] == float("170.8474576271186000")
+
+
+def test_actions_ask_sina_three_times_whatever_the_window(vendor, sina, provider):
+    provider.actions("000001.SZ", "2024-01-02", "2024-01-05")
+    provider.actions("600000.SH", "2024-01-02", "2024-01-05")
+    assert sina.calls == [
+        ("stock_zh_a_daily", {"symbol": "sz000001", "adjust": "hfq-factor"}),
+        ("stock_history_dividend_detail", {"symbol": "000001", "indicator": "分红"}),
+        ("stock_history_dividend_detail", {"symbol": "000001", "indicator": "配股"}),
+        ("stock_zh_a_daily", {"symbol": "sh600000", "adjust": "hfq-factor"}),
+        ("stock_history_dividend_detail", {"symbol": "600000", "indicator": "分红"}),
+        ("stock_history_dividend_detail", {"symbol": "600000", "indicator": "配股"}),
+    ]
+    assert vendor.calls == []  # no Eastmoney call
+
+
+def test_a_window_gets_every_earlier_factor_and_no_later_one(vendor, sina, provider):
+    got = provider.actions("000001.SZ", "2024-01-02", "2024-01-05")
+    # The factor in force at the window's first bar is 2023-06-14's; 2024-06-14 is later.
+    assert got["ex_date"].dt.strftime("%Y-%m-%d").tolist() == ["1991-04-03", "2023-06-14"]
+    assert got["cash"].tolist() == [0.0, 0.285]
+
+
+def test_plans_and_events_sina_has_no_factor_for_yet_are_left_out(vendor, sina, provider,
+                                                                  monkeypatch):
+    monkeypatch.setitem(sina.dividends, "000001", [
+        *SINA_DIVIDENDS["000001"],
+        # Carried out, but Sina's factors do not have it yet: it comes with a later fetch.
+        ("2025-06-05", 0, 0, 3.62, "实施", "2025-06-12", "2025-06-11", None),
+        # A bonus issue whose ex-date is not among the factors: the factor in force then.
+        ("2023-09-01", 1, 0, 0, "实施", "2023-09-08", "2023-09-07", "2023-09-08"),
+    ])
+    got = provider.actions("000001.SZ", "2020-01-01", "2025-12-31")
+    assert got["ex_date"].dt.strftime("%Y-%m-%d").tolist() == [
+        "1991-04-03", "2023-06-14", "2023-09-08", "2024-06-14"]
+    assert got["factor"].iloc[2] == got["factor"].iloc[1] and got["bonus"].iloc[2] == 0.1
+
+
+def test_a_1900_row_that_is_not_1_is_kept(vendor, sina, provider, monkeypatch):
+    monkeypatch.setitem(sina.factors, "sz000001", [("2023-06-14", "2.0"), ("1900-01-01", "1.5")])
+    got = provider.actions("000001.SZ", "2020-01-01", "2024-12-31")
+    # (2024-06-14's dividend waits for its factor.)
+    assert got["ex_date"].dt.strftime("%Y-%m-%d").tolist() == ["1900-01-01", "2023-06-14"]
+    assert got["factor"].tolist() == [1.5, 2.0]
+
+
+def test_derived_prices_reproduce_sinas_from_its_documented_factors(provider, monkeypatch):
+    # akshare's docs: sz000002's hfq factors 160.8188465756604000 (2022-08-25) and
+    # 169.1453113717332000 (2023-08-25); its qfq factors 1.0517754291451000 and 1.0.
+    # akshare builds Sina's bars as qfq = raw / qfq_factor and hfq = round(raw * hfq_factor,
+    # 2), each factor forward-filled from its date. The raw closes are illustrative.
+    fake = FakeSina()
+    monkeypatch.setattr(AkshareProvider, "_stock_zh_a_daily", staticmethod(fake.stock_zh_a_daily))
+    monkeypatch.setattr(AkshareProvider, "_stock_history_dividend_detail",
+                        staticmethod(fake.stock_history_dividend_detail))
+    got = provider.actions("000002.SZ", "2022-01-01", "2023-12-31")
+    raw = pd.Series([19.70, 18.80, 13.81, 13.15, 13.02], index=pd.to_datetime([
+        "2022-08-24", "2022-08-25", "2023-08-24", "2023-08-25", "2023-08-28"]))
+    hfq = adjust_prices(raw.index, raw, got["ex_date"], got["factor"], "hfq")
+    qfq = adjust_prices(raw.index, raw, got["ex_date"], got["factor"], "qfq")
+    hfq_factor = pd.Series([1.0, 160.8188465756604, 160.8188465756604, 169.1453113717332,
+                            169.1453113717332], index=raw.index)
+    qfq_factor = pd.Series([1.0517754291451, 1.0517754291451, 1.0517754291451, 1.0, 1.0],
+                           index=raw.index)
+    sina_hfq = (raw * hfq_factor).round(2)  # akshare's rounding of Sina's hfq bars
+    assert abs(hfq - sina_hfq.to_numpy()).max() <= 0.005 + 1e-9
+    # qfq = raw * F(t) / F(latest) is Sina's raw / qfq_factor. (The fixture's series is
+    # abridged: the bar before 2022-08-25 sees the 1900 row, not Sina's real earlier factor.)
+    sina_qfq = (raw / qfq_factor).to_numpy()
+    assert qfq[1:] == pytest.approx(sina_qfq[1:], rel=1e-12)
+
+
+#: akshare's docs example of stock_zh_a_hist for 000001 (Eastmoney): (date, open, close) raw
+#: and hfq. Eastmoney's hfq is 162.5 x raw + B: bonus shares multiply, cash is added
+#: (B = 33.075 in 2017-03, 252.54 in 2024-05), not a ratio factor like Sina's and kdist's.
+EASTMONEY_RAW = [("2017-03-01", 9.49, 9.49), ("2017-03-02", 9.51, 9.43),
+                 ("2017-03-03", 9.41, 9.40), ("2017-03-06", 9.40, 9.45),
+                 ("2017-03-07", 9.44, 9.45), ("2024-05-22", 11.56, 11.56),
+                 ("2024-05-23", 11.53, 11.40), ("2024-05-24", 11.37, 11.31),
+                 ("2024-05-27", 11.31, 11.51)]
+EASTMONEY_HFQ = [1575.20, 1575.20, 1578.45, 1565.45, 1562.20, 1560.57, 1560.57, 1568.70,
+                 1567.07, 1568.70, 2131.04, 2131.04, 2126.17, 2105.04, 2100.16, 2090.41,
+                 2090.41, 2122.92]
+
+
+def test_eastmoneys_own_adjusted_bars_add_cash_so_derived_ratios_differ(provider, monkeypatch):
+    hfq_rows = [(d, *EASTMONEY_HFQ[2 * i:2 * i + 2]) for i, (d, _, _) in
+                enumerate(EASTMONEY_RAW)]
+
+    def answer(**kwargs):
+        rows = hfq_rows if kwargs["adjust"] == "hfq" else EASTMONEY_RAW
+        return ak_frame("000001", [(d, o, c, max(o, c), min(o, c), 1000, 1e6)
+                                   for d, o, c in rows])
+
+    monkeypatch.setattr(AkshareProvider, "_stock_zh_a_hist", staticmethod(answer))
+    raw = provider.fetch("000001.SZ", "2017-03-01", "2024-05-27", "1d", "none")
+    hfq = provider.fetch("000001.SZ", "2017-03-01", "2024-05-27", "1d", "hfq")
+    for year in (2017, 2024):
+        at = (raw["ts"].dt.year == year).to_numpy()
+        r = raw.loc[at, ["open", "close"]].to_numpy().ravel()
+        h = hfq.loc[at, ["open", "close"]].to_numpy().ravel()
+        b = h[0] - 162.5 * r[0]
+        assert abs(162.5 * r + b - h).max() <= 0.005 + 1e-9  # affine, to Eastmoney's 2 dp
+        # No ratio factor k can: max |k r - h| >= min(r) * (spread of h / r) / 2 > 0.01.
+        ratio = h / r
+        assert r.min() * (ratio.max() - ratio.min()) / 2 > 0.01
+
+
+def test_sina_errors_are_translated(vendor, sina, provider):
+    sina.errors["stock_zh_a_daily"] = [
+        connection_dropped(),
+        requests.ReadTimeout("HTTPSConnectionPool(host='finance.sina.com.cn'): Read timed out."),
+        SyntaxError("invalid syntax\n  var hfq=<html>"),
+    ]
+    with pytest.raises(TransientProviderError) as info:
+        provider.actions("000001.SZ", "2024-01-02", "2024-01-05")
+    assert info.value.kind == "connection" and info.value.symbol == "000001.SZ"
+    assert "stock_zh_a_daily failed for 000001.SZ" in str(info.value)
+    assert "Sina blocks IPs" in str(info.value)
+    with pytest.raises(TransientProviderError) as info:
+        provider.actions("000001.SZ", "2024-01-02", "2024-01-05")
+    assert info.value.kind == "timeout"
+    with pytest.raises(PermanentProviderError, match="SyntaxError: invalid syntax; Sina's") as info:
+        provider.actions("000001.SZ", "2024-01-02", "2024-01-05")
+    assert "\n" not in str(info.value) and info.value.symbol == "000001.SZ"
+    assert pickle.loads(pickle.dumps(info.value)).symbol == "000001.SZ"
+
+
+def test_no_sina_factors_is_permanent(vendor, sina, provider):
+    with pytest.raises(PermanentProviderError, match="sina hfq factor not available") as info:
+        provider.actions("000004.SZ", "2024-01-02", "2024-01-05")
+    assert not isinstance(info.value, TransientProviderError)
+    assert [c[0] for c in sina.calls] == ["stock_zh_a_daily"]  # no event call after it
+
+
+def test_dividend_page_errors_are_translated(vendor, sina, provider):
+    sina.errors["stock_history_dividend_detail"] = [
+        IndexError("list index out of range"),  # read_html found fewer tables
+        ConnectionResetError(104, "Connection reset by peer"),
+    ]
+    with pytest.raises(PermanentProviderError,
+                       match="stock_history_dividend_detail failed for 000001.SZ with IndexError"):
+        provider.actions("000001.SZ", "2024-01-02", "2024-01-05")
+    with pytest.raises(TransientProviderError, match="ConnectionResetError"):
+        provider.actions("000001.SZ", "2024-01-02", "2024-01-05")
+
+
+def test_a_factor_that_is_no_number_is_a_data_error(vendor, sina, provider, monkeypatch):
+    monkeypatch.setitem(sina.factors, "sz000001", [("2023-06-14", "--"),
+                                                   ("1900-01-01", "1.0")])
+    with pytest.raises(DataError, match="000001.SZ has a row .*'--'") as info:
+        provider.actions("000001.SZ", "2020-01-01", "2024-12-31")
+    assert info.value.column == "factor"
+
+
+def test_a_changed_dividend_table_is_a_data_error(vendor, sina, provider, monkeypatch):
+    monkeypatch.setattr(AkshareProvider, "_stock_history_dividend_detail", staticmethod(
+        lambda **kw: pd.DataFrame({"公告日期": ["2024-06-07"], "派息(税前)": [7.19]})))
+    with pytest.raises(DataError, match="no column '除权除息日'"):
+        provider.actions("000001.SZ", "2020-01-01", "2024-12-31")
+
+
+def test_actions_refuse_what_bars_refuse(vendor, sina, provider):
+    with pytest.raises(PermanentProviderError, match="would return 000001.SZ"):
+        provider.actions("000001.SH", "2024-01-02", "2024-01-05")
+    assert sina.calls == []
+    assert provider.actions("000001.SZ", "2024-01-05", "2024-01-02").empty
+    assert sina.calls == []
+
+
 # --- the provider object -------------------------------------------------------------------------
 
 
@@ -299,6 +597,10 @@ def test_ingest_end_to_end(vendor, tmp_path):
     row = stored[(stored.symbol == "600000.SH") & (stored.ts == "2024-01-03")].iloc[0]
     assert (row.open, row.close, row.volume, row.amount) == (6.55, 6.60, 31_501_100, 207295320.0)
     assert len(vendor.calls) == 4  # 000001, 600000 twice (the drop), 000002
+    # Raw bars come with Sina's factors up to the window's end, for the symbols with bars.
+    actions = kdist.corporate_actions(db)
+    assert actions.groupby("symbol")["factor"].apply(list).to_dict() == {
+        "000001.SZ": [166.5, 170.8474576271186], "600000.SH": [1.0, 12.41]}
 
 
 @pytest.mark.network
@@ -319,6 +621,7 @@ class TestConformance(ProviderConformance):
     start, end = "2024-01-02", "2024-01-05"
     empty_window = ("2024-01-06", "2024-01-07")  # a weekend
     unknown_symbol = "000002.SZ"  # Eastmoney answers no klines: an empty frame
+    actions_window = ("2023-01-01", "2023-12-31")
     metadata = {"name": "akshare", "requires": ("akshare",), "extra": "akshare",
                 "tz": "Asia/Shanghai", "freqs": (Freq.DAY, Freq.WEEK, Freq.MONTH),
                 "options": {"timeout": 30.0}}

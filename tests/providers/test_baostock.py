@@ -2,9 +2,11 @@
 
 ``kdist.providers.baostock_._baostock`` is the only thing replaced. The fake answers like the
 ``baostock`` package: ``login``/``logout`` return objects with ``error_code``/``error_msg``,
-``query_history_k_data_plus`` a result with ``fields``, ``next()`` and ``get_row_data()``
-returning lists of strings ("" for missing), and errors as codes, not exceptions. Each test
-gets a fresh process session.
+``query_history_k_data_plus``, ``query_adjust_factor`` and ``query_dividend_data`` a result
+with ``fields``, ``next()`` and ``get_row_data()`` returning lists of strings ("" for
+missing), and errors as codes, not exceptions. Each test gets a fresh process session. The
+factor and dividend rows of sh.600000 are baostock's own documented examples (its wiki pages
+复权因子信息 and 除权除息信息, 2015-2017).
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ import pandas as pd
 import pytest
 
 import kdist
+from kdist.actions import COLUMNS
 from kdist.errors import (
+    DataError,
     InvalidOptionError,
     PermanentProviderError,
     SymbolNotFoundError,
@@ -73,6 +77,39 @@ ROWS = {
 }
 
 
+FACTOR = "code,dividOperateDate,foreAdjustFactor,backAdjustFactor,adjustFactor"
+DIVIDEND = ("code,dividPreNoticeDate,dividAgmPumDate,dividPlanAnnounceDate,dividPlanDate,"
+            "dividRegistDate,dividOperateDate,dividPayDate,dividStockMarketDate,"
+            "dividCashPsBeforeTax,dividCashPsAfterTax,dividStocksPs,dividCashStock,"
+            "dividReserveToStockPs")
+
+#: code -> query_adjust_factor's rows (baostock's wiki example for sh.600000).
+FACTORS = {
+    "sh.600000": [
+        ["sh.600000", "2015-06-23", "0.663792", "6.295967", "6.295967"],
+        ["sh.600000", "2016-06-23", "0.751598", "7.128788", "7.128788"],
+        ["sh.600000", "2017-05-25", "0.989551", "9.385732", "9.385732"],
+    ],
+}
+#: code -> query_dividend_data's rows (baostock's wiki example for sh.600000): per share,
+#: the after-tax cash as text ("0.6813或0.71915"), 10派/10转 text, "" for none.
+DIVIDENDS = {
+    "sh.600000": [
+        ["sh.600000", "", "2015-05-16", "2015-03-19", "2015-06-16", "2015-06-19", "2015-06-23",
+         "2015-06-23", "", "0.757", "0.6813或0.71915", "0.000000",
+         "10派7.57元（含税，扣税后6.813或7.1915元）", ""],
+        ["sh.600000", "", "2016-04-29", "2016-04-07", "2016-06-16", "2016-06-22", "2016-06-23",
+         "2016-06-23", "2016-06-24", "0.515", "0.4635或0.515", "0.000000",
+         "10转1派5.15元（含税，扣税后4.635或5.15元）", "0.100000"],
+        ["sh.600000", "", "2017-04-26", "2017-04-01", "2017-05-19", "2017-05-24", "2017-05-25",
+         "2017-05-25", "2017-05-26", "0.2", "0.18或0.2", "0.000000",
+         "10转3派2元（含税，扣税后1.8或2元）", "0.300000"],
+    ],
+}
+#: baostock's default start of query_adjust_factor when none is sent.
+DEFAULT_START = "2015-01-01"
+
+
 class Result:
     """Shaped like baostock.data.resultset.ResultData."""
 
@@ -92,6 +129,9 @@ class Result:
         self.cur_row_num += 1
         return row
 
+    def get_data(self):
+        raise AssertionError("get_data() calls DataFrame.append, gone since pandas 2")
+
 
 class FakeBaostock:
     """Stands in for the seam: scripted login and query answers, a record of every call."""
@@ -99,7 +139,7 @@ class FakeBaostock:
     def __init__(self):
         self.calls: list[tuple[str, dict]] = []
         self.login_codes: list[str] = []  # answers to the next logins, then "0"
-        self.query_codes: list[str] = []  # answers to the next queries, then the rows
+        self.query_codes: list[str | None] = []  # the next queries' codes (None: rows)
         self.query_raises: list[BaseException] = []
         self.hang = threading.Event()  # set: queries block until the socket is closed
         self.closed = threading.Event()
@@ -126,17 +166,29 @@ class FakeBaostock:
                 return Result(code, "success" if code == "0" else "login failed")
             if op == "logout":
                 return Result()
-            assert op == "query_history_k_data_plus", op
+            assert op in ("query_history_k_data_plus", "query_adjust_factor",
+                          "query_dividend_data"), op
             if self.hang.is_set():
                 self.closed.wait(10)
                 # What baostock reports once its socket is closed under it.
                 return Result("10002007", "网络接收错误。")
             if self.query_raises:
                 raise self.query_raises.pop(0)
-            if self.query_codes:
-                code = self.query_codes.pop(0)
+            code = self.query_codes.pop(0) if self.query_codes else None
+            if code is not None:
                 return Result(code, {"10004011": "无效的证券代码",
                                      "10004006": "参数错误"}.get(code, "网络错误"))
+            if op == "query_adjust_factor":
+                lo, hi = kwargs.get("start_date") or DEFAULT_START, kwargs["end_date"]
+                rows = FACTORS.get(kwargs["code"], [])
+                return Result(fields=FACTOR, rows=[r for r in rows if lo <= r[1] <= hi])
+            if op == "query_dividend_data":
+                at = DIVIDEND.split(",").index(
+                    "dividOperateDate" if kwargs["yearType"] == "operate"
+                    else "dividPlanAnnounceDate")
+                rows = DIVIDENDS.get(kwargs["code"], [])
+                return Result(fields=DIVIDEND,
+                              rows=[r for r in rows if r[at][:4] == str(kwargs["year"])])
             rows = ROWS.get((kwargs["code"], kwargs["frequency"]), [])
             lo, hi = kwargs["start_date"], kwargs["end_date"]
             return Result(fields=kwargs["fields"], rows=[r for r in rows if lo <= r[0] <= hi])
@@ -251,6 +303,166 @@ def test_empty_result_is_an_empty_frame(vendor, provider):
     assert len(frame) == 0
     assert list(frame.columns) == ["ts", "open", "high", "low", "close", "volume", "amount"]
     assert canonical(frame, provider)[0].empty
+
+
+# --- corporate actions ---------------------------------------------------------------------------
+
+
+def test_actions_are_back_factors_and_per_share_events(vendor, provider):
+    got = provider.actions("600000.SH", "2015-01-01", "2017-12-31")
+    assert list(got.columns) == list(COLUMNS)
+    assert got["ex_date"].dt.strftime("%Y-%m-%d").tolist() == [
+        "2015-06-23", "2016-06-23", "2017-05-25"]
+    assert got["factor"].tolist() == [6.295967, 7.128788, 9.385732]  # backAdjustFactor
+    # Per share already (baostock is not per 10): 10派7.57 -> 0.757, 10转1 -> 0.1 bonus.
+    assert got["cash"].tolist() == [0.757, 0.515, 0.2]
+    assert got["bonus"].tolist() == [0.0, 0.1, 0.3]
+    assert (got["rights"] == 0).all() and (got["split"] == 1).all()
+    assert str(got["ex_date"].dtype) == "datetime64[us]"
+
+
+def test_actions_ask_factors_from_1990_and_dividends_per_year_with_an_ex_date(vendor, provider):
+    provider.actions("600000.SH", "2015-01-01", "2017-12-31")
+    queries = [(op, kw) for op, kw in vendor.calls if op.startswith("query_")]
+    assert queries == [
+        ("query_adjust_factor", {"code": "sh.600000", "start_date": "1990-01-01",
+                                 "end_date": "2017-12-31"}),  # never "": 2015-01-01 hidden
+        ("query_dividend_data", {"code": "sh.600000", "year": "2015", "yearType": "operate"}),
+        ("query_dividend_data", {"code": "sh.600000", "year": "2016", "yearType": "operate"}),
+        ("query_dividend_data", {"code": "sh.600000", "year": "2017", "yearType": "operate"}),
+    ]
+    assert vendor.ops("login") == ["login"]
+
+
+def test_a_window_gets_the_factor_in_force_at_its_start(vendor, provider):
+    got = provider.actions("600000.SH", "2017-01-01", "2017-12-31")
+    # 2015 and 2016 are outside the window but their factors are the ones in force before
+    # 2017-05-25; only 2017's dividends are asked.
+    assert got["ex_date"].dt.year.tolist() == [2015, 2016, 2017]
+    assert got["factor"].tolist() == [6.295967, 7.128788, 9.385732]
+    assert [kw["year"] for op, kw in vendor.calls if op == "query_dividend_data"] == ["2017"]
+
+
+def test_a_window_without_ex_dates_asks_no_dividends(vendor, provider):
+    got = provider.actions("600000.SH", "2018-01-01", "2018-12-31")
+    assert got["factor"].tolist() == [6.295967, 7.128788, 9.385732]
+    assert vendor.ops("query_adjust_factor", "query_dividend_data") == ["query_adjust_factor"]
+    assert provider.actions("600000.SH", "2014-01-01", "2014-12-31").empty
+    assert vendor.ops("query_dividend_data") == []
+
+
+def test_an_empty_window_asks_nothing(vendor, provider):
+    got = provider.actions("600000.SH", "2017-12-31", "2017-01-01")
+    assert got.empty and list(got.columns) == list(COLUMNS)
+    assert vendor.calls == []
+
+
+def test_exact_cash_from_the_per_ten_text(vendor, provider, monkeypatch):
+    # dividCashPsBeforeTax has 6 decimals; dividCashStock's per-10 text has the exact figure.
+    factors = [["sh.600000", "2019-07-16", "1.0", "10.7", "10.7"],
+               ["sh.600000", "2020-07-23", "1.0", "11.4", "11.4"]]
+    rows = [
+        ["sh.600000", "", "", "", "", "", "2019-07-16", "2019-07-16", "", "0.191842",
+         "0.172658或0.191842", "0.000000", "10派1.918424元（含税，扣税后1.726582或1.918424元）",
+         ""],
+        # Disagreeing text (a typo on the server): the per-share number wins.
+        ["sh.600000", "", "", "", "", "", "2020-07-23", "2020-07-23", "", "0.59", "", "", "10派9元",
+         ""],
+    ]
+    monkeypatch.setitem(FACTORS, "sh.600000", factors)
+    monkeypatch.setitem(DIVIDENDS, "sh.600000", rows)
+    got = provider.actions("600000.SH", "2019-01-01", "2020-12-31")
+    assert got["cash"].tolist() == [0.1918424, 0.59]
+    assert got["bonus"].tolist() == [0.0, 0.0]  # "" is none
+
+
+def test_plans_and_later_events_are_left_out_and_events_carry_the_factor_in_force(
+        vendor, provider, monkeypatch):
+    factors = [["sh.600000", "2021-06-01", "1.0", "2.0", "2.0"]]
+    rows = [
+        # A plan without an ex-date yet.
+        ["sh.600000", "", "", "2021-03-01", "", "", "", "", "", "0.3", "", "0", "10派3元", ""],
+        # An ex-date the factors lack (a bonus issue that left the factor unchanged).
+        ["sh.600000", "", "", "", "", "", "2021-06-15", "", "", "", "", "0.100000", "10送1股",
+         ""],
+        # After the window's end: its factor is not asked yet.
+        ["sh.600000", "", "", "", "", "", "2021-09-01", "", "", "0.2", "", "0", "10派2元", ""],
+    ]
+    monkeypatch.setitem(FACTORS, "sh.600000", factors)
+    monkeypatch.setitem(DIVIDENDS, "sh.600000", rows)
+    got = provider.actions("600000.SH", "2021-01-01", "2021-06-30")
+    assert got["ex_date"].dt.strftime("%Y-%m-%d").tolist() == ["2021-06-01", "2021-06-15"]
+    assert got["factor"].tolist() == [2.0, 2.0]
+    assert got["bonus"].tolist() == [0.0, 0.1]
+
+
+def test_a_factor_that_is_no_number_is_a_data_error(vendor, provider, monkeypatch):
+    monkeypatch.setitem(FACTORS, "sh.600000", [["sh.600000", "2021-06-01", "", "", ""]])
+    with pytest.raises(DataError, match="600000.SH on 2021-06-01 is ''") as info:
+        provider.actions("600000.SH", "2021-01-01", "2021-12-31")
+    assert info.value.column == "factor"
+
+
+@pytest.mark.parametrize(("answer", "message"), [
+    (Result(fields="code,dividOperateDate,foreAdjustFactor",
+            rows=[["sh.600000", "2021-06-01", "1.0"]]), "no field 'backAdjustFactor'"),
+    (Result(fields=FACTOR, rows=[["sh.600000", "2021-06-01"]]),
+     "rows for 600000.SH do not match its fields"),
+])
+def test_a_changed_answer_is_a_data_error(vendor, provider, monkeypatch, answer, message):
+    monkeypatch.setattr(baostock_, "_baostock", lambda op, **kw: (
+        answer if op == "query_adjust_factor" else vendor(op, **kw)))
+    with pytest.raises(DataError, match=message):
+        provider.actions("600000.SH", "2021-01-01", "2021-12-31")
+
+
+def test_actions_unknown_code_is_symbol_not_found(vendor, provider):
+    vendor.query_codes = ["10004011"]
+    with pytest.raises(SymbolNotFoundError) as info:
+        provider.actions("600000.SH", "2015-01-01", "2017-12-31")
+    message = str(info.value)
+    assert "\n" not in message and "query_adjust_factor for 600000.SH" in message
+    assert info.value.symbol == "600000.SH" and info.value.code == "10004011"
+
+
+def test_actions_network_code_logs_in_again_and_repeats(vendor, provider):
+    vendor.query_codes = ["10002007"]
+    got = provider.actions("600000.SH", "2015-01-01", "2015-12-31")
+    assert got["factor"].tolist() == [6.295967] and got["cash"].tolist() == [0.757]
+    assert vendor.ops("login", "query_adjust_factor") == [
+        "login", "query_adjust_factor", "login", "query_adjust_factor"]
+
+
+@pytest.mark.parametrize(("error", "expected"), [
+    (ConnectionResetError(104, "Connection reset by peer"), TransientProviderError),
+    (json.JSONDecodeError("Expecting value", "", 0), TransientProviderError),
+    (AttributeError("'NoneType' object has no attribute 'split'"), PermanentProviderError),
+])
+def test_actions_exceptions_inside_baostock(vendor, provider, error, expected):
+    vendor.query_raises = [error]
+    with pytest.raises(expected, match=type(error).__name__) as info:
+        provider.actions("600000.SH", "2015-01-01", "2017-12-31")
+    assert isinstance(info.value, TransientProviderError) is (expected is TransientProviderError)
+    assert "query_adjust_factor for 600000.SH" in str(info.value)
+    assert info.value.symbol == "600000.SH" and "\n" not in str(info.value)
+
+
+def test_a_failing_dividend_query_fails_the_actions(vendor, provider):
+    vendor.query_codes = [None, "10004006"]  # the factors, then the first year's dividends
+    with pytest.raises(PermanentProviderError, match="query_dividend_data for 600000.SH"):
+        provider.actions("600000.SH", "2015-01-01", "2017-12-31")
+
+
+def test_actions_refuse_unserved_symbols_before_login(vendor, provider):
+    with pytest.raises(PermanentProviderError, match="Shanghai and Shenzhen only"):
+        provider.actions("830799.BJ", "2015-01-01", "2017-12-31")
+    assert vendor.calls == []
+
+
+def test_actions_and_bars_share_one_session(vendor, provider):
+    provider.actions("600000.SH", "2015-01-01", "2017-12-31")
+    provider.fetch("600000.SH", "2024-01-02", "2024-01-05")
+    assert vendor.ops("login") == ["login"] and session().logins == 1
 
 
 # --- check ---------------------------------------------------------------------------------------
@@ -572,6 +784,11 @@ def test_ingest_end_to_end(vendor, tmp_path):
     row = stored[(stored.symbol == "600000.SH") & (stored.ts == "2024-01-03")].iloc[0]
     assert (row.open, row.close, row.volume, row.amount) == (6.55, 6.60, 31_501_100, 207295320.0)
     assert vendor.ops("login") == ["login", "login"]  # once, and once after the drop
+    # Raw bars come with their corporate actions: baostock's factors up to the window's end.
+    actions = kdist.corporate_actions(db)
+    assert actions.groupby("symbol")["factor"].apply(list).to_dict() == {
+        "600000.SH": [6.295967, 7.128788, 9.385732]}
+    assert vendor.ops("query_dividend_data") == []  # no ex-date in the window
 
 
 @pytest.mark.network
@@ -598,6 +815,7 @@ class TestConformance(ProviderConformance):
     start, end = "2024-01-02", "2024-01-05"
     empty_window = ("2030-01-01", "2030-01-31")
     unknown_symbol = "AAPL"  # refused before login: A-shares only
+    actions_window = ("2016-01-01", "2017-12-31")
     metadata = {"name": "baostock", "requires": ("baostock",), "extra": "baostock",
                 "tz": "Asia/Shanghai", "freqs": tuple(f for f in Freq if f is not Freq.MIN1),
                 "options": {"timeout": 30.0}}

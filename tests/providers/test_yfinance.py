@@ -2,19 +2,24 @@
 
 ``YfinanceProvider._history`` is the only thing replaced. The fake answers like
 ``yfinance.Ticker(t).history``: flat Open/High/Low/Close/Volume columns (Adj Close too when
-``auto_adjust=False``) on an exchange-zone-aware index named Date or Datetime; some tests
-answer ``download``-shaped frames with ``(Price, Ticker)`` MultiIndex columns instead. Errors
-are yfinance's own exception classes and curl_cffi's network errors.
+``auto_adjust=False``, Dividends and Stock Splits with ``actions=True``, 0.0 on days without
+one) on an exchange-zone-aware index named Date or Datetime; some tests answer
+``download``-shaped frames with ``(Price, Ticker)`` MultiIndex columns instead. Errors are
+yfinance's own exception classes and curl_cffi's network errors. Adj Close is built the way
+Yahoo builds it: ``Close(t) x`` the product over later ex-dates ``e`` of
+``1 - D(e) / Close(e-1)`` (yfinance's ``_fix_bad_div_adjust``).
 """
 
 from __future__ import annotations
 
 import pickle
 
+import numpy as np
 import pandas as pd
 import pytest
 
 import kdist
+from kdist.actions import COLUMNS, adjust_prices, hfq_factors
 from kdist.errors import (
     DataError,
     InvalidOptionError,
@@ -29,7 +34,7 @@ from kdist.testing import ProviderConformance
 yf_exceptions = pytest.importorskip("yfinance.exceptions")
 curl_exceptions = pytest.importorskip("curl_cffi.requests.exceptions")
 
-ZONES = {"AAPL": "America/New_York", "BRK-B": "America/New_York",
+ZONES = {"AAPL": "America/New_York", "BRK-B": "America/New_York", "NVDA": "America/New_York",
          "600000.SS": "Asia/Shanghai", "000001.SZ": "Asia/Shanghai"}
 #: ticker -> daily (date, open, high, low, close, adj close, volume), unadjusted.
 DAILY = {
@@ -70,6 +75,43 @@ def history_frame(ticker, rows, *, interval="1d", auto_adjust=False) -> pd.DataF
     return frame
 
 
+#: ticker -> daily (date, close, dividend, split) around corporate actions: AAPL's dividends
+#: of 2024 (0.24, 0.25) with illustrative closes; 600000.SS's 2024 dividend (0.414).
+ACTION_DAYS = {
+    "AAPL": [
+        ("2024-02-06", 189.30, 0.0, 0.0), ("2024-02-07", 189.41, 0.0, 0.0),
+        ("2024-02-08", 188.32, 0.0, 0.0), ("2024-02-09", 188.85, 0.24, 0.0),
+        ("2024-02-12", 187.15, 0.0, 0.0), ("2024-05-08", 182.74, 0.0, 0.0),
+        ("2024-05-09", 184.57, 0.0, 0.0), ("2024-05-10", 183.05, 0.25, 0.0),
+        ("2024-05-13", 186.28, 0.0, 0.0),
+    ],
+    "600000.SS": [
+        ("2024-07-18", 8.01, 0.0, 0.0), ("2024-07-19", 7.62, 0.414, 0.0),
+        ("2024-07-22", 7.66, 0.0, 0.0),
+    ],
+}
+
+
+def yahoo_adj_close(close: pd.Series, dividends: pd.Series) -> pd.Series:
+    """Yahoo's Adj Close: Close(t) times, for every later ex-date e, 1 - D(e)/Close(e-1)."""
+    multiplier = (1.0 - dividends / close.shift(1)).fillna(1.0)
+    # The product over ex-dates strictly after t: a reversed cumulative product, shifted.
+    later = multiplier[::-1].cumprod()[::-1].shift(-1).fillna(1.0)
+    return close * later
+
+
+def actions_frame(ticker, rows) -> pd.DataFrame:
+    """A frame as Ticker.history(auto_adjust=False, actions=True) returns it."""
+    stamps = pd.DatetimeIndex([r[0] for r in rows], name="Date").tz_localize(ZONES[ticker])
+    close = pd.Series([r[1] for r in rows], index=stamps, dtype="float64")
+    dividends = pd.Series([r[2] for r in rows], index=stamps, dtype="float64")
+    return pd.DataFrame({
+        "Open": close, "High": close * 1.01, "Low": close * 0.99, "Close": close,
+        "Adj Close": yahoo_adj_close(close, dividends), "Volume": 1_000_000,
+        "Dividends": dividends, "Stock Splits": [float(r[3]) for r in rows],
+    })
+
+
 def as_download(frame: pd.DataFrame, ticker: str) -> pd.DataFrame:
     """The same bars shaped like yf.download: (Price, Ticker) MultiIndex columns."""
     out = frame.copy()
@@ -91,6 +133,10 @@ class FakeYahoo:
             raise self.errors[ticker].pop(0)
         if ticker in self.frames:
             return self.frames[ticker]
+        if kwargs.get("actions"):
+            frame = actions_frame(ticker, ACTION_DAYS.get(ticker, [("2000-01-03", 1, 0, 0)]))
+            day = frame.index.strftime("%Y-%m-%d")
+            return frame[(day >= kwargs["start"]) & (day < kwargs["end"])]
         rows = [r for r in DAILY.get(ticker, []) if kwargs["start"] <= r[0] < kwargs["end"]]
         return history_frame(ticker, rows, interval=kwargs["interval"],
                              auto_adjust=kwargs["auto_adjust"])
@@ -348,6 +394,101 @@ def test_missing_close_is_a_data_error(vendor, provider):
     assert info.value.column == "close"
 
 
+# --- corporate actions ---------------------------------------------------------------------------
+
+
+def test_actions_are_yahoos_dividends_and_splits(vendor, provider):
+    got = provider.actions("AAPL", "2024-02-01", "2024-05-31")
+    assert list(got.columns) == list(COLUMNS)
+    assert got["ex_date"].dt.strftime("%Y-%m-%d").tolist() == ["2024-02-09", "2024-05-10"]
+    assert got["cash"].tolist() == [0.24, 0.25]  # per share, as Yahoo gives them
+    assert (got["split"] == 1).all() and got["factor"].isna().all()  # kdist computes it
+    assert str(got["ex_date"].dtype) == "datetime64[us]"
+
+
+def test_actions_ask_history_once_for_the_window(vendor, provider):
+    YfinanceProvider(timeout=12).actions("AAPL", "2024-02-01", "2024-05-31")
+    assert vendor.calls == [("AAPL", {
+        "start": "2024-02-01", "end": "2024-06-01", "interval": "1d", "auto_adjust": False,
+        "actions": True, "timeout": 12.0})]  # the day after the end: Yahoo's is exclusive
+    provider.actions("600000.SH", "2024-07-01", "2024-07-31")
+    assert vendor.calls[-1][0] == "600000.SS"
+
+
+def test_derived_qfq_reproduces_yahoos_adj_close(vendor, provider):
+    rows = ACTION_DAYS["AAPL"]
+    yahoo = actions_frame("AAPL", rows)
+    events = provider.actions("AAPL", rows[0][0], rows[-1][0])
+    close = yahoo["Close"].to_numpy()
+    days = yahoo.index.tz_localize(None)
+    before = np.searchsorted(days, events["ex_date"].to_numpy()) - 1  # the bar before each
+    # Cash only: Yahoo's closes are split-adjusted already (splits_in_bars).
+    factors = hfq_factors(events.assign(split=1.0), close[before])
+    qfq = adjust_prices(days, close, events["ex_date"], factors, "qfq")
+    assert qfq == pytest.approx(yahoo["Adj Close"].to_numpy(), rel=1e-6)
+    assert not np.allclose(qfq, close)  # the dividends did adjust something
+
+
+def test_ex_dates_are_exchange_local_days(vendor, provider):
+    # 2024-07-19 00:00+08:00 is 2024-07-18 16:00 UTC: the day must stay the 19th.
+    got = provider.actions("600000.SH", "2024-07-01", "2024-07-31")
+    assert got["ex_date"].tolist() == [pd.Timestamp("2024-07-19")]
+    assert got["cash"].tolist() == [0.414]
+    utc = actions_frame("600000.SS", ACTION_DAYS["600000.SS"]).tz_convert("UTC")
+    vendor.frames["600000.SS"] = as_download(utc, "600000.SS")
+    got = provider.actions("600000.SH", "2024-07-01", "2024-07-31")
+    assert got["ex_date"].tolist() == [pd.Timestamp("2024-07-19")]
+
+
+def test_splits_are_reported_and_left_out_of_the_factors(vendor, provider):
+    # NVDA's 10-for-1 split of 2024-06-10 and its 0.01 dividend the day after; the closes
+    # before the split are divided by 10 already, as Yahoo's are.
+    rows = [("2024-06-06", 120.998, 0.0, 0.0), ("2024-06-07", 120.888, 0.0, 0.0),
+            ("2024-06-10", 121.79, 0.0, 10.0), ("2024-06-11", 120.91, 0.01, 0.0)]
+    vendor.frames["NVDA"] = actions_frame("NVDA", rows)
+    got = provider.actions("NVDA", "2024-06-01", "2024-06-30")
+    assert got["split"].tolist() == [10.0, 1.0] and got["cash"].tolist() == [0.0, 0.01]
+    assert YfinanceProvider.splits_in_bars  # kdist leaves the 10.0 out of the factors
+    # A 1-for-10 reverse split: Yahoo's numerator / denominator, 0.1.
+    vendor.frames["NVDA"] = actions_frame("NVDA", [("2024-03-01", 5.0, 0.0, 0.1)])
+    assert provider.actions("NVDA", "2024-03-01", "2024-03-01")["split"].tolist() == [0.1]
+
+
+def test_events_outside_the_window_are_left_out(vendor, provider):
+    vendor.frames["AAPL"] = actions_frame("AAPL", ACTION_DAYS["AAPL"])  # ignores the dates
+    got = provider.actions("AAPL", "2024-05-01", "2024-05-31")
+    assert got["ex_date"].dt.strftime("%Y-%m-%d").tolist() == ["2024-05-10"]
+
+
+def test_no_events_and_unknown_tickers_are_empty(vendor, provider):
+    assert provider.actions("AAPL", "2024-01-02", "2024-01-04").empty
+    vendor.errors["NOSUCH"] = [yf_exceptions.YFTzMissingError("NOSUCH")]
+    got = provider.actions("NOSUCH", "2024-01-02", "2024-01-04")
+    assert got.empty and list(got.columns) == list(COLUMNS)
+    vendor.frames["AAPL"] = history_frame("AAPL", DAILY["AAPL"])  # no event columns at all
+    assert provider.actions("AAPL", "2024-01-02", "2024-01-04").empty
+    calls = len(vendor.calls)
+    assert provider.actions("AAPL", "2024-01-04", "2024-01-02").empty
+    assert len(vendor.calls) == calls
+
+
+@pytest.mark.parametrize(("error", "expected", "kind"), [
+    (yf_exceptions.YFRateLimitError(), TransientProviderError, "rate_limit"),
+    (curl_exceptions.Timeout("Failed to perform, curl: (28) Operation timed out"),
+     TransientProviderError, "timeout"),
+    (TypeError("'NoneType' object is not subscriptable\nmore"), PermanentProviderError, None),
+])
+def test_actions_errors_are_translated(vendor, provider, error, expected, kind):
+    vendor.errors["AAPL"] = [error]
+    with pytest.raises(expected) as info:
+        provider.actions("AAPL", "2024-02-01", "2024-05-31")
+    err = info.value
+    assert type(err) is expected and err.symbol == "AAPL" and getattr(err, "kind", None) == kind
+    assert "yfinance history of AAPL" in str(err) and "\n" not in str(err)
+    copy = pickle.loads(pickle.dumps(err))
+    assert (type(copy), str(copy)) == (expected, str(err))
+
+
 # --- the provider object -------------------------------------------------------------------------
 
 
@@ -382,7 +523,10 @@ def test_ingest_end_to_end(vendor, tmp_path):
     row = stored[(stored.symbol == "600000.SH") & (stored.ts == "2024-01-03")].iloc[0]
     assert (row.open, row.close, row.volume) == (6.55, 6.60, 31_501_100)
     assert pd.isna(row.amount)
-    assert [c[0] for c in vendor.calls].count("AAPL") == 2
+    bars = [c[0] for c in vendor.calls if not c[1]["actions"]]
+    assert bars.count("AAPL") == 2
+    # Raw bars come with their corporate actions: one more call per symbol with bars.
+    assert [c[0] for c in vendor.calls if c[1]["actions"]] == ["AAPL", "600000.SS"]
 
 
 @pytest.mark.network
@@ -403,9 +547,10 @@ class TestConformance(ProviderConformance):
     start, end = "2024-01-02", "2024-01-04"
     empty_window = ("2024-01-06", "2024-01-07")  # a weekend
     unknown_symbol = "NOSUCH"
+    actions_window = ("2024-02-01", "2024-02-29")
     metadata = {"name": "yfinance", "requires": ("yfinance",), "extra": "yfinance", "tz": None,
                 "freqs": tuple(Freq), "adjusts": (Adjust.NONE, Adjust.QFQ),
-                "options": {"timeout": 30.0}}
+                "splits_in_bars": True, "options": {"timeout": 30.0}}
 
     @pytest.fixture
     def provider(self, vendor, provider):  # the module's provider, its seam replaced
