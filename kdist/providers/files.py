@@ -24,6 +24,19 @@ and reads a TDX export's unit from its own amounts (TDX exports count shares or 
 on the client's settings; :func:`kdist.securities.volume_factor_from_amount`). Rows outside
 the requested window are dropped; dtypes, OHLC checks, sorting and duplicates are
 :func:`kdist.schema.normalise`'s work in the runner.
+
+Corporate actions: option ``actions_pattern`` (default ``""``: none) names a second file per
+symbol under the same root, found and kept inside it as the bar files are (e.g.
+``actions/{symbol}.csv``), read as the provider reads its bars (CSV with ``encoding``,
+Parquet). Its header is ``ex_date`` (a date per row: ISO, ``2024/01/02`` or yyyymmdd) and any
+of ``cash bonus rights rights_price split factor``, named exactly so (case and surrounding
+blanks aside); any other column is refused. Every number is **per share**, as
+:mod:`kdist.actions` defines them (divide the per-10-shares figures of A-share vendors by
+10): ``cash`` dividend and ``rights_price`` in the bars' currency, ``bonus`` and ``rights``
+shares received per share, ``split`` shares after per share before, ``factor`` the vendor's
+cumulative back-adjustment factor from ``ex_date`` on (``hfq = raw * factor``). An empty
+cell is no such event (no factor: kdist computes it from the raw closes with the formula in
+:mod:`kdist.actions`). A symbol without the file has no corporate actions (an empty frame).
 """
 
 from __future__ import annotations
@@ -37,11 +50,14 @@ from typing import ClassVar
 import pandas as pd
 
 from .. import securities
+from ..actions import COLUMNS as ACTION_COLUMNS
+from ..actions import empty_actions
 from ..errors import (
     InvalidOptionError,
     InvalidSymbolError,
     PermanentProviderError,
     SymbolNotFoundError,
+    did_you_mean,
 )
 from ..schema import BAR_COLUMNS, Adjust, Freq, normalise_symbol
 from ..securities import Kind
@@ -89,6 +105,8 @@ _GLOB_SPECIAL = re.compile(r"([*?\[])")
 #: A literal exchange just before {code} in a pattern: "SH#{code}.txt", "sh/{code}.csv".
 _PINNED = re.compile(r"(?:^|[^A-Za-z])(SH|SZ|BJ)[#._/-]?$", re.IGNORECASE)
 _VOLUME_UNITS = ("auto", "shares", "lots")
+#: The columns of an actions file besides ``ex_date``: kdist.actions' names, per share.
+_ACTION_NUMBERS = ACTION_COLUMNS[1:]
 _FORMATS = ("auto", "csv", "tdx")
 
 #: Bars of a qfq (hfq) export equal the traded prices only at its end (start): judge the
@@ -108,6 +126,20 @@ def _fields(symbol: str) -> dict[str, str]:
     if not dot:
         code, exchange = symbol, ""
     return {"symbol": symbol, "code": code, "exchange": exchange}
+
+
+def _glob_and_regex(pattern: str) -> tuple[str, re.Pattern]:
+    """The glob that finds a pattern's files, and the regex whose groups name the fields."""
+    glob, regex, seen = [], [], set()
+    for literal, field, _, _ in string.Formatter().parse(pattern):
+        glob.append(_GLOB_SPECIAL.sub(r"[\1]", literal))
+        regex.append(re.escape(literal))
+        if field is not None:
+            glob.append("*")
+            group = "[A-Za-z]*" if field == "exchange" else "[^/]+"
+            regex.append(f"(?P={field})" if field in seen else f"(?P<{field}>{group})")
+            seen.add(field)
+    return "".join(glob), re.compile("".join(regex))
 
 
 def _pinned_exchange(pattern: str) -> str | None:
@@ -202,6 +234,11 @@ class _FileProvider(Provider):
     volume_unit : {"auto", "shares", "lots"}
         ``"lots"`` counts 手: 100 shares, or 10 bonds for bonds and repo. ``"auto"`` keeps a
         plain file's volume and judges a TDX export's unit by its amounts.
+    actions_pattern : str
+        File of a symbol's corporate actions under ``root``, with the fields of ``pattern``
+        (e.g. ``actions/{symbol}.csv``); ``""`` (the default): the provider serves none.
+        Columns ``ex_date`` and any of ``cash bonus rights rights_price split factor``, per
+        share (see the module's docstring). A symbol without the file has none.
     """
 
     #: File suffix in the default pattern and in messages.
@@ -226,6 +263,10 @@ class _FileProvider(Provider):
             str, "auto", "auto, shares, or lots (手: x100, x10 for bonds); auto reads TDX "
             "exports' unit from their amounts"
         ),
+        "actions_pattern": Option(
+            str, "", "corporate actions file under root, e.g. actions/{symbol}.csv: ex_date, "
+            "cash bonus rights rights_price split factor, per share (default: none)"
+        ),
     }
 
     def __init__(self, **options):
@@ -234,6 +275,16 @@ class _FileProvider(Provider):
         required_option(self, "root", f"the directory with one {self.suffix} file per symbol "
                         "(e.g. --option root=data/bars)")
         self._check_pattern()
+        if self.actions_pattern:
+            self._check_pattern("actions_pattern")
+            if self.actions_pattern in self._patterns:
+                raise InvalidOptionError(
+                    f"Option actions_pattern={self.actions_pattern!r} of provider "
+                    f"{self.name!r} names the bar files; name another file, e.g. "
+                    "actions/{symbol}" + self.suffix,
+                    option="actions_pattern",
+                    value=self.actions_pattern,
+                )
         self._columns = self._check_columns()
         if self.volume_unit not in _VOLUME_UNITS:
             raise InvalidOptionError(
@@ -265,18 +316,20 @@ class _FileProvider(Provider):
     def _check_root(self) -> Path:
         return directory_option(self, "root", f"one {self.suffix} file per symbol")
 
-    def _check_pattern(self):
-        if self.pattern == "auto":
+    def _check_pattern(self, key: str = "pattern"):
+        value = self.config[key]
+        if key == "pattern" and value == "auto":
             return
-        example = f"'{{symbol}}{self.suffix}' or '{{exchange}}#{{code}}.txt'"
+        example = (f"'actions/{{symbol}}{self.suffix}'" if key == "actions_pattern" else
+                   f"'{{symbol}}{self.suffix}' or '{{exchange}}#{{code}}.txt'")
         try:
-            parsed = list(string.Formatter().parse(self.pattern or ""))
+            parsed = list(string.Formatter().parse(value or ""))
         except ValueError as exc:
             raise InvalidOptionError(
-                f"Option pattern={self.pattern!r} of provider {self.name!r} is not a valid "
+                f"Option {key}={value!r} of provider {self.name!r} is not a valid "
                 f"format string ({exc}); write e.g. {example}",
-                option="pattern",
-                value=self.pattern,
+                option=key,
+                value=value,
             ) from None
         fields = [(f, spec, conv) for _, f, spec, conv in parsed if f is not None]
         # Only bare fields: "{symbol.__class__}" would reach into Python objects.
@@ -285,11 +338,11 @@ class _FileProvider(Provider):
         if bad or not names & {"symbol", "code"}:
             problem = f"has field {{{bad[0]}}}" if bad else "names no symbol"
             raise InvalidOptionError(
-                f"Option pattern={self.pattern!r} of provider {self.name!r} {problem}; use "
+                f"Option {key}={value!r} of provider {self.name!r} {problem}; use "
                 f"{{symbol}} (000001.SZ, AAPL), {{code}} (000001, AAPL) and {{exchange}} "
                 f"(SZ), e.g. {example}",
-                option="pattern",
-                value=self.pattern,
+                option=key,
+                value=value,
             )
 
     def _check_columns(self) -> dict[str, str]:
@@ -310,12 +363,14 @@ class _FileProvider(Provider):
 
     # -- paths ----------------------------------------------------------------------------
 
-    def _resolve(self, symbol: str, pattern: str) -> Path:
-        """Return the file ``pattern`` names for ``symbol``, resolved; refuse paths out of root."""
+    def _resolve(self, symbol: str, pattern: str, key: str = "pattern") -> Path:
+        """Return the file ``pattern`` (option ``key``'s) names for ``symbol``, resolved;
+        refuse paths out of root."""
         candidate = self._root / pattern.format(**_fields(symbol))
+        what = "the actions file" if key == "actions_pattern" else "the file"
         return file_inside(
-            candidate, self._root, symbol=symbol, what="the file",
-            hint=f"files must be inside root (check pattern={self.pattern!r} and symlinks)",
+            candidate, self._root, symbol=symbol, what=what,
+            hint=f"files must be inside root (check {key}={self.config[key]!r} and symlinks)",
         )
 
     def _path(self, symbol: str) -> Path:
@@ -423,6 +478,96 @@ class _FileProvider(Provider):
             )
         return frame.assign(ts=ts.astype("datetime64[us]"))
 
+    # -- corporate actions ----------------------------------------------------------------
+
+    @property
+    def serves_actions(self) -> bool:
+        """Whether option ``actions_pattern`` names a file of corporate actions per symbol."""
+        return bool(self.actions_pattern)
+
+    def _actions(self, symbol, start, end) -> pd.DataFrame:
+        """Return the rows of ``symbol``'s actions file with ex-dates in ``[start, end]``.
+
+        See :meth:`Provider.actions`; the columns and their units are in the module's
+        docstring. A symbol without the file has none: an empty frame.
+
+        Raises
+        ------
+        PermanentProviderError
+            The path leaves the root, or the file cannot be read, has no ``ex_date`` column,
+            a column that is not an action's, a date or a number that is none; the message
+            names the file (and the column).
+        """
+        path = self._resolve(symbol, self.actions_pattern, "actions_pattern")
+        if not path.exists():
+            return empty_actions()
+        if not path.is_file():
+            raise PermanentProviderError(
+                f"The actions file of {symbol}, {path}, is not a regular file", symbol=symbol,
+                path=str(path),
+            )
+        mapping = self._action_columns(self._header(path, symbol), path, symbol)
+        raw = self._read(path, symbol, list(mapping.values()))
+        frame = pd.DataFrame({name: raw[column] for name, column in mapping.items()})
+        frame["ex_date"] = self._action_dates(frame["ex_date"], path, symbol)
+        for name in [n for n in mapping if n != "ex_date"]:
+            frame[name] = self._action_numbers(frame[name], path, symbol, name)
+        day = frame["ex_date"].dt.normalize()
+        keep = ((day >= start) & (day < end + pd.Timedelta(days=1))).to_numpy()
+        return frame[keep].reset_index(drop=True)
+
+    def _action_columns(self, header: list, path: Path, symbol: str) -> dict[str, str]:
+        """Return action column -> file column; refuse unknown or repeated names."""
+        mapping: dict[str, str] = {}
+        for column in header:
+            name = str(column).strip().lower()
+            if name not in ACTION_COLUMNS or name in mapping:
+                why = ("twice" if name in mapping else
+                       f"that kdist does not know{did_you_mean(name, ACTION_COLUMNS)}")
+                raise PermanentProviderError(
+                    f"{path} has the column {column!r} {why}; an actions file has ex_date "
+                    f"and any of {' '.join(_ACTION_NUMBERS)}, per share",
+                    symbol=symbol, path=str(path),
+                )
+            mapping[name] = column
+        if "ex_date" not in mapping:
+            raise PermanentProviderError(
+                f"{path} has no ex_date column (its columns are "
+                f"{', '.join(map(str, header)) or 'none'}); an actions file has ex_date and "
+                f"any of {' '.join(_ACTION_NUMBERS)}, per share",
+                symbol=symbol, path=str(path),
+            )
+        return mapping
+
+    @staticmethod
+    def _action_dates(values: pd.Series, path: Path, symbol: str) -> pd.Series:
+        try:
+            dates = _parse_ts(values)
+        except (ValueError, TypeError, OverflowError):
+            dates = pd.Series(pd.NaT, index=values.index, dtype="datetime64[us]")
+        if dates.isna().any():
+            at = int(dates.isna().to_numpy().nonzero()[0][0])
+            raise PermanentProviderError(
+                f"Row {at + 1} of {path} has ex_date {values.iat[at]!r}, which is no date; "
+                "write dates as 2024-06-14 or 20240614",
+                symbol=symbol, path=str(path),
+            )
+        return dates.astype("datetime64[us]")
+
+    @staticmethod
+    def _action_numbers(values: pd.Series, path: Path, symbol: str, name: str) -> pd.Series:
+        numbers = pd.to_numeric(values, errors="coerce").astype("float64")
+        given = values.notna() & (values.astype("str").str.strip() != "")
+        bad = (numbers.isna() & given).to_numpy()
+        if bad.any():
+            at = int(bad.nonzero()[0][0])
+            raise PermanentProviderError(
+                f"Row {at + 1} of {path} has {name} {values.iat[at]!r}, which is no number; "
+                "leave the cell empty for no such event",
+                symbol=symbol, path=str(path),
+            )
+        return numbers
+
     def _volume_factor(self, symbol: str, frame: pd.DataFrame, export, adjust: Adjust) -> float:
         """What the file's volume is multiplied by to count shares (bonds for bonds)."""
         if self.volume_unit == "shares":
@@ -482,21 +627,15 @@ class _FileProvider(Provider):
                 path=str(base),
             )
         pinned = _pinned_exchange(pattern)
-        glob, regex, seen = [], [], set()
-        for literal, field, _, _ in string.Formatter().parse(pattern):
-            glob.append(_GLOB_SPECIAL.sub(r"[\1]", literal))
-            regex.append(re.escape(literal))
-            if field is not None:
-                glob.append("*")
-                group = "[A-Za-z]*" if field == "exchange" else "[^/]+"
-                regex.append(f"(?P={field})" if field in seen else f"(?P<{field}>{group})")
-                seen.add(field)
-        matcher = re.compile("".join(regex))
+        glob, matcher = _glob_and_regex(pattern)
+        # An actions file that the bar pattern's glob also finds is no symbol's bars.
+        actions = (_glob_and_regex(PurePosixPath(self.actions_pattern).as_posix())[1]
+                   if self.actions_pattern else None)
         found = set()
-        for path in self._root.glob("".join(glob)):
+        for path in self._root.glob(glob):
             rel = path.relative_to(self._root).as_posix()
             m = matcher.fullmatch(rel)
-            if not m:
+            if not m or (actions is not None and actions.fullmatch(rel)):
                 continue
             groups = m.groupdict()
             if groups.get("symbol"):

@@ -42,6 +42,14 @@ sessions joins the first or last bucket of the nearer one). The files are unadju
 ``adjust="none"``. Records whose date does not decode are dropped (they belong to no window);
 dtypes, OHLC checks, sorting and duplicates are :func:`kdist.schema.normalise`'s work in the
 runner.
+
+Corporate actions come from TDX's ``T0002/hq_cache/gbbq`` under root (股本变迁, downloaded
+with 盘后数据下载), read by :mod:`kdist.providers.tdx_gbbq` (format, units, pytdx's key):
+its 除权除息 records per share (cash and rights price in yuan, bonus and rights shares per
+share) with ``factor`` NaN, so kdist computes the factors from the raw closes it stored
+(:mod:`kdist.actions` has the formula). Without that file the provider serves no actions:
+:attr:`~TdxProvider.serves_actions` is False and ``actions()`` answers None, so nothing
+stored is superseded. Reading it needs pytdx (``pip install "kdist[tdx]"``); bars do not.
 """
 
 from __future__ import annotations
@@ -55,10 +63,12 @@ import numpy as np
 import pandas as pd
 
 from .. import securities
+from ..actions import empty_actions
 from ..bars import aggregate, resample
 from ..errors import InvalidOptionError, PermanentProviderError, SymbolNotFoundError
 from ..schema import BAR_COLUMNS, Adjust, Freq
 from ..securities import Kind, TdxUnits
+from . import tdx_gbbq
 from .base import (
     Option,
     Provider,
@@ -185,6 +195,9 @@ class TdxProvider(Provider):
         default: every kind an exchange lists), ``all``, or names such as ``stock,index``;
         ``block`` and ``alias`` are TDX's own 880xxx/881xxx and 99999x codes.
 
+    Corporate actions (:meth:`actions`) are read from ``root/T0002/hq_cache/gbbq`` when it
+    exists (:attr:`serves_actions`); without it the provider serves none.
+
     Examples
     --------
     >>> from kdist.providers import get_provider
@@ -198,7 +211,8 @@ class TdxProvider(Provider):
     description = "Local 通达信 (TDX) vipdoc files: .day daily, .lc1 1-minute, .lc5 5-minute bars"
     url = "https://www.tdx.com.cn/"
     freqs = tuple(Freq)
-    # The files hold traded prices; kdist has no adjustment factors for them.
+    # The files hold traded prices; adjusted prices are kdist's, derived from the gbbq's
+    # corporate actions (actions()) and the stored raw bars.
     adjusts = (Adjust.NONE,)
     #: A-share codes only (symbol validation refuses tickers with a suffix), TDX's own included.
     symbol_suffixes: ClassVar[frozenset[str]] = frozenset()
@@ -507,6 +521,50 @@ class TdxProvider(Provider):
         stamps = (day.astype("datetime64[m]") + (session + index * n).astype("timedelta64[m]"))
         stamps = stamps.astype("datetime64[us]")
         return aggregate(bars, stamps.astype(np.int64), stamps)
+
+    # -- corporate actions ----------------------------------------------------------------
+
+    @property
+    def _gbbq(self) -> Path:
+        """``root/T0002/hq_cache/gbbq``; a fixed name, so no symbol can lead it out of root."""
+        return Path(self.root).expanduser() / tdx_gbbq.GBBQ
+
+    @property
+    def serves_actions(self) -> bool:
+        """Whether root holds ``T0002/hq_cache/gbbq`` here: TDX's corporate actions.
+
+        Asked where the actions are read (a worker), like the files themselves: False
+        without the file (or without root), and :meth:`actions` then answers None.
+        """
+        return self._gbbq.is_file()
+
+    def _actions(self, symbol, start, end) -> pd.DataFrame:
+        """Return the 除权除息 rows of ``symbol`` in ``[start, end]`` from the gbbq file.
+
+        See :meth:`Provider.actions`. Per share, ``factor`` NaN (kdist computes it from the
+        raw closes); a symbol the file has no record of has none (an empty frame).
+
+        Raises
+        ------
+        PermanentProviderError
+            The gbbq file is gone, unreadable or corrupt (the message names its path).
+        MissingDependencyError
+            pytdx, which holds the file's key, is not installed.
+        """
+        path = self._gbbq
+        if not path.is_file():
+            raise PermanentProviderError(
+                f"Provider 'tdx' has no corporate actions for {symbol}: {path} does not "
+                "exist (any more); download 股本变迁 in TDX (盘后数据下载)",
+                symbol=symbol, path=str(path),
+            )
+        parts = securities.split_symbol(symbol)
+        if parts is None:
+            return empty_actions()
+        frame = tdx_gbbq.load(path).actions(*parts)
+        stop = end + pd.Timedelta(days=1)
+        keep = ((frame["ex_date"] >= start) & (frame["ex_date"] < stop)).to_numpy()
+        return frame[keep].reset_index(drop=True)
 
     def list_symbols(self) -> list[str]:
         """Return the canonical symbols of the daily files under root of the chosen kinds.

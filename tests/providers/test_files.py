@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 import kdist
+from kdist.actions import COLUMNS as ACTION_COLUMNS
 from kdist.errors import (
     InvalidOptionError,
     InvalidSymbolError,
@@ -799,10 +800,152 @@ def test_ingest_a_qfq_export_end_to_end(tmp_path, root):
     assert kdist.load(db, adjust="none")["symbol"].unique().tolist() == ["AAPL"]
 
 
+# -- corporate actions ------------------------------------------------------------------------
+
+# AAPL's dividends and its 4-for-1 split of 2020, per share, events only.
+EVENTS = """ex_date,cash,split
+20200807,0.82,
+20200831,,4
+20201106,0.205,
+20240209,0.24,
+"""
+# A vendor's cumulative hfq factors only, ISO dates, a blank line.
+FACTORS = """ex_date,factor
+2020-08-07,1.0045
+
+2020-08-31,4.018
+2020-11-06,4.0261
+"""
+
+
+def actions(provider, symbol="AAPL", start="2020-01-01", end="2024-12-31"):
+    got = provider.actions(symbol, start, end)
+    assert list(got.columns) == list(ACTION_COLUMNS)
+    return got
+
+
+def days(frame):
+    return frame["ex_date"].dt.strftime("%Y-%m-%d").tolist()
+
+
+def test_no_actions_pattern_serves_no_actions(root):
+    write(root, "AAPL.csv", ENGLISH)
+    provider = get_provider("csv", root=str(root))
+    assert provider.serves_actions is False
+    assert provider.actions("AAPL", "2020-01-01", "2024-12-31") is None
+
+
+def test_events_only_file_per_share(root):
+    write(root, "actions/AAPL.csv", EVENTS)
+    provider = get_provider("csv", root=str(root), actions_pattern="actions/{symbol}.csv")
+    assert provider.serves_actions
+    got = actions(provider)
+    assert days(got) == ["2020-08-07", "2020-08-31", "2020-11-06", "2024-02-09"]
+    assert got["cash"].tolist() == [0.82, 0.0, 0.205, 0.24]
+    assert got["split"].tolist() == [1.0, 4.0, 1.0, 1.0]
+    assert (got[["bonus", "rights", "rights_price"]] == 0).all().all()
+    assert got["factor"].isna().all()  # kdist computes it from the raw closes
+    # The window is inclusive; rows outside it are left out.
+    assert days(actions(provider, start="2020-08-31", end="2020-11-06")) == [
+        "2020-08-31", "2020-11-06"]
+
+
+def test_factors_only_file(root):
+    write(root, "AAPL.factors.csv", FACTORS)
+    provider = get_provider("csv", root=str(root), actions_pattern="{symbol}.factors.csv")
+    got = actions(provider)
+    assert days(got) == ["2020-08-07", "2020-08-31", "2020-11-06"]
+    assert got["factor"].tolist() == [1.0045, 4.018, 4.0261]
+    assert got["split"].tolist() == [1.0] * 3 and (got["cash"] == 0).all()
+
+
+def test_parquet_actions_file_with_dates_and_any_case_columns(root):
+    frame = pd.DataFrame({
+        "Ex_Date": pd.to_datetime(["2024-06-14", "2024-07-01"]),
+        " CASH ": [0.5, None], "Bonus": [0.3, None], "factor": [None, 1.7],
+    })
+    (root / "actions").mkdir()
+    frame.to_parquet(root / "actions" / "600000.SH.parquet")
+    provider = get_provider("parquet", root=str(root),
+                            actions_pattern="actions/{symbol}.parquet")
+    got = actions(provider, "600000.SH")
+    assert days(got) == ["2024-06-14", "2024-07-01"]
+    assert got["cash"].tolist() == [0.5, 0.0] and got["bonus"].tolist() == [0.3, 0.0]
+    assert got["factor"].iloc[1] == 1.7 and np.isnan(got["factor"].iloc[0])
+
+
+def test_a_symbol_without_an_actions_file_has_none(root):
+    write(root, "MSFT.csv", ENGLISH)
+    provider = get_provider("csv", root=str(root), actions_pattern="actions/{symbol}.csv")
+    got = actions(provider, "MSFT")
+    assert len(got) == 0
+    (root / "actions" / "MSFT.csv").mkdir(parents=True)
+    with pytest.raises(PermanentProviderError, match="is not a regular file"):
+        provider.actions("MSFT", "2020-01-01", "2024-12-31")
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("ex_date,cahs\n2024-01-02,0.5\n",
+         r"has the column 'cahs' that kdist does not know \(did you mean 'cash'\?\); an "
+         "actions file has ex_date and any of cash bonus rights rights_price split factor"),
+        ("ex_date,cash,Cash\n2024-01-02,0.5,0.5\n", "has the column 'Cash' twice"),
+        ("date,cash\n2024-01-02,0.5\n", r"column 'date' .* \(did you mean 'ex_date'\?\)"),
+        ("cash,split\n0.5,\n", r"has no ex_date column \(its columns are cash, split\)"),
+        ("ex_date,cash\n2024-01-02,0.5\nsoon,0.6\n", "Row 2 of .* has ex_date 'soon', which is"),
+        ("ex_date,cash\n2024-01-02,0.5\n2024-02-02,-\n", "Row 2 of .* has cash '-', which is no"),
+        ("ex_date,split\n2024-01-02,0\n", "2024-01-02 has split .*0.0.*, which is not positive"),
+    ],
+    ids=["unknown", "twice", "date", "no-ex_date", "bad-date", "bad-number", "bad-split"],
+)
+def test_a_bad_actions_file_is_refused_in_one_line(root, text, match):
+    path = write(root, "actions/AAPL.csv", text)
+    provider = get_provider("csv", root=str(root), actions_pattern="actions/{symbol}.csv")
+    with pytest.raises((PermanentProviderError, kdist.errors.DataError), match=match) as caught:
+        provider.actions("AAPL", "2020-01-01", "2024-12-31")
+    message = str(caught.value)
+    assert "\n" not in message and ("AAPL" in message or str(path) in message)
+
+
+def test_actions_files_stay_inside_the_root(root, outside):
+    provider = get_provider("csv", root=str(root), actions_pattern="../secret/{symbol}.csv")
+    with pytest.raises(PermanentProviderError, match="Refused the actions file of AAPL"):
+        provider.actions("AAPL", "2020-01-01", "2024-12-31")
+    (root / "actions").mkdir()
+    (root / "actions" / "AAPL.csv").symlink_to(outside / "AAPL.csv")
+    provider = get_provider("csv", root=str(root), actions_pattern="actions/{symbol}.csv")
+    with pytest.raises(PermanentProviderError, match="is outside root"):
+        provider.actions("AAPL", "2020-01-01", "2024-12-31")
+
+
+@pytest.mark.parametrize(
+    ("pattern", "match"),
+    [
+        ("{sym}.csv", r"actions_pattern='\{sym\}.csv' .* has field \{sym\}"),
+        ("actions.csv", "names no symbol"),
+        ("{symbol}.csv", "names the bar files"),
+    ],
+)
+def test_bad_actions_patterns_are_refused_on_construction(root, pattern, match):
+    with pytest.raises(InvalidOptionError, match=match):
+        get_provider("csv", root=str(root), actions_pattern=pattern)
+
+
+def test_actions_files_are_no_symbols_to_list(root):
+    write(root, "AAPL.csv", ENGLISH)
+    write(root, "AAPL.DIV.csv", EVENTS)  # a file name that would be ticker AAPL.DIV's bars
+    assert get_provider("csv", root=str(root)).list_symbols() == ["AAPL", "AAPL.DIV"]
+    provider = get_provider("csv", root=str(root), actions_pattern="{symbol}.DIV.csv")
+    assert provider.list_symbols() == ["AAPL"]
+    assert days(actions(provider))[0] == "2020-08-07"
+
+
 # -- conformance ------------------------------------------------------------------------------
 
 
-FILE_OPTIONS = {"root": None, "pattern": "auto", "columns": None, "volume_unit": "auto"}
+FILE_OPTIONS = {"root": None, "pattern": "auto", "columns": None, "volume_unit": "auto",
+                "actions_pattern": ""}
 
 
 class FileConformance(ProviderConformance):
@@ -812,12 +955,16 @@ class FileConformance(ProviderConformance):
     start, end = "2024-01-01", "2024-01-31"
     empty_window = ("2024-01-06", "2024-01-07")  # a weekend
     unknown_symbol = "MSFT"  # no file
+    actions_window = ("2024-01-01", "2024-12-31")
 
     @pytest.fixture
     def provider(self, root):
         write(root, "AAPL.csv", ENGLISH)
         pd.read_csv(root / "AAPL.csv").to_parquet(root / "AAPL.parquet")
-        return get_provider(self.metadata["name"], root=str(root))
+        write(root, "actions/AAPL.csv", EVENTS)
+        pd.read_csv(root / "actions" / "AAPL.csv").to_parquet(root / "actions" / "AAPL.parquet")
+        name = self.metadata["name"]  # csv or parquet: the actions file's suffix too
+        return get_provider(name, root=str(root), actions_pattern=f"actions/{{symbol}}.{name}")
 
 
 class TestCSVConformance(FileConformance):

@@ -814,6 +814,9 @@ def test_kinds_option_pickles(tree):
 
 
 class TestConformance(ProviderConformance):
+    """No gbbq under this root: the provider serves no corporate actions (actions() is
+    None); test_tdx_gbbq.py runs the suite on a root with one, actions_window set."""
+
     symbol = "600000.SH"
     start, end = "2024-01-01", "2024-01-31"
     empty_window = ("2024-01-06", "2024-01-07")  # a weekend
