@@ -120,7 +120,8 @@ def _refuse(frame: pd.DataFrame, bad, column: str, what: str, symbol: str):
         at = int(np.flatnonzero(bad)[0])
         day = pd.Timestamp(frame["ex_date"].iat[at]).date()
         raise DataError(
-            f"{symbol}: corporate action of {day} has {column} {frame[column].iat[at]!r}, which "
+            f"{symbol}: corporate action of {day} has {column} {float(frame[column].iat[at])!r}, "
+            f"which "
             f"{what}", symbol=symbol, column=column,
         )
 

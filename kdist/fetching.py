@@ -279,8 +279,10 @@ def _add_actions(provider, chunk: Chunk, result: ChunkResult, retries, timeout, 
             result.outcomes[at] = failure
             failed.add(symbol)
             continue
+        if frame is None:
+            continue  # the provider serves no actions for it: nothing to take as complete
         checks.append((symbol, start, last_day))
-        if frame is not None and len(frame):
+        if len(frame):
             frames.append(frame.assign(symbol=symbol))
     if failed and len(result.bars):
         result.bars = result.bars[~result.bars["symbol"].isin(failed)].reset_index(drop=True)
