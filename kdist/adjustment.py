@@ -122,8 +122,8 @@ def _with_factors(con, desired: pd.DataFrame, *, source: str,
     events and the stored raw close before each ex-date."""
     if len(desired) == 0:
         return desired
-    vendor = desired.groupby("symbol")["factor_from"].transform(
-        lambda s: (s == "vendor").any()).astype(bool)
+    vendor = desired["symbol"].isin(set(desired.loc[desired["factor_from"].eq("vendor"),
+                                                     "symbol"]))
     desired.loc[vendor & desired["factor_from"].ne("vendor"), ["factor", "factor_from"]] = (
         np.nan, None)
     need = desired.loc[~vendor, ["symbol", "ex_date"]].reset_index()
