@@ -15,6 +15,31 @@ October); intraday bars follow the A-share sessions 09:30-11:30 and 13:00-15:00,
 the end of each bar. Weekly and monthly bars aggregate the daily bars and are stamped on
 the last trading day of their week or month.
 
+Corporate actions (option ``actions``, on by default) come from hashes of ``(symbol, seed)``
+alone, one to three slots a year from 1991 (1990-01-01 is the synthetic listing) to 2100, each
+on a trading day of its season: a cash dividend most years (a yield of 0.5-4 %), bonus or
+transfer shares every several years (10送1 to 10转10), a 2-for-1 split once in a few decades
+and, rarely, a rights issue priced below the market. Raw bars gap at ex-dates as real ones
+do: ``raw(t) = path(t) * G(t) / trend(t)``. ``G`` is the running product of the events' gaps,
+each the reference price over the close before (:func:`kdist.actions.reference_price`) worked
+out from the hashed yield, shares and discount, never from a price, so raw bars need no walk
+from 1990. ``trend`` is ``G`` smoothed: each gap spread over a ramp of one to four years
+around its ex-date, taken at the block pins, so prices rise between gaps (by at most 8 % a
+year) and keep their level over the decades. Intraday bars of an ex-date gap with their day;
+weekly and monthly bars aggregate the gapped daily bars.
+
+What the vendor reports: the cash dividend is the yield times the raw close before the
+ex-date, rounded to 0.01 per 10 shares (the rights price to 0.01), and the factor is
+baostock's back factor (:func:`kdist.actions.hfq_factors`) from those reported numbers and
+the raw closes, cumulative from the first event. :meth:`SyntheticProvider.actions` returns
+every event from the first up to ``end``; they cost the blocks that hold the days before the
+ex-dates only, once per symbol and seed in a process. qfq and hfq bars are the raw bars
+adjusted by those factors (:func:`kdist.actions.adjust_prices`) and rounded to 0.01, qfq
+anchored at the latest ex-date up to the request's end; volume and amount stay raw, and
+weekly and monthly bars take the factor in force at their stamp, as kdist derives them from
+raw bars. With ``actions=False`` there are no events, the bars are those of the path alone
+(as before actions existed), and qfq and hfq equal raw.
+
 Options simulate the network for tests and benchmarks: ``latency``/``jitter`` (seconds per
 call; ``latency_dist="pareto"`` draws heavy-tailed delays of mean ``latency`` instead,
 deterministic per symbol and call), ``slow_worker``/``slow_factor`` (calls on the named Dask
@@ -23,7 +48,8 @@ error), ``empty`` (symbols with no bars), ``flaky`` (probability of a transient 
 call, deterministic from the seed and the call count), ``hang`` (symbols whose call never
 answers), ``crash`` (symbols whose call kills the process, as a dying worker would) and
 ``call_log`` (a file that gets one line per call, ``SYMBOL START END``, to prove what was
-fetched).
+fetched). Corporate actions are served without a simulated network: only ``fail`` (raises)
+and ``empty`` (no events) apply to them.
 """
 
 from __future__ import annotations
@@ -36,11 +62,14 @@ import random
 import sys
 import time
 import zlib
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from .. import ticks
+from ..actions import COLUMNS as ACTION_COLUMNS
+from ..actions import adjust_prices, empty_actions, hfq_factors
 from ..bars import WEEK_EPOCH, resample
 from ..errors import InvalidOptionError, PermanentProviderError, TransientProviderError
 from ..schema import Adjust, Freq, parse_symbols, to_date
@@ -64,14 +93,40 @@ _RAMP = np.arange(2 * _BLOCK) / (2 * _BLOCK)
 #: 5.6 years), amplitude growing with the square root of the period, like a random walk.
 _PIN_OCTAVES = np.arange(5, dtype=np.int64)
 _PIN_AMPLITUDE = _SIGMA * np.sqrt(_BLOCK * 2.0**_PIN_OCTAVES)
-#: Hash streams: independent values for steps, pins, bar noise and (per bar length) intraday.
-_STEPS, _PINS, _NOISE, _INTRADAY, _INTRADAY_NOISE, _LATENCY = 1, 2, 3, 4, 5, 6
+#: Hash streams: independent values for steps, pins, bar noise, (per bar length) intraday,
+#: latency and corporate actions.
+_STEPS, _PINS, _NOISE, _INTRADAY, _INTRADAY_NOISE, _LATENCY, _ACTIONS = 1, 2, 3, 4, 5, 6, 7
 _M64 = 0xFFFFFFFFFFFFFFFF
 _PARETO_SHAPE = 1.5
 _PARETO_CAP = 100.0  # at most this many times the mean latency
 
 
 _CACHED = (np.datetime64("1990-01-01", "D"), np.datetime64("2100-12-31", "D"))
+
+#: Corporate actions: years with events (1990 is the listing year), and three slots a year in
+#: seasons that never overlap, so a symbol's ex-dates are sorted by slot and never share a
+#: day: a rights issue in spring, the annual dividend and bonus shares in summer, a split in
+#: autumn. A season is (its first month, its length in days).
+_YEARS = np.arange(1991, 2101)
+_SEASONS = ((3, 50), (5, 100), (10, 60))
+_SLOTS = len(_SEASONS)
+_CASH_ODDS, _BONUS_ODDS, _RIGHTS_ODDS, _SPLIT_ODDS = 0.8, 0.1, 1 / 50, 1 / 40
+_YIELD = (0.005, 0.035)  # cash yield: 0.5 % plus up to 3.5 % times a squared uniform
+_BONUS = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 1.0])  # per share: 10送1 .. 10转10
+_RIGHTS = np.array([0.1, 0.2, 0.3])  # per share: 10配1 .. 10配3
+_DISCOUNT = (0.6, 0.25)  # rights price: 60-85 % of the close before the ex-date
+_SPLIT = 2.0
+#: The trend spreads each gap over a ramp of +-W days around its ex-date, W = |log gap| /
+#: (2 _DRIFT) within _HALF_WIDTH: a ramp lifts the price by at most _DRIFT a year (a split's
+#: over 8 years, a dividend's over 2), and the raw price keeps its level over the decades
+#: however many shares the events create.
+_DRIFT = 0.08 / 365.25
+_HALF_WIDTH = (365.0, 1461.0)
+#: Years either side of a trend knot whose ramps may be partly done; empty years pad the slot
+#: table by _PAD on both sides, so a knot in any year finds its neighbours.
+_REACH = 4
+_PAD = 2 * _REACH + 1
+_FAR = 1 << 40  # days of the padding slots: before and after everything
 
 
 @functools.cache
@@ -154,24 +209,185 @@ def _pins(keys: np.ndarray, blocks: np.ndarray) -> np.ndarray:
     return total
 
 
-def _skeleton(keys: np.ndarray, d0: int, d1: int) -> np.ndarray:
+def _bridge(keys: np.ndarray, blocks: np.ndarray, pins: np.ndarray, ends: np.ndarray):
+    """Log price at the session open and close of every day of ``blocks``, ``(n, b, 2 *
+    _BLOCK)``: each block's walk from its pin, bent to end on the next block's (``ends``).
+
+    Every value is a function of its block alone, so any set of blocks gives the same.
+    """
+    n, nb = len(keys), len(blocks)
+    points = (blocks[:, None] * (2 * _BLOCK) + np.arange(2 * _BLOCK)).ravel()
+    steps = _unit(_hash(_salts(keys, _STEPS), points)).reshape(n, nb, 2 * _BLOCK)
+    walk = np.cumsum(steps * _STEP_SCALE, axis=2)
+    # Brownian bridge: bend each block's walk linearly so it ends on the next block's pin.
+    miss = walk[:, :, -1] - (ends - pins)
+    walk = np.concatenate([np.zeros((n, nb, 1)), walk[:, :, :-1]], axis=2)
+    return pins[:, :, None] + walk - miss[:, :, None] * _RAMP
+
+
+def _skeleton(keys: np.ndarray, d0: int, d1: int, events: _Events | None = None) -> np.ndarray:
     """Log price at the session open and close of calendar days ``d0..d1`` (days since 1990),
-    as rows ``[open d0, close d0, open d0+1, close d0+1, ...]``, one per key.
+    as rows ``[open d0, close d0, open d0+1, close d0+1, ...]``, one per key; with
+    ``events``, less the trend (the gaps are added per day by :func:`_gaps`).
 
     Whole blocks are always computed, so a day's value never depends on the window.
     """
     b0, b1 = d0 // _BLOCK, d1 // _BLOCK
-    n, nb = len(keys), b1 - b0 + 1
-    points = np.arange(2 * _BLOCK * b0, 2 * _BLOCK * (b1 + 1), dtype=np.int64)
-    steps = _unit(_hash(_salts(keys, _STEPS), points)).reshape(n, nb, 2 * _BLOCK)
-    walk = np.cumsum(steps * _STEP_SCALE, axis=2)
-    pins = _pins(keys, np.arange(b0, b1 + 2, dtype=np.int64))
-    # Brownian bridge: bend each block's walk linearly so it ends on the next block's pin.
-    miss = walk[:, :, -1] - (pins[:, 1:] - pins[:, :-1])
-    walk = np.concatenate([np.zeros((n, nb, 1)), walk[:, :, :-1]], axis=2)
-    log = pins[:, :-1, None] + walk - miss[:, :, None] * _RAMP
+    blocks = np.arange(b0, b1 + 2, dtype=np.int64)
+    pins = _pins(keys, blocks)
+    if events is not None:
+        # Pinning the trend bends each block's bridge along it: a piecewise linear drift.
+        pins = pins - _trend(events, blocks)
+    log = _bridge(keys, blocks[:-1], pins[:, :-1], pins[:, 1:])
     first = 2 * (d0 - _BLOCK * b0)
-    return log.reshape(n, -1)[:, first : first + 2 * (d1 - d0 + 1)]
+    return log.reshape(len(keys), -1)[:, first : first + 2 * (d1 - d0 + 1)]
+
+
+class _Events(NamedTuple):
+    """Every corporate action of ``n`` symbols, ``(n, slots)`` arrays: ``_SLOTS`` slots a year
+    for ``_YEARS`` padded by ``_PAD`` empty years either side, sorted by ``day``."""
+
+    day: np.ndarray  # ex-date, days since 1990 (a trading day; +-_FAR in the padding)
+    gap: np.ndarray  # log of the raw price's multiplier at the ex-date (0: no event)
+    cum: np.ndarray  # running sum of gap, one more column: cum[:, k] sums the first k slots
+    yield_: np.ndarray  # cash dividend over the close before the ex-date
+    bonus: np.ndarray
+    rights: np.ndarray
+    discount: np.ndarray  # rights price over the close before the ex-date
+    split: np.ndarray
+
+
+@functools.cache
+def _next_trading_day() -> np.ndarray:
+    """The first trading day on or after each day of the cached calendar, days since 1990."""
+    every = (_all_trading_days() - _EPOCH).astype(np.int64)
+    return every[np.searchsorted(every, np.arange((_CACHED[1] - _EPOCH).astype(np.int64)))]
+
+
+@functools.cache
+def _season_starts() -> np.ndarray:
+    """The first day of each season of each of ``_YEARS``, days since 1990, ``(years, slots)``."""
+    months = (_YEARS - 1970).astype("datetime64[Y]").astype("datetime64[M]")[:, None]
+    firsts = np.array([month - 1 for month, _ in _SEASONS])
+    return ((months + firsts).astype("datetime64[D]") - _EPOCH).astype(np.int64)
+
+
+def _events(keys: np.ndarray) -> _Events:
+    """The corporate actions of ``n`` symbols from 1991 to 2100, from hashes alone (no price).
+
+    Twelve uniforms a year: whether and how much of each event, and each season's day.
+    """
+    n, years = len(keys), len(_YEARS)
+    index = (_YEARS[:, None] * _SLOTS + np.arange(_SLOTS)).ravel()
+    u = [q.reshape(n, years, _SLOTS) for q in _noise(keys, _ACTIONS, index)]
+    shape, real = (n, years + 2 * _PAD, _SLOTS), slice(_PAD, _PAD + years)
+    yield_, bonus, rights, discount, gap = (np.zeros(shape) for _ in range(5))
+    split = np.ones(shape)
+    # Spring (slot 0): a rights issue below the market, rarely.
+    r = rights[:, real, 0] = np.where(u[1][..., 1] < _RIGHTS_ODDS,
+                                      _RIGHTS[(u[2][..., 1] * len(_RIGHTS)).astype(np.intp)], 0.0)
+    d = discount[:, real, 0] = _DISCOUNT[0] + _DISCOUNT[1] * u[3][..., 1]
+    # Summer (slot 1): the annual cash dividend, now and then with bonus shares.
+    y = yield_[:, real, 1] = np.where(u[0][..., 0] < _CASH_ODDS,
+                                      _YIELD[0] + _YIELD[1] * u[1][..., 0] ** 2, 0.0)
+    b = bonus[:, real, 1] = np.where(u[2][..., 0] < _BONUS_ODDS,
+                                     _BONUS[(u[3][..., 0] * len(_BONUS)).astype(np.intp)], 0.0)
+    # Autumn (slot 2): a split, once in a few decades.
+    s = split[:, real, 2] = np.where(u[0][..., 1] < _SPLIT_ODDS, _SPLIT, 1.0)
+    # The gap is what the reference price makes of the close before it: ref / close(e-1).
+    gap[:, real, 0] = np.log1p(d * r) - np.log1p(r)
+    gap[:, real, 1] = np.log1p(-y) - np.log1p(b)
+    gap[:, real, 2] = -np.log(s)
+    # Each season's day, moved on to a trading day: a season ends before the next begins.
+    length = np.array([days for _, days in _SEASONS])
+    offset = np.stack([u[k][..., 2] for k in range(_SLOTS)], axis=-1) * length
+    day = np.full(shape, -_FAR, np.int64)  # padding: before every day, or after
+    day[:, _PAD + years:] = _FAR
+    day[:, real] = _next_trading_day()[_season_starts() + offset.astype(np.int64)]
+    gap = gap.reshape(n, -1)
+    cum = np.concatenate([np.zeros((n, 1)), np.cumsum(gap, axis=1)], axis=1)
+    return _Events(day.reshape(n, -1), gap, cum,
+                   *(x.reshape(n, -1) for x in (yield_, bonus, rights, discount, split)))
+
+
+def _trend(events: _Events, blocks: np.ndarray) -> np.ndarray:
+    """Log of the trend at the start of each block, ``(n, b)``: the sum of every gap times
+    its ramp, 0 until W days before the ex-date and 1 from W days after it on.
+
+    Gaps of more than ``_REACH`` years ago count whole (a running sum over all slots) and
+    later ones by their ramps, added one by one: the same sum whatever the window.
+    """
+    t = blocks * _BLOCK
+    year = (_EPOCH + t).astype("datetime64[Y]").astype(np.int64) + 1970
+    # Before the first ramp starts the trend is 0, after the last ends it is the whole sum.
+    year = np.clip(year, _YEARS[0] - _REACH - 1, _YEARS[-1] + _REACH + 1)
+    first = (year - _REACH - (_YEARS[0] - _PAD)) * _SLOTS
+    near = first[:, None] + np.arange((2 * _REACH + 1) * _SLOTS)
+    gap, day = events.gap[:, near], events.day[:, near]
+    half = np.clip(np.abs(gap) * (0.5 / _DRIFT), *_HALF_WIDTH)
+    part = gap * np.clip((t[:, None] - day + half) / (2.0 * half), 0.0, 1.0)
+    total = events.cum[:, first]
+    for k in range(part.shape[-1]):
+        total = total + part[..., k]
+    return total
+
+
+def _gaps(events: _Events, d: np.ndarray) -> np.ndarray:
+    """Log of the product of the gaps of the ex-dates on or before each of days ``d`` (days
+    since 1990, sorted), ``(n, len(d))``: the running sum of the slots counted so far, copied
+    out run by run (never summed here, so a day's value never depends on the window)."""
+    n, t = len(events.day), len(d)
+    # Where each slot starts to count: the first of days d on or after its ex-date.
+    lookup = np.searchsorted(d, np.arange(d[0], d[-1] + 2))
+    pos = lookup[np.clip(events.day, d[0], d[-1] + 1) - d[0]]
+    edges = np.concatenate([np.zeros((n, 1), np.intp), pos, np.full((n, 1), t)], axis=1)
+    return np.repeat(events.cum.ravel(), np.diff(edges, axis=1).ravel()).reshape(n, t)
+
+
+def _closes(keys: np.ndarray, events: _Events, d: np.ndarray) -> np.ndarray:
+    """Raw daily closes of days ``d`` (days since 1990, sorted), ``(n, len(d))``, as
+    :func:`_daily` makes them, from the blocks that hold those days only."""
+    blocks = np.unique(d // _BLOCK)
+    pins = _pins(keys, blocks) - _trend(events, blocks)
+    ends = _pins(keys, blocks + 1) - _trend(events, blocks + 1)
+    log = _bridge(keys, blocks, pins, ends).reshape(len(keys), -1)
+    at = np.searchsorted(blocks, d // _BLOCK) * (2 * _BLOCK) + 2 * (d % _BLOCK) + 1
+    return np.round(_base(keys) * np.exp(log[:, at] + _gaps(events, d)), 2)
+
+
+@functools.lru_cache(maxsize=2048)
+def _history(key: int) -> tuple[np.ndarray, ...]:
+    """One symbol's corporate actions as the vendor reports them, 1991 to 2100: ``ex_date``
+    (datetime64[us]), ``cash, bonus, rights, rights_price, split`` and the cumulative hfq
+    ``factor``, read-only arrays.
+
+    The cash dividend and the rights price are the hashed yield and discount times the raw
+    close before the ex-date, rounded as announced (0.01 per 10 shares, 0.01); the factor is
+    baostock's, from those numbers and closes (:func:`kdist.actions.hfq_factors`).
+    """
+    keys = np.array([key], np.uint64)
+    events = _events(keys)
+    yield_, bonus, rights, discount, split = (
+        x[0] for x in (events.yield_, events.bonus, events.rights, events.discount, events.split))
+    has = (yield_ > 0) | (bonus > 0) | (rights > 0) | (split != 1.0)
+    ex = events.day[0][has]
+    every = _all_trading_days()
+    before = (every[np.searchsorted(every, _EPOCH + ex) - 1] - _EPOCH).astype(np.int64)
+    close = _closes(keys, events, before)[0]
+    reported = {
+        # At least 0.001: a dividend never rounds away (its gap is in the bars).
+        "cash": np.where(yield_[has] > 0, np.maximum(np.round(yield_[has] * close, 3), 0.001),
+                         0.0),
+        "bonus": bonus[has],
+        "rights": rights[has],
+        "rights_price": np.where(rights[has] > 0, np.round(discount[has] * close, 2), 0.0),
+        "split": split[has],
+    }
+    factor = hfq_factors(pd.DataFrame(reported, copy=True), close)
+    columns = ((_EPOCH + ex).astype("datetime64[us]"), *reported.values(), factor)
+    for column in columns:
+        column.setflags(write=False)  # cached: shared by every call
+    return columns
 
 
 def _noise(keys: np.ndarray, stream: int, index: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -184,9 +400,13 @@ def _noise(keys: np.ndarray, stream: int, index: np.ndarray) -> tuple[np.ndarray
     )
 
 
+def _base(keys: np.ndarray) -> np.ndarray:
+    """Each symbol's price level, 5.00 to 99.99, shaped ``(n, 1)``."""
+    return np.array([5.0 + (_mix_int(int(k)) % 9500) / 100.0 for k in keys])[:, None]
+
+
 def _ohlcv(keys: np.ndarray, log_open, log_close, noise, scale: float):
-    mixed = [_mix_int(int(k)) for k in keys]
-    base = np.array([5.0 + (m % 9500) / 100.0 for m in mixed])[:, None]
+    base = _base(keys)
     lots = np.array([(2_000 + _mix_int(int(k) ^ 7) % 50_000) * scale for k in keys])[:, None]
     open_ = base * np.exp(log_open)
     close = base * np.exp(log_close)
@@ -200,21 +420,30 @@ def _ohlcv(keys: np.ndarray, log_open, log_close, noise, scale: float):
     return open_, high, low, close, volume, amount
 
 
-def _daily(keys: np.ndarray, days: np.ndarray):
-    """Daily bars of the trading days ``days`` (datetime64[D], sorted, not empty)."""
+def _daily(keys: np.ndarray, days: np.ndarray, events: _Events | None = None):
+    """Daily bars of the trading days ``days`` (datetime64[D], sorted, not empty); with
+    ``events``, gapped at their ex-dates."""
     d = (days - _EPOCH).astype(np.int64)
-    log = _skeleton(keys, int(d[0]), int(d[-1]))
+    log = _skeleton(keys, int(d[0]), int(d[-1]), events)
     at = 2 * (d - d[0])
-    return _ohlcv(keys, log[:, at], log[:, at + 1], _noise(keys, _NOISE, d), 1.0)
+    log_open, log_close = log[:, at], log[:, at + 1]
+    if events is not None:
+        gaps = _gaps(events, d)
+        log_open, log_close = log_open + gaps, log_close + gaps
+    return _ohlcv(keys, log_open, log_close, _noise(keys, _NOISE, d), 1.0)
 
 
-def _intraday(keys: np.ndarray, days: np.ndarray, minutes: int):
-    """``minutes`` bars of the trading days ``days``: each day's open bridged to its close."""
+def _intraday(keys: np.ndarray, days: np.ndarray, minutes: int, events: _Events | None = None):
+    """``minutes`` bars of the trading days ``days``: each day's open bridged to its close
+    (gapped as the daily bar is, with ``events``)."""
     n = len(keys)
     d = (days - _EPOCH).astype(np.int64)
-    log = _skeleton(keys, int(d[0]), int(d[-1]))
+    log = _skeleton(keys, int(d[0]), int(d[-1]), events)
     at = 2 * (d - d[0])
     opens, closes = log[:, at, None], log[:, at + 1, None]
+    if events is not None:
+        gaps = _gaps(events, d)[:, :, None]
+        opens, closes = opens + gaps, closes + gaps
     per_day = 240 // minutes
     index = d[:, None] * per_day + np.arange(per_day)
     steps = _unit(_hash(_salts(keys, _INTRADAY * 1000 + minutes)[:, :, None], index))
@@ -246,6 +475,8 @@ class SyntheticProvider(Provider):
     description = "Deterministic offline bars for any symbol; simulates latency and failures"
     options = {
         "seed": Option(int, 0, "changes every value, keeps the calendar"),
+        "actions": Option(bool, True, "deterministic dividends, bonus shares and splits; false: "
+                          "none, raw bars as before"),
         "latency": Option(float, 0.0, "seconds per call, a simulated network"),
         "jitter": Option(float, 0.0, "random +/- seconds added to latency"),
         "latency_dist": Option(
@@ -284,6 +515,25 @@ class SyntheticProvider(Provider):
         """Only a simulated network or worker fault makes calls wait or kill their process:
         then even small jobs run on workers (see :attr:`Provider.remote`)."""
         return bool(self.latency or self.slow_worker or self.hang or self.crash)
+
+    @property
+    def serves_actions(self) -> bool:
+        """Option ``actions``: without it, no events, and qfq and hfq bars are the raw ones."""
+        return self.config["actions"]
+
+    def _actions(self, symbol, start, end) -> pd.DataFrame:
+        """Every event from the first up to ``end``, whatever ``start``: the factor is
+        cumulative, and a window's first bar needs the one in force. No simulated network:
+        only ``fail`` (raises) and ``empty`` (no events) apply."""
+        if symbol in self._fail:
+            raise PermanentProviderError(
+                f"synthetic failure for {symbol} (option fail)", symbol=symbol
+            )
+        if symbol in self._empty:
+            return empty_actions()
+        columns = _history(_symbol_key(symbol, self.seed))
+        last = np.searchsorted(columns[0], end.to_datetime64(), side="right")
+        return pd.DataFrame(dict(zip(ACTION_COLUMNS, (c[:last] for c in columns))), copy=True)
 
     def list_symbols(self) -> list[str]:
         half = (self.universe + 1) // 2
@@ -380,28 +630,24 @@ class SyntheticProvider(Provider):
         if len(days) == 0:
             return np.zeros(0, np.intp), _no_bars()
         keys = np.array([_symbol_key(symbol, self.seed) for symbol in symbols], np.uint64)
+        events = _events(keys) if self.config["actions"] else None
         if freq.intraday:
             n = freq.minutes
             ends = np.concatenate([np.arange(570 + n, 691, n), np.arange(780 + n, 901, n)])
             ts = (days.astype("datetime64[m]")[:, None] + ends).ravel()
             day = np.repeat(days, len(ends))
-            o, h, l, c, v, a = _intraday(keys, days, n)
+            o, h, l, c, v, a = _intraday(keys, days, n, events)
         else:
             ts = day = days
-            o, h, l, c, v, a = _daily(keys, days)
-        if adjust is not Adjust.NONE:
-            # A simple, deterministic adjustment: prices scaled by a per-symbol factor.
-            factor = np.array(
-                [1.0 + (zlib.crc32(f"{symbol}{adjust.value}".encode()) % 50) / 100.0
-                 for symbol in symbols]
-            )[:, None]
-            factor = 1.0 / factor if adjust is Adjust.QFQ else factor
-            o, h, l, c = (np.round(x * factor, 2) for x in (o, h, l, c))
+            o, h, l, c, v, a = _daily(keys, days, events)
         ts = ts.astype("datetime64[us]")
         empty = [i for i, symbol in enumerate(symbols) if symbol in self._empty]
         if freq in (Freq.WEEK, Freq.MONTH):
             periods = resample(dict(zip(_COLUMNS, (ts, o, h, l, c, v, a))), freq)
             ts, o, h, l, c, v, a = (periods[column] for column in _COLUMNS)
+        if adjust is not Adjust.NONE and events is not None:
+            o, h, l, c = _vendor_adjusted(keys, ts, (o, h, l, c), adjust, hi)
+        if freq in (Freq.WEEK, Freq.MONTH):
             keep = (ts >= lo[:, None]) & (ts <= hi)
         elif empty or (lo != lo[0]).any():
             keep = day.astype("datetime64[us]") >= lo[:, None]
@@ -418,6 +664,21 @@ class SyntheticProvider(Provider):
             ts, o, h, l, c, v, a = ts[at], *(x[keep] for x in (o, h, l, c, v, a))
         return codes, {"ts": ts, "open": o, "high": h, "low": l, "close": c, "volume": v,
                        "amount": a}
+
+
+def _vendor_adjusted(keys: np.ndarray, ts: np.ndarray, prices, adjust: Adjust,
+                     end: np.datetime64) -> list[np.ndarray]:
+    """``prices`` (open, high, low, close, each ``(n, len(ts))``) adjusted as a vendor does:
+    raw times the symbol's own factors in force at each stamp, qfq anchored at the latest
+    ex-date up to ``end``, rounded to 0.01 (:func:`kdist.actions.adjust_prices`). Weekly and
+    monthly bars take the factor of their stamp, as kdist derives them from raw bars."""
+    # adjust_prices of ones is the scale it multiplies prices by, bit for bit: one call per
+    # symbol, then every column of every symbol at once.
+    scale, ones = np.empty((len(keys), len(ts))), np.ones(len(ts))
+    for i, key in enumerate(keys):
+        ex, *_, factor = _history(int(key))
+        scale[i] = adjust_prices(ts, ones, ex, factor, adjust.value, end)
+    return [np.round(x * scale, 2) for x in prices]
 
 
 def _no_bars() -> dict[str, np.ndarray]:

@@ -73,7 +73,7 @@ def test_get_provider_instance_with_more_options_makes_a_new_one():
 
 
 def test_get_provider_bad_option():
-    with pytest.raises(InvalidOptionError, match="known: call_log"):
+    with pytest.raises(InvalidOptionError, match="known: actions, call_log"):
         get_provider("synthetic", nonsense=1)
 
 

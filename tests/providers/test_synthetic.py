@@ -1,13 +1,16 @@
-"""The synthetic provider: deterministic bars, its calendar and sessions, simulated failures."""
+"""The synthetic provider: deterministic bars, its calendar and sessions, its corporate actions
+and vendor-adjusted bars, simulated failures."""
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from kdist.actions import COLUMNS, EVENT_COLUMNS, adjust_prices, hfq_factors, reference_price
 from kdist.errors import (
     InvalidOptionError,
     PermanentProviderError,
@@ -191,12 +194,277 @@ def test_ohlc_consistent_and_whole_lots(provider, freq, adjust):
 
 
 def test_adjustments_scale_prices_not_calendar(provider):
-    none = provider.fetch(SYMBOL, "2024-01-01", "2024-03-31", adjust="none")
-    qfq = provider.fetch(SYMBOL, "2024-01-01", "2024-03-31", adjust="qfq")
-    hfq = provider.fetch(SYMBOL, "2024-01-01", "2024-03-31", adjust="hfq")
+    none = provider.fetch(SYMBOL, "2024-01-01", "2024-09-30", adjust="none")
+    qfq = provider.fetch(SYMBOL, "2024-01-01", "2024-09-30", adjust="qfq")
+    hfq = provider.fetch(SYMBOL, "2024-01-01", "2024-09-30", adjust="hfq")
     assert days(none) == days(qfq) == days(hfq)
-    assert (qfq["close"] <= none["close"]).all() and (hfq["close"] >= none["close"]).all()
-    assert none["volume"].tolist() == qfq["volume"].tolist()
+    # A dividend on 5 July: qfq lowers the bars before it, hfq raises every bar.
+    before = none["ts"] < "2024-07-05"
+    assert (qfq["close"][before] < none["close"][before]).all()
+    assert (qfq["close"][~before] == none["close"][~before]).all()
+    assert (hfq["close"] > none["close"]).all()
+    for column in ("volume", "amount"):  # prices only, as A-share vendors adjust
+        assert none[column].tolist() == qfq[column].tolist() == hfq[column].tolist()
+
+
+# --- corporate actions -----------------------------------------------------------------------
+
+#: seed 7 with actions=False: the bars served before there were corporate actions. A digest of
+#: rounded prices and volumes (numpy's exp may differ in the last bit; 2 dp hide that).
+RAW_PATH_DIGEST = "054187989b3d2c21"
+PRICES = ["open", "high", "low", "close"]
+HISTORY = ("1990-01-01", "2100-12-31")
+
+
+def digest(provider) -> str:
+    """sha256 of daily, 5-minute, weekly and monthly bars and a fetch_many, 16 hex digits."""
+    hashed = hashlib.sha256()
+    for symbol, start, end, freq in [("600000.SH", "1990-01-01", "2024-12-31", "1d"),
+                                     ("000001.SZ", "2024-06-03", "2024-06-07", "5m"),
+                                     ("AAPL", "2000-01-01", "2030-12-31", "1w"),
+                                     ("600519.SH", "1995-01-01", "2024-12-31", "1M")]:
+        frame = provider.fetch(symbol, start, end, freq)
+        hashed.update(frame["ts"].to_numpy("datetime64[us]").astype("int64").tobytes())
+        hashed.update(frame[PRICES + ["volume", "amount"]].to_numpy("float64").tobytes())
+    many = provider.fetch_many(["600000.SH", "000002.SZ"], ["2020-01-01", "2022-03-04"],
+                               "2024-12-31", "1d")
+    hashed.update(many[PRICES + ["volume", "amount"]].to_numpy("float64").tobytes())
+    return hashed.hexdigest()[:16]
+
+
+@pytest.fixture(scope="module")
+def universe():
+    return SyntheticProvider(universe=200).list_symbols()
+
+
+@pytest.fixture(scope="module")
+def history(universe):
+    """Raw daily bars of 1990-2100 and the actions of 50 symbols, seed 7: ``{symbol: (bars,
+    actions)}``."""
+    p = SyntheticProvider(seed=7)
+    symbols = universe[:50]
+    bars = p.fetch_many(symbols, [HISTORY[0]] * len(symbols), HISTORY[1])
+    return {s: (group.drop(columns="symbol").reset_index(drop=True), p.actions(s, *HISTORY))
+            for s, group in bars.groupby("symbol", observed=True, sort=False)}
+
+
+def close_before(bars: pd.DataFrame, ex_dates) -> np.ndarray:
+    """The raw close of the last bar before each ex-date."""
+    at = np.searchsorted(bars["ts"].to_numpy(), pd.to_datetime(ex_dates).to_numpy())
+    assert (at > 0).all()
+    return bars["close"].to_numpy()[at - 1]
+
+
+def test_without_actions_the_bars_are_those_of_before():
+    p = SyntheticProvider(seed=7, actions=False)
+    assert digest(p) == RAW_PATH_DIGEST
+    assert not p.serves_actions and p.actions(SYMBOL, *HISTORY) is None
+    raw = p.fetch(SYMBOL, "2020-01-01", "2024-12-31")
+    for adjust in ("qfq", "hfq"):  # no events, nothing to adjust
+        pd.testing.assert_frame_equal(p.fetch(SYMBOL, "2020-01-01", "2024-12-31", adjust=adjust),
+                                      raw)
+    on = SyntheticProvider(seed=7)
+    assert on.serves_actions and digest(on) != RAW_PATH_DIGEST  # the same walk, gapped
+    assert get_provider("synthetic", seed=7, actions="false") == p
+    assert repr(p) == "SyntheticProvider(seed=7, actions=False)"
+
+
+def test_events_look_like_a_shares(history):
+    years = 2100 - 1991 + 1
+    every = pd.concat([a.assign(symbol=s) for s, (_, a) in history.items()])
+    per_year = lambda mask: mask.sum() / (len(history) * years)  # noqa: E731
+    assert 0.7 < per_year(every["cash"] > 0) < 0.9  # a dividend most years
+    assert 0.06 < per_year(every["bonus"] > 0) < 0.14  # bonus shares every several years
+    assert 0.01 < per_year(every["split"] != 1) < 0.04  # a split once in a few decades
+    assert 0.005 < per_year(every["rights"] > 0) < 0.04  # rights issues, rarely
+    assert set(every["bonus"]) <= {0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 1.0}
+    assert set(every["split"]) == {1.0, 2.0} and set(every["rights"]) == {0.0, 0.1, 0.2, 0.3}
+    # Announced per 10 shares to 0.01 yuan: 0.001 per share.
+    np.testing.assert_allclose(every["cash"] * 1000, np.round(every["cash"] * 1000), atol=1e-6)
+    for symbol, (bars, actions) in history.items():
+        ex = actions["ex_date"]
+        assert ex.min() >= pd.Timestamp("1991-01-01") and ex.max() <= pd.Timestamp("2100-12-31")
+        assert ex.isin(bars["ts"]).all(), f"{symbol}: an ex-date that is no trading day"
+        prev = close_before(bars, ex)
+        paid = actions["cash"] > 0
+        yields = (actions["cash"] / prev)[paid]
+        assert yields.between(0.0045, 0.0405).all(), f"{symbol}: yields {yields.describe()}"
+        rights = actions["rights"] > 0
+        assert (actions["rights_price"][rights] < prev[rights]).all()  # below the market
+        assert (actions["rights_price"][~rights] == 0).all()
+
+
+def test_raw_bars_gap_at_ex_dates_by_the_reference_price(history):
+    misses, drops = [], []
+    for bars, actions in history.values():
+        prev = close_before(bars, actions["ex_date"])
+        ref = reference_price(prev, *(actions[c].to_numpy() for c in EVENT_COLUMNS))
+        at = np.searchsorted(bars["ts"].to_numpy(), actions["ex_date"].to_numpy())
+        misses.append(np.log(bars["open"].to_numpy()[at] / ref))
+        big = (actions["split"] != 1) | (actions["bonus"] >= 0.5)
+        drops.append((bars["open"].to_numpy()[at] / prev)[big.to_numpy()])
+    misses, drops = np.concatenate(misses), np.concatenate(drops)
+    # The open of an ex-date is the reference price give or take one night's move...
+    assert abs(misses.mean()) < 0.002 and misses.std() < 0.02 and np.abs(misses).max() < 0.1
+    # ... so raw bars really gap: a split or 10送5 and more takes a third or more off.
+    assert len(drops) > 20 and (drops < 0.75).all()
+
+
+def test_raw_prices_stay_realistic_over_the_whole_calendar(history):
+    lows = [bars["low"].min() for bars, _ in history.values()]
+    highs = [bars["high"].max() for bars, _ in history.values()]
+    assert min(lows) > 1.0 and max(highs) < 1000.0
+    # No drift over the decades, though the events create ever more shares.
+    decade = {s: bars.groupby(bars["ts"].dt.year // 10)["close"].median()
+              for s, (bars, _) in history.items()}
+    drift = [np.log(d.loc[209] / d.loc[199]) for d in decade.values()]
+    assert abs(np.mean(drift)) < 0.15
+
+
+def test_vendor_factor_is_baostocks_from_the_raw_closes(history):
+    for symbol, (bars, actions) in history.items():
+        expected = hfq_factors(actions, close_before(bars, actions["ex_date"]))
+        np.testing.assert_array_equal(actions["factor"].to_numpy(), expected, err_msg=symbol)
+        assert (np.diff(actions["factor"]) > 0).all()  # every event raises the factor
+
+
+def test_actions_from_the_first_event_whatever_the_window(provider):
+    whole = provider.actions(SYMBOL, *HISTORY)
+    for start, end in [("2024-01-01", "2024-12-31"), ("1990-01-01", "2000-06-30"),
+                       ("2031-05-05", "2031-05-05"), ("1980-01-01", "1990-12-31")]:
+        got = provider.actions(SYMBOL, start, end)
+        expected = whole[whole["ex_date"] <= pd.Timestamp(end)].reset_index(drop=True)
+        pd.testing.assert_frame_equal(got, expected)
+    assert provider.actions(SYMBOL, "1980-01-01", "1990-12-31").empty  # listed 1990, events 1991 on
+    pd.testing.assert_frame_equal(SyntheticProvider(seed=7).actions(SYMBOL, *HISTORY), whole)
+    other = SyntheticProvider(seed=8).actions(SYMBOL, *HISTORY)
+    assert other["ex_date"].tolist() != whole["ex_date"].tolist()
+
+
+def test_actions_are_computed_once_per_symbol_and_seed(provider):
+    from kdist.providers.synthetic import _history
+
+    provider.actions("CACHED.SH", "2024-01-01", "2024-12-31")
+    before = _history.cache_info()
+    for end in ("2024-12-31", "2030-12-31", "2001-01-01"):
+        provider.actions("CACHED.SH", "2020-01-01", end)
+    provider.fetch_many(["CACHED.SH"], ["2020-01-01"], "2024-12-31", adjust="qfq")
+    after = _history.cache_info()
+    assert after.misses == before.misses and after.hits == before.hits + 4
+
+
+def test_actions_cost_the_blocks_before_ex_dates_only(monkeypatch):
+    from kdist.providers import synthetic
+
+    computed = []
+    bridge = synthetic._bridge
+
+    def counting(keys, blocks, pins, ends):
+        computed.append(len(blocks))
+        return bridge(keys, blocks, pins, ends)
+
+    monkeypatch.setattr(synthetic, "_bridge", counting)
+    ex_dates = synthetic._history.__wrapped__(synthetic._symbol_key(SYMBOL, 7))[0]  # uncached
+    every_block = (np.datetime64("2100-12-31") - np.datetime64("1990-01-01")).astype(int) // 128
+    # One call, at most one block per ex-date (the day before it), not every block since 1990.
+    assert len(computed) == 1 and computed[0] <= len(ex_dates) < every_block / 2
+
+
+def test_actions_of_empty_and_failing_symbols():
+    p = SyntheticProvider(empty="000001.SZ", fail="AAPL")
+    got = p.actions("000001.SZ", *HISTORY)
+    assert got.empty and list(got.columns) == list(COLUMNS)
+    with pytest.raises(PermanentProviderError, match="AAPL"):
+        p.actions("AAPL", *HISTORY)
+    assert len(p.actions(SYMBOL, *HISTORY)) > 50
+
+
+@pytest.mark.parametrize("freq", ["1d", "15m", "1w"])
+def test_bars_with_actions_are_the_same_in_any_window_and_chunking(universe, freq):
+    p = SyntheticProvider(seed=7)
+    symbols = universe[:8]
+    start, end, cuts = {"1d": ("1990-01-01", "2030-12-31", 7),
+                        "15m": ("2024-05-01", "2024-08-31", 4),
+                        "1w": ("1995-01-01", "2025-12-31", 5)}[freq]
+    whole = p.fetch_many(symbols, [start] * len(symbols), end, freq)
+    days = pd.date_range(start, end, periods=cuts + 1).normalize()
+    for i, symbol in enumerate(symbols):
+        parts = []
+        for lo, hi in zip(days[:-1], days[1:]):
+            lo = lo if lo == days[0] else lo + pd.Timedelta(days=1)
+            parts.append(SyntheticProvider(seed=7).fetch(symbol, lo, hi, freq))
+        expected = whole[whole["symbol"] == symbol].drop(columns="symbol").reset_index(drop=True)
+        pd.testing.assert_frame_equal(pd.concat(parts, ignore_index=True), expected)
+    # Each symbol from its own start, in one call: the same bars.
+    starts = [str(d.date()) for d in days[:len(symbols) // 2]] * 2
+    ragged = p.fetch_many(symbols, starts, end, freq)
+    for symbol, lo in zip(symbols, starts):
+        got = ragged[ragged["symbol"] == symbol].reset_index(drop=True)
+        expected = whole[(whole["symbol"] == symbol) & (whole["ts"] >= lo)]
+        pd.testing.assert_frame_equal(got, expected.reset_index(drop=True))
+
+
+def test_intraday_weekly_and_monthly_bars_gap_with_the_daily_ones(provider):
+    actions = provider.actions(SYMBOL, *HISTORY)
+    split = actions[actions["split"] == 2.0]["ex_date"].iloc[0]  # 12 Oct 2000 for seed 7
+    lo, hi = split - pd.Timedelta(days=10), split + pd.Timedelta(days=25)
+    daily = provider.fetch(SYMBOL, lo, hi).set_index("ts")
+    before = daily.index[daily.index.get_loc(split) - 1]
+    assert daily.loc[split, "open"] / daily.loc[before, "close"] == pytest.approx(0.5, abs=0.05)
+    bars = provider.fetch(SYMBOL, before, split, "5m")
+    for day, group in bars.groupby(bars["ts"].dt.normalize()):
+        assert group["open"].iloc[0] == daily.loc[day, "open"]
+        assert group["close"].iloc[-1] == daily.loc[day, "close"]
+        assert group["low"].min() > 0.8 * daily.loc[day, "low"]
+        assert group["high"].max() < 1.2 * daily.loc[day, "high"]
+    for freq, period in [("1w", "W"), ("1M", "M")]:
+        longer = provider.fetch(SYMBOL, lo, hi, freq).set_index("ts")
+        for _, group in daily.groupby(daily.index.to_period(period)):
+            if group.index[-1] in longer.index:
+                bar = longer.loc[group.index[-1]]
+                assert bar["open"] == group["open"].iloc[0]
+                assert bar["close"] == group["close"].iloc[-1]
+                assert bar["high"] == group["high"].max() and bar["low"] == group["low"].min()
+                assert bar["volume"] == group["volume"].sum()
+
+
+@pytest.mark.parametrize("start, end, freq", [
+    ("1990-01-01", "2024-12-31", "1d"),
+    ("2013-05-20", "2019-07-31", "1d"),
+    ("2024-06-01", "2024-08-31", "15m"),
+    ("2010-01-01", "2024-12-31", "1w"),
+])
+def test_vendor_qfq_and_hfq_are_the_raw_bars_adjusted_by_the_actions(universe, start, end, freq):
+    p = SyntheticProvider(seed=7)
+
+    def by_symbol(adjust):
+        frame = p.fetch_many(universe, [start] * len(universe), end, freq, adjust)
+        return {s: g.drop(columns="symbol").reset_index(drop=True)
+                for s, g in frame.groupby("symbol", observed=True, sort=False)}
+
+    raw, adjusted = by_symbol("none"), {a: by_symbol(a) for a in ("qfq", "hfq")}
+    assert len(raw) == len(universe)
+    events_inside = 0
+    for symbol, bars in raw.items():
+        actions = p.actions(symbol, start, end)  # every event up to end: qfq's anchor is last
+        events_inside += int((actions["ex_date"] >= pd.Timestamp(start)).sum())
+        for adjust, frames in adjusted.items():
+            expected = bars.copy()
+            for column in PRICES:
+                expected[column] = np.round(adjust_prices(
+                    bars["ts"], bars[column], actions["ex_date"], actions["factor"], adjust), 2)
+            pd.testing.assert_frame_equal(frames[symbol], expected, obj=f"{symbol} {adjust}")
+    assert events_inside > len(universe) // 2  # the windows hold ex-dates, not just anchors
+
+
+def test_fetch_and_fetch_many_adjust_alike(universe):
+    p = SyntheticProvider(seed=7)
+    for adjust in ("qfq", "hfq"):
+        many = p.fetch_many(universe[:5], ["2018-01-01"] * 5, "2024-07-31", "1d", adjust)
+        for symbol in universe[:5]:
+            got = many[many["symbol"] == symbol].drop(columns="symbol").reset_index(drop=True)
+            pd.testing.assert_frame_equal(
+                got, p.fetch(symbol, "2018-01-01", "2024-07-31", "1d", adjust))
 
 
 # --- simulated network -----------------------------------------------------------------------
@@ -310,8 +578,8 @@ def test_unknown_option_lists_known_ones():
         SyntheticProvider(sed=1)
     message = str(info.value)
     assert "Unknown option(s) sed for provider 'synthetic'" in message
-    assert ("known: call_log, crash, empty, fail, flaky, hang, jitter, latency, latency_dist, "
-            "seed, slow_factor, slow_worker, universe") in message
+    assert ("known: actions, call_log, crash, empty, fail, flaky, hang, jitter, latency, "
+            "latency_dist, seed, slow_factor, slow_worker, universe") in message
     assert info.value.option == "sed"
 
 
@@ -358,6 +626,7 @@ class TestConformance(ProviderConformance):
     start, end = "2024-01-02", "2024-01-31"
     empty_window = ("2024-01-06", "2024-01-07")  # a weekend
     unknown_symbol = None  # every symbol has bars
+    actions_window = ("2024-01-01", "2024-12-31")  # seed 7: a dividend on 5 July 2024
 
     @pytest.fixture
     def provider(self, provider):  # the module's provider fixture
