@@ -83,44 +83,56 @@ def normalise_actions(frame: pd.DataFrame | None, *, symbol: str = "?") -> pd.Da
         return empty_actions()
     if "ex_date" not in frame.columns:
         raise DataError(f"{symbol}: corporate actions without an ex_date column", symbol=symbol)
-    out = pd.DataFrame(index=range(len(frame)))
-    dates = pd.to_datetime(pd.Series(frame["ex_date"]).reset_index(drop=True), errors="coerce")
-    if getattr(dates.dt, "tz", None) is not None:
-        dates = dates.dt.tz_localize(None)
-    if dates.isna().any():
-        bad = frame["ex_date"].iloc[int(np.flatnonzero(dates.isna().to_numpy())[0])]
+    # numpy throughout: a job calls this once per symbol, and pandas' per-call costs were
+    # milliseconds a call (more than the provider's own work).
+    given = frame["ex_date"]
+    if given.dtype.kind != "M":
+        given = pd.to_datetime(pd.Series(given.to_numpy(object)), errors="coerce")
+    if getattr(given.dtype, "tz", None) is not None:
+        given = given.dt.tz_localize(None)
+    dates = given.to_numpy().astype("datetime64[us]")
+    if np.isnat(dates).any():
+        bad = frame["ex_date"].iloc[int(np.flatnonzero(np.isnat(dates))[0])]
         raise DataError(f"{symbol}: corporate action with ex_date {bad!r} that is no date",
                         symbol=symbol, column="ex_date")
-    out["ex_date"] = dates.dt.normalize().astype("datetime64[us]").to_numpy()
+    dates = dates.astype("datetime64[D]").astype("datetime64[us]")  # midnight
+    out = {"ex_date": dates}
     for column in (*EVENT_COLUMNS, "factor"):
         if column in frame.columns:
-            values = pd.to_numeric(pd.Series(frame[column]).reset_index(drop=True),
-                                   errors="coerce").astype("float64")
+            values = frame[column]
+            values = (values.to_numpy("float64", copy=True) if values.dtype.kind in "fiu"
+                      else pd.to_numeric(values, errors="coerce").to_numpy("float64", copy=True))
         else:
-            values = pd.Series(np.nan, index=out.index)
-        out[column] = values.to_numpy() if column == "factor" else values.fillna(
-            NO_EVENT[column]).to_numpy()
+            values = np.full(len(dates), np.nan)
+        if column != "factor":
+            values[np.isnan(values)] = NO_EVENT[column]
+        out[column] = values
     for column in ("cash", "bonus", "rights", "rights_price"):
         _refuse(out, out[column] < 0, column, "is negative", symbol)
     _refuse(out, ~(out["split"] > 0), "split", "is not positive", symbol)
-    _refuse(out, out["factor"].notna() & ~(out["factor"] > 0), "factor", "is not positive",
-            symbol)
-    eventful = np.zeros(len(out), bool)
+    factor = out["factor"]
+    _refuse(out, ~np.isnan(factor) & ~(factor > 0), "factor", "is not positive", symbol)
+    keep = ~np.isnan(factor)
     for column in EVENT_COLUMNS:
-        eventful |= out[column].to_numpy() != NO_EVENT[column]
-    out = out[eventful | out["factor"].notna().to_numpy()]
-    if out["ex_date"].duplicated().any():
-        out = _combine(out)
-    return out.sort_values("ex_date", kind="stable").reset_index(drop=True)
+        keep |= out[column] != NO_EVENT[column]
+    if not keep.all():
+        out = {c: v[keep] for c, v in out.items()}
+    order = np.argsort(out["ex_date"], kind="stable")
+    if (np.diff(order) != 1).any():
+        out = {c: v[order] for c, v in out.items()}
+    result = pd.DataFrame(out, copy=False)
+    if len(result) > 1 and (np.diff(out["ex_date"]) == np.timedelta64(0)).any():
+        result = _combine(result).reset_index(drop=True)
+    return result
 
 
-def _refuse(frame: pd.DataFrame, bad, column: str, what: str, symbol: str):
+def _refuse(frame: dict, bad, column: str, what: str, symbol: str):
     bad = np.asarray(bad)
     if bad.any():
         at = int(np.flatnonzero(bad)[0])
-        day = pd.Timestamp(frame["ex_date"].iat[at]).date()
+        day = pd.Timestamp(frame["ex_date"][at]).date()
         raise DataError(
-            f"{symbol}: corporate action of {day} has {column} {float(frame[column].iat[at])!r}, "
+            f"{symbol}: corporate action of {day} has {column} {float(frame[column][at])!r}, "
             f"which "
             f"{what}", symbol=symbol, column=column,
         )

@@ -240,60 +240,84 @@ def fetch_chunk(
     with Ticker(ticks, chunk.index) as ticker:
         gate = get_gate(limits)
         result = None
+        wants = actions and provider.serves_actions
         if _batches(provider, limits):
             result = _fetch_batch(provider, chunk, freq, adjust, retries, timeout, gate)
+            if result is not None and wants:
+                _add_actions(provider, chunk, result, retries, timeout, gate)
         if result is None:
-            result = _fetch_each(provider, chunk, freq, adjust, retries, timeout, gate, ticker)
-        if actions and provider.serves_actions:
-            _add_actions(provider, chunk, result, retries, timeout, gate)
+            result = _fetch_each(provider, chunk, freq, adjust, retries, timeout, gate, ticker,
+                                 wants)
         return result
 
 
+class _Actions:
+    """The corporate actions of a chunk's symbols as they are fetched: each ok symbol's
+    frame and the window it was asked for, into ``result.actions`` and ``result.checks``."""
+
+    def __init__(self, provider, chunk: Chunk, retries, timeout, gate):
+        self.provider, self.retries, self.timeout, self.gate = provider, retries, timeout, gate
+        self.last_day = chunk.end - pd.Timedelta(days=1)
+        self.frames, self.checks = [], []
+
+    def fetch(self, symbol: str, start) -> int:
+        """Fetch ``symbol``'s actions from ``start`` (the start of its bars' window) on;
+        return the attempts, or raise the last error with ``kdist_attempts``."""
+        start = pd.Timestamp(start).normalize()
+        frame, attempts = _gated(self.provider, self.provider.actions,
+                                 (symbol, start, self.last_day), self.retries, self.timeout,
+                                 self.gate, f"the corporate actions of {symbol}")
+        if frame is not None:  # None: none served for it, nothing to take as complete
+            self.checks.append((symbol, start, self.last_day))
+            if len(frame):
+                self.frames.append(frame.assign(symbol=symbol))
+        return attempts
+
+    def into(self, result: ChunkResult) -> ChunkResult:
+        result.checks = pd.DataFrame(self.checks, columns=["symbol", "start", "end"]).astype(
+            {"symbol": "str", "start": "datetime64[us]", "end": "datetime64[us]"})
+        result.actions = (pd.concat(self.frames, ignore_index=True) if self.frames
+                          else empty_actions().assign(symbol=pd.Series(dtype="str")))
+        return result
+
+
+def _failed_actions(symbol: str, exc: BaseException, attempts: int) -> dict:
+    """The outcome of a symbol whose bars came but whose corporate actions did not: failed
+    as a whole (stored bars without their actions would derive stale adjusted prices)."""
+    status = Status.SKIPPED if isinstance(exc, ProviderTrippedError) else Status.FAILED
+    failure = outcome(symbol, status, attempts=attempts + getattr(exc, "kdist_attempts", 1),
+                      error=exc)
+    failure["error"] = f"corporate actions of {symbol}: {failure['error']}"
+    return failure
+
+
 def _add_actions(provider, chunk: Chunk, result: ChunkResult, retries, timeout, gate):
-    """Fetch the corporate actions of every ok symbol of ``result``, in the window its bars
-    were fetched for (so an update asks only since its last bars), into ``result.actions``
-    and ``result.checks``. A symbol whose actions cannot be fetched fails as a whole, its
-    bars left out: stored bars without their actions would derive stale adjusted prices,
-    and a resume fetches both again."""
-    last_day = chunk.end - pd.Timedelta(days=1)
-    frames, checks, failed = [], [], set()
+    """Fetch the corporate actions of every ok symbol of a chunk fetched in one call, each
+    for the window its bars were fetched for (so an update asks only since its last bars).
+    A symbol whose actions cannot be fetched fails as a whole, its bars left out, and a
+    resume fetches both again."""
+    found = _Actions(provider, chunk, retries, timeout, gate)
+    failed = set()
     for at, done in enumerate(result.outcomes):
         if done["status"] != Status.OK:
             continue
         symbol = done["symbol"]
-        start = pd.Timestamp(done["window_start"] or chunk.start).normalize()
-        if gate is not None and gate.stopped:
-            result.outcomes[at] = outcome(symbol, Status.SKIPPED, error=ProviderTrippedError(
-                f"{symbol}: the job stopped before its corporate actions were fetched"))
-            failed.add(symbol)
-            continue
         try:
-            frame, attempts = _gated(provider, provider.actions, (symbol, start, last_day),
-                                     retries, timeout, gate,
-                                     f"the corporate actions of {symbol}")
+            found.fetch(symbol, done["window_start"] or chunk.start)
         except Exception as exc:
-            status = Status.SKIPPED if isinstance(exc, ProviderTrippedError) else Status.FAILED
-            attempts = done["attempts"] + getattr(exc, "kdist_attempts", 1)
-            failure = outcome(symbol, status, attempts=attempts, error=exc)
-            failure["error"] = f"corporate actions of {symbol}: {failure['error']}"
-            result.outcomes[at] = failure
+            result.outcomes[at] = _failed_actions(symbol, exc, done["attempts"])
             failed.add(symbol)
-            continue
-        if frame is None:
-            continue  # the provider serves no actions for it: nothing to take as complete
-        checks.append((symbol, start, last_day))
-        if len(frame):
-            frames.append(frame.assign(symbol=symbol))
     if failed and len(result.bars):
         result.bars = result.bars[~result.bars["symbol"].isin(failed)].reset_index(drop=True)
-    result.checks = pd.DataFrame(checks, columns=["symbol", "start", "end"]).astype(
-        {"symbol": "str", "start": "datetime64[us]", "end": "datetime64[us]"})
-    result.actions = (pd.concat(frames, ignore_index=True) if frames
-                      else empty_actions().assign(symbol=pd.Series(dtype="str")))
+    found.into(result)
 
 
-def _fetch_each(provider, chunk, freq, adjust, retries, timeout, gate, ticker) -> ChunkResult:
-    """:func:`fetch_chunk` symbol by symbol, each with its own outcome."""
+def _fetch_each(provider, chunk, freq, adjust, retries, timeout, gate, ticker,
+                actions: bool = False) -> ChunkResult:
+    """:func:`fetch_chunk` symbol by symbol, each with its own outcome; with ``actions``,
+    each ok symbol's corporate actions right after its bars (a job stopped mid-chunk keeps
+    every symbol finished so far)."""
+    found = _Actions(provider, chunk, retries, timeout, gate) if actions else None
     frames, tagged, outcomes = [], [], []
     overlaps = _overlaps(chunk.overlap)
     for i, symbol in enumerate(chunk.symbols):
@@ -331,14 +355,21 @@ def _fetch_each(provider, chunk, freq, adjust, retries, timeout, gate, ticker) -
             outcomes.append(outcome(symbol, status, attempts=attempts, error=exc))
             continue
         ts = bars["ts"].to_numpy()
-        outcomes.append(_fetched(symbol, ts[0] if len(ts) else None,
-                                 ts[-1] if len(ts) else None, rows=len(bars),
-                                 attempts=attempts, rejected=rejected, since=since,
-                                 revised=revised, appended=appended))
+        done = _fetched(symbol, ts[0] if len(ts) else None, ts[-1] if len(ts) else None,
+                        rows=len(bars), attempts=attempts, rejected=rejected, since=since,
+                        revised=revised, appended=appended)
+        if found is not None and done["status"] == Status.OK:
+            try:
+                found.fetch(symbol, since)
+            except Exception as exc:
+                outcomes.append(_failed_actions(symbol, exc, attempts))
+                continue
+        outcomes.append(done)
         if len(bars):
             frames.append(bars)
             tagged.append(symbol)
-    return ChunkResult(chunk.index, _tag(frames, tagged), outcomes)
+    result = ChunkResult(chunk.index, _tag(frames, tagged), outcomes)
+    return result if found is None else found.into(result)
 
 
 def _fetched(symbol, first, last, *, rows, attempts, rejected, since, revised, appended):
