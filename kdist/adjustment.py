@@ -27,7 +27,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from .actions import EVENT_COLUMNS, hfq_steps
+from .actions import EVENT_COLUMNS, NO_EVENT, hfq_steps
 from .schema import Adjust, Freq
 
 __all__ = ["derived_sql", "merge_actions"]
@@ -109,6 +109,22 @@ def _desired(current: pd.DataFrame, actions: pd.DataFrame | None,
         {"ex_date": "datetime64[us]"}))
     outside = ((current["ex_date"] < lo) | (current["ex_date"] > hi)).to_numpy()
     kept = current[outside & ~mine.isin(answered)]
+    if len(new) and (outside & mine.isin(answered)).any():
+        # Outside the asked window an answer only adds: an answered row without event
+        # figures (a vendor's whole factor series, its dividends asked for the window's
+        # years only) keeps the figures stored for that ex-date.
+        known = current[outside].astype({"ex_date": "datetime64[us]"}).set_index(
+            ["symbol", "ex_date"])
+        at = pd.MultiIndex.from_frame(new[["symbol", "ex_date"]])
+        bare = np.ones(len(new), bool)
+        for column in EVENT_COLUMNS:
+            bare &= new[column].to_numpy("float64") == NO_EVENT[column]
+        fill = bare & at.isin(known.index)
+        if fill.any():
+            new = new.copy()
+            rows = known.loc[at[fill]]
+            for column in EVENT_COLUMNS:
+                new.loc[fill, column] = rows[column].to_numpy("float64")
     frames = [f for f in (new, kept[columns]) if len(f)]
     if not frames:
         return new
