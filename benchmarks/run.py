@@ -88,6 +88,7 @@ INFO = {
     "A.warm.kdist_vs_sequential": "as A.kdist_vs_sequential, kdist on a running cluster",
     "A.warm.kdist_vs_ceiling": "as A.kdist_vs_ceiling, kdist on a running cluster",
     "E.warm.update_vs_import": "update on a running cluster / full import (cold)",
+    "D.actions_cost": "import with corporate actions (the default) / import of bars only",
 }
 
 
@@ -95,7 +96,12 @@ def _runs(name: str, size: dict, tmp: Path) -> list[tuple[str, dict]]:
     """The measurements of one scenario: (label, child spec)."""
     base = {k: size[k] for k in ("symbols", "start", "end") if k in size}
     shape = {k: size[k] for k in ("n_workers", "threads_per_worker") if k in size}
+    # A-C compare kdist's import of bars with ways of fetching and storing bars only: kdist
+    # runs without corporate actions there too. D and E hold them (the default): the store
+    # the derived reads and the updates are measured on.
+    bars = {"actions": False}
     if name == "A":
+        base = {**base, "options": bars}
         return [
             ("kdist_cold", {**base, "alt": "kdist", "mode": "cold"}),
             ("kdist_warm", {**base, "alt": "kdist", "mode": "warm"}),
@@ -105,14 +111,15 @@ def _runs(name: str, size: dict, tmp: Path) -> list[tuple[str, dict]]:
             ("ceiling", {**base, "alt": "ceiling"}),
         ]
     if name == "B":
-        options = {"latency": size["latency"], "jitter": size["jitter"]}
+        options = {"latency": size["latency"], "jitter": size["jitter"], **bars}
         return [("kdist_warm", {**base, **shape, "alt": "kdist", "mode": "warm",
                                 "options": options})]
     if name == "C":
         runs = []
         stragglers = {
-            "slow_worker": {"latency": size["latency"], "slow_worker": "0", "slow_factor": 4.0},
-            "pareto": {"latency": size["latency"], "latency_dist": "pareto"},
+            "slow_worker": {"latency": size["latency"], "slow_worker": "0", "slow_factor": 4.0,
+                            **bars},
+            "pareto": {"latency": size["latency"], "latency_dist": "pareto", **bars},
         }
         for kind, options in stragglers.items():
             for split in ("chunks", "per-worker"):
@@ -125,6 +132,9 @@ def _runs(name: str, size: dict, tmp: Path) -> list[tuple[str, dict]]:
             ("kdist_cold", {**base, "alt": "kdist", "mode": "cold", "keep_db": True,
                             "check": True}),
             ("gather_all", {**base, "alt": "gather_all"}),
+            # What fetching and storing the corporate actions costs the import.
+            ("kdist_cold_bars_only", {**base, "alt": "kdist", "mode": "cold",
+                                      "options": bars}),
         ]
     if name == "E":
         # Reads of D's store first (it is read as it is), then updates of copies of it.
@@ -314,6 +324,8 @@ def evaluate(scenarios: dict, sizes: dict, state: dict) -> dict:
                                            d["gather_all"]["peak_rss_mb"])
         got["D.memory_mb"] = d["kdist_cold"]["peak_rss_mb"]
         got["D.bytes_per_bar"] = d["kdist_cold"]["bytes_per_bar"]
+        got["D.actions_cost"] = _ratio(d["kdist_cold"]["seconds"],
+                                       _get(scenarios["D"], "kdist_cold_bars_only")["seconds"])
     if "E" in scenarios and state.get("D_seconds") and scenarios["E"]:
         e = _get(scenarios["E"], "kdist_update_cold")
         got["E.update_vs_import"] = _ratio(e["seconds"], state["D_seconds"])

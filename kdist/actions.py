@@ -73,6 +73,10 @@ def normalise_actions(frame: pd.DataFrame | None, *, symbol: str = "?") -> pd.Da
     combined: cash, bonus and rights add up, splits multiply, the first rights price and
     factor given are kept. Rows that carry neither an event nor a factor are dropped.
 
+    A frame with a ``symbol`` column holds several symbols' actions (a provider's
+    ``actions_many``): the result keeps that column first, one row per symbol and ex-date,
+    sorted by both; messages name the row's symbol.
+
     Raises
     ------
     DataError
@@ -91,12 +95,14 @@ def normalise_actions(frame: pd.DataFrame | None, *, symbol: str = "?") -> pd.Da
     if getattr(given.dtype, "tz", None) is not None:
         given = given.dt.tz_localize(None)
     dates = given.to_numpy().astype("datetime64[us]")
+    names = frame["symbol"].to_numpy(object) if "symbol" in frame.columns else None
     if np.isnat(dates).any():
-        bad = frame["ex_date"].iloc[int(np.flatnonzero(np.isnat(dates))[0])]
-        raise DataError(f"{symbol}: corporate action with ex_date {bad!r} that is no date",
-                        symbol=symbol, column="ex_date")
+        at = int(np.flatnonzero(np.isnat(dates))[0])
+        who = symbol if names is None else names[at]
+        raise DataError(f"{who}: corporate action with ex_date {frame['ex_date'].iloc[at]!r} "
+                        "that is no date", symbol=who, column="ex_date")
     dates = dates.astype("datetime64[D]").astype("datetime64[us]")  # midnight
-    out = {"ex_date": dates}
+    out = {"ex_date": dates} if names is None else {"symbol": names, "ex_date": dates}
     for column in (*EVENT_COLUMNS, "factor"):
         if column in frame.columns:
             values = frame[column]
@@ -117,11 +123,21 @@ def normalise_actions(frame: pd.DataFrame | None, *, symbol: str = "?") -> pd.Da
         keep |= out[column] != NO_EVENT[column]
     if not keep.all():
         out = {c: v[keep] for c, v in out.items()}
-    order = np.argsort(out["ex_date"], kind="stable")
+    if names is None:
+        order = np.argsort(out["ex_date"], kind="stable")
+        same = np.zeros(max(len(order) - 1, 0), bool)
+    else:
+        codes = pd.factorize(out["symbol"], sort=True)[0]
+        order = np.lexsort((out["ex_date"], codes))
+        same = np.diff(codes[order]) == 0
     if (np.diff(order) != 1).any():
         out = {c: v[order] for c, v in out.items()}
     result = pd.DataFrame(out, copy=False)
-    if len(result) > 1 and (np.diff(out["ex_date"]) == np.timedelta64(0)).any():
+    if names is not None:
+        result["symbol"] = result["symbol"].astype("str")
+    if len(result) > 1 and (same & (np.diff(out["ex_date"]) == np.timedelta64(0))).any():
+        result = _combine(result).reset_index(drop=True)
+    elif names is None and len(result) > 1 and (np.diff(out["ex_date"]) == np.timedelta64(0)).any():
         result = _combine(result).reset_index(drop=True)
     return result
 
@@ -130,6 +146,7 @@ def _refuse(frame: dict, bad, column: str, what: str, symbol: str):
     bad = np.asarray(bad)
     if bad.any():
         at = int(np.flatnonzero(bad)[0])
+        symbol = frame["symbol"][at] if "symbol" in frame else symbol
         day = pd.Timestamp(frame["ex_date"][at]).date()
         raise DataError(
             f"{symbol}: corporate action of {day} has {column} {float(frame[column][at])!r}, "
@@ -141,7 +158,8 @@ def _refuse(frame: dict, bad, column: str, what: str, symbol: str):
 def _combine(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per ex-date: amounts added, splits multiplied, first price and factor kept."""
     first_set = lambda s: s[s != 0].iloc[0] if (s != 0).any() else 0.0  # noqa: E731
-    grouped = frame.groupby("ex_date", sort=True)
+    keys = ["symbol", "ex_date"] if "symbol" in frame.columns else ["ex_date"]
+    grouped = frame.groupby(keys, sort=True)
     return pd.DataFrame({
         "cash": grouped["cash"].sum(),
         "bonus": grouped["bonus"].sum(),
@@ -149,7 +167,7 @@ def _combine(frame: pd.DataFrame) -> pd.DataFrame:
         "rights_price": grouped["rights_price"].agg(first_set),
         "split": grouped["split"].prod(),
         "factor": grouped["factor"].first(),
-    }).reset_index()[list(COLUMNS)]
+    }).reset_index()[[*keys[:-1], *COLUMNS]]
 
 
 def reference_price(prev_close, cash=0.0, bonus=0.0, rights=0.0, rights_price=0.0, split=1.0):

@@ -84,7 +84,7 @@ def merge_actions(con: duckdb.DuckDBPyConnection, actions: pd.DataFrame | None,
                 con.unregister(name)
             except duckdb.Error:
                 pass
-    return sorted(set(added["symbol"]))
+    return sorted(added["symbol"].unique().tolist())
 
 
 def _desired(current: pd.DataFrame, actions: pd.DataFrame | None,
@@ -138,8 +138,8 @@ def _with_factors(con, desired: pd.DataFrame, *, source: str,
     events and the stored raw close before each ex-date."""
     if len(desired) == 0:
         return desired
-    vendor = desired["symbol"].isin(set(desired.loc[desired["factor_from"].eq("vendor"),
-                                                     "symbol"]))
+    vendor = desired["symbol"].isin(
+        desired.loc[desired["factor_from"].eq("vendor"), "symbol"].unique())
     desired.loc[vendor & desired["factor_from"].ne("vendor"), ["factor", "factor_from"]] = (
         np.nan, None)
     need = desired.loc[~vendor, ["symbol", "ex_date"]].reset_index()

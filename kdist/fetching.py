@@ -29,7 +29,7 @@ from tenacity import (
 )
 
 from . import ticks
-from .actions import empty_actions
+from .actions import empty_actions, normalise_actions
 from .errors import DataError, ProviderTrippedError, TransientProviderError
 from .limits import Limits
 from .limits import gate as get_gate
@@ -258,7 +258,7 @@ class _Actions:
     def __init__(self, provider, chunk: Chunk, retries, timeout, gate):
         self.provider, self.retries, self.timeout, self.gate = provider, retries, timeout, gate
         self.last_day = chunk.end - pd.Timedelta(days=1)
-        self.frames, self.checks = [], []
+        self.frames, self.names, self.checks = [], [], []
 
     def fetch(self, symbol: str, start) -> int:
         """Fetch ``symbol``'s actions from ``start`` (the start of its bars' window) on;
@@ -270,14 +270,20 @@ class _Actions:
         if frame is not None:  # None: none served for it, nothing to take as complete
             self.checks.append((symbol, start, self.last_day))
             if len(frame):
-                self.frames.append(frame.assign(symbol=symbol))
+                self.frames.append(frame)
+                self.names.append(symbol)
         return attempts
 
     def into(self, result: ChunkResult) -> ChunkResult:
         result.checks = pd.DataFrame(self.checks, columns=["symbol", "start", "end"]).astype(
             {"symbol": "str", "start": "datetime64[us]", "end": "datetime64[us]"})
-        result.actions = (pd.concat(self.frames, ignore_index=True) if self.frames
-                          else empty_actions().assign(symbol=pd.Series(dtype="str")))
+        if not self.frames:
+            result.actions = empty_actions().assign(symbol=pd.Series(dtype="str"))
+        elif self.names:
+            # The symbol column built once for the chunk, as for its bars (_tag).
+            result.actions = _tag(self.frames, self.names)
+        else:
+            result.actions = self.frames[0]  # actions_many's: it has its symbol column
         return result
 
 
@@ -291,12 +297,44 @@ def _failed_actions(symbol: str, exc: BaseException, attempts: int) -> dict:
     return failure
 
 
+def _actions_in_one_call(provider, chunk: Chunk, result: ChunkResult, found: _Actions,
+                         timeout) -> bool:
+    """The ok symbols' corporate actions from one ``actions_many`` call into ``result``;
+    False to ask symbol by symbol instead (the provider has none, declined, or failed)."""
+    if type(provider).actions_many is Provider.actions_many:
+        return False
+    ok = [(o["symbol"], pd.Timestamp(o["window_start"] or chunk.start).normalize())
+          for o in result.outcomes if o["status"] == Status.OK]
+    if not ok:
+        found.into(result)
+        return True
+    symbols, starts = (list(x) for x in zip(*ok))
+    try:
+        frame = _bounded(provider, provider.actions_many, (symbols, starts, found.last_day),
+                         timeout and timeout * len(symbols), f"{len(symbols)} symbols' actions")
+        if frame is None:
+            return False
+        frame = normalise_actions(frame)
+    except Exception as exc:
+        log.debug("actions_many of chunk %d failed (%r): asking symbol by symbol", chunk.index,
+                  exc)
+        return False
+    if len(frame) and not frame["symbol"].isin(symbols).all():
+        frame = frame[frame["symbol"].isin(symbols)].reset_index(drop=True)
+    found.checks = [(symbol, start, found.last_day) for symbol, start in ok]
+    found.frames = [frame] if len(frame) else []
+    found.into(result)
+    return True
+
+
 def _add_actions(provider, chunk: Chunk, result: ChunkResult, retries, timeout, gate):
     """Fetch the corporate actions of every ok symbol of a chunk fetched in one call, each
     for the window its bars were fetched for (so an update asks only since its last bars).
     A symbol whose actions cannot be fetched fails as a whole, its bars left out, and a
     resume fetches both again."""
     found = _Actions(provider, chunk, retries, timeout, gate)
+    if _actions_in_one_call(provider, chunk, result, found, timeout):
+        return
     failed = set()
     for at, done in enumerate(result.outcomes):
         if done["status"] != Status.OK:

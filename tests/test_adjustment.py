@@ -354,3 +354,43 @@ def test_cli_lists_actions_shows_as_of_and_checks_vendor_bars(db, capsys):
     assert main(["check", "--adjust", "--db", db]) == 1
     out = capsys.readouterr().out
     assert "1 differ by more than 0.01" in out and B in out and A not in out.split("\n", 1)[1]
+
+
+# -- the worker side ---------------------------------------------------------------------------
+
+
+def _chunk(symbols):
+    from kdist.plan import Chunk
+
+    return Chunk(0, tuple(symbols), pd.Timestamp("2018-01-01"), pd.Timestamp("2023-01-01"))
+
+
+def test_a_chunk_fetched_in_one_call_asks_its_actions_in_one_call(monkeypatch):
+    from kdist.fetching import fetch_chunk
+    from kdist.schema import Freq
+
+    p = SyntheticProvider()
+    symbols = p.list_symbols()[:12]
+    calls = []
+    many = SyntheticProvider.actions_many
+    monkeypatch.setattr(SyntheticProvider, "actions_many",
+                        lambda self, *a: calls.append(a) or many(self, *a))
+    together = fetch_chunk(p, _chunk(symbols), Freq.DAY, Adjust.NONE, actions=True)
+    assert len(calls) == 1 and list(calls[0][0]) == symbols
+    # What asking symbol by symbol gives (actions_many declining), to the last bit.
+    monkeypatch.setattr(SyntheticProvider, "actions_many", lambda self, *a: None)
+    one_by_one = fetch_chunk(p, _chunk(symbols), Freq.DAY, Adjust.NONE, actions=True)
+    def ordered(frame):
+        return frame.sort_values(["symbol", *frame.columns[1:2]]).reset_index(drop=True)
+
+    pd.testing.assert_frame_equal(ordered(together.actions), ordered(one_by_one.actions),
+                                  check_exact=True)
+    pd.testing.assert_frame_equal(ordered(together.checks), ordered(one_by_one.checks))
+    assert set(together.checks["symbol"]) == set(symbols)
+    # A failing actions_many is never a failed symbol: they are asked one by one.
+    monkeypatch.setattr(SyntheticProvider, "actions_many",
+                        lambda self, *a: (_ for _ in ()).throw(ConnectionError("reset")))
+    again = fetch_chunk(p, _chunk(symbols), Freq.DAY, Adjust.NONE, actions=True)
+    assert all(o["status"] == "ok" for o in again.outcomes)
+    pd.testing.assert_frame_equal(ordered(again.actions), ordered(one_by_one.actions),
+                                  check_exact=True)

@@ -25,7 +25,7 @@ RUNS = {
     "A": {"kdist_cold", "kdist_warm", "sequential", "gather_all", "records", "ceiling"},
     "B": {"kdist_warm"},
     "C": {"slow_worker.default", "slow_worker.per_worker", "pareto.default", "pareto.per_worker"},
-    "D": {"kdist_cold", "gather_all"},
+    "D": {"kdist_cold", "gather_all", "kdist_cold_bars_only"},
     "E": {"load_raw", "load_qfq", "kdist_update_cold", "kdist_update_warm"},
 }
 

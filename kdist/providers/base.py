@@ -263,6 +263,17 @@ class Provider:
         frame = self._actions(self._symbol(symbol), start, end)
         return None if frame is None else normalise_actions(frame, symbol=symbol)
 
+    def actions_many(self, symbols, starts, end) -> pd.DataFrame | None:
+        """Return the corporate actions of several symbols in one call, or None to be asked
+        one by one.
+
+        ``symbols[i]``'s rows are those :meth:`actions` would return for ``(symbols[i],
+        starts[i], end)``, in one frame with a ``symbol`` column. kdist calls it once per
+        chunk whose bars came from :meth:`fetch_many`; an exception is never a failed
+        symbol: kdist then asks :meth:`actions` symbol by symbol.
+        """
+        return None
+
     def _actions(self, symbol: str, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame | None:
         """Return the vendor's corporate actions of ``symbol`` in ``[start, end]`` as
         :meth:`actions` describes them (any frame :func:`~kdist.actions.normalise_actions`

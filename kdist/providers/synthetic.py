@@ -54,12 +54,14 @@ and ``empty`` (no events) apply to them.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import math
 import os
 import random
 import sys
+import threading
 import time
 import zlib
 from typing import NamedTuple
@@ -69,7 +71,7 @@ import pandas as pd
 
 from .. import ticks
 from ..actions import COLUMNS as ACTION_COLUMNS
-from ..actions import adjust_prices, empty_actions, hfq_factors
+from ..actions import adjust_prices, empty_actions, hfq_steps
 from ..bars import WEEK_EPOCH, resample
 from ..errors import InvalidOptionError, PermanentProviderError, TransientProviderError
 from ..schema import Adjust, Freq, parse_symbols, to_date
@@ -355,39 +357,85 @@ def _closes(keys: np.ndarray, events: _Events, d: np.ndarray) -> np.ndarray:
     return np.round(_base(keys) * np.exp(log[:, at] + _gaps(events, d)), 2)
 
 
-@functools.lru_cache(maxsize=2048)
-def _history(key: int) -> tuple[np.ndarray, ...]:
-    """One symbol's corporate actions as the vendor reports them, 1991 to 2100: ``ex_date``
+#: Symbols' histories kept per process (each about 2 KB), most recently used last.
+_KEPT = 4096
+_kept: collections.OrderedDict = collections.OrderedDict()
+_kept_lock = threading.Lock()  # a worker's task threads share them
+#: Symbols whose histories are computed together: the walk's blocks of a group's event days
+#: are computed for every symbol of the group (memory grows with both).
+_GROUP = 64
+
+
+def _history(key: int, last_year: int = 2100) -> tuple[np.ndarray, ...]:
+    """One symbol's corporate actions as the vendor reports them (see :func:`_histories`)."""
+    return _histories([key], last_year)[0]
+
+
+def _histories(keys, last_year: int = 2100) -> list[tuple[np.ndarray, ...]]:
+    """Each symbol's corporate actions as the vendor reports them, 1991 to ``last_year``
+    (a later event changes no earlier factor, and each costs a block of the walk): ``ex_date``
     (datetime64[us]), ``cash, bonus, rights, rights_price, split`` and the cumulative hfq
-    ``factor``, read-only arrays.
+    ``factor``, read-only arrays, computed once per process for every key and year, those
+    not known yet together (see docs/performance.md#synthetic-provider).
 
     The cash dividend and the rights price are the hashed yield and discount times the raw
     close before the ex-date, rounded as announced (0.01 per 10 shares, 0.01); the factor is
     baostock's, from those numbers and closes (:func:`kdist.actions.hfq_factors`).
     """
-    keys = np.array([key], np.uint64)
+    wanted = [(int(key), last_year) for key in keys]
+    with _kept_lock:
+        missing = [w for w in dict.fromkeys(wanted) if w not in _kept]
+    for i in range(0, len(missing), _GROUP):
+        group = missing[i : i + _GROUP]
+        computed = _compute_histories(np.array([k for k, _ in group], np.uint64), last_year)
+        with _kept_lock:
+            _kept.update(zip(group, computed))
+    with _kept_lock:
+        found = []
+        for w in wanted:
+            _kept.move_to_end(w)
+            found.append(_kept[w])
+        while len(_kept) > _KEPT:
+            _kept.popitem(last=False)
+    return found
+
+
+def _compute_histories(keys: np.ndarray, last_year: int) -> list[tuple[np.ndarray, ...]]:
     events = _events(keys)
-    yield_, bonus, rights, discount, split = (
-        x[0] for x in (events.yield_, events.bonus, events.rights, events.discount, events.split))
-    has = (yield_ > 0) | (bonus > 0) | (rights > 0) | (split != 1.0)
-    ex = events.day[0][has]
+    has = ((events.yield_ > 0) | (events.bonus > 0) | (events.rights > 0)
+           | (events.split != 1.0))
+    has &= events.day < (np.datetime64(f"{last_year + 1}-01-01", "D") - _EPOCH).astype(np.int64)
+    rows, slots = np.nonzero(has)  # per symbol, its events in time order
+    ex = events.day[rows, slots]
     every = _all_trading_days()
     before = (every[np.searchsorted(every, _EPOCH + ex) - 1] - _EPOCH).astype(np.int64)
-    close = _closes(keys, events, before)[0]
+    if len(before):
+        days = np.unique(before)
+        close = _closes(keys, events, days)[rows, np.searchsorted(days, before)]
+    else:
+        close = np.zeros(0)
+    yield_, bonus, rights, discount, split = (
+        x[rows, slots] for x in (events.yield_, events.bonus, events.rights, events.discount,
+                                 events.split))
     reported = {
         # At least 0.001: a dividend never rounds away (its gap is in the bars).
-        "cash": np.where(yield_[has] > 0, np.maximum(np.round(yield_[has] * close, 3), 0.001),
-                         0.0),
-        "bonus": bonus[has],
-        "rights": rights[has],
-        "rights_price": np.where(rights[has] > 0, np.round(discount[has] * close, 2), 0.0),
-        "split": split[has],
+        "cash": np.where(yield_ > 0, np.maximum(np.round(yield_ * close, 3), 0.001), 0.0),
+        "bonus": bonus,
+        "rights": rights,
+        "rights_price": np.where(rights > 0, np.round(discount * close, 2), 0.0),
+        "split": split,
     }
-    factor = hfq_factors(pd.DataFrame(reported, copy=True), close)
-    columns = ((_EPOCH + ex).astype("datetime64[us]"), *reported.values(), factor)
-    for column in columns:
-        column.setflags(write=False)  # cached: shared by every call
-    return columns
+    steps = hfq_steps(close, *reported.values())
+    dates = (_EPOCH + ex).astype("datetime64[us]")
+    bounds = np.searchsorted(rows, np.arange(len(keys) + 1))
+    histories = []
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        # The running product symbol by symbol: hfq_factors' own, bit for bit.
+        columns = (dates[a:b], *(v[a:b] for v in reported.values()), np.cumprod(steps[a:b]))
+        for column in columns:
+            column.setflags(write=False)  # kept: shared by every call
+        histories.append(columns)
+    return histories
 
 
 def _noise(keys: np.ndarray, stream: int, index: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -531,9 +579,27 @@ class SyntheticProvider(Provider):
             )
         if symbol in self._empty:
             return empty_actions()
-        columns = _history(_symbol_key(symbol, self.seed))
+        columns = _history(_symbol_key(symbol, self.seed), end.year)
         last = np.searchsorted(columns[0], end.to_datetime64(), side="right")
         return pd.DataFrame(dict(zip(ACTION_COLUMNS, (c[:last] for c in columns))), copy=True)
+
+    def actions_many(self, symbols, starts, end) -> pd.DataFrame | None:
+        """Every symbol's actions in one call, computed together (:func:`_histories`), as
+        :meth:`actions` returns them; None (ask one by one) when a symbol is to fail."""
+        if not self.serves_actions or any(symbol in self._fail for symbol in symbols):
+            return None
+        end = to_date(end)
+        keys = [_symbol_key(symbol, self.seed) for symbol in symbols]
+        parts, names = [], []
+        for symbol, columns in zip(symbols, _histories(keys, end.year)):
+            last = 0 if symbol in self._empty else np.searchsorted(
+                columns[0], end.to_datetime64(), side="right")
+            parts.append([c[:last] for c in columns])
+            names.append(np.full(last, len(names)))
+        frame = {name: np.concatenate([p[i] for p in parts]) if parts else np.zeros(0)
+                 for i, name in enumerate(ACTION_COLUMNS)}
+        at = np.concatenate(names) if names else np.zeros(0, np.intp)
+        return pd.DataFrame({"symbol": np.asarray(symbols, object)[at], **frame})
 
     def list_symbols(self) -> list[str]:
         half = (self.universe + 1) // 2
@@ -675,8 +741,8 @@ def _vendor_adjusted(keys: np.ndarray, ts: np.ndarray, prices, adjust: Adjust,
     # adjust_prices of ones is the scale it multiplies prices by, bit for bit: one call per
     # symbol, then every column of every symbol at once.
     scale, ones = np.empty((len(keys), len(ts))), np.ones(len(ts))
-    for i, key in enumerate(keys):
-        ex, *_, factor = _history(int(key))
+    year = int(np.datetime64(end, "Y").astype(np.int64)) + 1970
+    for i, (ex, *_, factor) in enumerate(_histories(keys, year)):
         scale[i] = adjust_prices(ts, ones, ex, factor, adjust.value, end)
     return [np.round(x * scale, 2) for x in prices]
 

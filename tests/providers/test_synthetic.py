@@ -341,16 +341,42 @@ def test_actions_from_the_first_event_whatever_the_window(provider):
     assert other["ex_date"].tolist() != whole["ex_date"].tolist()
 
 
-def test_actions_are_computed_once_per_symbol_and_seed(provider):
-    from kdist.providers.synthetic import _history
+def test_actions_are_computed_once_per_symbol_and_seed(provider, monkeypatch):
+    from kdist.providers import synthetic
 
+    computed = []
+    compute = synthetic._compute_histories
+    monkeypatch.setattr(synthetic, "_compute_histories",
+                        lambda keys, year: computed.extend(keys) or compute(keys, year))
     provider.actions("CACHED.SH", "2024-01-01", "2024-12-31")
-    before = _history.cache_info()
-    for end in ("2024-12-31", "2030-12-31", "2001-01-01"):
+    assert len(computed) == 1
+    # Computed once per symbol, seed and last year asked (a later event moves no earlier
+    # factor, and each costs a block of the walk), whichever call asks.
+    for end in ("2024-06-30", "2024-12-31", "2024-02-01"):
         provider.actions("CACHED.SH", "2020-01-01", end)
     provider.fetch_many(["CACHED.SH"], ["2020-01-01"], "2024-12-31", adjust="qfq")
-    after = _history.cache_info()
-    assert after.misses == before.misses and after.hits == before.hits + 4
+    provider.actions_many(["CACHED.SH", "OTHER.SZ"], ["2020-01-01"] * 2, "2024-12-31")
+    assert len(computed) == 2  # OTHER.SZ only
+    # A later year's history agrees with the earlier one where both reach.
+    early = provider.actions("CACHED.SH", "1990-01-01", "2024-12-31")
+    late = provider.actions("CACHED.SH", "1990-01-01", "2030-12-31")
+    pd.testing.assert_frame_equal(late[late["ex_date"] <= "2024-12-31"], early)
+
+
+def test_actions_many_gives_what_actions_gives(provider):
+    from kdist.actions import normalise_actions
+
+    symbols = provider.list_symbols()[:30] + ["300999.SZ"]
+    provider = type(provider)(**{**provider.given_options(), "empty": "300999.SZ"})
+    many = normalise_actions(provider.actions_many(symbols, ["2015-01-01"] * 31, "2024-12-31"))
+    one = pd.concat([provider.actions(s, "2015-01-01", "2024-12-31").assign(symbol=s)
+                     for s in symbols], ignore_index=True)
+    one = one[["symbol", *one.columns[:-1]]].sort_values(["symbol", "ex_date"])
+    pd.testing.assert_frame_equal(many, one.reset_index(drop=True).astype({"symbol": "str"}),
+                                  check_exact=True)
+    assert "300999.SZ" not in set(many["symbol"])
+    failing = type(provider)(fail="000001.SZ")
+    assert failing.actions_many(symbols, ["2015-01-01"] * 31, "2024-12-31") is None
 
 
 def test_actions_cost_the_blocks_before_ex_dates_only(monkeypatch):
@@ -364,10 +390,14 @@ def test_actions_cost_the_blocks_before_ex_dates_only(monkeypatch):
         return bridge(keys, blocks, pins, ends)
 
     monkeypatch.setattr(synthetic, "_bridge", counting)
-    ex_dates = synthetic._history.__wrapped__(synthetic._symbol_key(SYMBOL, 7))[0]  # uncached
+    key = np.array([synthetic._symbol_key(SYMBOL, 7)], np.uint64)
+    [(ex_dates, *_)] = synthetic._compute_histories(key, 2100)  # not kept
     every_block = (np.datetime64("2100-12-31") - np.datetime64("1990-01-01")).astype(int) // 128
     # One call, at most one block per ex-date (the day before it), not every block since 1990.
     assert len(computed) == 1 and computed[0] <= len(ex_dates) < every_block / 2
+    # And only those up to the year asked: a later event moves no earlier factor.
+    [(until_2024, *_)] = synthetic._compute_histories(key, 2024)
+    assert len(computed) == 2 and computed[1] <= len(until_2024) < len(ex_dates) / 2
 
 
 def test_actions_of_empty_and_failing_symbols():
