@@ -35,7 +35,7 @@ import warnings
 import pandas as pd
 import pytest
 
-from .actions import COLUMNS
+from .actions import COLUMNS, normalise_actions
 from .errors import InvalidOptionError, PermanentProviderError, UnknownProviderError
 from .providers.base import Option, Provider
 from .providers.registry import available_providers, provider_class
@@ -316,6 +316,18 @@ class ProviderConformance:
         assert len(inside), f"no corporate action of {self.symbol} in {lo.date()}..{hi.date()}"
         again = pickle.loads(pickle.dumps(provider)).actions(self.symbol, lo, hi)
         pd.testing.assert_frame_equal(again, got)
+
+    def test_actions_many_gives_what_actions_gives(self, provider):
+        if type(provider).actions_many is Provider.actions_many or not provider.serves_actions:
+            pytest.skip(f"{provider.name!r} has no actions_many")
+        lo, hi = self._window()
+        last = hi - pd.Timedelta(days=1)
+        many = provider.actions_many([self.symbol], [lo], last)
+        if many is None:
+            pytest.skip(f"{provider.name!r} declined (actions_many returned None)")
+        assert "symbol" in many.columns, "actions_many must return a frame with a 'symbol' column"
+        got = normalise_actions(many).drop(columns="symbol")
+        pd.testing.assert_frame_equal(got, provider.actions(self.symbol, lo, last))
 
     # -- pickling and check -------------------------------------------------------------------
 
