@@ -30,7 +30,7 @@ import pandas as pd
 from .actions import EVENT_COLUMNS, NO_EVENT, hfq_steps
 from .schema import Adjust, Freq
 
-__all__ = ["derived_sql", "merge_actions"]
+__all__ = ["compare_with_vendor", "merge_actions", "read_derived"]
 
 #: Raw bars whose last bar before an ex-date is that day's close (not weekly or monthly).
 _CLOSE_FREQS = tuple(f.value for f in Freq if f is Freq.DAY or f.intraday)
@@ -149,10 +149,10 @@ def _with_factors(con, desired: pd.DataFrame, *, source: str,
     con.register("kdist_need", need)
     try:
         closes = con.execute(
-            f"""WITH raw AS (
+            """WITH raw AS (
                     SELECT symbol, ts, close FROM kline
                     WHERE adjust = 'none' AND source = ?
-                      AND freq IN ({", ".join("?" for _ in _CLOSE_FREQS)})
+                      AND freq IN (SELECT unnest(?::VARCHAR[]))
                       AND symbol IN (SELECT symbol FROM kdist_need)),
                 before AS (
                     SELECT n."index", r.close AS prev_close
@@ -163,7 +163,7 @@ def _with_factors(con, desired: pd.DataFrame, *, source: str,
                     FROM kdist_need n ASOF LEFT JOIN raw r
                       ON n.symbol = r.symbol AND n.ex_date <= r.ts)
                 SELECT "index", prev_close, traded FROM before JOIN after USING ("index")""",
-            [source, *_CLOSE_FREQS]).df().set_index("index")
+            [source, list(_CLOSE_FREQS)]).df().set_index("index")
     finally:
         con.unregister("kdist_need")
     rows = need["index"].to_numpy()
@@ -202,66 +202,164 @@ def _difference(current: pd.DataFrame, desired: pd.DataFrame):
     return gone.reset_index(drop=True), added.reset_index(drop=True)
 
 
-def derived_sql(adjust: Adjust, *, as_of: pd.Timestamp | None, where: str,
-                order: bool = True) -> tuple[str, list]:
-    """The SELECT of adjusted bars derived from raw bars, for symbols with actions checked,
-    and the parameters that come before ``where``'s.
+_NOW = "SELECT * FROM kdist_actions WHERE valid_to IS NULL"
+# Known by the end of as_of: valid_from before the next midnight.
+_AS_OF = """SELECT * FROM (
+                SELECT *, bool_or(valid_from < ?::TIMESTAMP + INTERVAL 1 DAY)
+                            OVER (PARTITION BY symbol, source, ex_date) AS known,
+                          row_number() OVER (PARTITION BY symbol, source, ex_date
+                                             ORDER BY valid_from) AS nth
+                FROM kdist_actions WHERE ex_date <= ?::DATE)
+            WHERE CASE WHEN known
+                THEN valid_from < ?::TIMESTAMP + INTERVAL 1 DAY
+                     AND (valid_to IS NULL OR valid_to >= ?::TIMESTAMP + INTERVAL 1 DAY)
+                ELSE nth = 1 END"""
+# The as-of join, as an equi-join: each factor holds from its ex-date to the next, and that
+# interval is cut at year ends, so every raw bar finds its factor by (symbol, year) and the
+# interval's bounds. Half the time of DuckDB's ASOF JOIN, which sorts both sides (see
+# docs/performance.md#derived-reads). {versions}: the factors' versions read; {scale}: what
+# a bar's prices are multiplied by.
+_DERIVED = """
+    WITH src AS (SELECT symbol, arg_max(source, checked_at) AS source
+                 FROM kdist_action_checks
+                 WHERE (?::VARCHAR[] IS NULL OR symbol IN (SELECT unnest(?::VARCHAR[])))
+                 GROUP BY symbol),
+         f AS (SELECT v.symbol, v.ex_date::TIMESTAMP_S AS ex_ts, v.factor
+               FROM ({versions}) v JOIN src USING (symbol, source)
+               WHERE v.factor IS NOT NULL),
+         raw AS (SELECT k.symbol, k.ts, k.open, k.high, k.low, k.close, k.volume, k.amount,
+                        k.source
+                 FROM kline k SEMI JOIN src ON k.symbol = src.symbol
+                 WHERE k.adjust = 'none' AND k.freq = ?
+                   AND (?::TIMESTAMP_S IS NULL OR k.ts >= ?::TIMESTAMP_S)
+                   AND (?::TIMESTAMP_S IS NULL OR k.ts < ?::TIMESTAMP_S)),
+         span AS (SELECT year(min(ts)) AS y0, year(max(ts)) AS y1 FROM raw),
+         steps AS (
+             SELECT symbol, ex_ts AS lo, factor,
+                    lead(ex_ts, 1, TIMESTAMP_S '9999-12-31')
+                        OVER (PARTITION BY symbol ORDER BY ex_ts) AS hi,
+                    arg_max(factor, ex_ts) OVER (PARTITION BY symbol) AS last
+             FROM f
+             UNION ALL  -- before the first ex-date: no adjustment (hfq factor 1)
+             SELECT symbol, TIMESTAMP_S '0001-01-01', 1.0, min(ex_ts), arg_max(factor, ex_ts)
+             FROM f GROUP BY symbol),
+         b AS (SELECT s.symbol, y, s.lo, s.hi, {scale} AS m
+               FROM steps s, span,
+                    unnest(range(greatest(year(s.lo), span.y0),
+                                 least(year(s.hi), span.y1) + 1)) t(y)),
+         derived AS (
+             SELECT r.symbol, r.ts::TIMESTAMP AS ts, r.open * m AS open, r.high * m AS high,
+                    r.low * m AS low, r.close * m AS close, r.volume, r.amount, r.source
+             FROM (SELECT r.*, coalesce(b.m, 1.0) AS m
+                   FROM raw r LEFT JOIN b ON r.symbol = b.symbol AND year(r.ts) = b.y
+                                         AND r.ts >= b.lo AND r.ts < b.hi) r)"""
+# Weeks and months from the derived days, stamped on their last trading day (kdist.bars),
+# kept when stamped inside [lo, hi). {period}: week (Monday to Sunday) or month.
+_PERIODS = """
+    SELECT * FROM (
+        SELECT symbol, max(ts) AS ts, arg_min(open, ts) AS open, max(high) AS high,
+               min(low) AS low, arg_max(close, ts) AS close, sum(volume) AS volume,
+               sum(amount) AS amount, arg_max(source, ts) AS source
+        FROM derived GROUP BY symbol, date_trunc('{period}', ts))
+    WHERE (?::TIMESTAMP IS NULL OR ts >= ?::TIMESTAMP)
+      AND (?::TIMESTAMP IS NULL OR ts < ?::TIMESTAMP)"""
+# The vendor's stored adjusted bars of the symbols not derived at this freq (no check, or no
+# raw bars of it to derive from).
+_STORED = """
+    SELECT k.symbol, k.ts::TIMESTAMP AS ts, k.open, k.high, k.low, k.close, k.volume,
+           k.amount, k.source
+    FROM kline k
+    WHERE k.adjust = ? AND k.freq = ?
+      AND (?::VARCHAR[] IS NULL OR k.symbol IN (SELECT unnest(?::VARCHAR[])))
+      AND (?::TIMESTAMP_S IS NULL OR k.ts >= ?::TIMESTAMP_S)
+      AND (?::TIMESTAMP_S IS NULL OR k.ts < ?::TIMESTAMP_S)
+      AND k.symbol NOT IN (
+          SELECT DISTINCT r.symbol FROM kline r
+          SEMI JOIN (SELECT DISTINCT symbol FROM kdist_action_checks) c ON r.symbol = c.symbol
+          WHERE r.adjust = 'none' AND r.freq = ?)"""
 
-    ``where`` is the condition on ``kline`` (aliased ``k``) that picks the raw bars (freq,
-    symbols, dates); the caller appends its parameters to the ones returned. ``as_of``:
-    only factors of ex-dates up to that date, each in the version kdist held at the end of
-    that day (or, for an event kdist learnt of later, the first version it recorded), and
-    qfq anchored there. Columns are those of :meth:`kdist.store.Store.load`; volume and
-    amount are raw.
+
+_COMPARE = """
+    , v AS (SELECT symbol, ts::TIMESTAMP AS ts, open, high, low, close
+            FROM kline WHERE freq = ? AND adjust = ?),
+      diff AS (SELECT v.symbol, v.ts,
+                      greatest(abs(v.open - d.open), abs(v.high - d.high),
+                               abs(v.low - d.low), abs(v.close - d.close)) AS diff
+               FROM v JOIN ({bars}) d USING (symbol, ts))
+    SELECT symbol, ? AS adjust, count(*) AS bars, max(diff) AS max_diff,
+           count(*) FILTER (WHERE diff > ?) AS differing,
+           min(ts) FILTER (WHERE diff > ?) AS first_differing
+    FROM diff GROUP BY symbol ORDER BY symbol"""
+
+
+def read_derived(con: duckdb.DuckDBPyConnection, adjust: Adjust, freq: Freq, *,
+                 as_of: pd.Timestamp | None, symbols: list[str] | None,
+                 lo: pd.Timestamp | None, hi: pd.Timestamp | None,
+                 stored: bool = False) -> pd.DataFrame:
+    """Adjusted bars derived from raw bars, sorted by symbol and ts.
+
+    Symbols with a ``kdist_action_checks`` row and raw bars of ``freq`` (of ``1d`` for weeks
+    and months, which are built from the derived days, as vendors build theirs) are read:
+    every raw bar, whatever its source, times the factor in force at its time, from the
+    factors of the source whose actions were fetched last (one series and one anchor per
+    symbol); qfq divided by the factor in force at the anchor. ``symbols`` (None: all) and
+    ``[lo, hi)`` pick the bars; ``as_of``: only factors of ex-dates up to that date, each in
+    the version kdist held at the end of that day (or, for an event kdist learnt of later,
+    the first version it recorded), and qfq anchored there. With ``stored``, the other
+    symbols' stored vendor-adjusted bars are added. Columns are those of
+    :meth:`kdist.store.Store.load`; volume and amount are raw.
     """
+    return _run(con, adjust, freq, as_of=as_of, symbols=symbols, lo=lo, hi=hi,
+                stored=stored)
+
+
+def compare_with_vendor(con: duckdb.DuckDBPyConnection, freq: Freq,
+                        tolerance: float) -> pd.DataFrame:
+    """Per symbol and adjust, stored vendor-adjusted bars against the derived ones (see
+    :meth:`kdist.store.Store.check_adjust`)."""
+    return pd.concat([_run(con, adjust, freq, tolerance=tolerance)
+                      for adjust in (Adjust.QFQ, Adjust.HFQ)], ignore_index=True)
+
+
+def _run(con, adjust: Adjust, freq: Freq, *, as_of=None, symbols=None, lo=None, hi=None,
+         stored: bool = False, tolerance: float | None = None) -> pd.DataFrame:
+    """Derived bars (:func:`read_derived`), or with ``tolerance`` their comparison with the
+    stored vendor bars (:func:`compare_with_vendor`). Every piece of the SQL is one of this
+    module's constants; every value a parameter."""
+    params = [symbols, symbols]
     if as_of is None:
-        factors = """SELECT symbol, source, ex_date::TIMESTAMP_S AS ex_ts, factor FROM kdist_actions
-                     WHERE valid_to IS NULL AND factor IS NOT NULL"""
+        versions = _NOW
     else:
-        # Known by the end of as_of: valid_from before the next midnight.
-        factors = """SELECT symbol, source, ex_date::TIMESTAMP_S AS ex_ts, factor FROM (
-                         SELECT *, bool_or(valid_from < ?::TIMESTAMP + INTERVAL 1 DAY)
-                                     OVER (PARTITION BY symbol, source, ex_date) AS known,
-                                   row_number() OVER (PARTITION BY symbol, source, ex_date
-                                                      ORDER BY valid_from) AS nth
-                         FROM kdist_actions WHERE ex_date <= ?::DATE)
-                     WHERE factor IS NOT NULL AND CASE WHEN known
-                         THEN valid_from < ?::TIMESTAMP + INTERVAL 1 DAY
-                              AND (valid_to IS NULL OR valid_to >= ?::TIMESTAMP + INTERVAL 1 DAY)
-                         ELSE nth = 1 END"""
-    params = [] if as_of is None else [as_of.to_pydatetime()] * 4
-    # qfq divides by the factor in force at the anchor: the latest ex-date read (up to as_of).
-    scale = "s.factor / s.last" if adjust is Adjust.QFQ else "s.factor"
-    # The as-of join, as an equi-join: each factor holds from its ex-date to the next, and
-    # that interval is cut at year ends, so every raw bar finds its factor by (symbol,
-    # source, year) and the interval's bounds. Half the time of DuckDB's ASOF JOIN, which
-    # sorts both sides (see docs/performance.md#derived-reads).
-    return f"""
-        WITH f AS ({factors}),
-             raw AS (SELECT k.symbol, k.ts, k.open, k.high, k.low, k.close, k.volume,
-                            k.amount, k.source
-                     FROM kline k SEMI JOIN (SELECT DISTINCT symbol, source
-                                             FROM kdist_action_checks) c
-                       ON k.symbol = c.symbol AND k.source = c.source
-                     WHERE k.adjust = 'none' AND {where}),
-             span AS (SELECT year(min(ts)) AS y0, year(max(ts)) AS y1 FROM raw),
-             steps AS (
-                 SELECT symbol, source, ex_ts AS lo, factor,
-                        lead(ex_ts, 1, TIMESTAMP_S '9999-12-31')
-                            OVER (PARTITION BY symbol, source ORDER BY ex_ts) AS hi,
-                        arg_max(factor, ex_ts) OVER (PARTITION BY symbol, source) AS last
-                 FROM f
-                 UNION ALL  -- before the first ex-date: no adjustment (hfq factor 1)
-                 SELECT symbol, source, TIMESTAMP_S '0001-01-01', 1.0, min(ex_ts),
-                        arg_max(factor, ex_ts)
-                 FROM f GROUP BY symbol, source),
-             b AS (SELECT s.symbol, s.source, y, s.lo, s.hi, {scale} AS m
-                   FROM steps s, span,
-                        unnest(range(greatest(year(s.lo), span.y0),
-                                     least(year(s.hi), span.y1) + 1)) t(y))
-        SELECT r.symbol, r.ts::TIMESTAMP AS ts, r.open * m AS open, r.high * m AS high,
-               r.low * m AS low, r.close * m AS close, r.volume, r.amount, r.source
-        FROM (SELECT r.*, coalesce(b.m, 1.0) AS m
-              FROM raw r LEFT JOIN b ON r.symbol = b.symbol AND r.source = b.source
-                                    AND year(r.ts) = b.y AND r.ts >= b.lo AND r.ts < b.hi) r
-        {"ORDER BY r.symbol, r.ts" if order else ""}""", params
+        versions = _AS_OF
+        params += [as_of.to_pydatetime()] * 4
+    if adjust is Adjust.QFQ:
+        scale = "s.factor / s.last"
+    else:
+        scale = "s.factor"
+    weeks = freq in (Freq.WEEK, Freq.MONTH)
+    # A week or month is built from all its days: read a month more either side, and keep
+    # the periods stamped inside [lo, hi).
+    month = pd.Timedelta(days=31)
+    first = lo - month if weeks and lo is not None else lo
+    last = hi + month if weeks and hi is not None else hi
+    raw_freq = Freq.DAY if weeks else freq
+    params += [raw_freq.value, first, first, last, last]
+    if not weeks:
+        tail = " SELECT * FROM derived"
+    elif freq is Freq.WEEK:
+        tail = _PERIODS.format(period="week")
+        params += [lo, lo, hi, hi]
+    else:
+        tail = _PERIODS.format(period="month")
+        params += [lo, lo, hi, hi]
+    bars = _DERIVED.format(versions=versions, scale=scale) + tail
+    if tolerance is not None:
+        # The derived bars' CTEs, then the comparison's: one WITH.
+        compare = (_DERIVED.format(versions=versions, scale=scale) + ", d AS (" + tail + ")"
+                   + _COMPARE.format(bars="SELECT * FROM d"))
+        return con.execute(compare, [*params, freq.value, adjust.value, adjust.value,
+                                     tolerance + 1e-9, tolerance + 1e-9]).df()
+    if stored:
+        params += [adjust.value, freq.value, symbols, symbols, lo, lo, hi, hi, raw_freq.value]
+        return con.execute(bars + " UNION ALL " + _STORED + " ORDER BY symbol, ts", params).df()
+    return con.execute(bars + " ORDER BY symbol, ts", params).df()

@@ -355,6 +355,7 @@ def cmd_status(args) -> int:
     with Store(args.db, read_only=True) as store:
         series = store.catalog()
         summary = store.summary(series)
+        actions = store.actions_summary()
     if args.json:
         print_json(frame_json(series))  # every series, as before the summary: for scripts
     elif series.empty:
@@ -362,7 +363,7 @@ def cmd_status(args) -> int:
     elif args.series:
         print(frame_text(series))
     else:
-        print(status_text(summary, series, args.db))
+        print(status_text(summary, series, args.db, actions))
     return EXIT_OK
 
 

@@ -112,8 +112,9 @@ def not_stored(db, symbol: str, freq, adjust, start=None, end=None) -> str:
     return f"{said}; show them with --freq {first['freq']} --adjust {first['adjust']}"
 
 
-def status_text(summary, series, db) -> str:
-    """``kdist status``: one row per source, freq and adjust, then a line of totals."""
+def status_text(summary, series, db, actions=None) -> str:
+    """``kdist status``: one row per source, freq and adjust, then a line of totals, and a
+    line per source of corporate actions (``actions``, :meth:`Store.actions_summary`)."""
     import pandas as pd
 
     shown = summary.rename(columns={"updated": "last update"}).copy()
@@ -122,5 +123,12 @@ def status_text(summary, series, db) -> str:
     shown["last update"] = ["-" if pd.isna(ts) else f"{ts:%Y-%m-%d %H:%M}"
                             for ts in shown["last update"]]
     symbols = series["symbol"].nunique()
-    return (f"{frame_text(shown)}\n\n{len(series):,} series of "
+    text = (f"{frame_text(shown)}\n\n{len(series):,} series of "
             f"{counted(symbols, 'symbol')} in {db}; 'kdist status --series' lists each")
+    for row in ([] if actions is None else actions.itertuples()):
+        text += (f"\ncorporate actions from {row.source}: {counted(row.symbols, 'symbol')}, "
+                 f"{counted(row.events, 'event')} in force"
+                 + (f", {row.superseded:,} superseded" if row.superseded else "")
+                 + f", last fetched {row.checked:%Y-%m-%d %H:%M}; qfq/hfq derived "
+                 "('kdist actions' lists them)")
+    return text

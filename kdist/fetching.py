@@ -30,7 +30,13 @@ from tenacity import (
 
 from . import ticks
 from .actions import empty_actions, normalise_actions
-from .errors import DataError, ProviderTrippedError, TransientProviderError
+from .errors import (
+    DataError,
+    MissingDependencyError,
+    PermanentProviderError,
+    ProviderTrippedError,
+    TransientProviderError,
+)
 from .limits import Limits
 from .limits import gate as get_gate
 from .outcome import Status, outcome
@@ -226,7 +232,7 @@ def fetch_chunk(
     timeout: float | None = CALL_TIMEOUT,
     limits: Limits | None = None,
     ticks: str | None = None,
-    actions: bool = False,
+    actions: bool | dict = False,
 ) -> ChunkResult:
     """Fetch, normalise and validate every symbol of ``chunk`` (runs on a worker).
 
@@ -235,19 +241,21 @@ def fetch_chunk(
     symbol whose re-fetched overlap differs from the stored bars is fetched again from its
     ``full`` start and reported as revised. Symbol by symbol, how many are done is told to
     the topic ``ticks`` as they finish (:mod:`kdist.ticks`). With ``actions``, each ok
-    symbol's corporate actions are fetched too (:func:`_add_actions`).
+    symbol's corporate actions are fetched too, from the start of its bars' window, or for
+    a symbol in ``actions`` when it is a dict, from the earlier date it names.
     """
     with Ticker(ticks, chunk.index) as ticker:
         gate = get_gate(limits)
         result = None
-        wants = actions and provider.serves_actions
+        wants = bool(actions) and provider.serves_actions
+        since = actions if isinstance(actions, dict) else {}
         if _batches(provider, limits):
             result = _fetch_batch(provider, chunk, freq, adjust, retries, timeout, gate)
             if result is not None and wants:
-                _add_actions(provider, chunk, result, retries, timeout, gate)
+                _add_actions(provider, chunk, result, retries, timeout, gate, since)
         if result is None:
             result = _fetch_each(provider, chunk, freq, adjust, retries, timeout, gate, ticker,
-                                 wants)
+                                 wants, since)
         return result
 
 
@@ -255,15 +263,16 @@ class _Actions:
     """The corporate actions of a chunk's symbols as they are fetched: each ok symbol's
     frame and the window it was asked for, into ``result.actions`` and ``result.checks``."""
 
-    def __init__(self, provider, chunk: Chunk, retries, timeout, gate):
+    def __init__(self, provider, chunk: Chunk, retries, timeout, gate, since=None):
         self.provider, self.retries, self.timeout, self.gate = provider, retries, timeout, gate
+        self.since = since or {}  # symbol -> an earlier start for its actions
         self.last_day = chunk.end - pd.Timedelta(days=1)
         self.frames, self.names, self.checks = [], [], []
 
     def fetch(self, symbol: str, start) -> int:
         """Fetch ``symbol``'s actions from ``start`` (the start of its bars' window) on;
         return the attempts, or raise the last error with ``kdist_attempts``."""
-        start = pd.Timestamp(start).normalize()
+        start = self.start(symbol, start)
         frame, attempts = _gated(self.provider, self.provider.actions,
                                  (symbol, start, self.last_day), self.retries, self.timeout,
                                  self.gate, f"the corporate actions of {symbol}")
@@ -273,6 +282,11 @@ class _Actions:
                 self.frames.append(frame)
                 self.names.append(symbol)
         return attempts
+
+    def start(self, symbol: str, start) -> pd.Timestamp:
+        """Where ``symbol``'s actions are asked from: its bars' window, or earlier."""
+        start = pd.Timestamp(start).normalize()
+        return min(start, self.since[symbol]) if symbol in self.since else start
 
     def into(self, result: ChunkResult) -> ChunkResult:
         result.checks = pd.DataFrame(self.checks, columns=["symbol", "start", "end"]).astype(
@@ -287,14 +301,26 @@ class _Actions:
         return result
 
 
-def _failed_actions(symbol: str, exc: BaseException, attempts: int) -> dict:
-    """The outcome of a symbol whose bars came but whose corporate actions did not: failed
-    as a whole (stored bars without their actions would derive stale adjusted prices)."""
+#: Errors of a symbol's corporate actions that asking again will not mend (the vendor has
+#: none for it, answers what is no action, or its package is missing): its bars are kept,
+#: without a check, and its qfq/hfq are read as before (the vendor's stored bars).
+_NO_ACTIONS = (PermanentProviderError, DataError, MissingDependencyError)
+
+
+def _failed_actions(done: dict, exc: BaseException) -> tuple[dict, bool]:
+    """The outcome of a symbol whose bars came but whose corporate actions did not, and
+    whether its bars are kept. A transient error (or the breaker) fails it as a whole, so a
+    resume fetches both; a permanent one keeps it ok, the error recorded with it."""
+    symbol = done["symbol"]
+    if isinstance(exc, _NO_ACTIONS):
+        kept = dict(done, error_class=type(exc).__name__,
+                    error=f"corporate actions of {symbol}: {exc}")
+        return kept, True
     status = Status.SKIPPED if isinstance(exc, ProviderTrippedError) else Status.FAILED
-    failure = outcome(symbol, status, attempts=attempts + getattr(exc, "kdist_attempts", 1),
-                      error=exc)
+    failure = outcome(symbol, status,
+                      attempts=done["attempts"] + getattr(exc, "kdist_attempts", 1), error=exc)
     failure["error"] = f"corporate actions of {symbol}: {failure['error']}"
-    return failure
+    return failure, False
 
 
 def _actions_in_one_call(provider, chunk: Chunk, result: ChunkResult, found: _Actions,
@@ -303,7 +329,7 @@ def _actions_in_one_call(provider, chunk: Chunk, result: ChunkResult, found: _Ac
     False to ask symbol by symbol instead (the provider has none, declined, or failed)."""
     if type(provider).actions_many is Provider.actions_many:
         return False
-    ok = [(o["symbol"], pd.Timestamp(o["window_start"] or chunk.start).normalize())
+    ok = [(o["symbol"], found.start(o["symbol"], o["window_start"] or chunk.start))
           for o in result.outcomes if o["status"] == Status.OK]
     if not ok:
         found.into(result)
@@ -327,12 +353,13 @@ def _actions_in_one_call(provider, chunk: Chunk, result: ChunkResult, found: _Ac
     return True
 
 
-def _add_actions(provider, chunk: Chunk, result: ChunkResult, retries, timeout, gate):
+def _add_actions(provider, chunk: Chunk, result: ChunkResult, retries, timeout, gate,
+                 since=None):
     """Fetch the corporate actions of every ok symbol of a chunk fetched in one call, each
     for the window its bars were fetched for (so an update asks only since its last bars).
     A symbol whose actions cannot be fetched fails as a whole, its bars left out, and a
     resume fetches both again."""
-    found = _Actions(provider, chunk, retries, timeout, gate)
+    found = _Actions(provider, chunk, retries, timeout, gate, since)
     if _actions_in_one_call(provider, chunk, result, found, timeout):
         return
     failed = set()
@@ -343,19 +370,20 @@ def _add_actions(provider, chunk: Chunk, result: ChunkResult, retries, timeout, 
         try:
             found.fetch(symbol, done["window_start"] or chunk.start)
         except Exception as exc:
-            result.outcomes[at] = _failed_actions(symbol, exc, done["attempts"])
-            failed.add(symbol)
+            result.outcomes[at], kept = _failed_actions(done, exc)
+            if not kept:
+                failed.add(symbol)
     if failed and len(result.bars):
         result.bars = result.bars[~result.bars["symbol"].isin(failed)].reset_index(drop=True)
     found.into(result)
 
 
 def _fetch_each(provider, chunk, freq, adjust, retries, timeout, gate, ticker,
-                actions: bool = False) -> ChunkResult:
+                actions: bool = False, since=None) -> ChunkResult:
     """:func:`fetch_chunk` symbol by symbol, each with its own outcome; with ``actions``,
     each ok symbol's corporate actions right after its bars (a job stopped mid-chunk keeps
     every symbol finished so far)."""
-    found = _Actions(provider, chunk, retries, timeout, gate) if actions else None
+    found = _Actions(provider, chunk, retries, timeout, gate, since) if actions else None
     frames, tagged, outcomes = [], [], []
     overlaps = _overlaps(chunk.overlap)
     for i, symbol in enumerate(chunk.symbols):
@@ -400,8 +428,10 @@ def _fetch_each(provider, chunk, freq, adjust, retries, timeout, gate, ticker,
             try:
                 found.fetch(symbol, since)
             except Exception as exc:
-                outcomes.append(_failed_actions(symbol, exc, attempts))
-                continue
+                done, kept = _failed_actions(done, exc)
+                if not kept:
+                    outcomes.append(done)
+                    continue
         outcomes.append(done)
         if len(bars):
             frames.append(bars)

@@ -261,9 +261,10 @@ class JobLoop(ChunkLoop):
 
     def _task(self, chunk: Chunk, **key):
         job = self.job
+        since = {s: job.actions_from[s] for s in chunk.symbols if s in job.actions_from}
         return task(job.provider, chunk, job.freq, job.adjust, self.retries, self.timeout,
-                    self.run_id, limits=self.limits, ticks=self.topic, actions=job.actions,
-                    **key)
+                    self.run_id, limits=self.limits, ticks=self.topic,
+                    actions=(since or True) if job.actions else False, **key)
 
     def _tick(self, index: int, done: int):
         if index not in self.taken:  # a late tick of a chunk already in: counted once

@@ -75,6 +75,9 @@ class Report:
     actions: bool = False
     actions_checked: int = 0
     actions_new: list[str] = field(default_factory=list)
+    #: Symbols stored without corporate actions, the vendor having none for them (a
+    #: permanent error): symbol -> reason. Their qfq/hfq reads are the vendor's stored bars.
+    actions_failed: dict[str, str] = field(default_factory=dict)
 
     def count(self, outcomes) -> None:
         """Count symbols' outcomes (:func:`kdist.outcome.outcome` dicts) in the totals."""
@@ -82,6 +85,8 @@ class Report:
             status = o["status"]
             if status == Status.OK:
                 self.symbols_ok += 1
+                if o.get("error"):  # ok, its corporate actions not (see fetching)
+                    self.actions_failed[o["symbol"]] = f"{o['error_class']}: {o['error']}"
                 if o.get("revised"):
                     self.revised.append(o["symbol"])
             elif status == Status.EMPTY:
@@ -158,7 +163,11 @@ class Report:
                 f"{counted(len(self.actions_new), 'symbol')} with new ones"
                 + (f" ({', '.join(self.actions_new[:5])}"
                    + (" ..." if len(self.actions_new) > 5 else "") + ")"
-                   if self.actions_new else ""))] if self.actions else []),
+                   if self.actions_new else "")
+                + (f"; none for {counted(len(self.actions_failed), 'symbol')} (stored "
+                   f"without: {', '.join(list(self.actions_failed)[:3])}"
+                   + (" ..." if len(self.actions_failed) > 3 else "") + ")"
+                   if self.actions_failed else ""))] if self.actions else []),
             ("time", f"{self.elapsed_s:.1f} s ({self.rows_per_s:,.0f} rows/s)"),
             ("database", self.db),
         ]

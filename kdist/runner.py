@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -120,6 +120,9 @@ class _Job:
     resumed: bool = False
     #: Fetch each symbol's corporate actions with its bars.
     actions: bool = False
+    #: Symbols whose actions must be asked from earlier than their bars' window: their raw
+    #: bars of this source were stored without them (Store.actions_from).
+    actions_from: dict = field(default_factory=dict)
 
 
 def _plan_job(symbols, start, end, freq, adjust, provider, db, skip_invalid, incremental,
@@ -331,6 +334,8 @@ def ingest(
     with contextlib.ExitStack() as stack:
         cluster, store, windows, overlap_bars, stored = _open(stack, job, db, given, client,
                                                               cluster_options)
+        if job.actions:
+            job.actions_from = store.actions_from(job.symbols, job.provider.name)
         report = _report(job, "running", db, mode=cluster.mode, cluster=cluster)
         chunks = plan_chunks(
             job.symbols, job.start, job.end, freq=job.freq, n_threads=cluster.n_threads,
@@ -566,6 +571,9 @@ def update(
                                 if len(recent) else {})
         reports = []
         cancel = kwargs.get("cancel")
+        # Asked for corporate actions: from each source that serves them (a source that
+        # serves none must not stop the others' updates).
+        actions = kwargs.pop("actions", None)
         for source, rows in stored.groupby("source", sort=True):
             if cancel is not None and cancel.is_set():
                 break  # stopped: the sources not started yet wait for the next update
@@ -577,7 +585,9 @@ def update(
                 ingest(
                     rows["symbol"].tolist(), start=rows["first"].min(), end=end, freq=freq,
                     adjust=adjust, provider=chosen, db=store, client=client,
-                    callback=callback, progress=progress, incremental=True, **kwargs,
+                    callback=callback, progress=progress, incremental=True,
+                    actions=None if actions and not chosen.serves_actions else actions,
+                    **kwargs,
                 )
             )
     return reports

@@ -35,7 +35,7 @@ import pandas as pd
 import pyarrow as pa
 
 from .access import READ_WAIT, _store_error, _using
-from .adjustment import derived_sql, merge_actions
+from .adjustment import compare_with_vendor, merge_actions, read_derived
 from .errors import SchemaVersionError, StoreError, UsageError
 from .ledger import Ledger, _now, _version
 from .outcome import LEDGER_COLUMNS
@@ -626,30 +626,26 @@ class Store(Ledger):
                                     strict=False)[0]
         # Bounds in the column's type, TIMESTAMP_S, so DuckDB skips row groups by their ts
         # range (see docs/performance.md#scans). Exact: lo and hi are midnights.
-        where = """k.freq = ?
-                 AND (?::VARCHAR[] IS NULL OR k.symbol IN (SELECT unnest(?::VARCHAR[])))
-                 AND (?::TIMESTAMP_S IS NULL OR k.ts >= ?::TIMESTAMP_S)
-                 AND (?::TIMESTAMP_S IS NULL OR k.ts < ?::TIMESTAMP_S)"""
-        params = [freq.value, symbols, symbols, lo, lo, hi, hi]
-        stored = f"""SELECT k.symbol, k.ts::TIMESTAMP AS ts, k.open, k.high, k.low, k.close,
-                            k.volume, k.amount, k.source
-                     FROM kline k WHERE k.adjust = ? AND {where}"""
+        stored = """SELECT k.symbol, k.ts::TIMESTAMP AS ts, k.open, k.high, k.low, k.close,
+                           k.volume, k.amount, k.source
+                    FROM kline k
+                    WHERE k.adjust = ? AND k.freq = ?
+                      AND (?::VARCHAR[] IS NULL OR k.symbol IN (SELECT unnest(?::VARCHAR[])))
+                      AND (?::TIMESTAMP_S IS NULL OR k.ts >= ?::TIMESTAMP_S)
+                      AND (?::TIMESTAMP_S IS NULL OR k.ts < ?::TIMESTAMP_S)"""
+        params = [adjust.value, freq.value, symbols, symbols, lo, lo, hi, hi]
         if adjust is Adjust.NONE or derive is False or not self.has_actions:
-            if derive is True:
+            if derive is True or (as_of is not None and adjust is not Adjust.NONE):
+                what = "derive=True" if derive is True else "as_of"
                 raise UsageError(
-                    "derive=True needs adjust='qfq' or 'hfq' and a store with corporate actions")
-            return self.con.execute(stored + " ORDER BY k.symbol, k.ts",
-                                    [adjust.value, *params]).df()
-        derived, first = derived_sql(adjust, as_of=as_of, where=where, order=derive is True)
-        if derive is True:
-            return self.con.execute(derived, [*first, *params]).df()
-        # Symbols with actions checked are derived; the rest keep the vendor's stored bars.
-        return self.con.execute(
-            f"""{derived}
-                UNION ALL
-                {stored} AND k.symbol NOT IN (SELECT symbol FROM kdist_action_checks)
-                ORDER BY symbol, ts""",
-            [*first, *params, adjust.value, *params]).df()
+                    f"{what} derives qfq/hfq from raw bars and corporate actions, and "
+                    f"{self.path} has none: import raw bars (kdist ingest --adjust none) or "
+                    "read the stored vendor bars without it")
+            return self.con.execute(stored + " ORDER BY k.symbol, k.ts", params).df()
+        # As of a date only derived bars: a vendor's stored qfq carries the anchor of the day
+        # it was fetched, a look into that date's future.
+        return read_derived(self.con, adjust, freq, as_of=as_of, symbols=symbols, lo=lo,
+                            hi=hi, stored=derive is None and as_of is None)
 
     @_using
     def actions(self, symbols=None, *, history: bool = False) -> pd.DataFrame:
@@ -674,6 +670,50 @@ class Store(Ledger):
             [symbols, symbols, history]).df()
 
     @_using
+    def actions_summary(self) -> pd.DataFrame:
+        """Per source: symbols whose corporate actions were fetched, the events and factors
+        in force, the superseded versions kept, and when actions were last fetched."""
+        columns = ["source", "symbols", "events", "superseded", "checked"]
+        if not self.has_actions:
+            return pd.DataFrame(columns=columns)
+        return self.con.execute(
+            """WITH c AS (SELECT source, count(DISTINCT symbol) AS symbols,
+                                 max(checked_at) AS checked
+                          FROM kdist_action_checks GROUP BY source),
+                    a AS (SELECT source, count(*) FILTER (WHERE valid_to IS NULL) AS events,
+                                 count(*) FILTER (WHERE valid_to IS NOT NULL) AS superseded
+                          FROM kdist_actions GROUP BY source)
+               SELECT c.source, c.symbols, coalesce(a.events, 0) AS events,
+                      coalesce(a.superseded, 0) AS superseded, c.checked
+               FROM c LEFT JOIN a USING (source) ORDER BY c.source""").df()[columns]
+
+    @_using
+    def actions_from(self, symbols: list[str], source: str) -> dict:
+        """For those of ``symbols`` whose corporate actions were never fetched from
+        ``source`` but that have raw bars of it: their first raw bar, from which a job must
+        ask for their actions (an update asks only from its overlap on, and the factors of
+        the bars before would be missing)."""
+        if not self.has_actions:
+            return {}
+        checked = {r[0] for r in self.con.execute(
+            "SELECT DISTINCT symbol FROM kdist_action_checks WHERE source = ?",
+            [source]).fetchall()}
+        unchecked = [s for s in symbols if s not in checked]
+        if not unchecked:
+            return {}  # the common case of an update: no scan of the bars
+        wanted = pd.DataFrame({"symbol": pd.Series(unchecked, dtype="str")})
+        self.con.register("kdist_unchecked", wanted)
+        try:
+            rows = self.con.execute(
+                """SELECT k.symbol, min(k.ts)::TIMESTAMP FROM kline k
+                   SEMI JOIN kdist_unchecked w ON k.symbol = w.symbol
+                   WHERE k.adjust = 'none' AND k.source = ? GROUP BY k.symbol""",
+                [source]).fetchall()
+        finally:
+            self.con.unregister("kdist_unchecked")
+        return {symbol: pd.Timestamp(first).normalize() for symbol, first in rows}
+
+    @_using
     def derivable(self) -> set[str]:
         """Symbols whose corporate actions were fetched: their qfq/hfq derive from raw bars."""
         if not self.has_actions:
@@ -694,26 +734,7 @@ class Store(Ledger):
         columns = ["symbol", "adjust", "bars", "max_diff", "differing", "first_differing"]
         if not self.has_actions:
             return pd.DataFrame(columns=columns)
-        where = "k.freq = ?"
-        frames = []
-        for adjust in (Adjust.QFQ, Adjust.HFQ):
-            derived, first = derived_sql(adjust, as_of=None, where=where, order=False)
-            frames.append(self.con.execute(
-                f"""WITH d AS ({derived}),
-                         v AS (SELECT symbol, ts::TIMESTAMP AS ts, open, high, low, close
-                               FROM kline WHERE freq = ? AND adjust = ?),
-                         diff AS (SELECT v.symbol, v.ts,
-                                         greatest(abs(v.open - d.open), abs(v.high - d.high),
-                                                  abs(v.low - d.low), abs(v.close - d.close))
-                                             AS diff
-                                  FROM v JOIN d USING (symbol, ts))
-                    SELECT symbol, ? AS adjust, count(*) AS bars, max(diff) AS max_diff,
-                           count(*) FILTER (WHERE diff > ?) AS differing,
-                           min(ts) FILTER (WHERE diff > ?) AS first_differing
-                    FROM diff GROUP BY symbol ORDER BY symbol""",
-                [*first, freq.value, freq.value, adjust.value, adjust.value,
-                 tolerance + 1e-9, tolerance + 1e-9]).df())
-        return pd.concat(frames, ignore_index=True)[columns]
+        return compare_with_vendor(self.con, freq, tolerance)[columns]
 
     @_using
     def check(self) -> dict:

@@ -18,7 +18,7 @@ import pytest
 import kdist
 import kdist.store
 from kdist.actions import adjust_prices, hfq_factors
-from kdist.errors import PermanentProviderError, UsageError
+from kdist.errors import PermanentProviderError, TransientProviderError, UsageError
 from kdist.providers.base import Option, Provider
 from kdist.providers.synthetic import SyntheticProvider
 from kdist.schema import Adjust
@@ -36,7 +36,8 @@ class Events(Provider):
     options = {
         "events": Option(str, "{}", "JSON: symbol -> list of events"),
         "vendor": Option(bool, False, "give the vendor's factor too"),
-        "fail": Option(str, "", "symbols whose actions raise"),
+        "fail": Option(str, "", "symbols whose actions raise a permanent error"),
+        "drop": Option(str, "", "symbols whose actions raise a transient error"),
         "splits": Option(bool, False, "the raw bars have splits applied (Yahoo)"),
     }
 
@@ -79,6 +80,8 @@ class Events(Provider):
     def _actions(self, symbol, start, end):
         if symbol in self.fail.split(","):
             raise PermanentProviderError(f"no dividend data for {symbol}", symbol=symbol)
+        if symbol in self.drop.split(","):
+            raise TransientProviderError(f"connection reset for {symbol}", symbol=symbol)
         events = self._events(symbol)
         if self.vendor:
             events["factor"] = self._factors(symbol, events)
@@ -286,14 +289,33 @@ def test_symbols_without_actions_keep_the_vendor_bars(db):
 
 
 def test_a_symbol_whose_actions_fail_is_failed_whole_and_resumed(db):
-    report = kdist.ingest([A, B], start="2020-01-01", end="2022-12-31", provider=provider(fail=A),
-                          db=db, client="sync")
+    """A transient error, retries spent: no bars stored without their actions; a resume
+    fetches both."""
+    report = kdist.ingest([A, B], start="2020-01-01", end="2022-12-31",
+                          provider=provider(drop=A), db=db, client="sync", retries=1)
     assert report.symbols_failed == 1 and "corporate actions of 600000.SH" in report.failures[A]
     assert kdist.load(db, A).empty  # no bars without their actions
     assert kdist.corporate_actions(db)["symbol"].unique().tolist() == [B]
     again = kdist.ingest(resume=report.job_id, provider=provider(), db=db, client="sync")
     assert again.symbols_ok == 1 and len(kdist.load(db, A))
     assert kdist.corporate_actions(db)["symbol"].unique().tolist() == [B, A]
+
+
+def test_a_vendor_without_actions_for_a_symbol_keeps_its_bars(db):
+    """A permanent error (the vendor has none for it, a missing package): the bars are
+    stored, no check is recorded, and the report and the ledger say so."""
+    p = provider(fail=A)
+    report = kdist.ingest([A, B], start="2020-01-01", end="2022-12-31", provider=p, db=db,
+                          client="sync")
+    assert report.symbols_ok == 2 and report.status == "done"
+    assert list(report.actions_failed) == [A]
+    assert "no dividend data for 600000.SH" in report.actions_failed[A]
+    assert "none for 1 symbol (stored without: 600000.SH)" in str(report)
+    assert len(kdist.load(db, A)) and kdist.corporate_actions(db, A).empty
+    ledger = kdist.ledger(db, report.job_id).set_index("symbol")
+    assert ledger.loc[A, "status"] == "ok" and "corporate actions" in ledger.loc[A, "error"]
+    assert kdist.load(db, A, adjust="qfq").empty  # nothing to derive from, no vendor bars
+    assert len(kdist.load(db, B, adjust="qfq"))
 
 
 def test_actions_can_be_left_out_and_are_refused_where_they_cannot_be(db):
@@ -347,6 +369,10 @@ def test_cli_lists_actions_shows_as_of_and_checks_vendor_bars(db, capsys):
     stored = json.loads(capsys.readouterr().out)[0]
     assert stored["close"] == kdist.load(db, A, adjust="qfq", derive=False)["close"].iat[-1]
 
+    assert main(["status", "--db", db]) == 0
+    assert ("corporate actions from events: 2 symbols, 4 events in force, last fetched"
+            in capsys.readouterr().out)
+
     assert main(["check", "--adjust", "--db", db]) == 0
     assert "2 series compared: 0 differ by more than 0.01" in capsys.readouterr().out
     with duckdb.connect(db) as con:
@@ -394,3 +420,80 @@ def test_a_chunk_fetched_in_one_call_asks_its_actions_in_one_call(monkeypatch):
     assert all(o["status"] == "ok" for o in again.outcomes)
     pd.testing.assert_frame_equal(ordered(again.actions), ordered(one_by_one.actions),
                                   check_exact=True)
+
+
+# -- what a read derives, and from what ---------------------------------------------------------
+
+
+def test_bars_stored_without_actions_get_them_from_their_first_bar_on_the_next_update(db):
+    """An update asks for actions from its overlap on; a symbol whose raw bars were stored
+    without any (--no-actions, or a file from before kdist stored them) is asked from its
+    first stored bar, or the events before the overlap would be missing."""
+    p = provider()
+    ingest(db, p, end="2022-12-31", actions=False)
+    assert kdist.corporate_actions(db).empty
+    [report] = kdist.update(db, provider=p, end="2023-01-31", client="sync")
+    assert report.actions and report.actions_new == [B, A]
+    assert len(kdist.corporate_actions(db)) == 4  # 2021 and 2022 events, before the overlap
+    for symbol in (A, B):
+        pd.testing.assert_frame_equal(kdist.load(db, symbol, adjust="qfq"),
+                                      expected(db, p, symbol, "qfq"), rtol=1e-12)
+
+
+def test_weeks_and_months_are_built_from_the_derived_days(db):
+    from kdist.bars import resample
+    from kdist.schema import Freq
+
+    p = provider()
+    ingest(db, p)
+    days = kdist.load(db, A, adjust="qfq")
+    for freq in (Freq.WEEK, Freq.MONTH):
+        got = kdist.load(db, A, adjust="qfq", freq=freq.value, start="2021-03-01",
+                         end="2022-10-31")
+        periods = resample({c: days[c].to_numpy() for c in days.columns[1:-1]}, freq)
+        keep = (periods["ts"] >= np.datetime64("2021-03-01")) & (
+            periods["ts"] <= np.datetime64("2022-10-31"))
+        assert (got["ts"].to_numpy() == periods["ts"][keep]).all()
+        for column in (*PRICES, "volume"):
+            np.testing.assert_allclose(got[column].to_numpy(), periods[column][keep],
+                                       rtol=1e-12, err_msg=f"{freq.value} {column}")
+    # The week of the 2021-06-15 dividend: its open is the adjusted Monday's, not raw times
+    # the factor after the dividend.
+    week = kdist.load(db, A, adjust="qfq", freq="1w", start="2021-06-14", end="2021-06-18")
+    monday = days[days["ts"] == "2021-06-14"].iloc[0]
+    assert week["open"].iat[0] == pytest.approx(monday["open"], rel=1e-12)
+
+
+def test_vendor_bars_of_another_freq_stay_readable(db):
+    p = provider()
+    kdist.ingest([A], start="2020-01-01", end="2022-12-31", provider=p, db=db, client="sync")
+    kdist.ingest([A, B], start="2020-01-01", end="2022-12-31", provider=p, db=db,
+                 client="sync", freq="1w", adjust="qfq")
+    weekly = kdist.load(db, freq="1w", adjust="qfq")
+    # A: derived from its raw days; B: no raw bars to derive from, the vendor's as stored.
+    assert set(weekly["symbol"]) == {A, B}
+    stored = kdist.load(db, B, freq="1w", adjust="qfq", derive=False)
+    pd.testing.assert_frame_equal(weekly[weekly["symbol"] == B].reset_index(drop=True), stored)
+
+
+def test_raw_bars_of_every_source_take_the_factors_of_the_last_checked(db):
+    """A symbol's history from two sources is one series: one set of factors, one anchor."""
+    extra = {"actions": False} if "actions" in SyntheticProvider.options else {}
+    kdist.ingest([A], start="2019-01-01", end="2019-12-31", provider=SyntheticProvider(**extra),
+                 db=db, client="sync")
+    p = provider()
+    kdist.ingest([A], start="2020-01-01", end="2022-12-31", provider=p, db=db, client="sync")
+    raw = kdist.load(db, A)
+    assert set(raw["source"]) == {"synthetic", "events"}
+    qfq = kdist.load(db, A, adjust="qfq")
+    assert len(qfq) == len(raw)  # no bar of the unchecked source left out
+    pd.testing.assert_frame_equal(qfq, expected(db, p, A, "qfq"), rtol=1e-12)
+
+
+def test_as_of_reads_only_derived_bars(db):
+    p = provider()
+    kdist.ingest([A], start="2020-01-01", end="2022-12-31", provider=p, db=db, client="sync")
+    kdist.ingest([B], start="2020-01-01", end="2022-12-31", provider=p, db=db, client="sync",
+                 adjust="qfq")  # B: the vendor's qfq only, anchored when it was fetched
+    assert set(kdist.load(db, adjust="qfq")["symbol"]) == {A, B}
+    assert set(kdist.load(db, adjust="qfq", as_of="2021-12-31")["symbol"]) == {A}

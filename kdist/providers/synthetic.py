@@ -36,8 +36,7 @@ every event from the first up to ``end``; they cost the blocks that hold the day
 ex-dates only, once per symbol and seed in a process. qfq and hfq bars are the raw bars
 adjusted by those factors (:func:`kdist.actions.adjust_prices`) and rounded to 0.01, qfq
 anchored at the latest ex-date up to the request's end; volume and amount stay raw, and
-weekly and monthly bars take the factor in force at their stamp, as kdist derives them from
-raw bars. With ``actions=False`` there are no events, the bars are those of the path alone
+weekly and monthly bars are built from the adjusted daily bars, as vendors build theirs. With ``actions=False`` there are no events, the bars are those of the path alone
 (as before actions existed), and qfq and hfq equal raw.
 
 Options simulate the network for tests and benchmarks: ``latency``/``jitter`` (seconds per
@@ -708,11 +707,13 @@ class SyntheticProvider(Provider):
             o, h, l, c, v, a = _daily(keys, days, events)
         ts = ts.astype("datetime64[us]")
         empty = [i for i, symbol in enumerate(symbols) if symbol in self._empty]
+        if adjust is not Adjust.NONE and events is not None:
+            # Before weeks and months are built: a vendor's adjusted week is made of its
+            # adjusted days, so a week holding an ex-date is adjusted day by day.
+            o, h, l, c = _vendor_adjusted(keys, ts, (o, h, l, c), adjust, hi)
         if freq in (Freq.WEEK, Freq.MONTH):
             periods = resample(dict(zip(_COLUMNS, (ts, o, h, l, c, v, a))), freq)
             ts, o, h, l, c, v, a = (periods[column] for column in _COLUMNS)
-        if adjust is not Adjust.NONE and events is not None:
-            o, h, l, c = _vendor_adjusted(keys, ts, (o, h, l, c), adjust, hi)
         if freq in (Freq.WEEK, Freq.MONTH):
             keep = (ts >= lo[:, None]) & (ts <= hi)
         elif empty or (lo != lo[0]).any():
@@ -737,7 +738,7 @@ def _vendor_adjusted(keys: np.ndarray, ts: np.ndarray, prices, adjust: Adjust,
     """``prices`` (open, high, low, close, each ``(n, len(ts))``) adjusted as a vendor does:
     raw times the symbol's own factors in force at each stamp, qfq anchored at the latest
     ex-date up to ``end``, rounded to 0.01 (:func:`kdist.actions.adjust_prices`). Weekly and
-    monthly bars take the factor of their stamp, as kdist derives them from raw bars."""
+    monthly bars are built from the adjusted days, as vendors and kdist's derived reads do."""
     # adjust_prices of ones is the scale it multiplies prices by, bit for bit: one call per
     # symbol, then every column of every symbol at once.
     scale, ones = np.empty((len(keys), len(ts))), np.ones(len(ts))

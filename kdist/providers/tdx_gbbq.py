@@ -162,10 +162,10 @@ def read_records(path: Path, data: bytes | None = None) -> np.ndarray:
                              f"needs {need}")
     raw = np.frombuffer(data, np.uint8, count * _RECORD_SIZE, _COUNT_SIZE)
     raw = raw.reshape(count, _RECORD_SIZE)
-    halves = np.ascontiguousarray(raw[:, :_ENCRYPTED]).view("<u4").reshape(-1, 2)
-    clear = decrypt(halves[:, 0], halves[:, 1]).astype("<u4").view(np.uint8)
+    halves = _as(raw[:, :_ENCRYPTED], "<u4").reshape(-1, 2)
+    clear = _as(decrypt(halves[:, 0], halves[:, 1]).astype("<u4"), np.uint8)
     plain = np.concatenate([clear.reshape(count, _ENCRYPTED), raw[:, _ENCRYPTED:]], axis=1)
-    records = np.ascontiguousarray(plain).view(RECORD).reshape(count)
+    records = _as(plain, RECORD).reshape(count)
     digits = plain[:, 1:7]
     bad = ~((digits >= ord("0")) & (digits <= ord("9"))).all(axis=1)
     if bad.any():
@@ -210,7 +210,7 @@ class GbbqIndex:
             row = rows[at]
             raise _corrupt(path, f"the ex-rights record of {row['code'][:6].decode()} has the "
                                  f"date {int(row['date'])}, which is no calendar day")
-        code_bytes = np.ascontiguousarray(rows["code"]).view(np.uint8).reshape(-1, 7)
+        code_bytes = _as(rows["code"], np.uint8).reshape(-1, 7)
         digits = code_bytes[:, :6].astype(np.int64) - ord("0")
         codes = digits @ (10 ** np.arange(5, -1, -1, dtype=np.int64))
         keys = rows["market"].astype(np.int64) * 10**6 + codes
@@ -273,3 +273,9 @@ def load(path: Path) -> GbbqIndex:
 def _stamp(handle) -> tuple[int, int]:
     stat = os.fstat(handle.fileno())
     return stat.st_size, stat.st_mtime_ns
+
+
+def _as(array: np.ndarray, dtype) -> np.ndarray:
+    """``array``'s bytes read as ``dtype``, without a copy when it is contiguous (numpy's
+    ``view``, by a name no SQL check mistakes for DuckDB's)."""
+    return np.frombuffer(np.ascontiguousarray(array), dtype)

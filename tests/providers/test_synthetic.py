@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from kdist.bars import resample
 from kdist.actions import COLUMNS, EVENT_COLUMNS, adjust_prices, hfq_factors, reference_price
 from kdist.errors import (
     InvalidOptionError,
@@ -467,12 +468,19 @@ def test_intraday_weekly_and_monthly_bars_gap_with_the_daily_ones(provider):
 def test_vendor_qfq_and_hfq_are_the_raw_bars_adjusted_by_the_actions(universe, start, end, freq):
     p = SyntheticProvider(seed=7)
 
-    def by_symbol(adjust):
+    def by_symbol(adjust, start=start, end=end):
         frame = p.fetch_many(universe, [start] * len(universe), end, freq, adjust)
         return {s: g.drop(columns="symbol").reset_index(drop=True)
                 for s, g in frame.groupby("symbol", observed=True, sort=False)}
 
-    raw, adjusted = by_symbol("none"), {a: by_symbol(a) for a in ("qfq", "hfq")}
+    adjusted = {a: by_symbol(a) for a in ("qfq", "hfq")}
+    # Weeks are built from the adjusted days, as vendors build theirs.
+    weekly, freq = freq == "1w", "1d" if freq == "1w" else freq
+    if weekly:  # whole weeks: the days of the weeks stamped inside the window
+        week = pd.Timedelta(days=7)
+        raw = by_symbol("none", pd.Timestamp(start) - week, pd.Timestamp(end) + week)
+    else:
+        raw = by_symbol("none")
     assert len(raw) == len(universe)
     events_inside = 0
     for symbol, bars in raw.items():
@@ -483,6 +491,10 @@ def test_vendor_qfq_and_hfq_are_the_raw_bars_adjusted_by_the_actions(universe, s
             for column in PRICES:
                 expected[column] = np.round(adjust_prices(
                     bars["ts"], bars[column], actions["ex_date"], actions["factor"], adjust), 2)
+            if weekly:
+                weeks = resample({c: expected[c].to_numpy() for c in expected}, Freq.WEEK)
+                keep = (weeks["ts"] >= np.datetime64(start)) & (weeks["ts"] <= np.datetime64(end))
+                expected = pd.DataFrame({c: v[keep] for c, v in weeks.items()})
             pd.testing.assert_frame_equal(frames[symbol], expected, obj=f"{symbol} {adjust}")
     assert events_inside > len(universe) // 2  # the windows hold ex-dates, not just anchors
 
