@@ -398,7 +398,7 @@ def cmd_actions(args) -> int:
     from .store import corporate_actions
 
     symbols = [normalise_symbol(s, strict=False) for s in args.symbols] or None
-    actions = corporate_actions(args.db, symbols, history=args.history)
+    actions = corporate_actions(args.db, symbols, args.start, args.end, history=args.history)
     if args.json:
         print_json(frame_json(actions))
     elif actions.empty:
@@ -468,7 +468,7 @@ _EXAMPLES = {
     ),
     "actions": (
         "kdist actions 600000.SH",
-        "kdist actions 600000.SH --history   # superseded factors too",
+        "kdist actions 600000.SH --start 2020-01-01 --history   # superseded factors too",
         "kdist actions --json --db data/kdist.duckdb",
     ),
     "status": (
@@ -635,6 +635,8 @@ def _add_actions(sub):
     p = _command(sub, "actions", "list stored corporate actions and adjustment factors")
     p.add_argument("symbols", nargs="*", metavar="SYMBOL", help="symbols (default: all)")
     _add_db(p)
+    p.add_argument("--start", metavar="D", help=f"first ex-date: {_DATES}")
+    p.add_argument("--end", metavar="D", help=f"last ex-date, inclusive: {_DATES}")
     p.add_argument("--history", action="store_true",
                    help="superseded versions too (valid_from, valid_to)")
     p.add_argument("--json", action="store_true", help="print as JSON")

@@ -648,11 +648,15 @@ class Store(Ledger):
                             hi=hi, stored=derive is None and as_of is None)
 
     @_using
-    def actions(self, symbols=None, *, history: bool = False) -> pd.DataFrame:
+    def actions(self, symbols=None, start=None, end=None, *,
+                history: bool = False) -> pd.DataFrame:
         """The stored corporate actions: per symbol, source and ex-date the event's numbers
         per share, the cumulative hfq ``factor`` and where it came from (``vendor`` or
-        ``events``), the job that fetched it, and ``valid_from``/``valid_to``. Only the rows
-        in force unless ``history`` (then superseded versions too)."""
+        ``events``), the job that fetched it, and ``valid_from``/``valid_to``; ex-dates in
+        ``[start, end]`` when given. Only the rows in force unless ``history`` (then
+        superseded versions too)."""
+        lo = to_date(start, name="start") if start is not None else None
+        hi = to_date(end, name="end") if end is not None else None
         if not self.has_actions:
             return pd.DataFrame(columns=["symbol", "source", "ex_date", "cash", "bonus", "rights",
                                          "rights_price", "split", "factor", "factor_from",
@@ -666,8 +670,10 @@ class Store(Ledger):
                FROM kdist_actions
                WHERE (?::VARCHAR[] IS NULL OR symbol IN (SELECT unnest(?::VARCHAR[])))
                  AND (? OR valid_to IS NULL)
+                 AND (?::DATE IS NULL OR ex_date >= ?::DATE)
+                 AND (?::DATE IS NULL OR ex_date <= ?::DATE)
                ORDER BY symbol, source, ex_date, valid_from""",
-            [symbols, symbols, history]).df()
+            [symbols, symbols, history, lo, lo, hi, hi]).df()
 
     @_using
     def actions_summary(self) -> pd.DataFrame:
@@ -855,11 +861,12 @@ def load(db=DEFAULT_DB, symbols=None, start=None, end=None, freq="1d", adjust="n
         return store.load(symbols, start, end, freq, adjust, as_of=as_of, derive=derive)
 
 
-def corporate_actions(db=DEFAULT_DB, symbols=None, *, history: bool = False) -> pd.DataFrame:
-    """The stored corporate actions and factors (see :meth:`Store.actions`); superseded
-    versions too with ``history``."""
+def corporate_actions(db=DEFAULT_DB, symbols=None, start=None, end=None, *,
+                      history: bool = False) -> pd.DataFrame:
+    """The stored corporate actions and factors (see :meth:`Store.actions`), of ex-dates in
+    ``[start, end]`` when given; superseded versions too with ``history``."""
     with Store(db, read_only=True) as store:
-        return store.actions(symbols, history=history)
+        return store.actions(symbols, start, end, history=history)
 
 
 def check_adjust(db=DEFAULT_DB, freq="1d", tolerance: float = 0.01) -> pd.DataFrame:

@@ -353,6 +353,11 @@ def test_cli_lists_actions_shows_as_of_and_checks_vendor_bars(db, capsys):
     assert main(["actions", "sh600000", "--db", db]) == 0
     out = capsys.readouterr().out
     assert "2021-06-15" in out and "2022-07-01" in out and "valid_from" not in out
+    assert kdist.corporate_actions(db, A, start="2022-01-01")["ex_date"].tolist() == [
+        pd.Timestamp("2022-07-01")]
+    assert main(["actions", A, "--end", "2021-12-31", "--db", db]) == 0
+    out = capsys.readouterr().out
+    assert "2021-06-15" in out and "2022-07-01" not in out
     assert main(["actions", "--history", "--json", "--db", db]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert len(rows) == 4 and {"valid_from", "valid_to", "factor"} <= set(rows[0])
