@@ -28,16 +28,20 @@ around its ex-date, taken at the block pins, so prices rise between gaps (by at 
 year) and keep their level over the decades. Intraday bars of an ex-date gap with their day;
 weekly and monthly bars aggregate the gapped daily bars.
 
-What the vendor reports: the cash dividend is the yield times the raw close before the
-ex-date, rounded to 0.01 per 10 shares (the rights price to 0.01), and the factor is
-baostock's back factor (:func:`kdist.actions.hfq_factors`) from those reported numbers and
-the raw closes, cumulative from the first event. :meth:`SyntheticProvider.actions` returns
-every event from the first up to ``end``; they cost the blocks that hold the days before the
-ex-dates only, once per symbol and seed in a process. qfq and hfq bars are the raw bars
-adjusted by those factors (:func:`kdist.actions.adjust_prices`) and rounded to 0.01, qfq
-anchored at the latest ex-date up to the request's end; volume and amount stay raw, and
-weekly and monthly bars are built from the adjusted daily bars, as vendors build theirs. With ``actions=False`` there are no events, the bars are those of the path alone
-(as before actions existed), and qfq and hfq equal raw.
+What the vendor reports: its factor is the raw bars' own gaps, ``F(t) = 1 / G(t)``, so hfq
+bars are the walk itself; the cash dividend is the yield times the raw close before the
+ex-date, rounded to 0.01 per 10 shares (the rights price to 0.01), so the ex-rights formula
+(:func:`kdist.actions.hfq_factors`) gives the vendor's factor from the reported figures to
+within their rounding, as a real vendor's does. :meth:`SyntheticProvider.actions` returns
+every ex-date up to ``end`` with its factor, and the figures of those in the asked window
+(earlier ones come with their factor alone, as baostock's factor series does): the factors
+cost a few hashes a year, the figures the walk's block before each ex-date of the window.
+qfq and hfq bars are the raw bars adjusted by those factors
+(:func:`kdist.actions.adjust_prices`) and rounded to 0.01, qfq anchored at the latest
+ex-date up to the request's end; volume and amount stay raw, and weekly and monthly bars are
+built from the adjusted daily bars, as vendors build theirs. With ``actions=False`` there
+are no events, the bars are those of the path alone (as before actions existed), and qfq and
+hfq equal raw.
 
 Options simulate the network for tests and benchmarks: ``latency``/``jitter`` (seconds per
 call; ``latency_dist="pareto"`` draws heavy-tailed delays of mean ``latency`` instead,
@@ -70,7 +74,7 @@ import pandas as pd
 
 from .. import ticks
 from ..actions import COLUMNS as ACTION_COLUMNS
-from ..actions import adjust_prices, empty_actions, hfq_steps
+from ..actions import adjust_prices, empty_actions
 from ..bars import WEEK_EPOCH, resample
 from ..errors import InvalidOptionError, PermanentProviderError, TransientProviderError
 from ..schema import Adjust, Freq, parse_symbols, to_date
@@ -356,39 +360,40 @@ def _closes(keys: np.ndarray, events: _Events, d: np.ndarray) -> np.ndarray:
     return np.round(_base(keys) * np.exp(log[:, at] + _gaps(events, d)), 2)
 
 
-#: Symbols' histories kept per process (each about 2 KB), most recently used last.
+#: Symbols' event plans kept per process (each about 2 KB), most recently used last.
 _KEPT = 4096
 _kept: collections.OrderedDict = collections.OrderedDict()
 _kept_lock = threading.Lock()  # a worker's task threads share them
-#: Symbols whose histories are computed together: the walk's blocks of a group's event days
-#: are computed for every symbol of the group (memory grows with both).
+#: Symbols whose reported figures are computed together: the walk's blocks of a group's
+#: event days are computed for every symbol of the group (memory grows with both).
 _GROUP = 64
 
 
-def _history(key: int, last_year: int = 2100) -> tuple[np.ndarray, ...]:
-    """One symbol's corporate actions as the vendor reports them (see :func:`_histories`)."""
-    return _histories([key], last_year)[0]
+class _Plan(NamedTuple):
+    """One symbol's corporate actions from 1991 to a year, from hashes alone (no price):
+    the ex-dates (days since 1990), the hashed yield, bonus, rights, discount and split, and
+    the vendor's cumulative hfq factor, ``exp`` of minus the running sum of the gaps: the
+    raw bars gap by exactly those (:func:`_gaps`), so hfq bars are the walk itself."""
+
+    day: np.ndarray
+    yield_: np.ndarray
+    bonus: np.ndarray
+    rights: np.ndarray
+    discount: np.ndarray
+    split: np.ndarray
+    factor: np.ndarray
 
 
-def _histories(keys, last_year: int = 2100) -> list[tuple[np.ndarray, ...]]:
-    """Each symbol's corporate actions as the vendor reports them, 1991 to ``last_year``
-    (a later event changes no earlier factor, and each costs a block of the walk): ``ex_date``
-    (datetime64[us]), ``cash, bonus, rights, rights_price, split`` and the cumulative hfq
-    ``factor``, read-only arrays, computed once per process for every key and year, those
-    not known yet together (see docs/performance.md#synthetic-provider).
-
-    The cash dividend and the rights price are the hashed yield and discount times the raw
-    close before the ex-date, rounded as announced (0.01 per 10 shares, 0.01); the factor is
-    baostock's, from those numbers and closes (:func:`kdist.actions.hfq_factors`).
-    """
+def _plans(keys, last_year: int = 2100) -> list[_Plan]:
+    """Each symbol's :class:`_Plan` up to ``last_year``, kept per process: a plan costs a
+    few hashes a year, no walk."""
     wanted = [(int(key), last_year) for key in keys]
     with _kept_lock:
         missing = [w for w in dict.fromkeys(wanted) if w not in _kept]
-    for i in range(0, len(missing), _GROUP):
-        group = missing[i : i + _GROUP]
-        computed = _compute_histories(np.array([k for k, _ in group], np.uint64), last_year)
+    if missing:
+        computed = _compute_plans(np.array([k for k, _ in missing], np.uint64), last_year)
         with _kept_lock:
-            _kept.update(zip(group, computed))
+            _kept.update(zip(missing, computed))
     with _kept_lock:
         found = []
         for w in wanted:
@@ -399,42 +404,70 @@ def _histories(keys, last_year: int = 2100) -> list[tuple[np.ndarray, ...]]:
     return found
 
 
-def _compute_histories(keys: np.ndarray, last_year: int) -> list[tuple[np.ndarray, ...]]:
+def _compute_plans(keys: np.ndarray, last_year: int) -> list[_Plan]:
     events = _events(keys)
     has = ((events.yield_ > 0) | (events.bonus > 0) | (events.rights > 0)
            | (events.split != 1.0))
     has &= events.day < (np.datetime64(f"{last_year + 1}-01-01", "D") - _EPOCH).astype(np.int64)
-    rows, slots = np.nonzero(has)  # per symbol, its events in time order
-    ex = events.day[rows, slots]
-    every = _all_trading_days()
-    before = (every[np.searchsorted(every, _EPOCH + ex) - 1] - _EPOCH).astype(np.int64)
-    if len(before):
-        days = np.unique(before)
-        close = _closes(keys, events, days)[rows, np.searchsorted(days, before)]
-    else:
-        close = np.zeros(0)
-    yield_, bonus, rights, discount, split = (
-        x[rows, slots] for x in (events.yield_, events.bonus, events.rights, events.discount,
-                                 events.split))
-    reported = {
-        # At least 0.001: a dividend never rounds away (its gap is in the bars).
-        "cash": np.where(yield_ > 0, np.maximum(np.round(yield_ * close, 3), 0.001), 0.0),
-        "bonus": bonus,
-        "rights": rights,
-        "rights_price": np.where(rights > 0, np.round(discount * close, 2), 0.0),
-        "split": split,
-    }
-    steps = hfq_steps(close, *reported.values())
-    dates = (_EPOCH + ex).astype("datetime64[us]")
-    bounds = np.searchsorted(rows, np.arange(len(keys) + 1))
-    histories = []
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        # The running product symbol by symbol: hfq_factors' own, bit for bit.
-        columns = (dates[a:b], *(v[a:b] for v in reported.values()), np.cumprod(steps[a:b]))
+    # cum[:, k + 1] sums the gaps of slots up to k: the factor in force from slot k's day on.
+    factor = np.exp(-events.cum[:, 1:])
+    plans = []
+    for i in range(len(keys)):
+        at = has[i]
+        columns = [x[i][at] for x in (events.day, events.yield_, events.bonus, events.rights,
+                                       events.discount, events.split, factor)]
         for column in columns:
             column.setflags(write=False)  # kept: shared by every call
-        histories.append(columns)
-    return histories
+        plans.append(_Plan(*columns))
+    return plans
+
+
+def _reported(keys: np.ndarray, plans: list[_Plan], start: np.datetime64,
+              end: np.datetime64) -> list[dict[str, np.ndarray]]:
+    """Each symbol's corporate actions as the vendor reports them up to ``end``: every
+    ex-date with its factor, and the figures of those in ``[start, end]``: the cash dividend
+    and the rights price are the hashed yield and discount times the raw close before the
+    ex-date, rounded as announced (0.01 per 10 shares, 0.01). Earlier ex-dates come with
+    their factor alone, as baostock's factor series does (their figures were reported when
+    they were asked for): a window costs the walk's blocks of its own ex-dates only.
+
+    The factor is the vendor's own: the raw bars' gaps, which the reported (rounded) figures
+    give to within their rounding by the ex-rights formula.
+    """
+    lo = (np.datetime64(start, "D") - _EPOCH).astype(np.int64)
+    hi = (np.datetime64(end, "D") - _EPOCH).astype(np.int64)
+    every = _all_trading_days()
+    out = []
+    for g in range(0, len(keys), _GROUP):
+        group = list(range(g, min(g + _GROUP, len(keys))))
+        inside = [(plans[i].day >= lo) & (plans[i].day <= hi) for i in group]
+        days = [plans[i].day[m] for i, m in zip(group, inside)]
+        before = [(every[np.searchsorted(every, _EPOCH + d) - 1] - _EPOCH).astype(np.int64)
+                  for d in days]
+        wanted = np.unique(np.concatenate(before)) if any(len(b) for b in before) else None
+        if wanted is not None:
+            sub = keys[group]
+            closes = _closes(sub, _events(sub), wanted)
+        for row, (i, m, b) in enumerate(zip(group, inside, before)):
+            plan = plans[i]
+            last = int(np.searchsorted(plan.day, hi, side="right"))
+            m = m[:last]
+            close = closes[row, np.searchsorted(wanted, b)] if len(b) else np.zeros(0)
+            cash, rights_price = np.zeros(last), np.zeros(last)
+            y, d = plan.yield_[:last][m], plan.discount[:last][m]
+            # At least 0.001: a dividend never rounds away (its gap is in the bars).
+            cash[m] = np.where(y > 0, np.maximum(np.round(y * close, 3), 0.001), 0.0)
+            rights_price[m] = np.where(plan.rights[:last][m] > 0, np.round(d * close, 2), 0.0)
+            out.append({
+                "ex_date": (_EPOCH + plan.day[:last]).astype("datetime64[us]"),
+                "cash": cash,
+                "bonus": np.where(m, plan.bonus[:last], 0.0),
+                "rights": np.where(m, plan.rights[:last], 0.0),
+                "rights_price": rights_price,
+                "split": np.where(m, plan.split[:last], 1.0),
+                "factor": plan.factor[:last].copy(),
+            })
+    return out
 
 
 def _noise(keys: np.ndarray, stream: int, index: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -569,35 +602,41 @@ class SyntheticProvider(Provider):
         return self.config["actions"]
 
     def _actions(self, symbol, start, end) -> pd.DataFrame:
-        """Every event from the first up to ``end``, whatever ``start``: the factor is
-        cumulative, and a window's first bar needs the one in force. No simulated network:
-        only ``fail`` (raises) and ``empty`` (no events) apply."""
+        """Every ex-date up to ``end`` with its factor (it is cumulative, and a window's
+        first bar needs the one in force), the figures of those in ``[start, end]``
+        (:func:`_reported`). No simulated network: only ``fail`` (raises) and ``empty`` (no
+        events) apply."""
         if symbol in self._fail:
             raise PermanentProviderError(
                 f"synthetic failure for {symbol} (option fail)", symbol=symbol
             )
         if symbol in self._empty:
             return empty_actions()
-        columns = _history(_symbol_key(symbol, self.seed), end.year)
-        last = np.searchsorted(columns[0], end.to_datetime64(), side="right")
-        return pd.DataFrame(dict(zip(ACTION_COLUMNS, (c[:last] for c in columns))), copy=True)
+        keys = np.array([_symbol_key(symbol, self.seed)], np.uint64)
+        [reported] = _reported(keys, _plans(keys, end.year), start.to_datetime64(),
+                               end.to_datetime64())
+        return pd.DataFrame(reported, copy=False)
 
     def actions_many(self, symbols, starts, end) -> pd.DataFrame | None:
-        """Every symbol's actions in one call, computed together (:func:`_histories`), as
-        :meth:`actions` returns them; None (ask one by one) when a symbol is to fail."""
+        """Every symbol's actions in one call, computed together, as :meth:`actions` returns
+        them; None (ask one by one) when a symbol is to fail."""
         if not self.serves_actions or any(symbol in self._fail for symbol in symbols):
             return None
         end = to_date(end)
-        keys = [_symbol_key(symbol, self.seed) for symbol in symbols]
-        parts, names = [], []
-        for symbol, columns in zip(symbols, _histories(keys, end.year)):
-            last = 0 if symbol in self._empty else np.searchsorted(
-                columns[0], end.to_datetime64(), side="right")
-            parts.append([c[:last] for c in columns])
-            names.append(np.full(last, len(names)))
-        frame = {name: np.concatenate([p[i] for p in parts]) if parts else np.zeros(0)
-                 for i, name in enumerate(ACTION_COLUMNS)}
-        at = np.concatenate(names) if names else np.zeros(0, np.intp)
+        keys = np.array([_symbol_key(symbol, self.seed) for symbol in symbols], np.uint64)
+        plans = _plans(keys, end.year)
+        starts = [to_date(s).to_datetime64() for s in starts]
+        reported = [None] * len(symbols)
+        for start in set(starts):  # an update's symbols may each start at their overlap
+            at = [i for i, s in enumerate(starts) if s == start]
+            for i, r in zip(at, _reported(keys[at], [plans[i] for i in at], start,
+                                          end.to_datetime64())):
+                reported[i] = r
+        lengths = [0 if symbol in self._empty else len(r["ex_date"])
+                   for symbol, r in zip(symbols, reported)]
+        frame = {name: np.concatenate([r[name][:n] for r, n in zip(reported, lengths)])
+                 for name in ACTION_COLUMNS}
+        at = np.repeat(np.arange(len(symbols)), lengths)
         return pd.DataFrame({"symbol": np.asarray(symbols, object)[at], **frame})
 
     def list_symbols(self) -> list[str]:
@@ -743,8 +782,9 @@ def _vendor_adjusted(keys: np.ndarray, ts: np.ndarray, prices, adjust: Adjust,
     # symbol, then every column of every symbol at once.
     scale, ones = np.empty((len(keys), len(ts))), np.ones(len(ts))
     year = int(np.datetime64(end, "Y").astype(np.int64)) + 1970
-    for i, (ex, *_, factor) in enumerate(_histories(keys, year)):
-        scale[i] = adjust_prices(ts, ones, ex, factor, adjust.value, end)
+    for i, plan in enumerate(_plans(keys, year)):
+        ex = (_EPOCH + plan.day).astype("datetime64[us]")
+        scale[i] = adjust_prices(ts, ones, ex, plan.factor, adjust.value, end)
     return [np.round(x * scale, 2) for x in prices]
 
 

@@ -322,43 +322,60 @@ def test_raw_prices_stay_realistic_over_the_whole_calendar(history):
     assert abs(np.mean(drift)) < 0.15
 
 
-def test_vendor_factor_is_baostocks_from_the_raw_closes(history):
+def test_vendor_factor_is_the_gaps_and_the_formula_gives_it_to_rounding(history):
+    """The vendor's factor is its raw bars' own gaps; the ex-rights formula on the reported
+    (rounded) figures and the raw closes gives the same steps to within that rounding, as a
+    real vendor's published factor and figures agree."""
     for symbol, (bars, actions) in history.items():
+        steps = actions["factor"].to_numpy() / np.r_[1.0, actions["factor"].to_numpy()[:-1]]
         expected = hfq_factors(actions, close_before(bars, actions["ex_date"]))
-        np.testing.assert_array_equal(actions["factor"].to_numpy(), expected, err_msg=symbol)
+        formula = expected / np.r_[1.0, expected[:-1]]
+        np.testing.assert_allclose(steps, formula, rtol=2e-3, err_msg=symbol)
         assert (np.diff(actions["factor"]) > 0).all()  # every event raises the factor
+        # hfq bars are the walk: the raw gap at an ex-date is undone by the factor's step.
+        hfq = adjust_prices(bars["ts"], bars["close"], actions["ex_date"], actions["factor"],
+                            "hfq")
+        jumps = np.abs(np.diff(np.log(hfq)))
+        at = np.searchsorted(bars["ts"].to_numpy(), actions["ex_date"].to_numpy())
+        at = at[(at > 0) & (at < len(bars))]
+        assert jumps[at - 1].max() < 0.12, symbol  # a day's move, not a 2-for-1 split's
 
 
 def test_actions_from_the_first_event_whatever_the_window(provider):
+    """Every ex-date up to the end with its factor, whatever the window; the figures of
+    the window's own, and the earlier ones as factors alone."""
     whole = provider.actions(SYMBOL, *HISTORY)
+    figures = ["cash", "bonus", "rights", "rights_price", "split"]
     for start, end in [("2024-01-01", "2024-12-31"), ("1990-01-01", "2000-06-30"),
                        ("2031-05-05", "2031-05-05"), ("1980-01-01", "1990-12-31")]:
         got = provider.actions(SYMBOL, start, end)
         expected = whole[whole["ex_date"] <= pd.Timestamp(end)].reset_index(drop=True)
-        pd.testing.assert_frame_equal(got, expected)
+        pd.testing.assert_frame_equal(got[["ex_date", "factor"]], expected[["ex_date", "factor"]])
+        inside = (got["ex_date"] >= pd.Timestamp(start)).to_numpy()
+        pd.testing.assert_frame_equal(got[inside], expected[inside])
+        assert (got.loc[~inside, figures] == [0.0, 0.0, 0.0, 0.0, 1.0]).all().all()
     assert provider.actions(SYMBOL, "1980-01-01", "1990-12-31").empty  # listed 1990, events 1991 on
     pd.testing.assert_frame_equal(SyntheticProvider(seed=7).actions(SYMBOL, *HISTORY), whole)
     other = SyntheticProvider(seed=8).actions(SYMBOL, *HISTORY)
     assert other["ex_date"].tolist() != whole["ex_date"].tolist()
 
 
-def test_actions_are_computed_once_per_symbol_and_seed(provider, monkeypatch):
+def test_actions_are_planned_once_per_symbol_and_seed(provider, monkeypatch):
     from kdist.providers import synthetic
 
     computed = []
-    compute = synthetic._compute_histories
-    monkeypatch.setattr(synthetic, "_compute_histories",
+    compute = synthetic._compute_plans
+    monkeypatch.setattr(synthetic, "_compute_plans",
                         lambda keys, year: computed.extend(keys) or compute(keys, year))
     provider.actions("CACHED.SH", "2024-01-01", "2024-12-31")
     assert len(computed) == 1
-    # Computed once per symbol, seed and last year asked (a later event moves no earlier
-    # factor, and each costs a block of the walk), whichever call asks.
+    # Planned once per symbol, seed and last year asked, whichever call asks.
     for end in ("2024-06-30", "2024-12-31", "2024-02-01"):
         provider.actions("CACHED.SH", "2020-01-01", end)
     provider.fetch_many(["CACHED.SH"], ["2020-01-01"], "2024-12-31", adjust="qfq")
     provider.actions_many(["CACHED.SH", "OTHER.SZ"], ["2020-01-01"] * 2, "2024-12-31")
     assert len(computed) == 2  # OTHER.SZ only
-    # A later year's history agrees with the earlier one where both reach.
+    # A later year's plan agrees with the earlier one where both reach.
     early = provider.actions("CACHED.SH", "1990-01-01", "2024-12-31")
     late = provider.actions("CACHED.SH", "1990-01-01", "2030-12-31")
     pd.testing.assert_frame_equal(late[late["ex_date"] <= "2024-12-31"], early)
@@ -380,7 +397,7 @@ def test_actions_many_gives_what_actions_gives(provider):
     assert failing.actions_many(symbols, ["2015-01-01"] * 31, "2024-12-31") is None
 
 
-def test_actions_cost_the_blocks_before_ex_dates_only(monkeypatch):
+def test_actions_cost_the_blocks_before_the_windows_ex_dates_only(monkeypatch):
     from kdist.providers import synthetic
 
     computed = []
@@ -391,15 +408,17 @@ def test_actions_cost_the_blocks_before_ex_dates_only(monkeypatch):
         return bridge(keys, blocks, pins, ends)
 
     monkeypatch.setattr(synthetic, "_bridge", counting)
-    key = np.array([synthetic._symbol_key(SYMBOL, 7)], np.uint64)
-    [(ex_dates, *_)] = synthetic._compute_histories(key, 2100)  # not kept
+    p = SyntheticProvider(seed=7)
+    whole = p.actions(SYMBOL, "1990-01-01", "2100-12-31")
     every_block = (np.datetime64("2100-12-31") - np.datetime64("1990-01-01")).astype(int) // 128
     # One call, at most one block per ex-date (the day before it), not every block since 1990.
-    assert len(computed) == 1 and computed[0] <= len(ex_dates) < every_block / 2
-    # And only those up to the year asked: a later event moves no earlier factor.
-    [(until_2024, *_)] = synthetic._compute_histories(key, 2024)
-    assert len(computed) == 2 and computed[1] <= len(until_2024) < len(ex_dates) / 2
-
+    assert len(computed) == 1 and computed[0] <= len(whole) < every_block / 2
+    # A window's figures cost its own ex-dates' blocks; an update's few days none at all.
+    p.actions(SYMBOL, "2020-01-01", "2024-12-31")
+    inside = ((whole["ex_date"] >= "2020-01-01") & (whole["ex_date"] <= "2024-12-31")).sum()
+    assert len(computed) == 2 and computed[1] <= inside
+    p.actions(SYMBOL, "2024-12-24", "2024-12-31")
+    assert len(computed) == 2
 
 def test_actions_of_empty_and_failing_symbols():
     p = SyntheticProvider(empty="000001.SZ", fail="AAPL")
