@@ -33,8 +33,8 @@ bars are the walk itself; the cash dividend is the yield times the raw close bef
 ex-date, rounded to 0.01 per 10 shares (the rights price to 0.01), so the ex-rights formula
 (:func:`kdist.actions.hfq_factors`) gives the vendor's factor from the reported figures to
 within their rounding, as a real vendor's does. :meth:`SyntheticProvider.actions` returns
-every ex-date up to ``end`` with its factor, and the figures of those in the asked window
-(earlier ones come with their factor alone, as baostock's factor series does): the factors
+the ex-dates from the one in force at the window's start to its end with their factors, and
+the figures of those in the window (the one before comes with its factor alone): the factors
 cost a few hashes a year, the figures the walk's block before each ex-date of the window.
 qfq and hfq bars are the raw bars adjusted by those factors
 (:func:`kdist.actions.adjust_prices`) and rounded to 0.01, qfq anchored at the latest
@@ -424,8 +424,9 @@ def _compute_plans(keys: np.ndarray, last_year: int) -> list[_Plan]:
 
 def _reported(keys: np.ndarray, plans: list[_Plan], start: np.datetime64,
               end: np.datetime64) -> list[dict[str, np.ndarray]]:
-    """Each symbol's corporate actions as the vendor reports them up to ``end``: every
-    ex-date with its factor, and the figures of those in ``[start, end]``: the cash dividend
+    """Each symbol's corporate actions as the vendor reports them up to ``end``: the ex-dates
+    from the one in force at ``start`` on, with their factors, and the figures of those in
+    ``[start, end]``: the cash dividend
     and the rights price are the hashed yield and discount times the raw close before the
     ex-date, rounded as announced (0.01 per 10 shares, 0.01). Earlier ex-dates come with
     their factor alone, as baostock's factor series does (their figures were reported when
@@ -451,6 +452,9 @@ def _reported(keys: np.ndarray, plans: list[_Plan], start: np.datetime64,
         for row, (i, m, b) in enumerate(zip(group, inside, before)):
             plan = plans[i]
             last = int(np.searchsorted(plan.day, hi, side="right"))
+            # From the ex-date in force at the window's start: earlier factors adjust no bar
+            # of the window, and an update's answer stays a row or two.
+            first = max(int(np.searchsorted(plan.day, lo)) - 1, 0)
             m = m[:last]
             close = closes[row, np.searchsorted(wanted, b)] if len(b) else np.zeros(0)
             cash, rights_price = np.zeros(last), np.zeros(last)
@@ -459,13 +463,13 @@ def _reported(keys: np.ndarray, plans: list[_Plan], start: np.datetime64,
             cash[m] = np.where(y > 0, np.maximum(np.round(y * close, 3), 0.001), 0.0)
             rights_price[m] = np.where(plan.rights[:last][m] > 0, np.round(d * close, 2), 0.0)
             out.append({
-                "ex_date": (_EPOCH + plan.day[:last]).astype("datetime64[us]"),
-                "cash": cash,
-                "bonus": np.where(m, plan.bonus[:last], 0.0),
-                "rights": np.where(m, plan.rights[:last], 0.0),
-                "rights_price": rights_price,
-                "split": np.where(m, plan.split[:last], 1.0),
-                "factor": plan.factor[:last].copy(),
+                "ex_date": (_EPOCH + plan.day[first:last]).astype("datetime64[us]"),
+                "cash": cash[first:],
+                "bonus": np.where(m, plan.bonus[:last], 0.0)[first:],
+                "rights": np.where(m, plan.rights[:last], 0.0)[first:],
+                "rights_price": rights_price[first:],
+                "split": np.where(m, plan.split[:last], 1.0)[first:],
+                "factor": plan.factor[first:last].copy(),
             })
     return out
 
@@ -602,9 +606,9 @@ class SyntheticProvider(Provider):
         return self.config["actions"]
 
     def _actions(self, symbol, start, end) -> pd.DataFrame:
-        """Every ex-date up to ``end`` with its factor (it is cumulative, and a window's
-        first bar needs the one in force), the figures of those in ``[start, end]``
-        (:func:`_reported`). No simulated network: only ``fail`` (raises) and ``empty`` (no
+        """The ex-dates from the one in force at ``start`` to ``end`` with their factors (a
+        window's first bar needs the one in force), the figures of those in
+        ``[start, end]`` (:func:`_reported`). No simulated network: only ``fail`` (raises) and ``empty`` (no
         events) apply."""
         if symbol in self._fail:
             raise PermanentProviderError(

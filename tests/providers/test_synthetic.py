@@ -341,15 +341,19 @@ def test_vendor_factor_is_the_gaps_and_the_formula_gives_it_to_rounding(history)
         assert jumps[at - 1].max() < 0.12, symbol  # a day's move, not a 2-for-1 split's
 
 
-def test_actions_from_the_first_event_whatever_the_window(provider):
-    """Every ex-date up to the end with its factor, whatever the window; the figures of
-    the window's own, and the earlier ones as factors alone."""
+def test_actions_from_the_one_in_force_at_the_start(provider):
+    """The ex-dates from the one in force at the window's start to its end, with their
+    factors; the figures of the window's own, the one before as a factor alone."""
     whole = provider.actions(SYMBOL, *HISTORY)
     figures = ["cash", "bonus", "rights", "rights_price", "split"]
     for start, end in [("2024-01-01", "2024-12-31"), ("1990-01-01", "2000-06-30"),
                        ("2031-05-05", "2031-05-05"), ("1980-01-01", "1990-12-31")]:
         got = provider.actions(SYMBOL, start, end)
-        expected = whole[whole["ex_date"] <= pd.Timestamp(end)].reset_index(drop=True)
+        before = whole["ex_date"] < pd.Timestamp(start)
+        since = whole["ex_date"][before].max() if before.any() else whole["ex_date"].min()
+        expected = whole[(whole["ex_date"] <= pd.Timestamp(end))
+                         & (whole["ex_date"] >= since)].reset_index(drop=True)
+        assert (got["ex_date"] < pd.Timestamp(start)).sum() <= 1
         pd.testing.assert_frame_equal(got[["ex_date", "factor"]], expected[["ex_date", "factor"]])
         inside = (got["ex_date"] >= pd.Timestamp(start)).to_numpy()
         pd.testing.assert_frame_equal(got[inside], expected[inside])
