@@ -277,13 +277,15 @@ def _season_starts() -> np.ndarray:
     return ((months + firsts).astype("datetime64[D]") - _EPOCH).astype(np.int64)
 
 
-def _events(keys: np.ndarray) -> _Events:
-    """The corporate actions of ``n`` symbols from 1991 to 2100, from hashes alone (no price).
+def _events(keys: np.ndarray, through: int | None = None) -> _Events:
+    """The corporate actions of ``n`` symbols from 1991 to 2100 (or to the year
+    ``through``: a year's events depend on nothing later), from hashes alone (no price).
 
     Twelve uniforms a year: whether and how much of each event, and each season's day.
     """
-    n, years = len(keys), len(_YEARS)
-    index = (_YEARS[:, None] * _SLOTS + np.arange(_SLOTS)).ravel()
+    every = _YEARS if through is None else _YEARS[_YEARS <= through]
+    n, years = len(keys), len(every)
+    index = (every[:, None] * _SLOTS + np.arange(_SLOTS)).ravel()
     u = [q.reshape(n, years, _SLOTS) for q in _noise(keys, _ACTIONS, index)]
     shape, real = (n, years + 2 * _PAD, _SLOTS), slice(_PAD, _PAD + years)
     yield_, bonus, rights, discount, gap = (np.zeros(shape) for _ in range(5))
@@ -308,7 +310,7 @@ def _events(keys: np.ndarray) -> _Events:
     offset = np.stack([u[k][..., 2] for k in range(_SLOTS)], axis=-1) * length
     day = np.full(shape, -_FAR, np.int64)  # padding: before every day, or after
     day[:, _PAD + years:] = _FAR
-    day[:, real] = _next_trading_day()[_season_starts() + offset.astype(np.int64)]
+    day[:, real] = _next_trading_day()[_season_starts()[:years] + offset.astype(np.int64)]
     gap = gap.reshape(n, -1)
     cum = np.concatenate([np.zeros((n, 1)), np.cumsum(gap, axis=1)], axis=1)
     return _Events(day.reshape(n, -1), gap, cum,
@@ -405,7 +407,7 @@ def _plans(keys, last_year: int = 2100) -> list[_Plan]:
 
 
 def _compute_plans(keys: np.ndarray, last_year: int) -> list[_Plan]:
-    events = _events(keys)
+    events = _events(keys, through=last_year)
     has = ((events.yield_ > 0) | (events.bonus > 0) | (events.rights > 0)
            | (events.split != 1.0))
     has &= events.day < (np.datetime64(f"{last_year + 1}-01-01", "D") - _EPOCH).astype(np.int64)
