@@ -310,17 +310,19 @@ class Store(Ledger):
         try:
             self.con.begin()
             self.con.execute(_DDL)  # IF NOT EXISTS: only the new tables are created
-            self.con.execute(
-                "UPDATE kdist_meta SET value = ? WHERE key = 'schema_version'", [SCHEMA_VERSION]
-            )
-            self.con.execute(
-                "INSERT INTO kdist_meta VALUES ('migrated_from_2', ?)",
-                [f"kdist {_version()} at {_now().isoformat(timespec='seconds')}"],
-            )
+            self._migrated("2", SCHEMA_VERSION)
             self.con.commit()
         except duckdb.Error as exc:
             self.con.rollback()
             raise _store_error(self.path, exc) from exc
+
+    def _migrated(self, found: str, to: str):
+        """Record in ``kdist_meta`` that the file went from version ``found`` to ``to``."""
+        self.con.execute("UPDATE kdist_meta SET value = ? WHERE key = 'schema_version'", [to])
+        self.con.execute(
+            "INSERT INTO kdist_meta VALUES ('migrated_from_' || ?, ?)",
+            [found, f"kdist {_version()} at {_now().isoformat(timespec='seconds')}"],
+        )
 
     def _migrate_from_1(self):
         """Turn a version-1 file's ``kline.ts`` (TIMESTAMP) into TIMESTAMP_S, in one transaction.
@@ -345,11 +347,7 @@ class Store(Ledger):
                     found="1",
                 )
             self.con.execute("ALTER TABLE kline ALTER COLUMN ts SET DATA TYPE TIMESTAMP_S")
-            self.con.execute("UPDATE kdist_meta SET value = '2' WHERE key = 'schema_version'")
-            self.con.execute(
-                "INSERT INTO kdist_meta VALUES ('migrated_from_1', ?)",
-                [f"kdist {_version()} at {_now().isoformat(timespec='seconds')}"],
-            )
+            self._migrated("1", "2")
             self.con.commit()
         except duckdb.Error as exc:
             self.con.rollback()

@@ -282,13 +282,7 @@ def _bars(raw: pd.DataFrame | None, symbol: str) -> pd.DataFrame:
         return empty_bars()
     missing = [c for c in _REQUIRED if c not in raw.columns]
     if missing:
-        raise DataError(
-            f"akshare's stock_zh_a_hist returned no column {missing[0]!r} for {symbol} (its "
-            f"columns: {', '.join(map(str, raw.columns))}); akshare changed its output: "
-            "pin an akshare version kdist supports",
-            column=_COLUMNS[missing[0]],
-            symbol=symbol,
-        )
+        _columns(raw, _REQUIRED, symbol, "stock_zh_a_hist", _COLUMNS[missing[0]])
     frame = pd.DataFrame(
         {"ts": pd.to_datetime(raw["日期"], errors="coerce").astype("datetime64[us]")}
     )
