@@ -20,7 +20,7 @@ LAYERS = [
      {"store", "adjustment", "ledger", "access", "cluster", "backends", "_quiet_worker", "security",
       "progress"}),
     ("worker side", {"fetching", "plan", "limits", "ticks", "providers", "testing"}),
-    ("foundations", {"schema", "actions", "bars", "securities", "outcome", "report", "errors", "_version"}),
+    ("foundations", {"schema", "actions", "calendars", "bars", "securities", "outcome", "report", "errors", "_version"}),
 ]
 LEVEL = {module: level for level, (_, modules) in enumerate(LAYERS) for module in modules}
 
