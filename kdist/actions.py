@@ -123,23 +123,17 @@ def normalise_actions(frame: pd.DataFrame | None, *, symbol: str = "?") -> pd.Da
         keep |= out[column] != NO_EVENT[column]
     if not keep.all():
         out = {c: v[keep] for c, v in out.items()}
-    if names is None:
-        order = np.argsort(out["ex_date"], kind="stable")
-        same = np.zeros(max(len(order) - 1, 0), bool)
-    else:
-        codes = pd.factorize(out["symbol"], sort=True)[0]
-        order = np.lexsort((out["ex_date"], codes))
-        same = np.diff(codes[order]) == 0
+    # One symbol's rows: all of one code.
+    codes = (np.zeros(len(out["ex_date"]), np.intp) if names is None
+             else pd.factorize(out["symbol"], sort=True)[0])
+    order = np.lexsort((out["ex_date"], codes))
     if (np.diff(order) != 1).any():
         out = {c: v[order] for c, v in out.items()}
     result = pd.DataFrame(out, copy=False)
     if names is not None:
         result["symbol"] = result["symbol"].astype("str")
-    if len(result) > 1 and (same & (np.diff(out["ex_date"]) == np.timedelta64(0))).any():
-        result = _combine(result).reset_index(drop=True)
-    elif names is None and len(result) > 1 and (np.diff(out["ex_date"]) == np.timedelta64(0)).any():
-        result = _combine(result).reset_index(drop=True)
-    return result
+    repeated = (np.diff(codes[order]) == 0) & (np.diff(out["ex_date"]) == np.timedelta64(0))
+    return _combine(result).reset_index(drop=True) if repeated.any() else result
 
 
 def _refuse(frame: dict, bad, column: str, what: str, symbol: str):

@@ -14,8 +14,8 @@ Factors come from the vendor (baostock's back factor, Sina's hfq factor, the syn
 provider's own) or, where the vendor gives events only, are computed here from the events
 and the stored raw close before each ex-date (:func:`kdist.actions.hfq_factors`); an
 ex-date with no raw bar on or after it has no factor yet (it is computed when its bars
-arrive). Derived reads (:func:`derived_sql`) join each raw bar to the factor in force at its
-time with an as-of join inside DuckDB.
+arrive). Derived reads (:func:`read_derived`) join each raw bar to the factor in force at its
+time inside DuckDB, an as-of join written as an equi-join on the factors' intervals.
 
 Every function takes the caller's connection inside its transaction; identifiers are fixed
 strings, values go through ``?`` parameters.
@@ -285,7 +285,7 @@ _COMPARE = """
       diff AS (SELECT v.symbol, v.ts,
                       greatest(abs(v.open - d.open), abs(v.high - d.high),
                                abs(v.low - d.low), abs(v.close - d.close)) AS diff
-               FROM v JOIN ({bars}) d USING (symbol, ts))
+               FROM v JOIN d USING (symbol, ts))
     SELECT symbol, ? AS adjust, count(*) AS bars, max(diff) AS max_diff,
            count(*) FILTER (WHERE diff > ?) AS differing,
            min(ts) FILTER (WHERE diff > ?) AS first_differing
@@ -352,11 +352,11 @@ def _run(con, adjust: Adjust, freq: Freq, *, as_of=None, symbols=None, lo=None, 
     else:
         tail = _PERIODS.format(period="month")
         params += [lo, lo, hi, hi]
-    bars = _DERIVED.format(versions=versions, scale=scale) + tail
+    derived = _DERIVED.format(versions=versions, scale=scale)
+    bars = derived + tail
     if tolerance is not None:
         # The derived bars' CTEs, then the comparison's: one WITH.
-        compare = (_DERIVED.format(versions=versions, scale=scale) + ", d AS (" + tail + ")"
-                   + _COMPARE.format(bars="SELECT * FROM d"))
+        compare = derived + ", d AS (" + tail + ")" + _COMPARE
         return con.execute(compare, [*params, freq.value, adjust.value, adjust.value,
                                      tolerance + 1e-9, tolerance + 1e-9]).df()
     if stored:

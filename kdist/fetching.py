@@ -248,14 +248,14 @@ def fetch_chunk(
         gate = get_gate(limits)
         result = None
         wants = bool(actions) and provider.serves_actions
-        since = actions if isinstance(actions, dict) else {}
+        earlier = actions if isinstance(actions, dict) else {}
         if _batches(provider, limits):
             result = _fetch_batch(provider, chunk, freq, adjust, retries, timeout, gate)
             if result is not None and wants:
-                _add_actions(provider, chunk, result, retries, timeout, gate, since)
+                _add_actions(provider, chunk, result, retries, timeout, gate, earlier)
         if result is None:
             result = _fetch_each(provider, chunk, freq, adjust, retries, timeout, gate, ticker,
-                                 wants, since)
+                                 wants, earlier)
         return result
 
 
@@ -263,17 +263,17 @@ class _Actions:
     """The corporate actions of a chunk's symbols as they are fetched: each ok symbol's
     frame and the window it was asked for, into ``result.actions`` and ``result.checks``."""
 
-    def __init__(self, provider, chunk: Chunk, retries, timeout, gate, since=None):
+    def __init__(self, provider, chunk: Chunk, retries, timeout, gate, earlier=None):
         self.provider, self.retries, self.timeout, self.gate = provider, retries, timeout, gate
-        self.since = since or {}  # symbol -> an earlier start for its actions
+        self.earlier = earlier or {}  # symbol -> an earlier start for its actions
         self.last_day = chunk.end - pd.Timedelta(days=1)
         self.frames, self.names, self.checks = [], [], []
 
-    def fetch(self, symbol: str, start) -> int:
-        """Fetch ``symbol``'s actions from ``start`` (the start of its bars' window) on;
-        return the attempts, or raise the last error with ``kdist_attempts``."""
+    def fetch(self, symbol: str, start):
+        """Fetch ``symbol``'s actions from ``start`` (the start of its bars' window) on, or
+        raise the last error with ``kdist_attempts``."""
         start = self.start(symbol, start)
-        frame, attempts = _gated(self.provider, self.provider.actions,
+        frame, _ = _gated(self.provider, self.provider.actions,
                                  (symbol, start, self.last_day), self.retries, self.timeout,
                                  self.gate, f"the corporate actions of {symbol}")
         if frame is not None:  # None: none served for it, nothing to take as complete
@@ -281,12 +281,11 @@ class _Actions:
             if len(frame):
                 self.frames.append(frame)
                 self.names.append(symbol)
-        return attempts
 
     def start(self, symbol: str, start) -> pd.Timestamp:
         """Where ``symbol``'s actions are asked from: its bars' window, or earlier."""
         start = pd.Timestamp(start).normalize()
-        return min(start, self.since[symbol]) if symbol in self.since else start
+        return min(start, self.earlier[symbol]) if symbol in self.earlier else start
 
     def into(self, result: ChunkResult) -> ChunkResult:
         result.checks = pd.DataFrame(self.checks, columns=["symbol", "start", "end"]).astype(
@@ -354,12 +353,12 @@ def _actions_in_one_call(provider, chunk: Chunk, result: ChunkResult, found: _Ac
 
 
 def _add_actions(provider, chunk: Chunk, result: ChunkResult, retries, timeout, gate,
-                 since=None):
+                 earlier=None):
     """Fetch the corporate actions of every ok symbol of a chunk fetched in one call, each
-    for the window its bars were fetched for (so an update asks only since its last bars).
-    A symbol whose actions cannot be fetched fails as a whole, its bars left out, and a
-    resume fetches both again."""
-    found = _Actions(provider, chunk, retries, timeout, gate, since)
+    for the window its bars were fetched for (so an update asks only since its last bars),
+    or from the date ``earlier`` names for it. What a failure does is
+    :func:`_failed_actions`': a symbol failed as a whole has its bars left out."""
+    found = _Actions(provider, chunk, retries, timeout, gate, earlier)
     if _actions_in_one_call(provider, chunk, result, found, timeout):
         return
     failed = set()
@@ -379,11 +378,11 @@ def _add_actions(provider, chunk: Chunk, result: ChunkResult, retries, timeout, 
 
 
 def _fetch_each(provider, chunk, freq, adjust, retries, timeout, gate, ticker,
-                actions: bool = False, since=None) -> ChunkResult:
+                actions: bool = False, earlier=None) -> ChunkResult:
     """:func:`fetch_chunk` symbol by symbol, each with its own outcome; with ``actions``,
     each ok symbol's corporate actions right after its bars (a job stopped mid-chunk keeps
     every symbol finished so far)."""
-    found = _Actions(provider, chunk, retries, timeout, gate, since) if actions else None
+    found = _Actions(provider, chunk, retries, timeout, gate, earlier) if actions else None
     frames, tagged, outcomes = [], [], []
     overlaps = _overlaps(chunk.overlap)
     for i, symbol in enumerate(chunk.symbols):
