@@ -36,10 +36,14 @@ from .store import (
     check,
     check_adjust,
     corporate_actions,
+    findings,
     jobs,
     ledger,
     load,
+    quality,
+    quality_history,
 )
+from .verification import VerifyReport, verify
 
 __all__ = [
     "Adjust",
@@ -62,6 +66,7 @@ __all__ = [
     "StoreError",
     "TerminalProgress",
     "UsageError",
+    "VerifyReport",
     "__version__",
     "available_providers",
     "catalog",
@@ -72,6 +77,7 @@ __all__ = [
     "errors",
     "fetch",
     "fetch_chunk",
+    "findings",
     "get_provider",
     "ingest",
     "jobs",
@@ -80,6 +86,9 @@ __all__ = [
     "normalise",
     "normalise_symbol",
     "plan_chunks",
+    "quality",
+    "quality_history",
     "resolve_cluster",
     "update",
+    "verify",
 ]

@@ -12,6 +12,12 @@ on 2026-12-31: exchange_calendars raises for any later date). :func:`sessions` n
 that escape: it returns the sessions it knows and says up to when (``known_until``), so a
 check of later bars can say plainly that their sessions are not known yet.
 
+Intraday bars are checked against each session's minutes (:func:`bar_stamps`): the trading
+minutes of a session (XSHG 09:30-11:30 and 13:00-15:00, exchange-local) cut into bars of the
+freq, each stamped at its end (the first A-share 1-minute bar is 09:31: baostock, TDX) or its
+start (09:30: Yahoo), as the provider's ``bar_time`` says. A generator with a calendar of its
+own registers it (:func:`register`): the synthetic provider does.
+
 ``exchange_calendars`` is imported on first use: ``import kdist`` stays light.
 """
 
@@ -20,13 +26,15 @@ from __future__ import annotations
 import contextlib
 import functools
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from .errors import MissingDependencyError, UsageError
 
-__all__ = ["SUFFIXES", "Sessions", "calendar_for", "sessions"]
+__all__ = ["SUFFIXES", "Sessions", "bar_stamps", "calendar_for", "register", "sessions"]
 
 #: Calendar of each symbol suffix (A-share and Yahoo forms).
 SUFFIXES = {
@@ -78,6 +86,27 @@ class Sessions:
         return pd.Timestamp(end) > self.known_until
 
 
+@dataclass(frozen=True)
+class _Own:
+    """A calendar that is not exchange_calendars': its sessions and their hours."""
+
+    days: Callable[[pd.Timestamp, pd.Timestamp], pd.DatetimeIndex]
+    hours: tuple[tuple[str, str], ...]
+    first: pd.Timestamp
+    last: pd.Timestamp
+
+
+_OWN: dict[str, _Own] = {}
+
+
+def register(name: str, days, *, hours=(("09:30", "11:30"), ("13:00", "15:00")),
+             first="1990-01-01", last="2100-12-31"):
+    """Register a calendar of one's own: ``days(start, end)`` returns its sessions (midnight
+    Timestamps) in that window, ``hours`` the local (open, close) of each part of a session,
+    ``first``/``last`` the range it knows."""
+    _OWN[name] = _Own(days, tuple(hours), pd.Timestamp(first), pd.Timestamp(last))
+
+
 @contextlib.contextmanager
 def _quiet():
     """exchange_calendars 4.13 uses pandas APIs that pandas 3.1 deprecates (``Series.values``
@@ -98,8 +127,8 @@ def _calendar(name: str):
             name="exchange_calendars",
         ) from exc
     if name not in xcals.get_calendar_names():
-        raise UsageError(f"Unknown trading calendar {name!r}; exchange_calendars knows e.g. "
-                         "XSHG, XNYS, XHKG, XLON, XTKS")
+        raise UsageError(f"Unknown trading calendar {name!r}: use one exchange_calendars "
+                         "knows, e.g. XSHG, XNYS, XHKG, XLON, XTKS")
     # As far back as the calendar records: by default it would start 20 years ago.
     with _quiet():
         return xcals.get_calendar(name, start=xcals.get_calendar(name).bound_min() or FIRST)
@@ -108,13 +137,90 @@ def _calendar(name: str):
 def sessions(calendar: str, start, end) -> Sessions:
     """The sessions of ``calendar`` from ``start`` to ``end`` (dates, inclusive), clipped to
     what the calendar knows; ``known_until`` says where its knowledge ends."""
-    cal = _calendar(calendar)
-    first, last = pd.Timestamp(cal.first_session), pd.Timestamp(cal.last_session)
+    own = _OWN.get(calendar)
+    cal = None if own else _calendar(calendar)
+    if own:
+        first, last = own.first, own.last
+    else:
+        first, last = pd.Timestamp(cal.first_session), pd.Timestamp(cal.last_session)
     lo, hi = max(pd.Timestamp(start).normalize(), first), min(pd.Timestamp(end).normalize(), last)
     if lo > hi:
         days = pd.DatetimeIndex([], dtype="datetime64[ns]")
+    elif own:
+        days = pd.DatetimeIndex(own.days(lo, hi))
     else:
         with _quiet():
             days = pd.DatetimeIndex(cal.sessions_in_range(lo, hi))
         days = days.tz_localize(None) if days.tz is not None else days
     return Sessions(calendar, days, last)
+
+
+def _parts(calendar: str, days: pd.DatetimeIndex) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each trading part of the sessions ``days`` (a session with a lunch break has two):
+    its session, local open and local close, as datetime64[s] arrays."""
+    own = _OWN.get(calendar)
+    if own:
+        day = np.asarray(days, "datetime64[s]")
+        bounds = [(pd.Timedelta(a + ":00"), pd.Timedelta(b + ":00")) for a, b in own.hours]
+        opens = [day + np.timedelta64(a) for a, _ in bounds]
+        closes = [day + np.timedelta64(b) for _, b in bounds]
+        session = np.concatenate([day] * len(bounds))
+        return session, np.concatenate(opens), np.concatenate(closes)
+    cal = _calendar(calendar)
+    with _quiet():
+        frame = cal.schedule.loc[days.min():days.max()] if len(days) else cal.schedule.iloc[:0]
+    frame = frame[frame.index.isin(days)]
+
+    def local(column):
+        return np.asarray(frame[column].dt.tz_convert(cal.tz).dt.tz_localize(None),
+                          "datetime64[s]")
+
+    day = np.asarray(frame.index.tz_localize(None) if frame.index.tz else frame.index,
+                     "datetime64[s]")
+    opens, closes = local("open"), local("close")
+    if frame["break_start"].notna().any():
+        broken = frame["break_start"].notna().to_numpy()
+        starts, ends = local("break_start"), local("break_end")
+        # Morning: open to the break; afternoon: the break's end to the close.
+        session = np.concatenate([day, day[broken]])
+        closes = np.concatenate([np.where(broken, starts, closes), closes[broken]])
+        opens = np.concatenate([opens, ends[broken]])
+        return session, opens, closes
+    return day, opens, closes
+
+
+def bar_stamps(calendar: str, days: pd.DatetimeIndex, minutes: int,
+               bar_time: str = "end") -> pd.DataFrame:
+    """The stamps of the ``minutes``-long bars of sessions ``days``: columns ``day`` and
+    ``ts`` (exchange-local, tz-naive, datetime64[s]), sorted.
+
+    A session's trading minutes, across its lunch break, are cut into bars of ``minutes``
+    from its open (a last bar shorter when the session is not a multiple: New York's 60m
+    bars end 16:00 with a 30-minute bar); each is stamped at its ``"end"`` (09:31 is the first
+    A-share 1-minute bar) or its ``"start"`` (09:30).
+    """
+    if bar_time not in ("end", "start"):
+        raise UsageError(f"bar_time must be 'end' or 'start', not {bar_time!r}")
+    session, opens, closes = _parts(calendar, days)
+    order = np.lexsort((opens, session))
+    session, opens, closes = session[order], opens[order], closes[order]
+    lengths = ((closes - opens) // np.timedelta64(1, "m")).astype(np.int64)
+    lengths = np.maximum(lengths, 0)
+    total = int(lengths.sum())
+    part = np.repeat(np.arange(len(lengths)), lengths)
+    within = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    minute = opens[part] + within * np.timedelta64(60, "s")  # each minute's start
+    day = session[part]
+    # The trading minute's number in its session (across the break), and the session's count.
+    new_day = np.r_[True, day[1:] != day[:-1]] if total else np.zeros(0, bool)
+    first_of_day = np.maximum.accumulate(np.where(new_day, np.arange(total), 0))
+    k = np.arange(total) - first_of_day
+    last_of_day = np.r_[new_day[1:], True] if total else np.zeros(0, bool)
+    if bar_time == "start":
+        keep = k % minutes == 0
+        ts = minute[keep]
+    else:
+        keep = (k % minutes == minutes - 1) | last_of_day
+        ts = minute[keep] + np.timedelta64(60, "s")
+    return pd.DataFrame({"day": day[keep].astype("datetime64[s]"),
+                         "ts": ts.astype("datetime64[s]")})

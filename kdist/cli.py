@@ -287,7 +287,21 @@ def cmd_update(args) -> int:
     if not reports:
         print(f"Nothing stored for {args.freq} {args.adjust} in {args.db}", file=sys.stderr)
         return EXIT_OK
-    return _show_reports(args, reports)
+    if args.quiet and not args.json:
+        return _show_reports(args, reports)
+    from .horizons import outlook, update_line
+
+    # Stored intraday series a vendor serves for a rolling look-back only: the bars that
+    # not updating for --warn-days days would lose for good (kdist.horizons).
+    horizon = outlook(args.db, args.warn_days)
+    if not args.json:
+        code = _show_reports(args, reports)
+        if (line := update_line(horizon)) is not None:
+            print(line)
+        return code
+    print_json([{**r.to_dict(), "horizon": horizon} for r in reports])
+    return _show_reports(argparse.Namespace(**{**vars(args), "json": False, "quiet": True}),
+                         reports)  # the notes and the exit code, nothing on stdout
 
 
 def cmd_jobs(args) -> int:
@@ -350,6 +364,7 @@ def cmd_show(args) -> int:
 
 def cmd_status(args) -> int:
     from .cli_format import status_text
+    from .horizons import expiring, per_series, status_warnings
     from .store import Store
 
     with Store(args.db, read_only=True) as store:
@@ -357,19 +372,60 @@ def cmd_status(args) -> int:
         summary = store.summary(series)
         actions = store.actions_summary()
     if args.json:
-        print_json(frame_json(series))  # every series, as before the summary: for scripts
-    elif series.empty:
+        # Every series, as before the summary: for scripts; "horizon" is null unless the
+        # vendor serves the series' freq for a rolling look-back only (kdist.horizons).
+        rows = frame_json(series)
+        for row, horizon in zip(rows, per_series(series, within_days=args.warn_days)):
+            row["horizon"] = horizon
+        print_json(rows)
+        return EXIT_OK
+    if series.empty:
         print(f"No bars in {args.db}")
     elif args.series:
         print(frame_text(series))
     else:
         print(status_text(summary, series, args.db, actions))
+    alerts = status_warnings(expiring(series), args.warn_days)
+    if alerts:
+        print("\n" + "\n".join(alerts))
     return EXIT_OK
 
 
-def cmd_check(args) -> int:
-    from .store import check, check_adjust
+def _calendars(values: list[str] | None):
+    """``--calendar XNYS`` (every series) or ``--calendar SOURCE_OR_SYMBOL=NAME`` (some)."""
+    if not values:
+        return None
+    pairs = [v for v in values if "=" in v]
+    if not pairs:
+        if len(values) > 1:
+            raise UsageError("--calendar NAME is given once; use --calendar KEY=NAME to set "
+                             "the calendar of a source or a symbol")
+        return values[0]
+    if len(pairs) != len(values):
+        raise UsageError("--calendar takes either one NAME or KEY=NAME pairs, not both")
+    return _options(pairs)
 
+
+def cmd_check(args) -> int:
+    from .schema import normalise_symbol
+    from .store import check, check_adjust, quality
+
+    if args.symbols and not args.gaps:
+        raise UsageError("Symbols are checked one by one only with --gaps: kdist check "
+                         "--gaps SYMBOL ...")
+    if args.gaps:
+        symbols = [normalise_symbol(s, strict=False) for s in args.symbols] or None
+        found = quality(args.db, symbols, args.freq, None, args.start, args.end,
+                        calendar=_calendars(args.calendar), bar_time=args.bar_time,
+                        record=not args.no_record)
+        if args.json:
+            print_json(found.to_dict())
+        elif found.series.empty:
+            which = ", ".join(symbols) if symbols else "any symbol"
+            print(f"No daily or intraday bars of {which} in {args.db} to check")
+        else:
+            print(found.to_text())
+        return EXIT_OK if found.ok else EXIT_FAILED
     if args.adjust:
         found = check_adjust(args.db, tolerance=args.tolerance)
         differ = found[found["differing"] > 0]
@@ -391,6 +447,31 @@ def cmd_check(args) -> int:
         for key, value in result.items():
             print(f"{key:<20} {value}")
     return EXIT_OK if result["ok"] else EXIT_FAILED
+
+
+def cmd_verify(args) -> int:
+    from .progress import TerminalProgress
+    from .schema import normalise_symbol
+    from .verification import verify
+
+    symbols = [normalise_symbol(s, strict=False) for s in args.symbols] or None
+    if symbols and args.sample:
+        raise UsageError("Give SYMBOLS or --sample N, not both")
+    report = verify(
+        args.db, args.against, symbols, sample=args.sample, seed=args.seed, start=args.start,
+        end=args.end, freq=args.freq, adjust=args.adjust, tolerance=args.tolerance,
+        options=_options(args.option), client=args.scheduler, chunk_size=args.chunk_size,
+        max_concurrency=args.max_concurrency, max_rate=args.max_rate,
+        callback=None if (args.json or args.quiet) else TerminalProgress(), cancel=_cancel())
+    if args.json:
+        print_json(report.to_dict())
+    elif not args.quiet or not report.ok:
+        print(report.to_text())
+    if report.status == "cancelled":
+        return _interrupted(None, "verify")
+    if report.counts and sum(report.counts.values()):
+        return EXIT_FAILED
+    return EXIT_OK if report.ok else EXIT_PARTIAL
 
 
 def cmd_actions(args) -> int:
@@ -454,6 +535,7 @@ _EXAMPLES = {
         "kdist update --db data/kdist.duckdb --quiet   # daily bars, e.g. from cron",
         "kdist update --freq 1w --adjust qfq",
         "kdist update --end 2024-12-31 --scheduler tcp://10.0.0.5:8786",
+        "kdist update --freq 1m --provider yfinance --warn-days 3   # and what 3 days off lose",
     ),
     "jobs": (
         "kdist jobs",
@@ -466,6 +548,11 @@ _EXAMPLES = {
         "kdist show 600000.SH --adjust qfq --as-of 2024-06-28   # as known that day",
         "kdist show 600000.SH --start 2024-01-01 --end 2024-03-31 --json",
     ),
+    "verify": (
+        "kdist verify --against baostock --sample 50   # 50 stored 1d series, bar by bar",
+        "kdist verify --against csv --option root=exports 600000.SH --start 2024-01-01",
+        "kdist verify --against akshare --tolerance 0.01 --json   # exit 1 on findings",
+    ),
     "actions": (
         "kdist actions 600000.SH",
         "kdist actions 600000.SH --start 2020-01-01 --history   # superseded factors too",
@@ -475,11 +562,14 @@ _EXAMPLES = {
         "kdist status",
         "kdist status --series                  # one row per symbol, freq and adjust",
         "kdist status --json --db data/kdist.duckdb",
+        "kdist status --warn-days 14            # warn 2 weeks before minute bars expire",
     ),
     "check": (
         "kdist check",
         "kdist check --json --db data/kdist.duckdb   # exit 1 when anything is wrong",
         "kdist check --adjust   # vendor qfq/hfq bars against the derived ones",
+        "kdist check --gaps   # missing, suspended and off-calendar bars; exit 1 if missing",
+        "kdist check --gaps 600000.SH --freq 5m --calendar csv=XSHG --json",
     ),
     "providers": (
         "kdist providers",
@@ -602,6 +692,9 @@ def _add_ingest(sub):
 def _add_update(sub):
     p = _command(sub, "update", "bring every stored symbol up to date (for cron)")
     _add_run_options(p)
+    p.add_argument("--warn-days", type=_number(int, 0), default=7, metavar="N",
+                   help="say how many stored intraday bars would be lost for good if no "
+                        "update ran for N days (vendors with a rolling look-back; default 7)")
     p.set_defaults(func=cmd_update)
 
 
@@ -650,12 +743,63 @@ def _add_status(sub):
                    help="one row per symbol, freq and adjust: kind, bars, first and last bar, "
                         "source, mixed, updated")
     p.add_argument("--json", action="store_true", help="print every series as JSON")
+    p.add_argument("--warn-days", type=_number(int, 0), default=7, metavar="N",
+                   help="warn of stored intraday series whose vendor stops serving their "
+                        "next bars unless updated within N days (default 7)")
     p.set_defaults(func=cmd_status)
+
+
+def _add_verify(sub):
+    p = _command(sub, "verify", "compare stored bars with a second provider's, bar by bar")
+    p.add_argument("symbols", nargs="*", metavar="SYMBOL",
+                   help="stored symbols to compare (default: every stored one, or --sample)")
+    p.add_argument("--against", required=True, metavar="PROVIDER",
+                   help="the second provider (e.g. baostock, akshare, yfinance, csv)")
+    p.add_argument("--option", action="append", metavar="KEY=VALUE",
+                   help="an option of that provider (repeatable), e.g. root=DIR for csv")
+    _add_db(p)
+    _add_bars(p)
+    p.add_argument("--sample", type=_number(int, 1), metavar="N",
+                   help="N stored symbols chosen at random (the same N with the same --seed)")
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="of --sample (default 0)")
+    p.add_argument("--start", metavar="D", help=f"first day: {_DATES} (default: each "
+                                                "symbol's first stored bar)")
+    p.add_argument("--end", metavar="D", help=f"last day, inclusive: {_DATES}")
+    p.add_argument("--tolerance", type=_number(float, 0), default=0.005, metavar="X",
+                   help="relative price difference allowed above a cent (default 0.005)")
+    p.add_argument("--scheduler", metavar="ADDRESS|local|sync",
+                   help="where to fetch (default: as kdist ingest chooses)")
+    p.add_argument("--chunk-size", type=_number(int, 1), metavar="N", help="symbols per task")
+    p.add_argument("--max-concurrency", type=_number(int, 1), metavar="N",
+                   help="calls in flight at once (default: the provider's)")
+    p.add_argument("--max-rate", type=_number(float, 0, above=True), metavar="R",
+                   help="calls started per second (default: the provider's)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bar; print only when something differs")
+    p.set_defaults(func=cmd_verify)
 
 
 def _add_check(sub):
     p = _command(sub, "check", "prove the stored bars have no duplicates or bad values")
+    p.add_argument("symbols", nargs="*", metavar="SYMBOL", help="with --gaps: only these")
     _add_db(p)
+    p.add_argument("--gaps", action="store_true",
+                   help="instead: list the sessions each daily or intraday series lacks "
+                        "(missing, suspended) and bars off its exchange's calendar, with "
+                        "completeness per series; recorded in the file")
+    p.add_argument("--freq", help="with --gaps: only this freq (1d or a minute freq)")
+    p.add_argument("--start", metavar="D", help=f"with --gaps: first day: {_DATES}")
+    p.add_argument("--end", metavar="D", help=f"with --gaps: last day, inclusive: {_DATES}")
+    p.add_argument("--calendar", action="append", metavar="[KEY=]NAME",
+                   help="with --gaps: an exchange_calendars name (XSHG, XNYS, XHKG...) for "
+                        "every series, or KEY=NAME for a source or symbol (repeatable); "
+                        "default: each symbol's exchange, or its provider's calendar")
+    p.add_argument("--bar-time", choices=["end", "start"],
+                   help="with --gaps: intraday bars are stamped at their end or start "
+                        "(default: the provider's convention, or what the bars show)")
+    p.add_argument("--no-record", action="store_true",
+                   help="with --gaps: do not record the result in the file")
     p.add_argument("--adjust", action="store_true",
                    help="instead: compare stored vendor qfq/hfq bars with the ones derived "
                         "from raw bars and corporate actions, and list symbols that differ")
@@ -684,7 +828,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for add in (_add_ingest, _add_update, _add_jobs, _add_show, _add_actions, _add_status,
-                _add_check, _add_providers, add_cluster):
+                _add_check, _add_verify, _add_providers, add_cluster):
         add(sub)
     return parser
 

@@ -22,7 +22,12 @@ import pandas as pd
 from .access import FileAccess, _using
 from .errors import UsageError
 
-__all__ = ["Ledger"]
+__all__ = ["VERIFY_MODE", "Ledger"]
+
+#: The ``mode`` of a verification's ``kdist_jobs`` row (:func:`kdist.verify`): it wrote no
+#: bars, so it is never resumed, never counts as a write of a series (the catalog's
+#: ``updated``), and its provider options are not a source's (``kdist update``).
+VERIFY_MODE = "verify"
 
 
 def _now() -> _dt.datetime:

@@ -38,7 +38,7 @@ from .progress import Callback
 from .report import Report, counted
 from .store import Store
 
-__all__ = ["ChunkLoop", "FetchLoop", "JobLoop"]
+__all__ = ["ChunkLoop", "EachLoop", "FetchLoop", "JobLoop"]
 
 log = logging.getLogger(__name__)
 
@@ -217,6 +217,54 @@ class FetchLoop(ChunkLoop):
             # stacklevel: the caller of kdist.fetch (take < collect < step < run < fetch).
             warnings.warn(f"kdist.fetch holds {self.rows:,} rows in memory; use kdist.ingest "
                           "to store large imports in DuckDB", ResourceWarning, stacklevel=6)
+
+
+class EachLoop(ChunkLoop):
+    """Hand each finished chunk's result to ``each(result, chunk)`` as it arrives, keeping
+    none, for :func:`kdist.verify` (which compares each chunk with the stored bars): client
+    memory is bounded by the chunks in flight and fetched ahead, never by the job.
+
+    ``idle`` is called after each wait (a writing store lets readers in, as an import's
+    does), ``ticks`` is ``(topic, handler)``: the running chunks' symbols done
+    (:mod:`kdist.ticks`), and the job's politeness gates (``limits``) end with the loop,
+    as an import's do. ``cancel``, a ``threading.Event``, stops it early.
+    """
+
+    def __init__(self, cluster: Cluster, chunks: list[Chunk], make_task, each, *,
+                 worker_timeout: float, job_id: str, limits: Limits | None = None,
+                 idle=None, ticks=None, cancel=None):
+        super().__init__(cluster, chunks, make_task, max_in_flight=None,
+                         worker_timeout=worker_timeout, job_id=job_id)
+        self.each, self.limits, self.idle, self.ticks = each, limits, idle, ticks
+        self.cancel = cancel
+
+    def run(self) -> bool:
+        """Run until every chunk's result was handed over (True) or ``cancel`` was set
+        (False: what had not finished is left out)."""
+        if self.ticks is not None:
+            self.cluster.listen(*self.ticks)
+        try:
+            while self.left():
+                self.step()
+                if self.cancel is not None and self.cancel.is_set():
+                    break
+        finally:
+            try:
+                _stop_gates(self.cluster, self.limits, self.silence.silent)
+                self.cluster.cancel(set(self.pending))
+            finally:
+                if self.ticks is not None:
+                    self.cluster.forget(self.ticks[0])
+        return not self.left()
+
+    def wait(self) -> set:
+        done = super().wait()
+        if self.idle is not None:
+            self.idle()
+        return done
+
+    def take(self, result: ChunkResult, chunk: Chunk):
+        self.each(result, chunk)
 
 
 class JobLoop(ChunkLoop):
@@ -430,11 +478,7 @@ class JobLoop(ChunkLoop):
     def _stop_running(self):
         """Stop the job's gates and chunks, keeping the results that finished meanwhile."""
         cluster = self.cluster
-        if self.limits is not None:
-            stop_gate(self.limits.key)  # in-process chunks stop at their next symbol
-            # Workers keep one gate per job (semaphores, a rate thread): end them too, on
-            # the workers that answer.
-            cluster.run_on_workers(stop_on_worker, self.limits.key, skip=self.silence.silent)
+        _stop_gates(cluster, self.limits, self.silence.silent)
         cluster.cancel(set(self.pending))
         for result, chunk in _finished(self.pending, cluster):
             self.batch.add(result, chunk)
@@ -451,6 +495,16 @@ class JobLoop(ChunkLoop):
             path=str(store.path), job_id=job.job_id, report=report,
         )
 
+
+
+def _stop_gates(cluster: Cluster, limits: Limits | None, silent=()):
+    """End a job's politeness gates: in-process chunks stop at their next symbol."""
+    if limits is None:
+        return
+    stop_gate(limits.key)
+    # Workers keep one gate per job (semaphores, a rate thread): end them too, on the
+    # workers that answer.
+    cluster.run_on_workers(stop_on_worker, limits.key, skip=silent)
 
 
 def _finished(pending: dict, cluster: Cluster):

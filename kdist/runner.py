@@ -29,6 +29,7 @@ from .cluster import Cluster, closes_with_job, named_scheduler, resolve_cluster,
 from .errors import JobFailedError, UsageError
 from .fetching import CALL_TIMEOUT, RETRIES, ChunkResult, fetch_chunk, outcome
 from .fetching import task as chunk_task
+from .ledger import VERIFY_MODE
 from .limits import Limits
 from .loop import FetchLoop, JobLoop
 from .outcome import JobStatus, Status
@@ -132,6 +133,10 @@ def _plan_job(symbols, start, end, freq, adjust, provider, db, skip_invalid, inc
         opened = Store(db, read_only=True) if store is None else contextlib.nullcontext(store)
         with opened as store:
             job = store.job(resume)
+            if job["mode"] == VERIFY_MODE:
+                raise UsageError(
+                    f"Job {resume} is a verification (kdist verify), not an import: there is "
+                    "nothing to resume; run kdist verify again")
             todo = store.unfinished_symbols(resume)
         if provider is None:
             provider = get_provider(job["provider"],
@@ -322,6 +327,12 @@ def ingest(
                          "pass get_provider(name, **options) as provider")
     job = _plan_job(symbols, start, end, freq, adjust, provider, db, skip_invalid,
                     incremental, overlap, resume, store=given, options=options, actions=actions)
+    served = _served_from(job)
+    if job.incremental and served is not None and job.start < served:
+        # An update fetches each stored symbol from its last bars, not from its first: bars
+        # the vendor serves no more (Yahoo's minute bars after 30 days) cannot be fetched
+        # again, so the job asks from the first day the vendor still serves.
+        job.start = served
     job.provider.check(freq=job.freq, adjust=job.adjust, start=job.start, end=job.end)
     callback = callback or display(progress)
     if job.resumed and not job.symbols:
@@ -397,6 +408,43 @@ def _open(stack: contextlib.ExitStack, job: _Job, db, given: Store | None, clien
     A named scheduler is resolved before the database is touched, so a wrong address leaves
     no trace. Otherwise the job's size decides where it runs: in this process when small.
     """
+    open_cluster = _cluster_opener(stack, cluster_options)
+    auto = client is None and named_scheduler() is None and not job.provider.remote
+    cluster = None
+    if not auto:
+        cluster = open_cluster(client)
+    elif not job.incremental:
+        # The size needs nothing stored: decide (and start a cluster) before the file is
+        # created, so a cluster that fails to start leaves no empty database behind.
+        cluster = _auto_cluster(open_cluster, _estimated_bars(job, None))
+    store = given if given is not None else stack.enter_context(Store(db))
+    if not job.incremental:
+        return cluster, store, None, None, store.stored_symbols(job.symbols, job.freq,
+                                                                job.adjust)
+    windows, overlap_bars = store.incremental_windows(
+        job.symbols, job.freq, job.adjust, job.start, job.end, job.overlap
+    )
+    served = _served_from(job)
+    if served is not None:
+        # Neither the overlap nor a full re-fetch can reach before what the vendor serves.
+        windows["since"] = windows["since"].clip(lower=served)
+        windows["full"] = windows["full"].clip(lower=served)
+    if auto:
+        cluster = _auto_cluster(open_cluster, _estimated_bars(job, windows))
+    # Every stored symbol of an incremental job comes with its last stored bars.
+    return cluster, store, windows, overlap_bars, set(overlap_bars["symbol"])
+
+
+def _served_from(job) -> pd.Timestamp | None:
+    """The first day the job's vendor still serves bars of its freq (a rolling or fixed
+    horizon the provider declares), or None."""
+    horizon = job.provider.horizon(job.freq)
+    return None if horizon is None else horizon.first_served()
+
+
+def _cluster_opener(stack: contextlib.ExitStack, cluster_options: dict):
+    """``open_cluster(client, reason=None)``: the job's :class:`Cluster`, closed by ``stack``
+    (in a notebook, the local cluster its calls share)."""
     def open_cluster(client, reason=None) -> Cluster:
         if client is None and named_scheduler() is None and in_notebook() \
                 and _plain(cluster_options):
@@ -414,25 +462,7 @@ def _open(stack: contextlib.ExitStack, job: _Job, db, given: Store | None, clien
         cluster.reason = reason
         return cluster
 
-    auto = client is None and named_scheduler() is None and not job.provider.remote
-    cluster = None
-    if not auto:
-        cluster = open_cluster(client)
-    elif not job.incremental:
-        # The size needs nothing stored: decide (and start a cluster) before the file is
-        # created, so a cluster that fails to start leaves no empty database behind.
-        cluster = _auto_cluster(open_cluster, _estimated_bars(job, None))
-    store = given if given is not None else stack.enter_context(Store(db))
-    if not job.incremental:
-        return cluster, store, None, None, store.stored_symbols(job.symbols, job.freq,
-                                                                job.adjust)
-    windows, overlap_bars = store.incremental_windows(
-        job.symbols, job.freq, job.adjust, job.start, job.end, job.overlap
-    )
-    if auto:
-        cluster = _auto_cluster(open_cluster, _estimated_bars(job, windows))
-    # Every stored symbol of an incremental job comes with its last stored bars.
-    return cluster, store, windows, overlap_bars, set(overlap_bars["symbol"])
+    return open_cluster
 
 
 def _plain(cluster_options: dict) -> bool:
@@ -564,6 +594,8 @@ def update(
         if wanted is not None:
             stored = stored[stored["source"] == wanted]
         jobs = store.jobs()
+        # A verification's provider options (kdist verify --against) are not the source's.
+        jobs = jobs[jobs["mode"] != VERIFY_MODE]
         recorded = {}
         for source in stored["source"].unique():
             recent = jobs[jobs["provider"] == source]

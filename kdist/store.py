@@ -36,19 +36,24 @@ import pyarrow as pa
 
 from .access import READ_WAIT, _store_error, _using
 from .adjustment import compare_with_vendor, merge_actions, read_derived
-from .errors import SchemaVersionError, StoreError, UsageError
-from .ledger import Ledger, _now, _version
+from .errors import DatabaseLockedError, SchemaVersionError, StoreError, UsageError
+from .gaps import SERIES_COLUMNS, Quality, check_gaps
+from .gaps import placeholders as _placeholders
+from .ledger import VERIFY_MODE, Ledger, _now, _version
 from .outcome import LEDGER_COLUMNS
 from .schema import Adjust, Freq, parse_symbols, to_date
 
-__all__ = ["DEFAULT_DB", "Store", "catalog", "check", "check_adjust", "corporate_actions", "jobs",
-           "ledger", "load"]
+__all__ = ["DEFAULT_DB", "FINDING_COLUMNS", "Store", "catalog", "check", "check_adjust",
+           "corporate_actions", "findings", "jobs", "ledger", "load", "quality",
+           "quality_history"]
 
 #: Where the CLI and the API put the database when ``db`` is not given.
 DEFAULT_DB = "data/kdist.duckdb"
 #: Version of the tables below, kept in ``kdist_meta``. 2: ``kline.ts`` is TIMESTAMP_S;
-#: 3: the corporate actions (``kdist_actions``, ``kdist_action_checks``).
-SCHEMA_VERSION = "3"
+#: 3: the corporate actions (``kdist_actions``, ``kdist_action_checks``); 4: the data checks
+#: (``kdist_quality``, one row per series and gap check; ``kdist_findings``, what a
+#: cross-source verification found).
+SCHEMA_VERSION = "4"
 #: DuckDB memory limit of the writing connection (environment: KDIST_DUCKDB_MEMORY): a
 #: lower limit lowers the client's peak until it slows the import
 #: (see docs/performance.md#memory-limit).
@@ -137,7 +142,42 @@ CREATE TABLE IF NOT EXISTS kdist_action_checks (
     job_id VARCHAR,
     checked_at TIMESTAMP
 );
+""" + """
+CREATE TABLE IF NOT EXISTS kdist_quality (
+    checked_at TIMESTAMP NOT NULL,
+    symbol VARCHAR NOT NULL,
+    freq VARCHAR NOT NULL,
+    adjust VARCHAR NOT NULL,
+    source VARCHAR,
+    calendar VARCHAR,
+    first TIMESTAMP,
+    last TIMESTAMP,
+    sessions BIGINT,
+    bars BIGINT,
+    suspended BIGINT,
+    missing BIGINT,
+    off_calendar BIGINT,
+    unknown BIGINT,
+    completeness DOUBLE
+);
+CREATE TABLE IF NOT EXISTS kdist_findings (
+    job_id VARCHAR NOT NULL,
+    symbol VARCHAR NOT NULL,
+    freq VARCHAR,
+    adjust VARCHAR,
+    against VARCHAR,
+    kind VARCHAR NOT NULL,
+    ts TIMESTAMP,
+    field VARCHAR,
+    ours DOUBLE,
+    theirs DOUBLE,
+    detail VARCHAR
+);
 """
+
+
+#: The columns of a verification's finding, as :meth:`Store.findings` returns them.
+FINDING_COLUMNS = ("symbol", "kind", "ts", "field", "ours", "theirs", "detail")
 
 
 def _bar_span(freq: Freq) -> pd.Timedelta:
@@ -157,6 +197,23 @@ def _ledger_rows(outcomes: list[dict]) -> pd.DataFrame:
         ledger[col] = pd.to_datetime(ledger[col]).astype("datetime64[us]")
     ledger["revised"] = ledger["revised"].eq(True)  # missing counts as not revised
     return ledger
+
+def _replace_outcomes(con, job_id: str, now):
+    """Replace the job's ledger rows of the symbols in the registered ``kdist_outcomes``
+    with them (a batch's, or a verification chunk's), inside the caller's transaction."""
+    con.execute(
+        """DELETE FROM kdist_job_symbols
+           WHERE job_id = ? AND symbol IN (SELECT symbol FROM kdist_outcomes)""",
+        [job_id],
+    )
+    con.execute(
+        """INSERT INTO kdist_job_symbols
+           SELECT ?, symbol, status, rows, first_ts, last_ts, attempts, error_class,
+                  error, rejected_rows, rejected, window_start, revised, ?
+           FROM kdist_outcomes""",
+        [job_id, now],
+    )
+
 
 class Store(Ledger):
     """A connection to one kdist DuckDB file.
@@ -219,6 +276,9 @@ class Store(Ledger):
         #: Whether the file has the corporate-action tables (a version-2 file opened
         #: read-only has not: it reads as one without corporate actions).
         self.has_actions = False
+        #: Whether the file has the data checks' tables (``kdist_quality``,
+        #: ``kdist_findings``; not a version-3 file opened read-only).
+        self.has_quality = False
         #: Symbols whose corporate actions the last write added or revised.
         self.actions_new: list[str] = []
         # The per-symbol bounds series() read last, until the next write (incremental_windows).
@@ -254,15 +314,17 @@ class Store(Ledger):
                 "SELECT value FROM kdist_meta WHERE key = 'schema_version'"
             ).fetchall()
             found = rows[0][0] if rows else None
-            if found in ("1", "2"):
+            if found in ("1", "2", "3"):
                 # Version 1 differs only in kline.ts being TIMESTAMP, and every read casts ts
-                # to TIMESTAMP; version 2 lacks the corporate-action tables. A reader reads
-                # the file as it is (without corporate actions); the first writer migrates it.
+                # to TIMESTAMP; version 2 lacks the corporate-action tables, version 3 the
+                # data checks'. A reader reads the file as it is (without what it lacks);
+                # the first writer migrates it.
                 if not self.read_only:
                     if found == "1":
                         self._migrate_from_1()
-                    self._migrate_from_2()
-                self.has_actions = not self.read_only
+                    self._add_tables("3" if found == "3" else "2")
+                self.has_actions = found == "3" or not self.read_only
+                self.has_quality = not self.read_only
                 return
             if found != SCHEMA_VERSION:
                 raise SchemaVersionError(
@@ -271,7 +333,7 @@ class Store(Ledger):
                     path=str(self.path),
                     found=found,
                 )
-            self.has_actions = True
+            self.has_actions = self.has_quality = True
             return
         if self.read_only:
             held = f" (it holds {_listing(tables)})" if tables else ""
@@ -285,7 +347,7 @@ class Store(Ledger):
                 path=str(self.path),
             )
         if clash := sorted(tables & {"kdist_jobs", "kdist_job_symbols", "kdist_actions",
-                                     "kdist_action_checks"}):
+                                     "kdist_action_checks", "kdist_quality", "kdist_findings"}):
             raise StoreError(
                 f"Cannot add kdist's tables to {self.path}: it has tables of the same names "
                 f"({', '.join(clash)}); use another --db",
@@ -303,14 +365,15 @@ class Store(Ledger):
         except duckdb.Error as exc:
             self.con.rollback()
             raise _store_error(self.path, exc) from exc
-        self.has_actions = True
+        self.has_actions = self.has_quality = True
 
-    def _migrate_from_2(self):
-        """Add the corporate-action tables to a version-2 file, in one transaction."""
+    def _add_tables(self, found: str):
+        """Add the tables a version-2 or -3 file lacks (the corporate actions', the data
+        checks'), in one transaction."""
         try:
             self.con.begin()
             self.con.execute(_DDL)  # IF NOT EXISTS: only the new tables are created
-            self._migrated("2", SCHEMA_VERSION)
+            self._migrated(found, SCHEMA_VERSION)
             self.con.commit()
         except duckdb.Error as exc:
             self.con.rollback()
@@ -557,18 +620,7 @@ class Store(Ledger):
                        FROM kdist_batch""",
                     [freq.value, adjust.value, source],
                 )
-            con.execute(
-                """DELETE FROM kdist_job_symbols
-                   WHERE job_id = ? AND symbol IN (SELECT symbol FROM kdist_outcomes)""",
-                [job_id],
-            )
-            con.execute(
-                """INSERT INTO kdist_job_symbols
-                   SELECT ?, symbol, status, rows, first_ts, last_ts, attempts, error_class,
-                          error, rejected_rows, rejected, window_start, revised, ?
-                   FROM kdist_outcomes""",
-                [job_id, now],
-            )
+            _replace_outcomes(con, job_id, now)
             con.execute(
                 """UPDATE kdist_jobs SET rows_written = rows_written + ? WHERE job_id = ?""",
                 [len(bars), job_id],
@@ -584,6 +636,55 @@ class Store(Ledger):
         #: Bars of other sources the last write replaced: {source: bars}.
         self.replaced = {str(src): int(n) for src, n in replaced}
         return len(bars)
+
+    @_using
+    def write_findings(self, findings: pd.DataFrame, outcomes: list[dict], *, job_id: str,
+                       freq: Freq, adjust: Adjust, against: str):
+        """Record what a verification (:func:`kdist.verify`) found for some of its symbols,
+        in one transaction: their ledger rows (replacing the pending ones) and their
+        findings (columns ``symbol, kind, ts, field, ours, theirs, detail``) in
+        ``kdist_findings``. ``kline`` is not touched."""
+        if not self.has_quality:
+            raise StoreError(f"{self.path} has no kdist_findings table: open it for writing "
+                             "(a newer kdist adds it)", path=str(self.path))
+        ledger = _ledger_rows(outcomes)
+        found = pd.DataFrame({
+            "symbol": findings["symbol"].astype("str"), "kind": findings["kind"].astype("str"),
+            "ts": pd.to_datetime(findings["ts"]).astype("datetime64[us]"),
+            "field": findings["field"].astype("object"),
+            "ours": findings["ours"].astype("float64"),
+            "theirs": findings["theirs"].astype("float64"),
+            "detail": findings["detail"].astype("object"),
+        })
+        now = _now()
+
+        def work(con):
+            con.register("kdist_outcomes", ledger)
+            con.register("kdist_found", found)
+            _replace_outcomes(con, job_id, now)
+            con.execute(
+                """INSERT INTO kdist_findings (job_id, symbol, freq, adjust, against, kind, ts,
+                                               field, ours, theirs, detail)
+                   SELECT ?, symbol, ?, ?, ?, kind, ts, field, ours, theirs, detail
+                   FROM kdist_found""",
+                [job_id, freq.value, adjust.value, against],
+            )
+            for name in ("kdist_outcomes", "kdist_found"):
+                con.unregister(name)
+
+        self._transaction(work)
+
+    @_using
+    def findings(self, job_id: str) -> pd.DataFrame:
+        """What one verification found (``kdist_findings``): ``symbol, kind, ts, field, ours,
+        theirs, detail``, by symbol and ts (a symbol's own findings first)."""
+        if not self.has_quality:
+            return pd.DataFrame(columns=list(FINDING_COLUMNS))
+        return self.con.execute(
+            """SELECT symbol, kind, ts, field, ours, theirs, detail FROM kdist_findings
+               WHERE job_id = ? ORDER BY symbol, ts NULLS FIRST, kind, field""",
+            [job_id],
+        ).df()
 
     def _check_whole_seconds(self, bars: pd.DataFrame):
         ts = bars["ts"].to_numpy() if "ts" in bars else None
@@ -609,8 +710,16 @@ class Store(Ledger):
 
     @_using
     def load(self, symbols=None, start=None, end=None, freq="1d", adjust="none", *,
-             as_of=None, derive: bool | None = None) -> pd.DataFrame:
+             as_of=None, derive: bool | None = None, placeholders: str = "keep") -> pd.DataFrame:
         """Stored bars as one DataFrame sorted by symbol and ts (see :func:`load`)."""
+        if placeholders not in ("keep", "drop"):
+            raise UsageError(f"placeholders must be 'keep' or 'drop', not {placeholders!r}")
+        bars = self._load(symbols, start, end, freq, adjust, as_of=as_of, derive=derive)
+        if placeholders == "drop":
+            bars = bars[~_placeholders(bars, freq)].reset_index(drop=True)
+        return bars
+
+    def _load(self, symbols, start, end, freq, adjust, *, as_of, derive) -> pd.DataFrame:
         freq, adjust = Freq.parse(freq), Adjust.parse(adjust)
         lo = to_date(start, name="start") if start is not None else None
         hi = to_date(end, name="end") + pd.Timedelta(days=1) if end is not None else None
@@ -764,6 +873,58 @@ class Store(Ledger):
         return result
 
     @_using
+    def check_gaps(self, symbols=None, freq=None, adjust=None, start=None, end=None, *,
+                   calendar=None, bar_time=None, record: bool = True) -> Quality:
+        """Classify the gaps of the stored daily and intraday series against their trading
+        calendars (see :mod:`kdist.gaps`); with ``record``, and a file opened for writing,
+        each series' counts go to ``kdist_quality`` with the time of the check."""
+        if symbols is not None:
+            symbols = parse_symbols([symbols] if isinstance(symbols, str) else symbols,
+                                    strict=False)[0]
+        found = check_gaps(self.con, symbols=symbols, freq=freq,
+                           adjust=Adjust.parse(adjust).value if adjust else None,
+                           start=to_date(start, name="start") if start is not None else None,
+                           end=to_date(end, name="end") if end is not None else None,
+                           calendar=calendar, bar_time=bar_time)
+        if record and not self.read_only and self.has_quality and len(found.series):
+            rows = found.series.assign(checked_at=found.checked_at.to_datetime64())
+
+            def work(con):
+                con.register("kdist_quality_rows", rows)
+                try:
+                    con.execute(
+                        """INSERT INTO kdist_quality (checked_at, symbol, freq, adjust, source,
+                               calendar, first, last, sessions, bars, suspended, missing,
+                               off_calendar, unknown, completeness)
+                           SELECT checked_at, symbol, freq, adjust, source, calendar, first,
+                                  last, sessions, bars, suspended, missing, off_calendar,
+                                  unknown, completeness
+                           FROM kdist_quality_rows""")
+                finally:
+                    con.unregister("kdist_quality_rows")
+
+            self._transaction(work)
+            found.recorded = True
+        return found
+
+    @_using
+    def quality_history(self, symbols=None) -> pd.DataFrame:
+        """Every recorded gap check: per check and series its counts and completeness, oldest
+        check first (``kdist check --gaps`` records one each time it runs)."""
+        columns = ["checked_at", *SERIES_COLUMNS]
+        if not self.has_quality:
+            return pd.DataFrame(columns=columns)
+        if symbols is not None:
+            symbols = parse_symbols([symbols] if isinstance(symbols, str) else symbols,
+                                    strict=False)[0]
+        return self.con.execute(
+            """SELECT checked_at, symbol, freq, adjust, source, calendar, first, last, sessions,
+                      bars, suspended, missing, off_calendar, unknown, completeness
+               FROM kdist_quality
+               WHERE (?::VARCHAR[] IS NULL OR symbol IN (SELECT unnest(?::VARCHAR[])))
+               ORDER BY checked_at, symbol, freq, adjust""", [symbols, symbols]).df()
+
+    @_using
     def fingerprint(self, freq="1d", adjust="none") -> pd.DataFrame:
         """Per symbol: bar count and an order-independent hash of the stored values.
 
@@ -796,10 +957,11 @@ class Store(Ledger):
                writes AS (
                    SELECT s.symbol, j.freq, j.adjust, max(s.updated_at) AS updated
                    FROM kdist_job_symbols s JOIN kdist_jobs j USING (job_id)
-                   WHERE s.status = 'ok' GROUP BY ALL)
+                   WHERE s.status = 'ok' AND j.mode IS DISTINCT FROM ? GROUP BY ALL)
                SELECT bars.*, writes.updated FROM bars
                LEFT JOIN writes USING (symbol, freq, adjust)
-               ORDER BY symbol, freq, adjust"""
+               ORDER BY symbol, freq, adjust""",
+            [VERIFY_MODE],  # a verification wrote no bars
         ).df()
         frame.insert(1, "kind", kind_of(frame["symbol"]))
         return frame
@@ -823,7 +985,7 @@ def _listing(names, most: int = 5) -> str:
 
 
 def load(db=DEFAULT_DB, symbols=None, start=None, end=None, freq="1d", adjust="none", *,
-         as_of=None, derive: bool | None = None):
+         as_of=None, derive: bool | None = None, placeholders: str = "keep"):
     """Return stored bars as a DataFrame sorted by symbol and ts.
 
     ``adjust="qfq"`` or ``"hfq"`` derives adjusted prices from the raw bars and the stored
@@ -849,6 +1011,11 @@ def load(db=DEFAULT_DB, symbols=None, start=None, end=None, freq="1d", adjust="n
     derive
         None: derived where corporate actions are stored, the vendor's bars elsewhere; True:
         derived only; False: only the vendor-adjusted bars stored as they came.
+    placeholders
+        ``"keep"`` (the default) returns every stored bar; ``"drop"`` leaves out placeholder
+        bars, the ones vendors write for a suspended day (volume 0, open = high = low =
+        close = the previous close; intraday, a whole day of them), which flatten moving
+        averages and returns.
 
     Examples
     --------
@@ -856,7 +1023,8 @@ def load(db=DEFAULT_DB, symbols=None, start=None, end=None, freq="1d", adjust="n
     >>> qfq = kdist.load("data/kdist.duckdb", "600000.SH", adjust="qfq", as_of="2023-06-30")  # doctest: +SKIP
     """
     with Store(db, read_only=True) as store:
-        return store.load(symbols, start, end, freq, adjust, as_of=as_of, derive=derive)
+        return store.load(symbols, start, end, freq, adjust, as_of=as_of, derive=derive,
+                          placeholders=placeholders)
 
 
 def corporate_actions(db=DEFAULT_DB, symbols=None, start=None, end=None, *,
@@ -883,6 +1051,57 @@ def check(db=DEFAULT_DB) -> dict:
         return store.check()
 
 
+def quality(db=DEFAULT_DB, symbols=None, freq=None, adjust=None, start=None, end=None, *,
+            calendar=None, bar_time=None, record: bool = True) -> Quality:
+    """Check the stored daily and intraday bars against their exchanges' trading calendars.
+
+    Per series ``(symbol, freq, adjust)``, between its first and last bar: sessions with no
+    bar (``missing``), placeholder bars of suspended days (``suspended``), bars stamped on a
+    day or minute that is no session's (``off_calendar``), and a ``completeness`` figure. The
+    counts are recorded in the file with the time of the check (``record``; skipped, and
+    ``recorded`` false, while an import holds the file), so :func:`quality_history` shows how
+    coverage changed.
+
+    Parameters
+    ----------
+    symbols, freq, adjust, start, end
+        What to check: every daily and intraday series when None.
+    calendar
+        An ``exchange_calendars`` name for every series, or a dict of them keyed by symbol or
+        by source; by default each symbol's exchange (A-share codes XSHG, ``.HK`` XHKG, bare
+        tickers XNYS, ...) or the calendar its provider declares.
+    bar_time
+        ``"end"`` or ``"start"``: how intraday bars are stamped, when the provider's own
+        convention (or, for files, the one their bars show) is not the right one.
+
+    Returns
+    -------
+    kdist.gaps.Quality
+        ``series`` (counts per series), ``gaps`` (every gap: symbol, freq, adjust, ts,
+        kind), ``symbols()`` (completeness per symbol), ``runs()``, ``ok``, ``to_text()``.
+
+    Examples
+    --------
+    >>> found = kdist.quality("data/kdist.duckdb")  # doctest: +SKIP
+    >>> found.symbols().sort_values("completeness").head()  # doctest: +SKIP
+    """
+    args = (symbols, freq, adjust, start, end)
+    if record:
+        try:
+            with Store(db, create=False) as store:
+                return store.check_gaps(*args, calendar=calendar, bar_time=bar_time)
+        except DatabaseLockedError:
+            pass  # an import holds the file: check between its batches, record nothing
+    with Store(db, read_only=True) as store:
+        return store.check_gaps(*args, calendar=calendar, bar_time=bar_time, record=False)
+
+
+def quality_history(db=DEFAULT_DB, symbols=None) -> pd.DataFrame:
+    """Every recorded gap check (see :meth:`Store.quality_history`)."""
+    with Store(db, read_only=True) as store:
+        return store.quality_history(symbols)
+
+
 def jobs(db=DEFAULT_DB) -> pd.DataFrame:
     """Every job recorded in ``db``, newest first: status, provider, window, counts, timing.
 
@@ -905,6 +1124,21 @@ def ledger(db=DEFAULT_DB, job_id: str | None = None, status: str | None = None) 
             job_id = recorded["job_id"].iat[0]
         store.job(job_id)  # an unknown id is a UsageError naming where to look
         return store.job_symbols(job_id, status=status)
+
+
+def findings(db=DEFAULT_DB, job_id: str | None = None) -> pd.DataFrame:
+    """What a verification (:func:`kdist.verify`) found: one row per finding, ``symbol,
+    kind, ts, field, ours, theirs, detail``; the newest verification's when ``job_id`` is
+    None."""
+    with Store(db, read_only=True) as store:
+        if job_id is None:
+            recorded = store.jobs()
+            recorded = recorded[recorded["mode"] == VERIFY_MODE]
+            if recorded.empty:
+                raise UsageError(f"No verification in {db}: run 'kdist verify' first")
+            job_id = recorded["job_id"].iat[0]
+        store.job(job_id)  # an unknown id is a UsageError naming where to look
+        return store.findings(job_id)
 
 
 def catalog(db=DEFAULT_DB) -> pd.DataFrame:

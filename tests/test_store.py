@@ -80,7 +80,7 @@ def test_new_store_creates_tables_and_version(db):
     with Store(db) as store:
         tables = {r[0] for r in store.con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
     assert tables == {"kline", "kdist_meta", "kdist_jobs", "kdist_job_symbols", "kdist_actions",
-                      "kdist_action_checks"}
+                      "kdist_action_checks", "kdist_quality", "kdist_findings"}
     meta = dict(rows(db, "SELECT key, value FROM kdist_meta"))
     assert meta["schema_version"] == SCHEMA_VERSION
     assert meta["created_by"] == f"kdist {kdist.__version__}"
@@ -359,7 +359,7 @@ def test_sql_metacharacters_are_plain_values(db):
         assert set(store.job_symbols("job-1")["symbol"]) == set(nasty)
     tables = {r[0] for r in rows(db, "SELECT table_name FROM duckdb_tables()")}
     assert tables == {"kline", "kdist_meta", "kdist_jobs", "kdist_job_symbols", "kdist_actions",
-                      "kdist_action_checks"}
+                      "kdist_action_checks", "kdist_quality", "kdist_findings"}
 
 
 def test_invalid_symbols_never_reach_the_database(db, fingerprint):

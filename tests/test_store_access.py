@@ -135,8 +135,8 @@ def test_an_empty_duckdb_file_is_initialised(db):
     foreign(db)
     with Store(db) as store:
         assert store.jobs().empty
-    assert tables(db) == ["kdist_action_checks", "kdist_actions", "kdist_job_symbols", "kdist_jobs",
-                          "kdist_meta", "kline"]
+    assert tables(db) == ["kdist_action_checks", "kdist_actions", "kdist_findings",
+                          "kdist_job_symbols", "kdist_jobs", "kdist_meta", "kdist_quality", "kline"]
 
 
 def test_adopt_adds_kdist_tables_beside_the_others(db):
@@ -144,8 +144,9 @@ def test_adopt_adds_kdist_tables_beside_the_others(db):
     with Store(db, adopt=True) as store:
         report = kdist.ingest(SYMBOLS[:2], **WINDOW, db=store, client="sync")
     assert report.status == "done"
-    assert tables(db) == ["kdist_action_checks", "kdist_actions", "kdist_job_symbols", "kdist_jobs",
-                          "kdist_meta", "kline", "trades"]
+    assert tables(db) == ["kdist_action_checks", "kdist_actions", "kdist_findings",
+                          "kdist_job_symbols", "kdist_jobs", "kdist_meta", "kdist_quality", "kline",
+                          "trades"]
     assert len(kdist.load(db)) == report.rows_written
     with Store(db) as store:  # adopted once, a kdist file from then on
         assert store.con.execute("SELECT * FROM trades").fetchall() == [(7,)]

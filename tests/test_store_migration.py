@@ -145,16 +145,16 @@ def test_v1_file_is_migrated_in_place_by_a_writer(v1_db):
         jobs = store.jobs()
         ledger = store.job_symbols("old-job")
     assert kline_ts_type(v1_db) == "TIMESTAMP_S"
-    assert schema_version(v1_db) == SCHEMA_VERSION == "3"
+    assert schema_version(v1_db) == SCHEMA_VERSION == "4"
     # A file keeps the block size it was created with (DuckDB's default for version 1).
     assert query(v1_db, "SELECT block_size FROM pragma_database_size()") == [(262144,)]
     meta = dict(query(v1_db, "SELECT key, value FROM kdist_meta"))
     assert meta["created_by"] == "kdist 0.1.0"
     assert meta["migrated_from_1"].startswith(f"kdist {kdist.__version__} at ")
-    # Then to version 3: the corporate-action tables, empty.
+    # Then to version 4: the corporate-action and data-check tables, empty.
     assert meta["migrated_from_2"].startswith(f"kdist {kdist.__version__} at ")
-    assert query(v1_db, "SELECT count(*) FROM kdist_actions") == [(0,)]
-    assert query(v1_db, "SELECT count(*) FROM kdist_action_checks") == [(0,)]
+    for table in ("kdist_actions", "kdist_action_checks", "kdist_quality", "kdist_findings"):
+        assert query(v1_db, f"SELECT count(*) FROM {table}") == [(0,)]
     # Every bar, value and dtype as version 1 returned them (ts still datetime64[us]); the
     # fingerprints are equal too, so an oracle taken before the upgrade still holds.
     assert_same_reads(after, before)
@@ -246,7 +246,7 @@ def test_failed_migration_rolls_back_entirely(v1_db, monkeypatch):
     assert kline_ts_type(v1_db) == "TIMESTAMP_S"
 
 
-@pytest.mark.parametrize("found", ["4", "10", "0", "two"])
+@pytest.mark.parametrize("found", ["5", "10", "0", "two"])
 def test_other_versions_are_still_refused(v1_db, found):
     con = duckdb.connect(v1_db)
     con.execute("UPDATE kdist_meta SET value = ? WHERE key = 'schema_version'", [found])
@@ -254,7 +254,7 @@ def test_other_versions_are_still_refused(v1_db, found):
     for read_only in (False, True):
         with pytest.raises(SchemaVersionError) as info:
             Store(v1_db, read_only=read_only)
-        assert f"uses kdist schema version {found}, this kdist uses 3" in str(info.value)
+        assert f"uses kdist schema version {found}, this kdist uses 4" in str(info.value)
         assert info.value.found == found
     assert kline_ts_type(v1_db) == "TIMESTAMP" and schema_version(v1_db) == found
 
@@ -265,6 +265,8 @@ def test_v2_file_gains_the_corporate_action_tables(v1_db):
     with Store(v1_db) as store:
         store.con.execute("DROP TABLE kdist_actions")
         store.con.execute("DROP TABLE kdist_action_checks")
+        store.con.execute("DROP TABLE kdist_quality")
+        store.con.execute("DROP TABLE kdist_findings")
         store.con.execute("UPDATE kdist_meta SET value = '2' WHERE key = 'schema_version'")
         store.con.execute("DELETE FROM kdist_meta WHERE key = 'migrated_from_2'")
     with Store(v1_db, read_only=True) as store:
@@ -277,5 +279,26 @@ def test_v2_file_gains_the_corporate_action_tables(v1_db):
     with Store(v1_db) as store:
         assert store.has_actions
         assert_same_reads(store_reads(store), before)
-    assert schema_version(v1_db) == "3"
+    assert schema_version(v1_db) == "4"
     assert query(v1_db, "SELECT count(*) FROM kdist_actions") == [(0,)]
+
+
+def test_v3_file_gains_the_data_check_tables(v1_db):
+    """A version-3 file (corporate actions, no data-check tables) reads with its actions and
+    without stored checks; the first writer adds the two tables and keeps everything else."""
+    with Store(v1_db) as store:
+        store.con.execute("DROP TABLE kdist_quality")
+        store.con.execute("DROP TABLE kdist_findings")
+        store.con.execute("UPDATE kdist_meta SET value = '3' WHERE key = 'schema_version'")
+        store.con.execute("DELETE FROM kdist_meta WHERE key LIKE 'migrated_from_%'")
+    with Store(v1_db, read_only=True) as store:
+        assert store.has_actions and not store.has_quality
+        before = store_reads(store)
+    assert schema_version(v1_db) == "3"
+    with Store(v1_db) as store:
+        assert store.has_actions and store.has_quality
+        assert_same_reads(store_reads(store), before)
+    assert schema_version(v1_db) == "4"
+    meta = dict(query(v1_db, "SELECT key, value FROM kdist_meta"))
+    assert meta["migrated_from_3"].startswith(f"kdist {kdist.__version__} at ")
+    assert query(v1_db, "SELECT count(*) FROM kdist_quality") == [(0,)]

@@ -129,6 +129,8 @@ class AkshareProvider(Provider):
     adjusts = (Adjust.NONE, Adjust.QFQ, Adjust.HFQ)
     tz = "Asia/Shanghai"
     freq_hint = "use the baostock provider for 5-60 minute A-share bars"
+    #: Daily, weekly and monthly bars only, with no look-back limit known: none declared.
+    horizons = {}
     # Conservative cluster-wide politeness: Eastmoney drops connections after bursts.
     max_concurrency = 2
     max_rate = 1.0

@@ -14,7 +14,7 @@ sent (an empty one silently means 2015-01-01), rows are read with
 ``while rs.error_code == "0" and rs.next(): rs.get_row_data()`` as lists of strings (``""`` is
 missing), volume is in shares and amount in yuan, minute ``time`` reads ``20240102093500000``
 (the end of the bar, exchange-local) and daily rows with ``tradestatus == "0"`` are suspended
-days, dropped here. baostock offers no timeout and its socket has none: a watchdog thread
+days, kept as the placeholder bars they are (volume 0 at the previous close). baostock offers no timeout and its socket has none: a watchdog thread
 closes the socket when a call stays silent for ``timeout`` seconds, which turns the stuck
 call into a network error (see :class:`_Session`). Every call into the package goes through
 :func:`_baostock`, the seam tests replace; ``baostock`` is imported there, never when kdist or
@@ -58,7 +58,7 @@ from ..errors import (
 )
 from ..schema import Adjust, Freq, empty_bars
 from ..securities import split_symbol
-from .base import Option, Provider, vendor_numbers
+from .base import Horizon, Option, Provider, vendor_numbers
 
 __all__ = ["BaostockProvider"]
 
@@ -441,6 +441,18 @@ def _baostock(op: str, **kwargs):
     return getattr(baostock, op)(**kwargs)
 
 
+#: From baostock.com's data range note ("5、15、30、60分钟K线数据,时间范围:1999-07-26至今"),
+#: seen only in third-party copies of it (CSDN posts); not in PROVIDERS.md or
+#: VENDOR-FACTS.md: unverified, and nothing relies on it (check() does not refuse earlier
+#: dates; baostock answers them with no rows).
+_MINUTE_HORIZON = Horizon(
+    earliest="1999-07-26",
+    source="3rd-party, unverified: baostock.com's data range note as copied in CSDN posts "
+           "('5、15、30、60分钟K线数据,时间范围:1999-07-26至今'); not in PROVIDERS.md or "
+           "VENDOR-FACTS.md",
+)
+
+
 class BaostockProvider(Provider):
     """China A-share bars from baostock: daily, weekly, monthly and 5-60 minute.
 
@@ -464,6 +476,8 @@ class BaostockProvider(Provider):
     adjusts = (Adjust.NONE, Adjust.QFQ, Adjust.HFQ)
     tz = "Asia/Shanghai"
     freq_hint = "for 1-minute bars use the tdx provider with local files"
+    #: Minute bars from a fixed first date, no rolling look-back: they do not expire.
+    horizons = {f: _MINUTE_HORIZON for f in (Freq.MIN5, Freq.MIN15, Freq.MIN30, Freq.MIN60)}
     # Conservative cluster-wide politeness: its server limits logins and sessions.
     max_concurrency = 4
     max_rate = 5.0
@@ -483,7 +497,8 @@ class BaostockProvider(Provider):
         Returns
         -------
         pandas.DataFrame
-            ``ts open high low close volume amount``; suspended days dropped; volume in
+            ``ts open high low close volume amount``; suspended days are placeholder bars
+            (volume 0 at the previous close); volume in
             shares, amount in yuan; empty when baostock has no bars in the window.
 
         Raises
@@ -593,9 +608,6 @@ def _bars(columns: list[str], rows: list[list[str]], freq: Freq, symbol: str) ->
         ) from exc
     if len(raw) == 0:
         return empty_bars()
-    if "tradestatus" in raw.columns:
-        # A suspended day repeats the previous close with no trades: not a bar.
-        raw = raw[raw["tradestatus"].astype(str) != "0"]
     if freq.intraday:
         # 20240102093500000 -> 2024-01-02 09:35:00 (the bar's end, Beijing time); the last
         # three digits are milliseconds, always 000.
@@ -606,7 +618,23 @@ def _bars(columns: list[str], rows: list[list[str]], freq: Freq, symbol: str) ->
     frame = pd.DataFrame({"ts": ts.astype("datetime64[us]")})
     # Every value is a string; "" (missing) becomes NaN.
     vendor_numbers(frame, raw, {name: name for name in _NUMBERS})
+    if "tradestatus" in raw.columns:
+        _placeholders(frame, raw["tradestatus"].astype(str).eq("0").to_numpy())
     return frame.reset_index(drop=True)
+
+
+def _placeholders(frame: pd.DataFrame, suspended: np.ndarray):
+    """Keep baostock's suspended days (``tradestatus`` 0) as the placeholder bars they are:
+    no trades (its empty volume and amount are 0) at the previous close, so that
+    ``kdist check --gaps`` reports them as suspended and ``kdist.load(placeholders="drop")``
+    can leave them out."""
+    if not suspended.any():
+        return
+    frame.loc[suspended, ["volume", "amount"]] = frame.loc[suspended, ["volume", "amount"]].fillna(0)
+    close = frame["close"].where(~suspended | frame["close"].notna(), frame["close"].ffill())
+    frame["close"] = close
+    for col in ("open", "high", "low"):
+        frame.loc[suspended, col] = frame.loc[suspended, col].fillna(close[suspended])
 
 
 def _table(columns: list[str], rows: list[list[str]], needed: tuple[str, ...], symbol: str,

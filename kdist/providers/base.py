@@ -29,6 +29,7 @@ from ..errors import (
 from ..schema import Adjust, Freq, normalise_symbol, to_date
 
 __all__ = [
+    "Horizon",
     "Option",
     "Provider",
     "directory_option",
@@ -86,6 +87,53 @@ class Option:
             ) from None
 
 
+@dataclass(frozen=True)
+class Horizon:
+    """How far back a vendor serves the bars of one freq, and where that fact comes from.
+
+    ``days`` is a rolling look-back: on day D the vendor serves bars stamped on or after
+    midnight of D - (days - 1), so a bar of day L can be fetched up to day L + days - 1 and
+    never after (Yahoo's 1-minute bars: 30). ``earliest`` is a fixed first date: nothing
+    before it was ever served. Either may be None (no such limit, or none known). ``source``
+    is one line saying where the fact comes from. :meth:`Provider.horizon` returns a
+    provider's; :mod:`kdist.horizons` tells which stored series are about to pass theirs.
+
+    Examples
+    --------
+    >>> h = Horizon(days=30, source="Yahoo")
+    >>> h.first_served("2026-12-07 10:00")
+    Timestamp('2026-11-08 00:00:00')
+    """
+
+    #: Rolling look-back in days (None: none).
+    days: int | None = None
+    #: The first date the vendor serves (None: none known).
+    earliest: pd.Timestamp | None = None
+    #: Where the fact comes from: one line.
+    source: str = ""
+
+    def __post_init__(self):
+        if self.days is not None and not (isinstance(self.days, int) and self.days >= 1):
+            raise ValueError(f"Horizon days must be a whole number of days >= 1, not {self.days!r}")
+        if self.earliest is not None:
+            object.__setattr__(self, "earliest", pd.Timestamp(self.earliest).normalize())
+
+    @property
+    def rolling(self) -> bool:
+        """Whether bars leave the vendor's window as time passes (a ``days`` look-back)."""
+        return self.days is not None
+
+    def first_served(self, now=None) -> pd.Timestamp | None:
+        """The first day whose bars the vendor serves on ``now``'s day (default: today):
+        the later of the rolling and the fixed limit; None when there is neither."""
+        first = self.earliest
+        if self.days is not None:
+            today = (pd.Timestamp.now() if now is None else pd.Timestamp(now)).normalize()
+            rolling = today - pd.Timedelta(days=self.days - 1)
+            first = rolling if first is None else max(first, rolling)
+        return first
+
+
 class Provider:
     """Base class of every data provider.
 
@@ -130,6 +178,21 @@ class Provider:
     #: Whether the vendor's unadjusted bars already have splits applied (Yahoo's do): the
     #: factors kdist computes from this provider's events then leave its splits out.
     splits_in_bars: ClassVar[bool] = False
+    #: The trading calendar (an ``exchange_calendars`` name) of every symbol the provider
+    #: serves, when that is not the calendar a symbol's form names
+    #: (:func:`kdist.calendars.calendar_for`): a vendor of one exchange, or a generator with
+    #: a calendar of its own. ``kdist check --gaps`` checks stored bars against it.
+    calendar: ClassVar[str | None] = None
+    #: Where an intraday bar is stamped: at its ``"end"`` (the first A-share 1-minute bar is
+    #: 09:31: baostock, TDX) or its ``"start"`` (09:30: Yahoo). None: the user's files say;
+    #: ``kdist check --gaps`` tells from the bars (a bar at the session's open, or its close).
+    bar_time: ClassVar[str | None] = "end"
+    #: How far back the vendor serves each freq (a :class:`Horizon`: a rolling look-back in
+    #: days and/or a fixed first date, and the source of the fact). A freq not listed has no
+    #: horizon the provider can vouch for (local files, generated data, or not known).
+    #: :meth:`horizon` reads it; ``kdist status`` warns before stored intraday history passes
+    #: a rolling one.
+    horizons: ClassVar[dict[Freq, Horizon]] = {}
 
     def __init__(self, **options):
         unknown = sorted(set(options) - set(self.options))
@@ -175,6 +238,12 @@ class Provider:
     def given_options(self) -> dict:
         """Options that differ from their defaults."""
         return {k: v for k, v in self.config.items() if v != self.options[k].default}
+
+    @classmethod
+    def horizon(cls, freq) -> Horizon | None:
+        """How far back the vendor serves ``freq`` (see :attr:`horizons`); None when the
+        provider declares nothing for it."""
+        return cls.horizons.get(Freq.parse(freq))
 
     # -- the contract ---------------------------------------------------------------------
 

@@ -246,7 +246,9 @@ class _FileProvider(Provider):
     #: File names ``pattern="auto"`` tries, in order.
     auto_patterns: ClassVar[tuple[str, ...]] = ()
     remote = False  # local files: a small job runs in the client's process
+    bar_time = None  # the files' own convention: kdist check --gaps tells it from the bars
     freqs = tuple(Freq)
+    horizons = {}  # the user's files: no vendor window
     # kdist adjusts nothing: the caller's adjust says what the files hold (a TDX export's
     # title is checked against it).
     adjusts = tuple(Adjust)

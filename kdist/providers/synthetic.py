@@ -72,7 +72,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from .. import ticks
+from .. import calendars, ticks
 from ..actions import COLUMNS as ACTION_COLUMNS
 from ..actions import adjust_prices, empty_actions
 from ..bars import WEEK_EPOCH, resample
@@ -155,6 +155,18 @@ def _trading_days(first: np.datetime64, last: np.datetime64) -> np.ndarray:
         return _compute_trading_days(first, last)
     every = _all_trading_days()  # a slice of the cached calendar: no per-call day arithmetic
     return every[np.searchsorted(every, first) : np.searchsorted(every, last, side="right")]
+
+
+def _sessions(lo: pd.Timestamp, hi: pd.Timestamp) -> pd.DatetimeIndex:
+    """The synthetic calendar's sessions from ``lo`` to ``hi`` (dates, inclusive)."""
+    days = _trading_days(np.datetime64(lo.date(), "D"), np.datetime64(hi.date(), "D"))
+    return pd.DatetimeIndex(days.astype("datetime64[ns]"))
+
+
+#: The calendar of synthetic bars (weekdays less the fixed holidays, A-share hours), by which
+#: ``kdist check --gaps`` checks them: it is not an exchange's.
+CALENDAR = "SYNTHETIC"
+calendars.register(CALENDAR, _sessions, first="1990-01-01", last="2100-12-31")
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
@@ -559,6 +571,8 @@ class SyntheticProvider(Provider):
 
     name = "synthetic"
     description = "Deterministic offline bars for any symbol; simulates latency and failures"
+    calendar = CALENDAR
+    horizons = {}  # generated: any date, any freq, forever
     options = {
         "seed": Option(int, 0, "changes every value, keeps the calendar"),
         "actions": Option(bool, True, "deterministic dividends, bonus shares and splits; false: "

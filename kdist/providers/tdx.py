@@ -211,6 +211,9 @@ class TdxProvider(Provider):
     description = "Local 通达信 (TDX) vipdoc files: .day daily, .lc1 1-minute, .lc5 5-minute bars"
     url = "https://www.tdx.com.cn/"
     freqs = tuple(Freq)
+    #: None: the local files hold what they hold (TDX keeps what the user downloaded), a
+    #: horizon no provider can vouch for.
+    horizons = {}
     # The files hold traded prices; adjusted prices are kdist's, derived from the gbbq's
     # corporate actions (actions()) and the stored raw bars.
     adjusts = (Adjust.NONE,)

@@ -6,7 +6,8 @@ frame into canonical bars. It relies on these vendor facts (see ``PROVIDERS.md``
 are Yahoo's (``AAPL``, ``BRK-B``; Shanghai is ``.SS``, so ``600000.SH`` is sent as
 ``600000.SS``); ``start`` is inclusive and ``end`` exclusive, so the day after the requested
 end is sent; intraday bars exist only for recent days (1m for about 30 days, at most 8 days
-per request; other intervals 60 days), which :meth:`YfinanceProvider.check` refuses up front;
+per request; other intervals 60 days: :attr:`YfinanceProvider.horizons`), which
+:meth:`YfinanceProvider.check` refuses up front;
 ``history`` returns exchange-time-zone-aware timestamps, turned here into exchange-local
 naive ones per ticker (the provider has no single ``tz``), and ``download``-shaped frames with
 ``(Price, Ticker)`` MultiIndex columns are accepted too; ``auto_adjust=True`` gives prices
@@ -55,7 +56,7 @@ from ..actions import empty_actions
 from ..errors import DataError, InvalidOptionError, PermanentProviderError, TransientProviderError
 from ..schema import Adjust, Freq, empty_bars
 from ..securities import YAHOO_SUFFIXES, split_symbol
-from .base import Option, Provider, one_line, vendor_numbers
+from .base import Horizon, Option, Provider, one_line, vendor_numbers
 
 __all__ = ["YfinanceProvider"]
 
@@ -69,9 +70,20 @@ _INTERVALS = {
     Freq.MIN30: "30m",
     Freq.MIN60: "60m",
 }
-#: How far back Yahoo serves intraday bars, in days (60 for intervals not listed).
-_INTRADAY_DAYS = {Freq.MIN1: 30}
-_INTRADAY_DEFAULT_DAYS = 60
+#: How far back Yahoo serves intraday bars: YfinanceProvider.horizons, which check() enforces.
+_ONE_MINUTE = Horizon(
+    days=30,
+    source="Yahoo refuses older 1m bars: 'The requested range must be within the last 30 days' "
+           "(yfinance issue #383); yfinance 1.7.0 scrapers/history.py min_lookbacks['1m'] = 30 "
+           "days",
+)
+_INTRADAY = Horizon(
+    days=60,
+    source="Yahoo refuses older 5m bars: 'The requested range must be within the last 60 "
+           "days' (yfinance issue #1389); yfinance 1.7.0 scrapers/history.py: 60 days for "
+           "2m-90m (period='max'). For 60m kdist keeps 60 days although yfinance 1.7.0 allows "
+           "730 for 1h/60m (period='max', min_lookbacks['1h']): not relied on",
+)
 #: Yahoo serves at most 8 days of 1-minute bars per request: ask for 7 at a time.
 _ONE_MINUTE_SPAN = pd.Timedelta(days=7)
 #: Exchange zones kdist knows for certain, by canonical suffix; other tickers keep the zone
@@ -132,6 +144,7 @@ class YfinanceProvider(Provider):
     tdx_codes = False  # TDX's block codes are no Yahoo tickers
     #: None: each ticker is converted to its own exchange's local time in the provider.
     tz = None
+    bar_time = "start"
     # Conservative cluster-wide politeness: Yahoo answers bursts with HTTP 429.
     max_concurrency = 4
     max_rate = 2.0
@@ -140,6 +153,9 @@ class YfinanceProvider(Provider):
     }
     #: Yahoo's unadjusted OHLC (and its dividends) are already adjusted for splits.
     splits_in_bars = True
+    #: Yahoo serves intraday bars for recent days only (daily, weekly and monthly: no limit).
+    horizons = {Freq.MIN1: _ONE_MINUTE, Freq.MIN5: _INTRADAY, Freq.MIN15: _INTRADAY,
+                Freq.MIN30: _INTRADAY, Freq.MIN60: _INTRADAY}
 
     def check(self, *, freq: Freq, adjust: Adjust, start: pd.Timestamp, end: pd.Timestamp):
         """Refuse backward adjustment and intraday windows older than Yahoo serves."""
@@ -152,10 +168,11 @@ class YfinanceProvider(Provider):
                 value=adjust.value,
             )
         super().check(freq=freq, adjust=adjust, start=start, end=end)
-        if freq.intraday:
-            days = _INTRADAY_DAYS.get(freq, _INTRADAY_DEFAULT_DAYS)
+        horizon = self.horizon(freq)
+        if horizon is not None and horizon.rolling:
+            days = horizon.days
             # Yahoo counts back from now; midnight (days - 1) ago is still inside the limit.
-            earliest = pd.Timestamp.now().normalize() - pd.Timedelta(days=days - 1)
+            earliest = horizon.first_served()
             if pd.Timestamp(start) < earliest:
                 raise InvalidOptionError(
                     f"Yahoo serves {freq.value} bars for the last {days} days only; start "

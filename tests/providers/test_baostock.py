@@ -222,17 +222,21 @@ def canonical(frame, provider, freq="1d", adjust="none"):
 # --- canonical frames --------------------------------------------------------------------------
 
 
-def test_daily_bars_are_canonical_and_suspended_days_dropped(vendor, provider):
+def test_daily_bars_are_canonical_and_suspended_days_are_placeholders(vendor, provider):
     frame = provider.fetch("600000.SH", "2024-01-02", "2024-01-05")
     bars, rejected = canonical(frame, provider)
     assert rejected == {}
     assert bars["ts"].dt.strftime("%Y-%m-%d %H:%M").tolist() == [
-        "2024-01-02 00:00", "2024-01-03 00:00", "2024-01-05 00:00"]  # 01-04 was suspended
+        "2024-01-02 00:00", "2024-01-03 00:00", "2024-01-04 00:00", "2024-01-05 00:00"]
     first = bars.iloc[0]
     assert (first.open, first.high, first.low, first.close) == (6.58, 6.60, 6.53, 6.55)
     assert first.volume == 23_342_500  # shares already
     assert first.amount == 153_153_290.0
-    assert pd.isna(bars.iloc[2].amount)  # "" is missing, not zero
+    # 01-04 was suspended (tradestatus 0): a placeholder bar, no trades at the last close.
+    held = bars.iloc[2]
+    assert (held.open, held.high, held.low, held.close, held.volume, held.amount) == (
+        6.60, 6.60, 6.60, 6.60, 0.0, 0.0)
+    assert pd.isna(bars.iloc[3].amount)  # "" of a traded day is missing, not zero
     assert str(bars["ts"].dtype) == "datetime64[us]" and (bars.dtypes.iloc[1:] == "float64").all()
 
 
@@ -510,7 +514,7 @@ def test_login_limit_is_transient(vendor, provider):
     assert info.value.kind == "login_limit"
     assert vendor.ops("query_history_k_data_plus") == []
     assert not session().logged_in
-    assert len(provider.fetch("600000.SH", "2024-01-02", "2024-01-05")) == 3  # next call logs in
+    assert len(provider.fetch("600000.SH", "2024-01-02", "2024-01-05")) == 4  # next call logs in
 
 
 def test_other_login_refusals_are_permanent(vendor, provider):
@@ -524,7 +528,7 @@ def test_network_code_logs_in_again_and_repeats_the_query(vendor, provider, code
     provider.fetch("600000.SH", "2024-01-02", "2024-01-05")
     vendor.query_codes = [code]
     frame = provider.fetch("600000.SH", "2024-01-02", "2024-01-05")
-    assert len(frame) == 3
+    assert len(frame) == 4
     assert vendor.ops("login", "close_socket", "query_history_k_data_plus") == [
         "login", "query_history_k_data_plus",
         "query_history_k_data_plus",  # -> network code
@@ -534,7 +538,7 @@ def test_network_code_logs_in_again_and_repeats_the_query(vendor, provider, code
 
 def test_not_logged_in_logs_in_again(vendor, provider):
     vendor.query_codes = ["10001001"]
-    assert len(provider.fetch("600000.SH", "2024-01-02", "2024-01-05")) == 3
+    assert len(provider.fetch("600000.SH", "2024-01-02", "2024-01-05")) == 4
     assert session().logins == 2
 
 
@@ -548,7 +552,7 @@ def test_persistent_network_error_is_transient_then_recovers(vendor, provider):
     assert (type(copy), str(copy), copy.code) == (TransientProviderError, str(info.value),
                                                   "10002007")
     # The runner's retry: a fresh login, then the bars.
-    assert len(provider.fetch("600000.SH", "2024-01-02", "2024-01-05")) == 3
+    assert len(provider.fetch("600000.SH", "2024-01-02", "2024-01-05")) == 4
     assert session().logins == 3
 
 
@@ -648,7 +652,7 @@ def test_hung_query_is_cut_by_closing_the_socket(vendor):
     assert "close_socket" in vendor.ops()
     assert not session().logged_in and not session().lock.locked()
     vendor.hang.clear()
-    assert len(p.fetch("600000.SH", "2024-01-02", "2024-01-05")) == 3
+    assert len(p.fetch("600000.SH", "2024-01-02", "2024-01-05")) == 4
     assert session().logins == 2
 
 
@@ -780,7 +784,7 @@ def test_ingest_end_to_end(vendor, tmp_path):
     )
     assert (report.symbols_ok, report.symbols_empty, report.symbols_failed) == (2, 1, 0)
     stored = kdist.load(db)
-    assert stored.groupby("symbol").size().to_dict() == {"000001.SZ": 1, "600000.SH": 3}
+    assert stored.groupby("symbol").size().to_dict() == {"000001.SZ": 1, "600000.SH": 4}
     row = stored[(stored.symbol == "600000.SH") & (stored.ts == "2024-01-03")].iloc[0]
     assert (row.open, row.close, row.volume, row.amount) == (6.55, 6.60, 31_501_100, 207295320.0)
     assert vendor.ops("login") == ["login", "login"]  # once, and once after the drop
