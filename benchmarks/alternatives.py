@@ -263,8 +263,27 @@ def run_load(spec, db, timer):
     return {"loaded": len(bars), "symbols_loaded": int(bars["symbol"].nunique())}
 
 
+def run_gaps(spec, db, timer):
+    """``kdist check --gaps`` over every stored series, as a user runs it (the command, its
+    table printed to nowhere; nothing recorded, so every repeat reads the same file):
+    against the synthetic bars' own calendar, or with ``calendar`` against an exchange's."""
+    import contextlib
+    import io
+
+    from kdist.cli import main
+
+    args = ["check", "--gaps", "--db", db, "--no-record"]
+    if spec.get("calendar"):
+        args += ["--calendar", spec["calendar"]]
+    out = io.StringIO()
+    with timer, contextlib.redirect_stdout(out):
+        code = main(args)
+    return {"exit_code": code, "summary": out.getvalue().splitlines()[0][:200]}
+
+
 ALTERNATIVES = {
     "load": run_load,
+    "gaps": run_gaps,
     "kdist": run_kdist,
     "sequential": run_sequential,
     "gather_all": run_gather_all,

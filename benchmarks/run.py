@@ -79,6 +79,7 @@ TARGETS = {
     "E.update_vs_import": ("update time / full import time (both cold)", "<", 0.10),
     "E.only_new_bars": ("symbols fetched from their overlap on, none in full", "==", 1.0),
     "E.qfq_load_vs_raw": ("load of every bar as derived qfq / load of the raw bars", "<=", 1.5),
+    "E.check_gaps_s": ("kdist check --gaps over every series of D's store, seconds", "<=", 5.0),
 }
 
 
@@ -89,6 +90,7 @@ INFO = {
     "A.warm.kdist_vs_ceiling": "as A.kdist_vs_ceiling, kdist on a running cluster",
     "E.warm.update_vs_import": "update on a running cluster / full import (cold)",
     "D.actions_cost": "import with corporate actions (the default) / import of bars only",
+    "E.check_gaps_xshg_s": "as E.check_gaps_s, against XSHG (every series has bars to list)",
 }
 
 
@@ -140,6 +142,11 @@ def _runs(name: str, size: dict, tmp: Path) -> list[tuple[str, dict]]:
         # Reads of D's store first (it is read as it is), then updates of copies of it.
         return [(f"load_{adjust}", {"alt": "load", "adjust": adjust, "read": True})
                 for adjust in ("raw", "qfq")] + [
+            ("check_gaps", {"alt": "gaps", "read": True}),
+            # The same bars against Shanghai's calendar: ~72 of their weekdays a year are
+            # no XSHG session, so every series has bars to list (the slower path).
+            ("check_gaps_xshg", {"alt": "gaps", "calendar": "XSHG", "read": True}),
+        ] + [
             (f"kdist_update_{mode}", {"alt": "kdist", "mode": mode, "update": True,
                                       "end": size["end"], "call_log": str(tmp / "E-calls.log"),
                                       "options": {"call_log": str(tmp / "E-calls.log")}})
@@ -243,8 +250,9 @@ def run_scenario(name: str, size: dict, repeats: int, tmp: Path, state: dict, lo
             if base is None:
                 raise RuntimeError("scenario E needs scenario D's database: run D too")
             if spec.pop("read", False):
-                spec = {**spec, "read_db": base,
-                        "adjust": "none" if spec["adjust"] == "raw" else spec["adjust"]}
+                spec = {**spec, "read_db": base}
+                if "adjust" in spec:
+                    spec["adjust"] = "none" if spec["adjust"] == "raw" else spec["adjust"]
             else:
                 spec = {**spec, "base_db": base}
         reps = []
@@ -341,6 +349,8 @@ def evaluate(scenarios: dict, sizes: dict, state: dict) -> dict:
     if "E" in scenarios and scenarios["E"]:
         got["E.qfq_load_vs_raw"] = _ratio(_get(scenarios["E"], "load_qfq")["seconds"],
                                           _get(scenarios["E"], "load_raw")["seconds"])
+        got["E.check_gaps_s"] = _get(scenarios["E"], "check_gaps")["seconds"]
+        got["E.check_gaps_xshg_s"] = _get(scenarios["E"], "check_gaps_xshg")["seconds"]
     verdicts = {}
     for key, value in got.items():
         if key not in TARGETS:

@@ -506,7 +506,27 @@ def cmd_providers(args) -> int:
         print(f"{row['name']:<10} {state:<28} {row['description']}")
         for key, text in (row.get("options") or {}).items():
             print(f"{'':<12}--option {key}=...  {text}")
+        if row["installed"]:
+            print(f"{'':<12}{_conventions(row)}")
     return EXIT_OK
+
+
+def _conventions(row: dict) -> str:
+    """How a provider's bars are checked: calendar, intraday stamps, look-back limits."""
+    text = "calendar: " + (row["calendar"] or "each symbol's exchange")
+    if any(f.endswith("m") and f != "1M" for f in row["freqs"]):
+        stamps = {"end": "at their end", "start": "at their start"}.get(
+            row["bar_time"], "as the files show")
+        text += f"; intraday bars stamped {stamps}"
+    limits: dict[str, list[str]] = {}  # the same limit of several freqs said once
+    for freq, h in row["horizons"].items():
+        said = ", ".join(filter(None, [h["days"] and f"the last {h['days']} days",
+                                       h["earliest"] and f"from {h['earliest']}"]))
+        limits.setdefault(said, []).append(freq)
+    if limits:
+        text += "; served: " + "; ".join(f"{' '.join(freqs)} {said}"
+                                        for said, freqs in limits.items())
+    return text
 
 
 #: Date forms --start and --end take (what :func:`kdist.schema.to_date` reads), as --help
@@ -565,7 +585,6 @@ _EXAMPLES = {
         "kdist status --warn-days 14            # warn 2 weeks before minute bars expire",
     ),
     "check": (
-        "kdist check",
         "kdist check --json --db data/kdist.duckdb   # exit 1 when anything is wrong",
         "kdist check --adjust   # vendor qfq/hfq bars against the derived ones",
         "kdist check --gaps   # missing, suspended and off-calendar bars; exit 1 if missing",

@@ -8,6 +8,7 @@ and reported sane figures in the JSON layout ``benchmarks/results.json`` has.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -26,7 +27,8 @@ RUNS = {
     "B": {"kdist_warm"},
     "C": {"slow_worker.default", "slow_worker.per_worker", "pareto.default", "pareto.per_worker"},
     "D": {"kdist_cold", "gather_all", "kdist_cold_bars_only"},
-    "E": {"load_raw", "load_qfq", "kdist_update_cold", "kdist_update_warm"},
+    "E": {"load_raw", "load_qfq", "check_gaps", "check_gaps_xshg", "kdist_update_cold",
+          "kdist_update_warm"},
 }
 
 
@@ -73,6 +75,16 @@ def test_same_data_everywhere(smoke):
         r = e[label]["repeats"][0]
         assert r["loaded"] == e[label]["rows"] == result["scenarios"]["D"]["kdist_cold"]["rows"]
         assert r["symbols_loaded"] == sizes["D"]["symbols"]
+    # kdist check --gaps over every series of D's store: nothing to list against the synthetic
+    # calendar (exit 0); against Shanghai's, the weekdays it closes (exit 1).
+    n = sizes["D"]["symbols"]
+    own, xshg = (e[label]["repeats"][0] for label in ("check_gaps", "check_gaps_xshg"))
+    assert own["exit_code"] == 0 and own["summary"].startswith(f"{n:,} series checked")
+    assert "; 0 sessions missing" in own["summary"]
+    assert own["summary"].endswith(", 0 bars off-calendar")
+    assert xshg["exit_code"] == 1 and "; 0 sessions missing" in xshg["summary"]
+    off = re.search(r"([\d,]+) bars off-calendar", xshg["summary"])
+    assert off and int(off.group(1).replace(",", "")) > 0
 
 
 def test_update_fetched_only_the_tail(smoke):

@@ -126,6 +126,16 @@ def test_providers_lists_synthetic(capsys):
     code, out, _ = run(capsys, "providers", "--json")
     names = {row["name"]: row for row in json.loads(out)}
     assert code == 0 and names["synthetic"]["installed"] is True
+    # What a gap check and the horizon warnings take from each provider.
+    assert (names["synthetic"]["calendar"], names["synthetic"]["bar_time"]) == ("SYNTHETIC", "end")
+    assert names["yfinance"]["bar_time"] == "start" and names["csv"]["bar_time"] is None
+    assert names["yfinance"]["horizons"]["1m"]["days"] == 30
+    code, out, _ = run(capsys, "providers")
+    lines = out.splitlines()
+    yahoo = lines[next(i for i, l in enumerate(lines) if l.startswith("yfinance")) + 1:]
+    assert next(l for l in yahoo if "calendar:" in l).strip() == (
+        "calendar: each symbol's exchange; intraday bars stamped at their start; served: 1m "
+        "the last 30 days; 5m 15m 30m 60m the last 60 days")
 
 
 @pytest.mark.slow

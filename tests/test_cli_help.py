@@ -34,7 +34,8 @@ def _help(capsys, words) -> str:
 
 
 def test_every_command_is_covered():
-    assert {"ingest", "update", "jobs", "show", "actions", "status", "check", "providers", "cluster",
+    assert {"ingest", "update", "jobs", "show", "actions", "status", "check", "verify",
+            "providers", "cluster",
             "cluster certs", "cluster scheduler", "cluster worker"} == set(COMMANDS)
 
 

@@ -135,6 +135,16 @@ def available_providers() -> list[dict]:
                 "extra": cls.extra,
                 "description": cls.description,
                 "options": {k: o.help for k, o in cls.options.items()},
+                # What a gap check and the horizon warnings take from the provider.
+                "freqs": [f.value for f in cls.freqs],
+                "calendar": cls.calendar,
+                "bar_time": cls.bar_time,
+                "horizons": {
+                    freq.value: {"days": h.days,
+                                 "earliest": None if h.earliest is None
+                                 else str(h.earliest.date()),
+                                 "source": h.source}
+                    for freq, h in cls.horizons.items()},
             }
         )
     return rows
