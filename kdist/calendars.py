@@ -34,7 +34,7 @@ import pandas as pd
 
 from .errors import MissingDependencyError, UsageError
 
-__all__ = ["SUFFIXES", "Sessions", "bar_stamps", "calendar_for", "register", "sessions"]
+__all__ = ["SUFFIXES", "Sessions", "bar_stamps", "calendar_for", "opens", "register", "sessions"]
 
 #: Calendar of each symbol suffix (A-share and Yahoo forms).
 SUFFIXES = {
@@ -187,6 +187,13 @@ def _parts(calendar: str, days: pd.DatetimeIndex) -> tuple[np.ndarray, np.ndarra
         opens = np.concatenate([opens, ends[broken]])
         return session, opens, closes
     return day, opens, closes
+
+
+def opens(calendar: str, days: pd.DatetimeIndex) -> np.ndarray:
+    """The local open of each session of ``days`` (datetime64[s], sorted)."""
+    session, starts, _ = _parts(calendar, days)
+    first = pd.Series(starts).groupby(session).min()
+    return np.asarray(first.sort_index(), "datetime64[s]")
 
 
 def bar_stamps(calendar: str, days: pd.DatetimeIndex, minutes: int,

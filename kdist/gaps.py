@@ -13,7 +13,8 @@ own) between its first and last bar:
     minute is no suspension);
 ``off_calendar``
     a bar stamped on a day that is not a session, or at a minute no bar of the freq ends
-    (starts, for providers that stamp bars at their start);
+    (starts, for providers that stamp bars at their start); a 1-minute bar at the session's
+    open, the opening auction's that Eastmoney writes, is neither expected nor off;
 
 and bars after the calendar's last known session are counted as ``unknown``. A series'
 ``completeness`` is the share of its sessions that are not missing: a suspension is the
@@ -257,32 +258,39 @@ def _calendar_of(symbol: str, source: str, override) -> str:
     return calendars.calendar_for(symbol, getattr(cls, "calendar", None))
 
 
-def _bar_time(source: str, first_time, bar_time) -> str:
-    """The stamp convention of a series: given, the provider's, or told from its bars (a
-    bar stamped at a session's open is stamped at its start)."""
+def _bar_time(source: str, first_time, last_time, bar_time) -> str:
+    """The stamp convention of a series: given, the provider's, or told from its bars: a
+    bar at a session's close is stamped at its end (Eastmoney's 1-minute files have 09:30
+    too, the opening auction's bar, and 15:00), else a bar at a session's open at its start."""
     if bar_time:
         return bar_time
     declared = getattr(_provider(source), "bar_time", None)
     if declared:
         return declared
+    if last_time is not None and last_time in _CLOSES:
+        return "end"
     return "start" if first_time is not None and first_time in _OPENS else "end"
 
 
-#: Session opens of the exchanges kdist users trade on (local time): a file's first bar of a
-#: day stamped at one of them is stamped at its start.
+#: Session opens and closes of the exchanges kdist users trade on (local time).
 _OPENS = {_dt.time(9, 30), _dt.time(9, 0), _dt.time(8, 0), _dt.time(10, 0)}
+_CLOSES = {_dt.time(15, 0), _dt.time(16, 0), _dt.time(16, 10), _dt.time(16, 30)}
 
 
 def _expected(calendar: str, freq: Freq, bar_time: str, first, last):
-    """Stamps a series of ``calendar`` and ``freq`` should have in [first, last], sorted, and
-    the calendar's last known session."""
+    """Stamps a series of ``calendar`` and ``freq`` should have in [first, last], sorted;
+    stamps it may have besides (the opening auction's 1-minute bar at each session's open,
+    which Eastmoney writes: 241 bars a day); and the calendar's last known session."""
     known = calendars.sessions(calendar, first, last)
+    allowed = np.zeros(0, "datetime64[s]")
     if freq is Freq.DAY:
         stamps = np.asarray(known.days, "datetime64[s]")
     else:
         stamps = calendars.bar_stamps(calendar, known.days, freq.minutes, bar_time)["ts"]
         stamps = np.asarray(stamps, "datetime64[s]")
-    return stamps, known.known_until
+        if freq is Freq.MIN1 and bar_time == "end":
+            allowed = calendars.opens(calendar, known.days)
+    return stamps, allowed, known.known_until
 
 
 # --- the check --------------------------------------------------------------------------------
@@ -290,7 +298,8 @@ def _expected(calendar: str, freq: Freq, bar_time: str, first, last):
 _SERIES_SQL = """
 SELECT k.symbol, k.freq, k.adjust, min(k.ts)::TIMESTAMP AS first, max(k.ts)::TIMESTAMP AS last,
        count(*) AS bars, string_agg(DISTINCT k.source, ',' ORDER BY k.source) AS source,
-       min(k.source) AS main_source, min(k.ts::TIME) AS first_time
+       min(k.source) AS main_source, min(k.ts::TIME) AS first_time,
+       max(k.ts::TIME) AS last_time
 FROM kline k
 WHERE k.freq IN (SELECT unnest(?::VARCHAR[]))
   AND (?::VARCHAR[] IS NULL OR k.symbol IN (SELECT unnest(?::VARCHAR[])))
@@ -306,7 +315,7 @@ GROUP BY ALL
 # calendars are numbered (``id``, ``kid``): integer keys keep the joins' hash tables small.
 _COUNT_SQL = """
 SELECT s.id,
-       count(e.ts) AS on_calendar,
+       count(e.ts) FILTER (e.required) AS on_calendar,
        count(*) FILTER (e.ts IS NULL AND k.ts::TIMESTAMP <= s.known) AS off_calendar,
        count(*) FILTER (k.ts::TIMESTAMP > s.known) AS unknown,
        count(*) FILTER (k.volume = 0 AND k.open = k.high AND k.high = k.low
@@ -330,7 +339,7 @@ SELECT s.id, e.ts, e.seq
 FROM kdist_q_series s
 JOIN kdist_q_expected e ON e.kid = s.kid AND e.ts BETWEEN s.first AND s.last
 ANTI JOIN b ON b.id = s.id AND b.ts = e.ts
-WHERE s.missing > 0
+WHERE s.missing > 0 AND e.required
 """
 
 _OFF_SQL = """
@@ -415,8 +424,9 @@ def check_gaps(con, *, symbols=None, freq=None, adjust=None, start=None, end=Non
     series["calendar"] = [_calendar_of(s, src, calendar)
                           for s, src in zip(series["symbol"], series["main_source"])]
     series["bar_time"] = [
-        "day" if f == Freq.DAY.value else _bar_time(src, t, bar_time)
-        for f, src, t in zip(series["freq"], series["main_source"], series["first_time"])]
+        "day" if f == Freq.DAY.value else _bar_time(src, t0, t1, bar_time)
+        for f, src, t0, t1 in zip(series["freq"], series["main_source"], series["first_time"],
+                                  series["last_time"])]
     series["key"] = series["calendar"] + "|" + series["freq"] + "|" + series["bar_time"]
     series["kid"] = series["key"].factorize()[0]
     series["id"] = np.arange(len(series))
@@ -467,8 +477,8 @@ def _expected_stamps(series: pd.DataFrame):
     for key, rows in series.groupby("key", sort=False).groups.items():
         part = series.loc[rows]
         cal, freq, bar_time = key.split("|")
-        stamps, until = _expected(cal, Freq.parse(freq), bar_time, part["first"].min(),
-                                  part["last"].max())
+        stamps, allowed, until = _expected(cal, Freq.parse(freq), bar_time,
+                                           part["first"].min(), part["last"].max())
         end_of_day = (np.datetime64(pd.Timestamp(until) + pd.Timedelta(days=1), "s")
                       - np.timedelta64(1, "s"))
         first = np.asarray(part["first"], "datetime64[s]")
@@ -478,7 +488,13 @@ def _expected_stamps(series: pd.DataFrame):
         known[at] = end_of_day
         frames.append(pd.DataFrame({"kid": part["kid"].iat[0],
                                     "ts": stamps.astype("datetime64[us]"),
-                                    "seq": np.arange(len(stamps), dtype="int64")}))
+                                    "seq": np.arange(len(stamps), dtype="int64"),
+                                    "required": True}))
+        if len(allowed):
+            frames.append(pd.DataFrame({"kid": part["kid"].iat[0],
+                                        "ts": allowed.astype("datetime64[us]"),
+                                        "seq": pd.array([None] * len(allowed), "Int64"),
+                                        "required": False}))
     expected = pd.concat(frames, ignore_index=True)
     return expected, np.maximum(sessions, 0), known.astype("datetime64[us]")
 

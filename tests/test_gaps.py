@@ -339,3 +339,25 @@ def test_weekly_and_monthly_series_are_named_not_checked(tmp_path):
     assert found.skipped == ["1 weekly or monthly series not checked (built from days: their "
                              "daily bars are)"]
     assert found.to_text().endswith(found.skipped[0])
+
+
+def test_eastmoney_minute_files_with_the_opening_auction_bar(tmp_path):
+    """Eastmoney's 1-minute bars: 09:30 (the opening auction), 09:31 .. 11:30, 13:01 .. 15:00,
+    241 a day. A bar at 15:00 says they are stamped at their end; the 09:30 bar is allowed,
+    not expected; a removed minute is missing."""
+    days = calendars.sessions("XSHG", "2024-06-03", "2024-06-05").days
+    stamps = calendars.bar_stamps("XSHG", days, 1, "end")["ts"]
+    auction = pd.Series(calendars.opens("XSHG", days)).astype("datetime64[us]")
+    times = sorted([*stamps, *auction])
+    assert len(times) == 3 * 241
+    times.remove(pd.Timestamp("2024-06-04 10:00"))
+    root = tmp_path / "files"
+    root.mkdir()
+    write_csv(root, "600000.SH", None, times=times)
+    db = str(tmp_path / "k.duckdb")
+    kdist.ingest(["600000.SH"], start="2024-06-03", end="2024-06-05", freq="1m", db=db,
+                 provider=kdist.get_provider("csv", root=str(root)), client="sync",
+                 progress=False)
+    found = kdist.quality(db, record=False)
+    assert found_as_dict(found) == {("600000.SH", "1m", "missing"): ["2024-06-04 10:00"]}
+    assert found.series["sessions"].tolist() == [3 * 240]
