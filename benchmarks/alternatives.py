@@ -278,7 +278,7 @@ def run_gaps(spec, db, timer):
     out = io.StringIO()
     with timer, contextlib.redirect_stdout(out):
         code = main(args)
-    return {"exit_code": code, "summary": out.getvalue().splitlines()[0][:200]}
+    return {"exit_code": code, "summary": out.getvalue().splitlines()[0][:300]}
 
 
 ALTERNATIVES = {

@@ -34,41 +34,73 @@ import pandas as pd
 
 from .errors import MissingDependencyError, UsageError
 
-__all__ = ["SUFFIXES", "Sessions", "bar_stamps", "calendar_for", "opens", "register", "sessions"]
+__all__ = ["INDICES", "SUFFIXES", "Sessions", "bar_stamps", "calendar_for", "opens", "register", "sessions"]
 
-#: Calendar of each symbol suffix (A-share and Yahoo forms).
+#: Calendar of each symbol suffix (A-share and Yahoo forms): Yahoo's exchange suffixes with
+#: an exchange_calendars calendar (German regional exchanges share Xetra's holidays; NSE
+#: India's are BSE's). A suffix not here has no calendar kdist can vouch for.
 SUFFIXES = {
     "SH": "XSHG", "SZ": "XSHG", "BJ": "XSHG", "SS": "XSHG",
-    "HK": "XHKG", "L": "XLON", "T": "XTKS", "TO": "XTSE", "V": "XTSE", "AX": "XASX",
-    "DE": "XFRA", "F": "XFRA", "PA": "XPAR", "AS": "XAMS", "BR": "XBRU", "MI": "XMIL",
-    "MC": "XMAD", "SW": "XSWX", "ST": "XSTO", "OL": "XOSL", "CO": "XCSE", "HE": "XHEL",
-    "KS": "XKRX", "KQ": "XKRX", "TW": "XTAI", "SI": "XSES", "NS": "XBOM", "BO": "XBOM",
-    "SA": "BVMF", "MX": "XMEX", "JO": "XJSE", "NZ": "XNZE", "IS": "XIST", "WA": "XWAR",
+    "HK": "XHKG", "L": "XLON", "IL": "XLON", "T": "XTKS", "TO": "XTSE", "V": "XTSX",
+    "AX": "XASX", "DE": "XETR", "F": "XFRA", "BE": "XETR", "DU": "XDUS", "HM": "XHAM",
+    "HA": "XETR", "MU": "XETR", "SG": "XSTU", "PA": "XPAR", "AS": "XAMS", "BR": "XBRU",
+    "LS": "XLIS", "MI": "XMIL", "MC": "XMAD", "SW": "XSWX", "VI": "XWBO", "IR": "XDUB",
+    "ST": "XSTO", "OL": "XOSL", "CO": "XCSE", "HE": "XHEL", "IC": "XICE", "RG": "XRIS",
+    "TL": "XTAL", "VS": "XLIT", "PR": "XPRA", "BD": "XBUD", "WA": "XWAR", "IS": "XIST",
+    "KS": "XKRX", "KQ": "XKRX", "TW": "XTAI", "TWO": "XTAI", "SI": "XSES", "KL": "XKLS",
+    "BK": "XBKK", "JK": "XIDX", "NS": "XBOM", "BO": "XBOM", "NZ": "XNZE", "TA": "XTAE",
+    "SR": "XSAU", "JO": "XJSE", "SA": "BVMF", "MX": "XMEX", "BA": "XBUE", "SN": "XSGO",
+    "CBT": "CMES", "CME": "CMES", "CMX": "CMES", "NYM": "CMES", "NYB": "ICEUS",
+}
+#: Yahoo's index tickers with a known exchange.
+INDICES = {
+    "^GSPC": "XNYS", "^DJI": "XNYS", "^IXIC": "XNYS", "^NDX": "XNYS", "^RUT": "XNYS",
+    "^VIX": "XNYS", "^NYA": "XNYS", "^HSI": "XHKG", "^N225": "XTKS", "^FTSE": "XLON",
+    "^GDAXI": "XETR", "^FCHI": "XPAR", "^STOXX50E": "XETR", "^AEX": "XAMS", "^SSMI": "XSWX",
+    "^KS11": "XKRX", "^TWII": "XTAI", "^AXJO": "XASX", "^BSESN": "XBOM", "^NSEI": "XBOM",
+    "^GSPTSE": "XTSE", "^STI": "XSES", "^SSEC": "XSHG", "^BVSP": "BVMF", "^MXX": "XMEX",
 }
 #: A ticker without a suffix (AAPL, BRK-B) trades in New York.
 DEFAULT = "XNYS"
-#: The first day a calendar is asked from when it sets no bound of its own (XSHG starts
-#: at its own, 1990-12-03; XHKG's is 1960).
-FIRST = "1990-01-01"
+#: The first day a calendar is asked from when it sets no bound of its own (XNYS, XLON):
+#: far enough back for any daily history a vendor serves. XSHG starts at its own bound,
+#: 1990-12-03; XTKS at 1997.
+FIRST = "1900-01-01"
+_CRYPTO = ("-USD", "-USDT", "-USDC", "-EUR", "-BTC", "-ETH")
 
 
-def calendar_for(symbol: str, override: str | None = None) -> str:
-    """Return the exchange_calendars name of the calendar ``symbol`` trades on.
+def calendar_for(symbol: str, override: str | None = None) -> str | None:
+    """Return the exchange_calendars name of the calendar ``symbol`` trades on, or None when
+    its form names no exchange kdist knows a calendar of (a suffix not in :data:`SUFFIXES`,
+    an index not in :data:`INDICES`): a check then says so rather than guess.
 
     ``override`` (a calendar name) wins: a provider whose symbols say nothing of their
-    exchange, or a user who knows better.
+    exchange, or a user who knows better. Crypto pairs (``BTC-USD``) trade every day
+    (``24/7``), currency pairs (``EURUSD=X``) every weekday (``24/5``), futures (``ES=F``) on
+    CME Globex's (``CMES``).
 
     Examples
     --------
     >>> calendar_for("600000.SH"), calendar_for("0700.HK"), calendar_for("AAPL")
     ('XSHG', 'XHKG', 'XNYS')
+    >>> calendar_for("BTC-USD"), calendar_for("^N225"), calendar_for("ABC.XX") is None
+    ('24/7', 'XTKS', True)
     """
     if override:
         return override
-    head, dot, suffix = symbol.rpartition(".")
+    upper = symbol.upper()
+    if upper.startswith("^"):
+        return INDICES.get(upper)
+    if upper.endswith("=X"):
+        return "24/5"
+    if upper.endswith("=F"):
+        return "CMES"
+    if upper.endswith(_CRYPTO):
+        return "24/7"
+    head, dot, suffix = upper.rpartition(".")
     if not dot or not head:
         return DEFAULT
-    return SUFFIXES.get(suffix.upper(), DEFAULT)
+    return SUFFIXES.get(suffix)
 
 
 @dataclass(frozen=True)
@@ -80,6 +112,8 @@ class Sessions:
     days: pd.DatetimeIndex
     #: The calendar's last known session: days after it are not known to be sessions or not.
     known_until: pd.Timestamp
+    #: Its first known session: days before it are not known either.
+    known_from: pd.Timestamp = pd.Timestamp("1900-01-01")
 
     def unknown_after(self, end) -> bool:
         """Whether the window up to ``end`` reaches past what the calendar knows."""
@@ -152,7 +186,7 @@ def sessions(calendar: str, start, end) -> Sessions:
         with _quiet():
             days = pd.DatetimeIndex(cal.sessions_in_range(lo, hi))
         days = days.tz_localize(None) if days.tz is not None else days
-    return Sessions(calendar, days, last)
+    return Sessions(calendar, days, last, first)
 
 
 def _parts(calendar: str, days: pd.DatetimeIndex) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -201,10 +235,12 @@ def bar_stamps(calendar: str, days: pd.DatetimeIndex, minutes: int,
     """The stamps of the ``minutes``-long bars of sessions ``days``: columns ``day`` and
     ``ts`` (exchange-local, tz-naive, datetime64[s]), sorted.
 
-    A session's trading minutes, across its lunch break, are cut into bars of ``minutes``
-    from its open (a last bar shorter when the session is not a multiple: New York's 60m
-    bars end 16:00 with a 30-minute bar); each is stamped at its ``"end"`` (09:31 is the first
-    A-share 1-minute bar) or its ``"start"`` (09:30).
+    Each part of a session (the morning and the afternoon of one with a lunch break) is cut
+    into bars of ``minutes`` from its open, a last bar shorter when the part is not a
+    multiple (New York's 60m bars end 16:00 with a 30-minute bar; Hong Kong's morning ends
+    with 11:30-12:00, and its afternoon starts again at 13:00, as Yahoo's hourly bars do).
+    Each bar is stamped at its ``"end"`` (09:31 is the first A-share 1-minute bar) or its
+    ``"start"`` (09:30). A-share mornings are a multiple of every freq up to 60 minutes.
     """
     if bar_time not in ("end", "start"):
         raise UsageError(f"bar_time must be 'end' or 'start', not {bar_time!r}")
@@ -218,16 +254,12 @@ def bar_stamps(calendar: str, days: pd.DatetimeIndex, minutes: int,
     within = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
     minute = opens[part] + within * np.timedelta64(60, "s")  # each minute's start
     day = session[part]
-    # The trading minute's number in its session (across the break), and the session's count.
-    new_day = np.r_[True, day[1:] != day[:-1]] if total else np.zeros(0, bool)
-    first_of_day = np.maximum.accumulate(np.where(new_day, np.arange(total), 0))
-    k = np.arange(total) - first_of_day
-    last_of_day = np.r_[new_day[1:], True] if total else np.zeros(0, bool)
+    last_of_part = within == lengths[part] - 1
     if bar_time == "start":
-        keep = k % minutes == 0
+        keep = within % minutes == 0
         ts = minute[keep]
     else:
-        keep = (k % minutes == minutes - 1) | last_of_day
+        keep = (within % minutes == minutes - 1) | last_of_part
         ts = minute[keep] + np.timedelta64(60, "s")
     return pd.DataFrame({"day": day[keep].astype("datetime64[s]"),
                          "ts": ts.astype("datetime64[s]")})

@@ -287,13 +287,15 @@ def cmd_update(args) -> int:
     if not reports:
         print(f"Nothing stored for {args.freq} {args.adjust} in {args.db}", file=sys.stderr)
         return EXIT_OK
-    if args.quiet and not args.json:
-        return _show_reports(args, reports)
     from .horizons import outlook, update_line
 
     # Stored intraday series a vendor serves for a rolling look-back only: the bars that
     # not updating for --warn-days days would lose for good (kdist.horizons).
     horizon = outlook(args.db, args.warn_days)
+    if args.quiet and not args.json:
+        if horizon["bars_lost"] or horizon["passed"]:
+            print(update_line(horizon), file=sys.stderr)  # cron mails what is on stderr
+        return _show_reports(args, reports)
     if not args.json:
         code = _show_reports(args, reports)
         if (line := update_line(horizon)) is not None:
@@ -419,7 +421,7 @@ def cmd_check(args) -> int:
                         calendar=_calendars(args.calendar), bar_time=args.bar_time,
                         record=not args.no_record)
         if args.json:
-            print_json(found.to_dict())
+            print_json(found.to_dict(every_gap=args.every_gap))
         elif found.series.empty:
             which = ", ".join(symbols) if symbols else "any symbol"
             print(f"No daily or intraday bars of {which} in {args.db} to check")
@@ -819,6 +821,8 @@ def _add_check(sub):
                         "(default: the provider's convention, or what the bars show)")
     p.add_argument("--no-record", action="store_true",
                    help="with --gaps: do not record the result in the file")
+    p.add_argument("--every-gap", action="store_true",
+                   help="with --gaps --json: every missing session or minute, not only runs")
     p.add_argument("--adjust", action="store_true",
                    help="instead: compare stored vendor qfq/hfq bars with the ones derived "
                         "from raw bars and corporate actions, and list symbols that differ")

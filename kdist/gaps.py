@@ -16,7 +16,9 @@ own) between its first and last bar:
     (starts, for providers that stamp bars at their start); a 1-minute bar at the session's
     open, the opening auction's that Eastmoney writes, is neither expected nor off;
 
-and bars after the calendar's last known session are counted as ``unknown``. A series'
+and bars outside what the calendar knows (after its last known session, before its first)
+are counted as ``unknown``. A symbol whose form names no calendar kdist knows is not
+checked, and the result says so. A series'
 ``completeness`` is the share of its sessions that are not missing: a suspension is the
 vendor's word, not a hole. Weekly and monthly bars are not checked.
 
@@ -30,7 +32,6 @@ SQL text is fixed in this module; values go through ``?`` parameters and registe
 
 from __future__ import annotations
 
-import datetime as _dt
 import html
 from dataclasses import dataclass, field
 
@@ -43,13 +44,14 @@ from .ledger import _now
 from .report import counted
 from .schema import Freq
 
-__all__ = ["KINDS", "SERIES_COLUMNS", "Quality", "check_gaps", "placeholders"]
+__all__ = ["KINDS", "SERIES_COLUMNS", "Quality", "check_gaps", "held_bars", "placeholders"]
 
 #: The classes of a gap, in the order they are reported.
 KINDS = ("missing", "suspended", "off_calendar")
 #: Columns of :attr:`Quality.series` (and of the ``kdist_quality`` table, less ``checked_at``).
-SERIES_COLUMNS = ["symbol", "freq", "adjust", "source", "calendar", "first", "last", "sessions",
-                  "bars", "suspended", "missing", "off_calendar", "unknown", "completeness"]
+SERIES_COLUMNS = ["symbol", "freq", "adjust", "source", "calendar", "bar_time", "first", "last",
+                  "sessions", "bars", "suspended", "missing", "off_calendar", "unknown",
+                  "completeness"]
 GAP_COLUMNS = ["symbol", "freq", "adjust", "ts", "kind"]
 _SHOWN = 20
 #: How far back a daily placeholder's previous bar is looked for (the SQL's INTERVAL).
@@ -69,6 +71,8 @@ class Quality:
     skipped: list[str] = field(default_factory=list)
     #: Whether the counts were recorded in the file's ``kdist_quality``.
     recorded: bool = False
+    #: Why they were not, when they were to be.
+    note: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -81,23 +85,30 @@ class Quality:
         return {kind: int(found.get(kind, 0)) for kind in KINDS}
 
     def symbols(self) -> pd.DataFrame:
-        """Per symbol, over its series: sessions, missing, suspended, off-calendar bars and
-        completeness."""
-        per = (self.series.groupby("symbol", sort=True)
-               .agg(series=("freq", "size"), sessions=("sessions", "sum"),
+        """Per symbol and freq, over its series (adjust modes): sessions (bar stamps, intraday),
+        missing, suspended, off-calendar bars and completeness. A symbol's daily and minute
+        bars are counted apart: sessions and minutes do not add up."""
+        per = (self.series.groupby(["symbol", "freq"], sort=True)
+               .agg(series=("adjust", "size"), sessions=("sessions", "sum"),
                     missing=("missing", "sum"), suspended=("suspended", "sum"),
                     off_calendar=("off_calendar", "sum"))
                .reset_index())
         per["completeness"] = _completeness(per["sessions"], per["missing"])
         return per
 
+    def completeness(self) -> dict[str, float]:
+        """Completeness per freq, over every series of it."""
+        return {freq: float(_completeness(rows["sessions"].sum(), rows["missing"].sum()))
+                for freq, rows in self.series.groupby("freq", sort=False)}
+
     def coverage(self, freq="1d", adjust="none", period: str = "M") -> pd.DataFrame:
         """Completeness per symbol and month (``period``: a pandas period alias, ``"M"`` or
         ``"Y"``...) of the ``freq``/``adjust`` series: the share of each month's sessions
-        within the series' span that have a bar; NaN outside its span. Rows are symbols,
-        columns periods: a heatmap's table."""
-        freq = Freq.parse(freq).value
-        series = self.series[(self.series["freq"] == freq) & (self.series["adjust"] == adjust)]
+        (bar stamps, intraday) within the series' span that have a bar; NaN outside its
+        span. Rows are symbols, columns periods: a heatmap's table."""
+        freq = Freq.parse(freq)
+        series = self.series[(self.series["freq"] == freq.value)
+                             & (self.series["adjust"] == adjust)]
         if series.empty:
             return pd.DataFrame()
         periods = pd.period_range(series["first"].min(), series["last"].max(), freq=period)
@@ -105,21 +116,22 @@ class Quality:
         hi = np.asarray(periods.end_time, "datetime64[s]")
         first = np.asarray(series["first"], "datetime64[s]")[:, None]
         last = np.asarray(series["last"], "datetime64[s]")[:, None]
-        sessions = np.zeros((len(series), len(periods)), "int64")
-        for calendar, rows in series.groupby("calendar").groups.items():
+        expected = np.zeros((len(series), len(periods)), "int64")
+        for (calendar, bar_time), rows in series.groupby(["calendar", "bar_time"],
+                                                         dropna=False).groups.items():
             at = series.index.get_indexer(rows)
-            known = calendars.sessions(calendar, series["first"].min(), series["last"].max())
-            stamps = np.asarray(known.days, "datetime64[s]")
+            stamps, _, _, _ = _expected(calendar, freq, bar_time, series["first"].min(),
+                                        series["last"].max())
             a = np.maximum(lo[None, :], first[at])
             b = np.minimum(hi[None, :], last[at])
             count = np.searchsorted(stamps, b, "right") - np.searchsorted(stamps, a, "left")
-            sessions[at] = np.where(b >= a, count, 0)
-        gaps = self.gaps[(self.gaps["kind"] == "missing") & (self.gaps["freq"] == freq)
+            expected[at] = np.where(b >= a, count, 0)
+        gaps = self.gaps[(self.gaps["kind"] == "missing") & (self.gaps["freq"] == freq.value)
                          & (self.gaps["adjust"] == adjust)]
         missing = (pd.crosstab(gaps["symbol"], gaps["ts"].dt.to_period(period))
                    .reindex(index=series["symbol"], columns=periods, fill_value=0).to_numpy())
         with np.errstate(invalid="ignore", divide="ignore"):
-            share = np.where(sessions > 0, 1 - missing / np.maximum(sessions, 1), np.nan)
+            share = np.where(expected > 0, 1 - missing / np.maximum(expected, 1), np.nan)
         return pd.DataFrame(share, index=pd.Index(series["symbol"], name="symbol"),
                             columns=periods)
 
@@ -144,28 +156,39 @@ class Quality:
                .reset_index(drop=True))
         return out
 
-    def to_dict(self) -> dict:
-        return {
+    def to_dict(self, every_gap: bool = False) -> dict:
+        """The result for scripts: counts per series, the gaps as runs, and each gap's stamp
+        only with ``every_gap`` (a missing month of minute bars is thousands of them)."""
+        out = {
             "checked_at": self.checked_at.isoformat(),
             "ok": self.ok,
             "series": len(self.series),
             "counts": self.counts(),
-            "completeness": _overall(self.series),
+            "completeness": self.completeness(),
             "recorded": self.recorded,
+            "note": self.note,
             "skipped": self.skipped,
             "by_series": _records(self.series),
-            "gaps": _records(self.gaps[GAP_COLUMNS]),
+            "runs": _records(self.runs()),
         }
+        if every_gap:
+            out["gaps"] = _records(self.gaps[GAP_COLUMNS])
+        return out
+
+    def headline(self) -> str:
+        """One line: series, completeness per freq, gaps per class."""
+        per = ", ".join(f"{share:.4%} ({freq})" for freq, share in self.completeness().items())
+        counts = self.counts()
+        return (f"{len(self.series):,} series checked against their trading calendars: "
+                f"completeness {per or 'nothing to check'}; {counts['missing']:,} missing, "
+                f"{counts['suspended']:,} suspended, {counts['off_calendar']:,} off the "
+                "calendar (sessions of daily series, bar stamps of intraday ones)")
 
     def to_text(self, most: int = _SHOWN) -> str:
-        counts = self.counts()
-        lines = [f"{len(self.series):,} series checked against their trading "
-                 f"calendars: completeness {_overall(self.series):.4%}; "
-                 + ", ".join(f"{counted(n, 'bar' if k == 'off_calendar' else 'session')} "
-                             f"{k.replace('_', '-')}" for k, n in counts.items())]
+        lines = [self.headline()]
         unknown = int(self.series["unknown"].sum()) if len(self.series) else 0
         if unknown:
-            lines.append(f"{counted(unknown, 'bar')} after their calendar's last known session "
+            lines.append(f"{counted(unknown, 'bar')} outside the sessions their calendar knows "
                          "(not checked)")
         runs = self.runs()
         for row in runs.head(most).itertuples(index=False):
@@ -174,8 +197,10 @@ class Quality:
             lines.append(f"  {row.symbol} {row.freq} {row.adjust}  {row.kind:<12} {span}"
                          f"  ({row.count})")
         if len(runs) > most:
-            lines.append(f"  ... and {len(runs) - most} more runs (--json lists every gap)")
+            lines.append(f"  ... and {len(runs) - most:,} more runs (--json lists them all)")
         lines.extend(self.skipped)
+        if self.note:
+            lines.append(self.note)
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
@@ -184,14 +209,17 @@ class Quality:
         head = "".join(f"<th>{k.replace('_', '-')}</th>" for k in counts)
         runs = self.runs().head(_SHOWN)
         table = runs.to_html(index=False, border=0) if len(runs) else "<p>No gaps.</p>"
-        return (f"<div><b>{len(self.series):,} series</b>, completeness "
-                f"{_overall(self.series):.4%}<table><tr>{head}</tr><tr>{cells}</tr></table>"
-                f"{table}{''.join(f'<p>{html.escape(s)}</p>' for s in self.skipped)}</div>")
+        per = ", ".join(f"{share:.4%} ({freq})" for freq, share in self.completeness().items())
+        notes = [*self.skipped, *([self.note] if self.note else [])]
+        return (f"<div><b>{len(self.series):,} series</b>, completeness {html.escape(per)}"
+                f"<table><tr>{head}</tr><tr>{cells}</tr></table>{table}"
+                f"{''.join(f'<p>{html.escape(s)}</p>' for s in notes)}</div>")
 
 
 def placeholders(bars: pd.DataFrame, freq) -> np.ndarray:
-    """Which rows of ``bars`` (a frame sorted by symbol and ts, as ``load`` returns) are
-    placeholder bars, by the rule :func:`check_gaps` applies in SQL: a daily bar with no
+    """Which rows of ``bars`` (a frame sorted by symbol and ts, not in the store: a second
+    provider's) are placeholder bars, by the rule :func:`check_gaps` applies in SQL to stored
+    bars (:func:`held_bars`): a daily bar with no
     trade (volume 0) at one price (open = high = low = close) that repeats the close of the
     bar before it (none within 40 days: repeats it); intraday, every bar of a day flat at one
     price with no trade."""
@@ -214,12 +242,6 @@ def _completeness(sessions, missing):
     sessions = np.asarray(sessions, dtype=float)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(sessions > 0, 1 - np.asarray(missing, dtype=float) / sessions, 1.0)
-
-
-def _overall(series: pd.DataFrame) -> float:
-    if series.empty:
-        return 1.0
-    return float(_completeness(series["sessions"].sum(), series["missing"].sum()))
 
 
 def _stamp(ts) -> str:
@@ -258,29 +280,55 @@ def _calendar_of(symbol: str, source: str, override) -> str:
     return calendars.calendar_for(symbol, getattr(cls, "calendar", None))
 
 
-def _bar_time(source: str, first_time, last_time, bar_time) -> str:
-    """The stamp convention of a series: given, the provider's, or told from its bars: a
-    bar at a session's close is stamped at its end (Eastmoney's 1-minute files have 09:30
-    too, the opening auction's bar, and 15:00), else a bar at a session's open at its start."""
-    if bar_time:
-        return bar_time
-    declared = getattr(_provider(source), "bar_time", None)
-    if declared:
-        return declared
-    if last_time is not None and last_time in _CLOSES:
-        return "end"
-    return "start" if first_time is not None and first_time in _OPENS else "end"
+def _bar_time(source: str, bar_time) -> str | None:
+    """The stamp convention of a series: given, or its provider's; None: to be told from
+    the bars (:func:`_told_bar_times`)."""
+    return bar_time or getattr(_provider(source), "bar_time", None)
 
 
-#: Session opens and closes of the exchanges kdist users trade on (local time).
-_OPENS = {_dt.time(9, 30), _dt.time(9, 0), _dt.time(8, 0), _dt.time(10, 0)}
-_CLOSES = {_dt.time(15, 0), _dt.time(16, 0), _dt.time(16, 10), _dt.time(16, 30)}
+_TIMES_SQL = """
+SELECT s.id, list(DISTINCT k.ts::TIME) AS times
+FROM kline k
+JOIN kdist_q_told s ON k.symbol = s.symbol AND k.freq = s.freq AND k.adjust = s.adjust
+GROUP BY s.id
+"""
+
+
+def _told_bar_times(con, series: pd.DataFrame) -> dict[int, str]:
+    """For intraday series whose convention nobody states (files): ``end`` or ``start``,
+    whichever puts more of the series' times of day on a bar stamp of its calendar's
+    sessions (a full session near its last bar). Eastmoney's 1-minute files, 09:30 (the
+    opening auction's bar) to 15:00, fit ``end``; Yahoo's hourly bars of Hong Kong,
+    09:30 .. 15:00, fit ``start``."""
+    if series.empty:
+        return {}
+    con.register("kdist_q_told", series[["id", "symbol", "freq", "adjust"]])
+    try:
+        times = dict(con.execute(_TIMES_SQL).fetchall())
+    finally:
+        con.unregister("kdist_q_told")
+    told = {}
+    for row in series.itertuples():
+        recent = calendars.sessions(row.calendar, pd.Timestamp(row.last) - pd.Timedelta(days=14),
+                                    row.last).days
+        if not len(recent):
+            told[row.id] = "end"
+            continue
+        seen = set(times.get(row.id, ()))
+        score = {}
+        for convention in ("end", "start"):
+            stamps = calendars.bar_stamps(row.calendar, recent, Freq.parse(row.freq).minutes,
+                                          convention)["ts"]
+            score[convention] = len(seen & set(stamps.dt.time))
+        told[row.id] = "start" if score["start"] > score["end"] else "end"
+    return told
 
 
 def _expected(calendar: str, freq: Freq, bar_time: str, first, last):
     """Stamps a series of ``calendar`` and ``freq`` should have in [first, last], sorted;
     stamps it may have besides (the opening auction's 1-minute bar at each session's open,
-    which Eastmoney writes: 241 bars a day); and the calendar's last known session."""
+    which Eastmoney writes: 241 bars a day); and the calendar's first and last known
+    sessions."""
     known = calendars.sessions(calendar, first, last)
     allowed = np.zeros(0, "datetime64[s]")
     if freq is Freq.DAY:
@@ -290,7 +338,7 @@ def _expected(calendar: str, freq: Freq, bar_time: str, first, last):
         stamps = np.asarray(stamps, "datetime64[s]")
         if freq is Freq.MIN1 and bar_time == "end":
             allowed = calendars.opens(calendar, known.days)
-    return stamps, allowed, known.known_until
+    return stamps, allowed, known.known_until, known.known_from
 
 
 # --- the check --------------------------------------------------------------------------------
@@ -298,8 +346,7 @@ def _expected(calendar: str, freq: Freq, bar_time: str, first, last):
 _SERIES_SQL = """
 SELECT k.symbol, k.freq, k.adjust, min(k.ts)::TIMESTAMP AS first, max(k.ts)::TIMESTAMP AS last,
        count(*) AS bars, string_agg(DISTINCT k.source, ',' ORDER BY k.source) AS source,
-       min(k.source) AS main_source, min(k.ts::TIME) AS first_time,
-       max(k.ts::TIME) AS last_time
+       min(k.source) AS main_source
 FROM kline k
 WHERE k.freq IN (SELECT unnest(?::VARCHAR[]))
   AND (?::VARCHAR[] IS NULL OR k.symbol IN (SELECT unnest(?::VARCHAR[])))
@@ -316,8 +363,9 @@ GROUP BY ALL
 _COUNT_SQL = """
 SELECT s.id,
        count(e.ts) FILTER (e.required) AS on_calendar,
-       count(*) FILTER (e.ts IS NULL AND k.ts::TIMESTAMP <= s.known) AS off_calendar,
-       count(*) FILTER (k.ts::TIMESTAMP > s.known) AS unknown,
+       count(*) FILTER (e.ts IS NULL AND k.ts::TIMESTAMP BETWEEN s.known_from AND s.known)
+           AS off_calendar,
+       count(*) FILTER (k.ts::TIMESTAMP NOT BETWEEN s.known_from AND s.known) AS unknown,
        count(*) FILTER (k.volume = 0 AND k.open = k.high AND k.high = k.low
                         AND k.low = k.close) AS flat
 FROM kline k
@@ -328,18 +376,29 @@ WHERE (?::TIMESTAMP_S IS NULL OR k.ts >= ?::TIMESTAMP_S)
 GROUP BY s.id
 """
 
-# Sessions between a series' first and last bar without a bar, for the series with some.
+# Sessions between a series' first and last bar without a bar, for the series with some;
+# ``held``: an intraday stamp of a day the symbol's daily bar is a placeholder on (vendors
+# write no minute bars for a suspended day: those are suspended, not missing).
 _MISSING_SQL = """
 WITH b AS (
     SELECT s.id, k.ts::TIMESTAMP AS ts
     FROM kline k
     JOIN kdist_q_series s ON k.symbol = s.symbol AND k.freq = s.freq AND k.adjust = s.adjust
-    WHERE s.missing > 0)
-SELECT s.id, e.ts, e.seq
-FROM kdist_q_series s
-JOIN kdist_q_expected e ON e.kid = s.kid AND e.ts BETWEEN s.first AND s.last
-ANTI JOIN b ON b.id = s.id AND b.ts = e.ts
-WHERE s.missing > 0 AND e.required
+    WHERE s.missing > 0),
+m AS (
+    SELECT s.id, s.symbol, s.freq, e.ts, e.seq
+    FROM kdist_q_series s
+    JOIN kdist_q_expected e ON e.kid = s.kid AND e.ts BETWEEN s.first AND s.last
+    ANTI JOIN b ON b.id = s.id AND b.ts = e.ts
+    WHERE s.missing > 0 AND e.required),
+days AS (
+    SELECT DISTINCT k.symbol, k.ts::DATE AS day
+    FROM kline k
+    SEMI JOIN (SELECT DISTINCT symbol FROM m WHERE freq <> '1d') i ON k.symbol = i.symbol
+    WHERE k.freq = '1d' AND k.volume = 0 AND k.open = k.high AND k.high = k.low
+      AND k.low = k.close)
+SELECT m.id, m.ts, m.seq, (m.freq <> '1d' AND d.day IS NOT NULL) AS held
+FROM m LEFT JOIN days d ON d.symbol = m.symbol AND d.day = m.ts::DATE
 """
 
 _OFF_SQL = """
@@ -347,7 +406,7 @@ SELECT s.id, k.ts::TIMESTAMP AS ts, NULL::BIGINT AS seq
 FROM kline k
 JOIN kdist_q_series s ON k.symbol = s.symbol AND k.freq = s.freq AND k.adjust = s.adjust
 ANTI JOIN kdist_q_expected e ON e.kid = s.kid AND e.ts = k.ts::TIMESTAMP
-WHERE s.off_calendar > 0 AND k.ts::TIMESTAMP <= s.known
+WHERE s.off_calendar > 0 AND k.ts::TIMESTAMP BETWEEN s.known_from AND s.known
   AND (?::TIMESTAMP_S IS NULL OR k.ts >= ?::TIMESTAMP_S)
   AND (?::TIMESTAMP_S IS NULL OR k.ts < ?::TIMESTAMP_S)
 """
@@ -397,6 +456,38 @@ LEFT JOIN kdist_q_expected e ON e.kid = s.kid AND e.ts = h.ts
 """
 
 
+_STORED_SERIES_SQL = """
+SELECT DISTINCT symbol, freq, adjust FROM kline
+WHERE freq = ? AND adjust IN (SELECT unnest(?::VARCHAR[]))
+  AND (?::VARCHAR[] IS NULL OR symbol IN (SELECT unnest(?::VARCHAR[])))
+"""
+
+
+def held_bars(con, freq, adjusts: list[str], symbols=None, lo=None, hi=None) -> pd.DataFrame:
+    """The placeholder bars stored for ``freq`` under any of ``adjusts`` (``symbol, ts``),
+    stamped in ``[lo, hi)``, by the rule and the SQL :func:`check_gaps` uses (a daily bar's
+    previous close is looked for in the store, also before ``lo``): what ``load(...,
+    placeholders="drop")`` leaves out. A derived qfq read passes ``none`` too, so a raw
+    placeholder's day goes whatever its adjusted prices."""
+    freq = Freq.parse(freq)
+    series = con.execute(_STORED_SERIES_SQL, [freq.value, adjusts, symbols, symbols]).df()
+    if series.empty:
+        return pd.DataFrame({"symbol": pd.Series(dtype="str"),
+                             "ts": pd.Series(dtype="datetime64[us]")})
+    series = series.assign(id=np.arange(len(series)), kid=0, flat=1)
+    con.register("kdist_q_series", series)
+    con.register("kdist_q_expected", pd.DataFrame({
+        "kid": pd.Series(dtype="int64"), "ts": pd.Series(dtype="datetime64[us]"),
+        "seq": pd.Series(dtype="Int64"), "required": pd.Series(dtype="bool")}))
+    try:
+        held = con.execute(_PLACEHOLDER_SQL, [lo, lo, hi, hi]).df()
+    finally:
+        for name in ("kdist_q_series", "kdist_q_expected"):
+            con.unregister(name)
+    return pd.DataFrame({"symbol": series["symbol"].to_numpy()[held["id"].to_numpy()],
+                         "ts": held["ts"].astype("datetime64[us]").to_numpy()})
+
+
 def check_gaps(con, *, symbols=None, freq=None, adjust=None, start=None, end=None,
                calendar=None, bar_time=None, now=None) -> Quality:
     """Classify the gaps of the stored daily and intraday series (see the module docstring).
@@ -414,6 +505,9 @@ def check_gaps(con, *, symbols=None, freq=None, adjust=None, start=None, end=Non
     hi = pd.Timestamp(end).normalize() + pd.Timedelta(days=1) if end is not None else None
     series = con.execute(_SERIES_SQL, [[f.value for f in freqs], symbols, symbols, adjust,
                                        adjust, lo, lo, hi, hi]).df()
+    if isinstance(calendar, dict):
+        calendar = dict(calendar)  # its keys are put in canonical form
+    _check_names(series, symbols, calendar)
     longer = series["freq"].isin([Freq.WEEK.value, Freq.MONTH.value])
     skipped = [f"{int(longer.sum()):,} weekly or monthly series not checked (built from days: "
                "their daily bars are)"] if longer.any() else []
@@ -423,28 +517,42 @@ def check_gaps(con, *, symbols=None, freq=None, adjust=None, start=None, end=Non
         return Quality(checked_at, pd.DataFrame(columns=SERIES_COLUMNS), empty, skipped)
     series["calendar"] = [_calendar_of(s, src, calendar)
                           for s, src in zip(series["symbol"], series["main_source"])]
+    unknown = series["calendar"].isna()
+    if unknown.any():
+        names = sorted(series.loc[unknown, "symbol"].unique())
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        skipped.append(f"{int(unknown.sum()):,} series not checked: no trading calendar known "
+                       f"for {shown} (name one: --calendar SYMBOL=NAME, e.g. XKLS)")
+        series = series[~unknown].reset_index(drop=True)
+        if series.empty:
+            return Quality(checked_at, pd.DataFrame(columns=SERIES_COLUMNS),
+                           pd.DataFrame(columns=GAP_COLUMNS), skipped)
+    series["id"] = np.arange(len(series))
     series["bar_time"] = [
-        "day" if f == Freq.DAY.value else _bar_time(src, t0, t1, bar_time)
-        for f, src, t0, t1 in zip(series["freq"], series["main_source"], series["first_time"],
-                                  series["last_time"])]
+        "day" if f == Freq.DAY.value else _bar_time(src, bar_time)
+        for f, src in zip(series["freq"], series["main_source"])]
+    untold = series["bar_time"].isna()
+    if untold.any():
+        told = _told_bar_times(con, series[untold])
+        series.loc[untold, "bar_time"] = series.loc[untold, "id"].map(told)
     series["key"] = series["calendar"] + "|" + series["freq"] + "|" + series["bar_time"]
     series["kid"] = series["key"].factorize()[0]
-    series["id"] = np.arange(len(series))
-    expected, sessions, known = _expected_stamps(series)
+    expected, sessions, known, known_from = _expected_stamps(series)
     series["sessions"] = sessions
     series["known"] = known
+    series["known_from"] = known_from
     _register(con, "kdist_q_expected", expected)
     try:
         _register(con, "kdist_q_series", series[["id", "symbol", "freq", "adjust", "kid",
-                                                 "known"]])
+                                                 "known", "known_from"]])
         counts = con.execute(_COUNT_SQL, [lo, lo, hi, hi]).df()
         series = series.merge(counts, on="id", how="left")
         for col in ("on_calendar", "off_calendar", "unknown", "flat"):
             series[col] = series[col].fillna(0).astype("int64")
         series["missing"] = (series["sessions"] - series["on_calendar"]).clip(lower=0)
         _register(con, "kdist_q_series", series[["id", "symbol", "freq", "adjust", "kid",
-                                                 "known", "first", "last", "missing",
-                                                 "off_calendar", "flat"]])
+                                                 "known", "known_from", "first", "last",
+                                                 "missing", "off_calendar", "flat"]])
         found = [frame for frame in _details(con, series, lo, hi) if len(frame)]
     finally:
         for name in ("kdist_q_series", "kdist_q_expected"):
@@ -457,28 +565,53 @@ def check_gaps(con, *, symbols=None, freq=None, adjust=None, start=None, end=Non
     else:
         gaps = empty.assign(seq=pd.Series(dtype="Int64"))
     gaps = gaps.sort_values(["symbol", "freq", "adjust", "ts"], kind="stable").reset_index(drop=True)
-    series["suspended"] = np.bincount(
-        np.asarray(_ids_of(found, "suspended"), "int64"), minlength=len(series))
+    # Counted from the gaps: a missing intraday stamp of a suspended day is suspended.
+    for kind in ("suspended", "missing"):
+        series[kind] = np.bincount(np.asarray(_ids_of(found, kind), "int64"),
+                                   minlength=len(series))
     series["completeness"] = _completeness(series["sessions"], series["missing"])
     for col in ("sessions", "bars", "suspended", "missing", "off_calendar", "unknown"):
         series[col] = series[col].fillna(0).astype("int64")
+    series["bar_time"] = series["bar_time"].where(series["freq"] != Freq.DAY.value, None)
     series = series[SERIES_COLUMNS].sort_values(["symbol", "freq", "adjust"]).reset_index(drop=True)
     gaps["ts"] = gaps["ts"].astype("datetime64[us]")
     return Quality(checked_at, series, gaps, skipped)
 
 
+def _check_names(series: pd.DataFrame, symbols, calendar):
+    """Refuse symbols with nothing stored to check, and calendar keys that name no stored
+    symbol or source (a typo would otherwise leave the calendar unchanged, silently)."""
+    from .schema import normalise_symbol
+
+    stored = set(series["symbol"])
+    if symbols:
+        missing = [s for s in symbols if s not in stored]
+        if missing:
+            raise UsageError(f"No bars of {', '.join(missing[:5])} to check (of the freq and "
+                             "adjust asked); 'kdist status --series' lists what is stored")
+    if isinstance(calendar, dict):
+        sources = {src for joined in series["source"] for src in str(joined).split(",")}
+        for key in list(calendar):
+            named = key if key in sources else normalise_symbol(key, strict=False)
+            if named not in stored and named not in sources:
+                raise UsageError(f"--calendar {key}=...: no stored symbol or source is named "
+                                 f"{key!r}; sources stored: {', '.join(sorted(sources))}")
+            calendar[named] = calendar.pop(key)
+
+
 def _expected_stamps(series: pd.DataFrame):
-    """Every expected stamp of the series' calendars over their span (one frame: key, ts,
-    seq), each series' count of stamps between its first and last bar, and where each
-    calendar's knowledge ends (the end of its last known session's day)."""
+    """Every expected stamp of the series' calendars over their span (one frame: kid, ts,
+    seq, required), each series' count of stamps between its first and last bar, and where
+    each calendar's knowledge ends (the end of its last known session's day) and starts."""
     frames = []
     sessions = np.zeros(len(series), "int64")
     known = np.empty(len(series), "datetime64[s]")
+    known_from = np.empty(len(series), "datetime64[s]")
     for key, rows in series.groupby("key", sort=False).groups.items():
         part = series.loc[rows]
         cal, freq, bar_time = key.split("|")
-        stamps, allowed, until = _expected(cal, Freq.parse(freq), bar_time,
-                                           part["first"].min(), part["last"].max())
+        stamps, allowed, until, since = _expected(cal, Freq.parse(freq), bar_time,
+                                                  part["first"].min(), part["last"].max())
         end_of_day = (np.datetime64(pd.Timestamp(until) + pd.Timedelta(days=1), "s")
                       - np.timedelta64(1, "s"))
         first = np.asarray(part["first"], "datetime64[s]")
@@ -486,6 +619,7 @@ def _expected_stamps(series: pd.DataFrame):
         at = series.index.get_indexer(rows)
         sessions[at] = np.searchsorted(stamps, last, "right") - np.searchsorted(stamps, first, "left")
         known[at] = end_of_day
+        known_from[at] = np.datetime64(pd.Timestamp(since), "s")
         frames.append(pd.DataFrame({"kid": part["kid"].iat[0],
                                     "ts": stamps.astype("datetime64[us]"),
                                     "seq": np.arange(len(stamps), dtype="int64"),
@@ -496,13 +630,17 @@ def _expected_stamps(series: pd.DataFrame):
                                         "seq": pd.array([None] * len(allowed), "Int64"),
                                         "required": False}))
     expected = pd.concat(frames, ignore_index=True)
-    return expected, np.maximum(sessions, 0), known.astype("datetime64[us]")
+    return (expected, np.maximum(sessions, 0), known.astype("datetime64[us]"),
+            known_from.astype("datetime64[us]"))
 
 
 def _details(con, series: pd.DataFrame, lo, hi):
     """The dates of each class, read only for the series that have some."""
     if (series["missing"] > 0).any():
-        yield con.execute(_MISSING_SQL).df().assign(kind="missing")
+        missing = con.execute(_MISSING_SQL).df()
+        kind = np.where(missing.pop("held").to_numpy(bool), "suspended", "missing")
+        for name in ("missing", "suspended"):
+            yield missing[kind == name].assign(kind=name)
     if (series["off_calendar"] > 0).any():
         yield con.execute(_OFF_SQL, [lo, lo, hi, hi]).df().assign(kind="off_calendar")
     if (series["flat"] > 0).any():

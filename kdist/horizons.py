@@ -98,32 +98,37 @@ def expiring(db_or_store, *, now=None, within_days: int | None = None) -> pd.Dat
 
 
 def bars_lost(db_or_store, days: int, *, now=None) -> int:
-    """How many stored series' bars would be lost for good if no update ran for ``days``
-    days: the bars of the trading days after each series' last stored day that will have
-    left the vendor's window by today + ``days`` (0 for series of vendors without a rolling
-    horizon). ``db_or_store`` as for :func:`expiring`."""
-    frame = _table(_catalog(db_or_store), _today(now))
-    return int(_lost(frame, _today(now) + np.timedelta64(int(days), "D")).sum())
+    """How many more stored series' bars would be lost for good if no update ran for
+    ``days`` days: the bars of the trading days after each series' last stored day that
+    will have left the vendor's window by today + ``days`` and have not left it yet (those
+    are gone whatever one does); 0 for series of vendors without a rolling horizon.
+    ``db_or_store`` as for :func:`expiring`."""
+    today = _today(now)
+    frame = _table(_catalog(db_or_store), today)
+    return int((_lost(frame, today + np.timedelta64(int(days), "D")) - _lost(frame, today)).sum())
 
 
 def outlook(db_or_store, days: int, *, now=None) -> dict:
     """What ``kdist update`` reports: whether skipping updates for ``days`` days loses bars.
 
     A JSON-ready dict: ``warn_days`` (``days``), ``series`` (stored series with a rolling
-    horizon), ``losing`` (those that would lose bars), ``bars_lost`` (how many),
+    horizon), ``losing`` (those that would lose bars), ``bars_lost`` (how many more than
+    are lost already), ``already_lost`` (bars that left the vendor's window already),
     ``groups`` (their ``source freq`` pairs), ``passed`` (series whose deadline has passed
     already), ``next_deadline`` (the most urgent series' deadline, ISO date or None),
     ``next`` (that series: ``symbol source freq adjust days_left``, or None).
     """
     today = _today(now)
     frame = _table(_catalog(db_or_store), today)
-    lost = _lost(frame, today + np.timedelta64(int(days), "D"))
+    gone = _lost(frame, today)
+    lost = _lost(frame, today + np.timedelta64(int(days), "D")) - gone
     first = frame.iloc[0] if len(frame) else None
     return {
         "warn_days": int(days),
         "series": len(frame),
         "losing": int((lost > 0).sum()),
         "bars_lost": int(lost.sum()),
+        "already_lost": int(gone.sum()),
         "groups": sorted({f"{s} {f}" for s, f in
                           zip(frame["source"][lost > 0], frame["freq"][lost > 0])}),
         "passed": int((frame["days_left"] < 0).sum()),

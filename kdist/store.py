@@ -37,8 +37,7 @@ import pyarrow as pa
 from .access import READ_WAIT, _store_error, _using
 from .adjustment import compare_with_vendor, merge_actions, read_derived
 from .errors import DatabaseLockedError, SchemaVersionError, StoreError, UsageError
-from .gaps import SERIES_COLUMNS, Quality, check_gaps
-from .gaps import placeholders as _placeholders
+from .gaps import SERIES_COLUMNS, Quality, check_gaps, held_bars
 from .ledger import VERIFY_MODE, Ledger, _now, _version
 from .outcome import LEDGER_COLUMNS
 from .schema import Adjust, Freq, parse_symbols, to_date
@@ -150,6 +149,7 @@ CREATE TABLE IF NOT EXISTS kdist_quality (
     adjust VARCHAR NOT NULL,
     source VARCHAR,
     calendar VARCHAR,
+    bar_time VARCHAR,
     first TIMESTAMP,
     last TIMESTAMP,
     sessions BIGINT,
@@ -715,8 +715,17 @@ class Store(Ledger):
         if placeholders not in ("keep", "drop"):
             raise UsageError(f"placeholders must be 'keep' or 'drop', not {placeholders!r}")
         bars = self._load(symbols, start, end, freq, adjust, as_of=as_of, derive=derive)
-        if placeholders == "drop":
-            bars = bars[~_placeholders(bars, freq)].reset_index(drop=True)
+        if placeholders == "drop" and len(bars):
+            # Decided on the stored bars (raw ones too for a derived read: an adjusted
+            # placeholder on an ex-date no longer repeats the adjusted close before it).
+            adjusts = sorted({Adjust.parse(adjust).value, Adjust.NONE.value})
+            wanted = sorted(bars["symbol"].unique())
+            lo, hi = bars["ts"].min(), bars["ts"].max() + pd.Timedelta(seconds=1)
+            held = held_bars(self.con, freq, adjusts, wanted, lo, hi)
+            if len(held):
+                key = pd.MultiIndex.from_arrays([bars["symbol"], bars["ts"]])
+                gone = key.isin(pd.MultiIndex.from_arrays([held["symbol"], held["ts"]]))
+                bars = bars[~gone].reset_index(drop=True)
         return bars
 
     def _load(self, symbols, start, end, freq, adjust, *, as_of, derive) -> pd.DataFrame:
@@ -894,11 +903,11 @@ class Store(Ledger):
                 try:
                     con.execute(
                         """INSERT INTO kdist_quality (checked_at, symbol, freq, adjust, source,
-                               calendar, first, last, sessions, bars, suspended, missing,
-                               off_calendar, unknown, completeness)
-                           SELECT checked_at, symbol, freq, adjust, source, calendar, first,
-                                  last, sessions, bars, suspended, missing, off_calendar,
-                                  unknown, completeness
+                               calendar, bar_time, first, last, sessions, bars, suspended,
+                               missing, off_calendar, unknown, completeness)
+                           SELECT checked_at, symbol, freq, adjust, source, calendar, bar_time,
+                                  first, last, sessions, bars, suspended, missing,
+                                  off_calendar, unknown, completeness
                            FROM kdist_quality_rows""")
                 finally:
                     con.unregister("kdist_quality_rows")
@@ -918,8 +927,8 @@ class Store(Ledger):
             symbols = parse_symbols([symbols] if isinstance(symbols, str) else symbols,
                                     strict=False)[0]
         return self.con.execute(
-            """SELECT checked_at, symbol, freq, adjust, source, calendar, first, last, sessions,
-                      bars, suspended, missing, off_calendar, unknown, completeness
+            """SELECT checked_at, symbol, freq, adjust, source, calendar, bar_time, first, last,
+                      sessions, bars, suspended, missing, off_calendar, unknown, completeness
                FROM kdist_quality
                WHERE (?::VARCHAR[] IS NULL OR symbol IN (SELECT unnest(?::VARCHAR[])))
                ORDER BY checked_at, symbol, freq, adjust""", [symbols, symbols]).df()
@@ -1086,14 +1095,27 @@ def quality(db=DEFAULT_DB, symbols=None, freq=None, adjust=None, start=None, end
     >>> found.symbols().sort_values("completeness").head()  # doctest: +SKIP
     """
     args = (symbols, freq, adjust, start, end)
-    if record:
+    with Store(db, read_only=True) as store:
+        # A file of an older schema is read as it is: recording would upgrade it, and a
+        # check must leave the file as an earlier kdist can still open it.
+        recordable = store.has_quality
+    why = None
+    if record and recordable:
         try:
             with Store(db, create=False) as store:
                 return store.check_gaps(*args, calendar=calendar, bar_time=bar_time)
         except DatabaseLockedError:
-            pass  # an import holds the file: check between its batches, record nothing
+            why = "an import holds the file"  # checked between its batches
+        except StoreError as exc:  # a file or directory this user may not write
+            why = f"the file cannot be opened for writing ({exc})"
+    elif record:
+        why = ("the file's schema predates the table of checks; the next kdist ingest or "
+               "update upgrades it")
     with Store(db, read_only=True) as store:
-        return store.check_gaps(*args, calendar=calendar, bar_time=bar_time, record=False)
+        found = store.check_gaps(*args, calendar=calendar, bar_time=bar_time, record=False)
+    if why:
+        found.note = f"not recorded: {why}"
+    return found
 
 
 def quality_history(db=DEFAULT_DB, symbols=None) -> pd.DataFrame:

@@ -20,7 +20,10 @@ from kdist.errors import UsageError
 @pytest.mark.parametrize("symbol, calendar", [
     ("600000.SH", "XSHG"), ("000001.SZ", "XSHG"), ("830799.BJ", "XSHG"), ("600000.SS", "XSHG"),
     ("0700.HK", "XHKG"), ("VOD.L", "XLON"), ("7203.T", "XTKS"), ("SHOP.TO", "XTSE"),
-    ("AAPL", "XNYS"), ("BRK-B", "XNYS"), ("sap.de", "XFRA"),
+    ("AAPL", "XNYS"), ("BRK-B", "XNYS"), ("sap.de", "XETR"), ("SIE.F", "XFRA"),
+    ("1155.KL", "XKLS"), ("6488.TWO", "XTAI"), ("PTT.BK", "XBKK"), ("OMV.VI", "XWBO"),
+    ("^HSI", "XHKG"), ("^N225", "XTKS"), ("^GSPC", "XNYS"), ("BTC-USD", "24/7"),
+    ("EURUSD=X", "24/5"), ("ES=F", "CMES"), ("ABC.XX", None), ("^UNKNOWN", None),
 ])
 def test_a_symbols_calendar_comes_from_its_form(symbol, calendar):
     assert calendar_for(symbol) == calendar

@@ -118,10 +118,16 @@ def test_injected_gaps_are_classified_exactly(universe):
     assert (five.missing, five.suspended, five.off_calendar) == (3, 48, 1)
     # Suspensions are the vendor's word: they do not count against completeness.
     assert series.loc[("000001.SZ", "1d")].completeness == 1
-    per_symbol = found.symbols().set_index("symbol")
-    assert per_symbol.loc["600000.SH", "missing"] == 6
-    assert per_symbol.loc["600000.SH", "completeness"] == pytest.approx(
-        1 - 6 / (day.sessions + five.sessions))
+    # Per symbol, daily sessions and minute bars are counted apart.
+    per_symbol = found.symbols().set_index(["symbol", "freq"])
+    assert per_symbol.loc[("600000.SH", "1d"), "missing"] == 3
+    assert per_symbol.loc[("600000.SH", "5m"), "completeness"] == pytest.approx(
+        1 - 3 / five.sessions)
+    assert found.completeness() == {
+        "1d": pytest.approx(1 - 3 / series.xs("1d", level="freq")["sessions"].sum()),
+        "5m": pytest.approx(1 - 3 / five.sessions)}
+    coverage = found.coverage("5m").loc["600000.SH"]
+    assert coverage[pd.Period("2024-06", "M")] == pytest.approx(1 - 3 / (3 * 48))
 
 
 def test_runs_group_consecutive_sessions(universe):
@@ -235,7 +241,7 @@ def test_bars_past_the_calendar_horizon_are_unknown(tmp_path):
     # 1-18 December have no bar: missing; the rest of the known sessions have one.
     missing = known.days[(known.days > "2026-11-30") & (known.days < "2026-12-21")]
     assert (row.sessions, row.missing) == (len(known.days), len(missing))
-    assert "after their calendar's last known session" in found.to_text()
+    assert "outside the sessions their calendar knows" in found.to_text()
 
 
 def test_new_york_hourly_bars_stamped_at_their_start(tmp_path):
@@ -290,8 +296,14 @@ def test_cli_check_gaps(universe, capsys):
     assert "AAPL 1d none  off_calendar 2024-03-10  (1)" in out
     assert main(["check", "--gaps", "300750.SZ", "--db", db, "--json", "--no-record"]) == 0
     payload = json.loads(capsys.readouterr().out)
-    assert payload["ok"] and payload["series"] == 1 and payload["gaps"] == []
-    assert payload["by_series"][0]["completeness"] == 1
+    assert payload["ok"] and payload["series"] == 1 and payload["runs"] == []
+    assert payload["by_series"][0]["completeness"] == 1 and "gaps" not in payload
+    assert main(["check", "--gaps", "600000.SH", "--freq", "5m", "--db", db, "--json",
+                 "--no-record", "--every-gap"]) == 1
+    payload = json.loads(capsys.readouterr().out)
+    assert [r["kind"] for r in payload["runs"]] == ["suspended", "missing", "off_calendar"]
+    assert [g["ts"] for g in payload["gaps"] if g["kind"] == "missing"] == [
+        "2024-06-04T10:00:00", "2024-06-04T10:05:00", "2024-06-04T10:10:00"]
     # Suspensions alone are no failure: the vendor said why.
     assert main(["check", "--gaps", "000001.SZ", "--db", db, "--no-record"]) == 0
     assert "suspended    2024-05-07 .. 2024-05-09  (3)" in capsys.readouterr().out
@@ -361,3 +373,147 @@ def test_eastmoney_minute_files_with_the_opening_auction_bar(tmp_path):
     found = kdist.quality(db, record=False)
     assert found_as_dict(found) == {("600000.SH", "1m", "missing"): ["2024-06-04 10:00"]}
     assert found.series["sessions"].tolist() == [3 * 240]
+
+
+def test_us_history_before_1990_is_on_new_yorks_calendar(tmp_path):
+    """New York's calendar is asked from 1900 (exchange_calendars sets it no bound): IBM's
+    bars of 1988 are checked, not called off the calendar."""
+    root = tmp_path / "files"
+    root.mkdir()
+    days = calendars.sessions("XNYS", "1988-01-01", "1991-12-31").days
+    write_csv(root, "IBM", days.delete([300]))
+    db = str(tmp_path / "k.duckdb")
+    kdist.ingest(["IBM"], start="1988-01-01", end="1991-12-31", db=db,
+                 provider=kdist.get_provider("csv", root=str(root)), client="sync",
+                 progress=False)
+    found = kdist.quality(db, record=False)
+    assert found_as_dict(found) == {("IBM", "1d", "missing"): [f"{days[300]:%Y-%m-%d}"]}
+    assert found.series["unknown"].tolist() == [0]
+
+
+def test_symbols_of_no_known_calendar_are_named_not_guessed(tmp_path):
+    root = tmp_path / "files"
+    root.mkdir()
+    days = pd.bdate_range("2024-03-01", "2024-03-29")
+    for symbol in ("ZAIN.KW", "1155.KL"):  # Kuwait: a Yahoo suffix, no calendar
+        write_csv(root, symbol, days)
+    db = str(tmp_path / "k.duckdb")
+    kdist.ingest(["ZAIN.KW", "1155.KL"], start="2024-03-01", end="2024-03-29", db=db,
+                 provider=kdist.get_provider("csv", root=str(root)), client="sync",
+                 progress=False)
+    found = kdist.quality(db, record=False)
+    assert found.series["symbol"].tolist() == ["1155.KL"]
+    assert found.series["calendar"].tolist() == ["XKLS"]
+    assert found.skipped == ["1 series not checked: no trading calendar known for ZAIN.KW "
+                             "(name one: --calendar SYMBOL=NAME, e.g. XKLS)"]
+    named = kdist.quality(db, calendar={"ZAIN.KW": "XNYS"}, record=False)
+    assert named.series["symbol"].tolist() == ["1155.KL", "ZAIN.KW"] and not named.skipped
+
+
+def test_a_check_leaves_an_older_file_as_it_is(tmp_path):
+    """A version-3 file (before the table of checks) is checked as it is: not upgraded, the
+    result says why nothing was recorded."""
+    db = str(tmp_path / "k.duckdb")
+    kdist.ingest(["600000.SH"], start="2024-01-01", end="2024-03-31", db=db, **SYNTHETIC)
+    sql(db, "DROP TABLE kdist_quality", "DROP TABLE kdist_findings",
+        "UPDATE kdist_meta SET value = '3' WHERE key = 'schema_version'")
+    found = kdist.quality(db)
+    assert found.ok and not found.recorded
+    assert found.note.startswith("not recorded: the file's schema predates the table of checks")
+    con = duckdb.connect(db, read_only=True)
+    try:
+        assert con.execute("SELECT value FROM kdist_meta WHERE key = 'schema_version'"
+                            ).fetchall() == [("3",)]
+    finally:
+        con.close()
+
+
+def test_a_file_this_user_cannot_write_is_checked_without_recording(tmp_path, monkeypatch):
+    db = str(tmp_path / "k.duckdb")
+    kdist.ingest(["600000.SH"], start="2024-01-01", end="2024-03-31", db=db, **SYNTHETIC)
+    real = Store.__init__
+
+    def refuse_writers(self, path, *, read_only=False, **kwargs):
+        if not read_only:  # as the lock file of a 444 file in a read-only directory fails
+            raise kdist.StoreError(f"Cannot lock {path}.lock: Permission denied")
+        real(self, path, read_only=read_only, **kwargs)
+
+    monkeypatch.setattr(Store, "__init__", refuse_writers)
+    found = kdist.quality(db)
+    assert found.ok and not found.recorded
+    assert found.note == ("not recorded: the file cannot be opened for writing (Cannot lock "
+                          f"{db}.lock: Permission denied)")
+    assert found.note in found.to_text()
+
+
+@pytest.mark.parametrize("symbol, calendar, minutes", [
+    ("0700.HK", "XHKG", 60),  # Yahoo: 09:30 .. 11:30, then 13:00 .. 15:00
+    ("VOD.L", "XLON", 30),    # 08:00 .. 16:00, the last bar's start at 16:00
+    ("7203.T", "XTKS", 60),   # 09:00 .. 11:00, 12:30 .. 14:30
+])
+def test_yahoo_start_stamped_files_are_told_from_their_bars(tmp_path, symbol, calendar, minutes):
+    days = calendars.sessions(calendar, "2024-06-03", "2024-06-07").days
+    times = list(calendars.bar_stamps(calendar, days, minutes, "start")["ts"])
+    gone = times.pop(7)
+    root = tmp_path / "files"
+    root.mkdir()
+    write_csv(root, symbol, None, times=times)
+    db = str(tmp_path / "k.duckdb")
+    kdist.ingest([symbol], start="2024-06-03", end="2024-06-07", freq=f"{minutes}m", db=db,
+                 provider=kdist.get_provider("csv", root=str(root)), client="sync",
+                 progress=False)
+    found = kdist.quality(db, record=False)
+    assert found_as_dict(found) == {(symbol, f"{minutes}m", "missing"):
+                                    [f"{gone:%Y-%m-%d %H:%M}"]}
+
+
+def test_minute_bars_of_a_suspended_day_are_suspended_not_missing(tmp_path):
+    """baostock writes a placeholder daily bar for a suspended day and no minute bars: the
+    day's minutes are suspended too, and do not count against completeness."""
+    db = str(tmp_path / "k.duckdb")
+    kdist.ingest(["600000.SH"], start="2024-06-03", end="2024-06-07", db=db, **SYNTHETIC)
+    kdist.ingest(["600000.SH"], start="2024-06-03", end="2024-06-07", freq="5m", db=db,
+                 **SYNTHETIC)
+    placeholders_at(db, "600000.SH", "1d", ["2024-06-05"])
+    sql(db, "DELETE FROM kline WHERE freq = '5m' AND ts::DATE = '2024-06-05'",
+        "DELETE FROM kline WHERE freq = '5m' AND ts = '2024-06-06 10:00'")
+    found = kdist.quality(db, record=False)
+    five = found.series.set_index("freq").loc["5m"]
+    assert (five.missing, five.suspended, five.completeness) == (1, 48, 1 - 1 / (5 * 48))
+    got = found_as_dict(found)
+    assert got[("600000.SH", "5m", "missing")] == ["2024-06-06 10:00"]
+    assert len(got[("600000.SH", "5m", "suspended")]) == 48
+    assert got[("600000.SH", "1d", "suspended")] == ["2024-06-05"]
+
+
+def test_placeholders_are_dropped_from_derived_reads_and_windows_alike(tmp_path):
+    """A suspension across an ex-date: its placeholders are raw ones, and a derived qfq read
+    drops the same days as the raw read (adjusted, the ex-date's placeholder no longer
+    repeats the close before it). A window starting inside it drops the same days too."""
+    db = str(tmp_path / "k.duckdb")
+    kdist.ingest(["600000.SH"], start="2019-01-01", end="2024-12-31", db=db, client="sync",
+                 progress=False)
+    actions = kdist.corporate_actions(db, "600000.SH")
+    ex = actions[actions["ex_date"] > "2020-01-01"]["ex_date"].iloc[0]
+    raw = kdist.load(db, "600000.SH")
+    at = int(np.searchsorted(raw["ts"], ex))
+    days = [f"{d:%Y-%m-%d}" for d in raw["ts"].iloc[at - 2:at + 2]]
+    placeholders_at(db, "600000.SH", "1d", days)
+    for adjust in ("none", "qfq", "hfq"):
+        kept = kdist.load(db, "600000.SH", adjust=adjust)
+        dropped = kdist.load(db, "600000.SH", adjust=adjust, placeholders="drop")
+        assert sorted(set(kept["ts"]) - set(dropped["ts"])) == [pd.Timestamp(d) for d in days]
+        inside = kdist.load(db, "600000.SH", start=days[1], adjust=adjust, placeholders="drop")
+        assert not inside["ts"].isin(pd.to_datetime(days)).any()
+
+
+def test_unstored_symbols_and_unknown_calendar_keys_are_refused(universe):
+    db, _ = universe
+    with pytest.raises(kdist.UsageError, match="No bars of 600001.SH to check"):
+        kdist.quality(db, ["600001.SH"], record=False)
+    with pytest.raises(kdist.UsageError, match="no stored symbol or source is named 'cvs'"):
+        kdist.quality(db, calendar={"cvs": "XSHG"}, record=False)
+    # A symbol key in any accepted form names the stored symbol.
+    told = kdist.quality(db, calendar={"aapl": "XSHG"}, record=False)
+    series = told.series
+    assert series.loc[series["symbol"] == "AAPL", "calendar"].tolist() == ["XSHG"]
