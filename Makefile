@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DB ?= data/kdist.duckdb
 
-.PHONY: demo test test-fast lab bench clean venv
+.PHONY: demo test test-fast test-interop interop lab bench clean venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,12 +41,30 @@ demo: $(VENV)/.installed-demo
 	$(BIN)/kdist ingest --all --start 2020-01-01 --end 2024-12-31 --scheduler local --db $(DB)
 	$(BIN)/kdist check --db $(DB)
 
-test: $(VENV)/.installed-browser
+# The libraries kdist's exports are checked with, each in a virtual environment of its own
+# (.venv-NAME, from tests/interop/NAME.txt) where its pins conflict with kdist's (pandas):
+# kdist itself is installed there without its dependencies; the file lists what is needed.
+INTEROP := $(patsubst tests/interop/%.txt,%,$(wildcard tests/interop/*.txt))
+
+$(VENV)-%/.installed: tests/interop/%.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)-$*
+	$(VENV)-$*/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)-$*/bin/python -m pip install --quiet -r $<
+	$(VENV)-$*/bin/python -m pip install --quiet --no-deps -e .
+	touch $@
+
+interop: $(foreach name,$(INTEROP),$(VENV)-$(name)/.installed)
+
+test: $(VENV)/.installed-browser interop
 	$(BIN)/python -m pytest
+
+# The consumer checks alone: each export read back by the library it is for.
+test-interop: $(VENV)/.installed-test interop
+	$(BIN)/python -m pytest -m interop tests
 
 # Unit tests only (no cluster processes, no notebooks), for a quick loop while editing.
 test-fast: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -m "not slow and not network and not browser" tests
+	$(BIN)/python -m pytest -m "not slow and not network and not browser and not interop" tests
 
 # JupyterLab on notebooks/, with only what the notebooks need installed.
 lab: $(VENV)/.installed-lab
@@ -57,4 +75,4 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python -m benchmarks.run
 
 clean:
-	rm -rf $(VENV) data .pytest_cache
+	rm -rf $(VENV) $(VENV)-* data .pytest_cache

@@ -281,8 +281,34 @@ def run_gaps(spec, db, timer):
     return {"exit_code": code, "summary": out.getvalue().splitlines()[0][:300]}
 
 
+def run_panel(spec, db, timer):
+    """A wide close panel (dates x symbols) of every stored daily bar: ``kdist.panel``, or
+    DuckDB's own ``PIVOT`` of the same bars into a pandas frame (the same run's yardstick)."""
+    import duckdb
+
+    import kdist
+
+    if spec["how"] == "kdist":
+        with timer:
+            frame = kdist.panel(db, fields="close")
+    else:
+        con = duckdb.connect(db, read_only=True)
+        try:
+            with timer:
+                frame = con.sql(
+                    """PIVOT (SELECT ts::TIMESTAMP AS ts, symbol, close FROM kline
+                              WHERE freq = '1d' AND adjust = 'none')
+                       ON symbol USING first(close) GROUP BY ts ORDER BY ts""").df()
+                frame = frame.set_index("ts")
+        finally:
+            con.close()
+    return {"dates": len(frame), "symbols_wide": frame.shape[1],
+            "cells": int(frame.notna().to_numpy().sum())}
+
+
 ALTERNATIVES = {
     "load": run_load,
+    "panel": run_panel,
     "gaps": run_gaps,
     "kdist": run_kdist,
     "sequential": run_sequential,

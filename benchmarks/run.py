@@ -80,6 +80,7 @@ TARGETS = {
     "E.only_new_bars": ("symbols fetched from their overlap on, none in full", "==", 1.0),
     "E.qfq_load_vs_raw": ("load of every bar as derived qfq / load of the raw bars", "<=", 1.5),
     "E.check_gaps_s": ("kdist check --gaps over every series of D's store, seconds", "<=", 5.0),
+    "E.panel_vs_pivot": ("kdist.panel close of every bar / DuckDB PIVOT of the same", "<=", 1.0),
 }
 
 
@@ -143,6 +144,9 @@ def _runs(name: str, size: dict, tmp: Path) -> list[tuple[str, dict]]:
         return [(f"load_{adjust}", {"alt": "load", "adjust": adjust, "read": True})
                 for adjust in ("raw", "qfq")] + [
             ("check_gaps", {"alt": "gaps", "read": True}),
+            # A wide close panel of every bar, and DuckDB's PIVOT of the same bars.
+            ("panel_close", {"alt": "panel", "how": "kdist", "read": True}),
+            ("pivot_close", {"alt": "panel", "how": "pivot", "read": True}),
             # The same bars against Shanghai's calendar: ~72 of their weekdays a year are
             # no XSHG session, so every series has bars to list (the slower path).
             ("check_gaps_xshg", {"alt": "gaps", "calendar": "XSHG", "read": True}),
@@ -350,6 +354,8 @@ def evaluate(scenarios: dict, sizes: dict, state: dict) -> dict:
         got["E.qfq_load_vs_raw"] = _ratio(_get(scenarios["E"], "load_qfq")["seconds"],
                                           _get(scenarios["E"], "load_raw")["seconds"])
         got["E.check_gaps_s"] = _get(scenarios["E"], "check_gaps")["seconds"]
+        got["E.panel_vs_pivot"] = _ratio(_get(scenarios["E"], "panel_close")["seconds"],
+                                         _get(scenarios["E"], "pivot_close")["seconds"])
         got["E.check_gaps_xshg_s"] = _get(scenarios["E"], "check_gaps_xshg")["seconds"]
     verdicts = {}
     for key, value in got.items():

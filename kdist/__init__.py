@@ -40,6 +40,7 @@ from .store import (
     jobs,
     ledger,
     load,
+    panel,
     quality,
     quality_history,
 )
@@ -85,6 +86,7 @@ __all__ = [
     "load",
     "normalise",
     "normalise_symbol",
+    "panel",
     "plan_chunks",
     "quality",
     "quality_history",

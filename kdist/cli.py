@@ -476,6 +476,42 @@ def cmd_verify(args) -> int:
     return EXIT_OK if report.ok else EXIT_PARTIAL
 
 
+def cmd_export(args) -> int:
+    from .export import export
+    from .schema import normalise_symbol
+
+    symbols = [normalise_symbol(s, strict=False) for s in args.symbols] or None
+    bar = None
+    if not (args.json or args.quiet) and sys.stderr.isatty():
+        from rich.progress import Progress
+
+        bar = Progress(transient=True)
+    task = None
+
+    def progress(done, total):
+        nonlocal task
+        if bar is None:
+            return
+        if task is None:
+            bar.start()
+            task = bar.add_task(f"export {args.format}", total=total)
+        bar.update(task, completed=done)
+
+    try:
+        summary = export(args.db, args.out, args.format, symbols=symbols, start=args.start,
+                         end=args.end, freq=args.freq, adjust=args.adjust,
+                         overwrite=args.overwrite, progress=progress)
+    finally:
+        if bar is not None:
+            bar.stop()
+    if args.json:
+        print_json(summary)
+    elif not args.quiet:
+        print(f"{summary['format']}: {summary.get('symbols', 0):,} symbols, "
+              f"{summary.get('bars', 0):,} bars -> {summary['path']}")
+    return EXIT_OK
+
+
 def cmd_actions(args) -> int:
     from .schema import normalise_symbol
     from .store import corporate_actions
@@ -569,6 +605,11 @@ _EXAMPLES = {
         "kdist show sz000001 --freq 1w --adjust qfq --tail 0   # every weekly bar",
         "kdist show 600000.SH --adjust qfq --as-of 2024-06-28   # as known that day",
         "kdist show 600000.SH --start 2024-01-01 --end 2024-03-31 --json",
+    ),
+    "export": (
+        "kdist export parquet exports/bars --adjust qfq   # hive-partitioned by freq/adjust/year",
+        "kdist export qlib ~/.qlib/qlib_data/kdist --start 2015-01-01",
+        "kdist export parquet exports/minutes 600000.SH --freq 5m --overwrite",
     ),
     "verify": (
         "kdist verify --against baostock --sample 50   # 50 stored 1d series, bar by bar",
@@ -770,6 +811,25 @@ def _add_status(sub):
     p.set_defaults(func=cmd_status)
 
 
+def _add_export(sub):
+    p = _command(sub, "export", "write stored bars as a Parquet dataset or qlib's layout")
+    p.add_argument("format", choices=["parquet", "qlib"],
+                   help="parquet: a hive-partitioned dataset (freq/adjust/year); qlib: "
+                        "calendars/, instruments/, features/*.bin")
+    p.add_argument("out", metavar="DIR", help="where to write")
+    p.add_argument("symbols", nargs="*", metavar="SYMBOL", help="only these (default: all)")
+    _add_db(p)
+    _add_bars(p)
+    p.add_argument("--start", metavar="D", help=f"first day: {_DATES}")
+    p.add_argument("--end", metavar="D", help=f"last day, inclusive: {_DATES}")
+    p.add_argument("--overwrite", action="store_true",
+                   help="parquet: replace the dataset an earlier export wrote in DIR; qlib "
+                        "updates its directory in place without it")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    p.set_defaults(func=cmd_export)
+
+
 def _add_verify(sub):
     p = _command(sub, "verify", "compare stored bars with a second provider's, bar by bar")
     p.add_argument("symbols", nargs="*", metavar="SYMBOL",
@@ -851,7 +911,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for add in (_add_ingest, _add_update, _add_jobs, _add_show, _add_actions, _add_status,
-                _add_check, _add_verify, _add_providers, add_cluster):
+                _add_check, _add_verify, _add_export, _add_providers, add_cluster):
         add(sub)
     return parser
 

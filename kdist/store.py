@@ -42,7 +42,7 @@ from .ledger import VERIFY_MODE, Ledger, _now, _version
 from .outcome import LEDGER_COLUMNS
 from .schema import Adjust, Freq, parse_symbols, to_date
 
-__all__ = ["DEFAULT_DB", "FINDING_COLUMNS", "Store", "catalog", "check", "check_adjust",
+__all__ = ["DEFAULT_DB", "FINDING_COLUMNS", "Store", "catalog", "check", "check_adjust", "panel",
            "corporate_actions", "findings", "jobs", "ledger", "load", "quality",
            "quality_history"]
 
@@ -994,7 +994,8 @@ def _listing(names, most: int = 5) -> str:
 
 
 def load(db=DEFAULT_DB, symbols=None, start=None, end=None, freq="1d", adjust="none", *,
-         as_of=None, derive: bool | None = None, placeholders: str = "keep"):
+         as_of=None, derive: bool | None = None, placeholders: str = "keep",
+         layout: str = "long", fields=None):
     """Return stored bars as a DataFrame sorted by symbol and ts.
 
     ``adjust="qfq"`` or ``"hfq"`` derives adjusted prices from the raw bars and the stored
@@ -1025,15 +1026,55 @@ def load(db=DEFAULT_DB, symbols=None, start=None, end=None, freq="1d", adjust="n
         bars, the ones vendors write for a suspended day (volume 0, open = high = low =
         close = the previous close; intraday, a whole day of them), which flatten moving
         averages and returns.
+    layout, fields
+        ``"long"`` (the default): one row per symbol and bar. ``"wide"``: dates x symbols,
+        as :func:`panel` returns it, with ``fields`` (default open, high, low, close,
+        volume: columns ``(field, symbol)``; one name: that field alone).
 
     Examples
     --------
     >>> bars = kdist.load("data/kdist.duckdb", "600000.SH", start="2024-01-01")  # doctest: +SKIP
     >>> qfq = kdist.load("data/kdist.duckdb", "600000.SH", adjust="qfq", as_of="2023-06-30")  # doctest: +SKIP
     """
+    if layout not in ("long", "wide"):
+        raise UsageError(f"layout must be 'long' or 'wide', not {layout!r}")
+    if layout == "wide":
+        return panel(db, symbols, fields or list(WIDE_FIELDS), start, end, freq, adjust,
+                     as_of=as_of, derive=derive, placeholders=placeholders)
+    if fields is not None:
+        raise UsageError("fields= picks the columns of a wide layout: load(..., "
+                         "layout='wide', fields=...), or kdist.panel")
     with Store(db, read_only=True) as store:
         return store.load(symbols, start, end, freq, adjust, as_of=as_of, derive=derive,
                           placeholders=placeholders)
+
+
+#: The fields of ``load(layout="wide")`` when none are named: yfinance's and vectorbt's.
+WIDE_FIELDS = ("open", "high", "low", "close", "volume")
+
+
+def panel(db=DEFAULT_DB, symbols=None, fields="close", start=None, end=None, freq="1d",
+          adjust="none", *, as_of=None, derive: bool | None = None,
+          placeholders: str = "keep") -> pd.DataFrame:
+    """Stored bars as dates x symbols, the shape yfinance's ``download`` and vectorbt use.
+
+    One field (``fields="close"``): a DatetimeIndex (``ts``) by symbol. Several
+    (``fields=["open", "close", "volume"]``): columns ``(field, symbol)``. A date a symbol
+    has no bar on is NaN. Prices are adjusted as :func:`load` adjusts them (``adjust="qfq"``
+    derives from raw bars and stored factors); volume is whole numbers (``int64``, or
+    ``Int64`` where there are gaps) when every stored volume is. The other arguments are
+    :func:`load`'s.
+
+    Examples
+    --------
+    >>> close = kdist.panel("data/kdist.duckdb", fields="close", adjust="qfq")  # doctest: +SKIP
+    >>> returns = close.pct_change()  # doctest: +SKIP
+    """
+    from .wide import panel as wide_panel
+
+    with Store(db, read_only=True) as store:
+        return wide_panel(store, symbols, fields, start, end, freq, adjust, as_of=as_of,
+                          derive=derive, placeholders=placeholders)
 
 
 def corporate_actions(db=DEFAULT_DB, symbols=None, start=None, end=None, *,

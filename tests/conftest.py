@@ -57,3 +57,19 @@ def client(cluster):
 
     with Client(cluster, set_as_default=False) as client:
         yield client
+
+
+@pytest.fixture
+def interop_python():
+    """``interop_python("qlib")``: the Python of ``.venv-qlib``, the virtual environment
+    ``make interop`` makes from ``tests/interop/qlib.txt`` for a consumer whose pins conflict
+    with kdist's. Missing, the test fails (make test makes it first)."""
+    from pathlib import Path
+
+    def python(name: str) -> str:
+        path = Path(__file__).resolve().parent.parent / f".venv-{name}" / "bin" / "python"
+        if not path.exists():
+            pytest.fail(f"{path} is missing: run make interop (make test does it first)")
+        return str(path)
+
+    return python

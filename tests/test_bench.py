@@ -27,8 +27,8 @@ RUNS = {
     "B": {"kdist_warm"},
     "C": {"slow_worker.default", "slow_worker.per_worker", "pareto.default", "pareto.per_worker"},
     "D": {"kdist_cold", "gather_all", "kdist_cold_bars_only"},
-    "E": {"load_raw", "load_qfq", "check_gaps", "check_gaps_xshg", "kdist_update_cold",
-          "kdist_update_warm"},
+    "E": {"load_raw", "load_qfq", "check_gaps", "check_gaps_xshg", "panel_close",
+          "pivot_close", "kdist_update_cold", "kdist_update_warm"},
 }
 
 
@@ -84,6 +84,10 @@ def test_same_data_everywhere(smoke):
     assert xshg["exit_code"] == 1 and "; 0 missing, 0 suspended, " in xshg["summary"]
     off = re.search(r"([\d,]+) off the calendar", xshg["summary"])
     assert off and int(off.group(1).replace(",", "")) > 0
+    # The wide panel and DuckDB's PIVOT hold the same cells: every bar of D's store.
+    for label in ("panel_close", "pivot_close"):
+        r = e[label]["repeats"][0]
+        assert (r["symbols_wide"], r["cells"]) == (n, result["scenarios"]["D"]["kdist_cold"]["rows"])
 
 
 def test_update_fetched_only_the_tail(smoke):

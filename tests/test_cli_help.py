@@ -35,7 +35,7 @@ def _help(capsys, words) -> str:
 
 def test_every_command_is_covered():
     assert {"ingest", "update", "jobs", "show", "actions", "status", "check", "verify",
-            "providers", "cluster",
+            "export", "providers", "cluster",
             "cluster certs", "cluster scheduler", "cluster worker"} == set(COMMANDS)
 
 
