@@ -471,7 +471,7 @@ def cmd_verify(args) -> int:
         print(report.to_text())
     if report.status == "cancelled":
         return _interrupted(None, "verify")
-    if report.counts and sum(report.counts.values()):
+    if report.n_differences:  # suspended (information) never fails the run
         return EXIT_FAILED
     return EXIT_OK if report.ok else EXIT_PARTIAL
 
@@ -614,7 +614,7 @@ _EXAMPLES = {
     "verify": (
         "kdist verify --against baostock --sample 50   # 50 stored 1d series, bar by bar",
         "kdist verify --against csv --option root=exports 600000.SH --start 2024-01-01",
-        "kdist verify --against akshare --tolerance 0.01 --json   # exit 1 on findings",
+        "kdist verify --against akshare --tolerance 0.01 --json   # exit 1 on differences",
     ),
     "actions": (
         "kdist actions 600000.SH",

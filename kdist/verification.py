@@ -10,19 +10,53 @@ to the job ledger, in one transaction per chunk. Nothing is written to ``kline``
 verification is a ledger job of mode ``verify`` that no import resumes and the catalog never
 counts as a write.
 
+The stored series' windows start no earlier than the first day the other provider serves
+their freq (:meth:`~kdist.providers.Provider.horizon`: Yahoo's 30 days of 1-minute bars, a
+fixed first date): the report's ``note`` says so ("windows start at 2026-11-08: yfinance
+serves 1m bars for the last 30 days"), the bars stored before are not compared (no
+``only_ours``), and a symbol with no stored bar since fails with that reason.
+
 The rules, per symbol, on the bars of both sides joined by ``ts``:
 
-- ``only_ours`` / ``only_theirs``: a bar one side has and the other not, one finding each.
+- ``bar_time`` (intraday): the sides stamp bars at different ends: moving theirs by one bar
+  length (either way) matches more stamps than not moving them, at least
+  :data:`STAMP_SHARE` of the side with fewer bars, and leaves at least as many closes equal.
+  One finding for the symbol says which side is stamped at the bar's start ("theirs are
+  stamped at the bar's start, ours at its end: every bar 5 minutes earlier") and what the
+  providers declare (:attr:`~kdist.providers.Provider.bar_time`); theirs are then moved onto
+  ours' stamps and compared by the rules below (their findings show ours' stamps).
+- ``suspended`` (information): a bar one side has and the other not that is a placeholder bar
+  on its side (:func:`kdist.gaps.placeholders`: no trade, flat at the close before: how
+  baostock's suspended days are stored; Eastmoney and akshare leave the days out). One
+  finding per run of such bars (consecutive in the joined bars, one symbol's), at its first
+  bar, naming the run's days and its number of bars.
+- ``only_ours`` / ``only_theirs``: any other bar one side has and the other not, one finding
+  each.
+- A placeholder bar matched with a bar of the other side: its prices copy the close before,
+  so none of its prices is compared (no ``price`` finding, and it takes no part in the
+  adjustment below); when the other side traded (volume above 0) that is one ``volume``
+  finding ("ours a placeholder bar ..., theirs traded"), in any units, and nothing else.
 - ``price``: ``open high low close`` differ when ``|ours - theirs| > max(0.01,
   tolerance * |theirs|)``: a difference of a cent never counts (vendors round prices to
   cents), above that the relative ``tolerance`` (default 0.5%).
 - ``adjust``: the sides are adjusted differently (one qfq or hfq, the other raw, or adjusted
-  at other dates): at least :data:`ADJUST_MIN_BARS` closes differ, and the close ratio
-  theirs/ours is piecewise constant with few steps (at most :data:`ADJUST_MAX_STEPS`, or one
-  per 20 bars compared; a step is a close off the previous bar's ratio by more than
-  max(0.02, tolerance * |theirs|), as two prices rounded to cents can be). One finding for the symbol names the step dates and the ratio
-  range, instead of a price finding per bar; a lone bar off its neighbours' ratio is still a
-  ``price`` finding (its close).
+  at other dates). Walking the bars, a step is a close off the previous bar's ratio
+  theirs/ours by more than max(0.02, tolerance * |theirs|) (two prices rounded to cents can
+  be); a step the next bar comes back from is a spike, one bad bar. The steps cut the bars
+  into pieces, each at a level (its median ratio). An adjustment's ratio moves one way over
+  time and never comes back, in long pieces; so an *excursion* (up to
+  :data:`EXCURSION_PIECES` pieces after which the ratio is back at the level before them, or
+  an inner piece shorter than :data:`ADJUST_MIN_PIECE` bars) is bad bars, not an adjustment.
+  A symbol is adjusted differently when at least :data:`ADJUST_MIN_BARS` closes outside
+  spikes and excursions differ, spikes and excursions hold at most :data:`ADJUST_ASTRAY` of
+  its bars, and the levels of the other pieces move one way only (up or down) in few steps
+  (at most :data:`ADJUST_MAX_STEPS`, or one per 20 bars compared). One finding for the
+  symbol names the step dates and the ratio range, instead of a price finding per bar; a
+  spike is still a ``price`` finding (its close), and each bar of an excursion a ``price``
+  finding per field off ours times the ratio around it. Otherwise every bar's prices are
+  compared as above: three bars 10% off that come back are three bars' price findings, not
+  an adjustment. (A run of bad bars at either end of the window that does not come back
+  cannot be told from an adjustment there.)
 - ``volume_units``: the median of ours/theirs over the bars where both volumes are above
   zero is within 5% of 100 or 1/100 (or 10 and 1/10 for bonds and repo, counted in 手 of
   10): one side counts shares, the other 手 (lots). One finding for the symbol, instead of a
@@ -31,6 +65,12 @@ The rules, per symbol, on the bars of both sides joined by ``ts``:
   0.01) * max(|ours|, |theirs|)`` (a missing volume on either side is not compared).
 
 ``amount`` is not compared (vendors differ in what they sum).
+
+Every kind but ``suspended`` (:data:`INFORMATIONAL`) is a difference (:data:`DIFFERENCES`):
+:attr:`VerifyReport.ok` is false when there is one (``kdist verify`` exits with 1), and
+:attr:`VerifyReport.n_differences` counts them. :meth:`VerifyReport.to_dict` (the JSON) holds
+the first :data:`JSON_FINDINGS` findings, differences first, and says how many it leaves out;
+``kdist.findings(db, job_id)`` reads every one.
 """
 
 from __future__ import annotations
@@ -49,15 +89,16 @@ import numpy as np
 import pandas as pd
 
 from .cluster import closes_with_job, named_scheduler
-from .errors import ClusterError, InvalidOptionError, StoreError, UsageError
+from .errors import ClusterError, InvalidOptionError, KdistError, StoreError, UsageError
 from .fetching import CALL_TIMEOUT, RETRIES
 from .fetching import task as chunk_task
+from .gaps import placeholders
 from .ledger import VERIFY_MODE
 from .loop import EachLoop
 from .outcome import JobStatus, Status, outcome
 from .plan import estimate_rows, plan_chunks
 from .progress import Callback, display
-from .providers import Provider, get_provider
+from .providers import Provider, get_provider, provider_class
 from .report import counted
 from .runner import (
     COOLDOWN,
@@ -74,18 +115,37 @@ from .schema import Adjust, Freq, parse_symbols, to_date
 from .securities import Kind, kind_of
 from .store import FINDING_COLUMNS, Store
 
-__all__ = ["KINDS", "TOLERANCE", "VerifyReport", "compare_bars", "verify"]
+__all__ = ["DIFFERENCES", "INFORMATIONAL", "KINDS", "TOLERANCE", "VerifyReport", "compare_bars",
+           "verify"]
 
 #: Relative price tolerance by default: 0.5% of their price.
 TOLERANCE = 0.005
 #: A price difference of this much never counts: vendors round prices to cents.
 CENT = 0.01
 #: The kinds of finding, in the order reports list them.
-KINDS = ("only_ours", "only_theirs", "price", "volume", "volume_units", "adjust")
+KINDS = ("only_ours", "only_theirs", "price", "volume", "volume_units", "adjust", "bar_time",
+         "suspended")
+#: Kinds that inform and differ in nothing: they never make a report not ok.
+INFORMATIONAL = ("suspended",)
+#: Kinds that are differences: any makes :attr:`VerifyReport.ok` false (and ``kdist verify``
+#: exit with 1).
+DIFFERENCES = tuple(k for k in KINDS if k not in INFORMATIONAL)
 #: An adjustment mismatch needs at least this many differing closes...
 ADJUST_MIN_BARS = 3
 #: ... and at most this many steps of the close ratio (or one per 20 bars compared).
 ADJUST_MAX_STEPS = 4
+#: A piece of the close ratio between two steps, not the first or last, is one level of an
+#: adjustment only when it has this many bars; a shorter one holds bad bars.
+ADJUST_MIN_PIECE = 5
+#: An excursion: at most this many pieces in a row after which the ratio is back at the level
+#: before them (an adjustment's ratio never comes back).
+EXCURSION_PIECES = 5
+#: ... and spikes and excursions hold at most this share of an adjusted symbol's bars (noise
+#: is no adjustment).
+ADJUST_ASTRAY = 0.25
+#: Intraday sides one bar apart: moving theirs by a bar matches at least this share of the
+#: side with fewer bars.
+STAMP_SHARE = 0.9
 #: A step of the close ratio: the next close is off the ratio so far by more than
 #: max(2 cents, tolerance) (rounding to cents moves the ratio of two rounded prices by up to
 #: about a cent).
@@ -96,6 +156,9 @@ UNIT_BAND = 0.05
 KEEP_FINDINGS = 10_000
 #: Findings ``to_text`` and ``to_html`` show before "and N more".
 SHOWN = 20
+#: Findings :meth:`VerifyReport.to_dict` (and the JSON of ``kdist verify --json``) holds by
+#: default; ``kdist.findings(db, job_id)`` reads them all.
+JSON_FINDINGS = 1000
 
 _PRICES = ("open", "high", "low", "close")
 _COLUMNS = ("symbol", "ts", *_PRICES, "volume")
@@ -105,8 +168,8 @@ _EPS = 1e-9  # float noise: 10.01 - 10.00 is not more than a cent
 # -- the comparison -----------------------------------------------------------------------
 
 
-def compare_bars(ours: pd.DataFrame, theirs: pd.DataFrame, *,
-                 tolerance: float = TOLERANCE) -> pd.DataFrame:
+def compare_bars(ours: pd.DataFrame, theirs: pd.DataFrame, *, tolerance: float = TOLERANCE,
+                 freq=None, bar_times=(None, None)) -> pd.DataFrame:
     """What differs between two sides' bars (the rules are the module's docstring).
 
     Parameters
@@ -116,6 +179,13 @@ def compare_bars(ours: pd.DataFrame, theirs: pd.DataFrame, *,
         compared), each side already cut to the windows to compare.
     tolerance
         Relative price tolerance; a cent never counts.
+    freq
+        The bars' freq (``"1d"``, ``"5m"`` ...): which placeholder rule applies and, intraday,
+        the bar length a stamp convention moves bars by. None: told from the stamps (all at
+        midnight: daily; else the commonest step between two bars of a day).
+    bar_times
+        ``(ours, theirs)``: where each side's provider declares it stamps intraday bars,
+        ``"start"``, ``"end"`` or None (not known); a ``bar_time`` finding names them.
 
     Returns
     -------
@@ -123,25 +193,42 @@ def compare_bars(ours: pd.DataFrame, theirs: pd.DataFrame, *,
         One row per finding: ``symbol, kind, ts, field, ours, theirs, detail``, by symbol and
         ts (a symbol's own findings, with no ts, first).
     """
-    return _compare(ours, theirs, tolerance)[0]
+    declared = ({None: (None, bar_times[0])}, {None: (None, bar_times[1])})
+    return _compare(ours, theirs, tolerance, freq, declared)[0]
 
 
-def _compare(ours: pd.DataFrame, theirs: pd.DataFrame, tolerance: float):
-    """:func:`compare_bars`, and how many bars both sides have."""
-    merged = _side(ours).merge(_side(theirs), on=["symbol", "ts"], how="outer",
-                               suffixes=("_o", "_t"), indicator=True)
+def _compare(ours: pd.DataFrame, theirs: pd.DataFrame, tolerance: float, freq=None,
+             declared=({}, {})):
+    """:func:`compare_bars`, and how many bars both sides have. ``declared``: per side, the
+    provider's name and declared stamp convention by symbol (key None: any symbol)."""
+    ours, theirs = _side(ours), _side(theirs)
+    freq, minutes = _freq_of(freq, ours, theirs)
+    found = []
+    if minutes:
+        theirs, stamps = _stamps(ours, theirs, minutes, tolerance, declared)
+        found.append(stamps)
+    ours["held"] = placeholders(ours, freq)
+    theirs["held"] = placeholders(theirs, freq)
+    merged = ours.merge(theirs, on=["symbol", "ts"], how="outer", suffixes=("_o", "_t"),
+                        indicator=True)
     merged = merged.sort_values(["symbol", "ts"], kind="stable").reset_index(drop=True)
     side = merged["_merge"].to_numpy()
-    found = []
-    for which, kind, detail in (("left_only", "only_ours", "theirs has no such bar"),
-                                ("right_only", "only_theirs", "ours has no such bar")):
-        rows = merged[side == which]
+    held_o, held_t = merged["held_o"].eq(True).to_numpy(), merged["held_t"].eq(True).to_numpy()
+    mine, other = side == "left_only", side == "right_only"
+    for rows, kind, detail in ((mine & ~held_o, "only_ours", "theirs has no such bar"),
+                               (other & ~held_t, "only_theirs", "ours has no such bar")):
+        rows = merged[rows]
         found.append(_findings(rows["symbol"], kind, rows["ts"], None, rows["close_o"],
                                rows["close_t"], detail))
-    both = merged[side == "both"].reset_index(drop=True)
+    found.append(_suspended(merged, mine & held_o, "ours"))
+    found.append(_suspended(merged, other & held_t, "theirs"))
+    on_both = side == "both"
+    both = merged[on_both].reset_index(drop=True)
     if len(both):
-        found += _prices(both, tolerance)
-        found += _volumes(both, tolerance)
+        held_o, held_t = held_o[on_both], held_t[on_both]
+        # A placeholder's prices copy the close before: no observation to compare.
+        found += _prices(both[~(held_o | held_t)].reset_index(drop=True), tolerance)
+        found += _volumes(both, tolerance, held_o, held_t)
     frame = pd.concat([f for f in found if len(f)] or [_findings([], "", [], None, [], [], "")],
                       ignore_index=True)
     for col in ("symbol", "kind", "field", "detail"):
@@ -160,7 +247,7 @@ def _in_order(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _side(bars: pd.DataFrame) -> pd.DataFrame:
-    """One side's bars in the columns and dtypes compared."""
+    """One side's bars in the columns and dtypes compared, by symbol and ts."""
     n = len(bars)
     frame = pd.DataFrame({
         "symbol": (bars["symbol"].astype("str").to_numpy() if n else np.array([], dtype=object)),
@@ -170,7 +257,121 @@ def _side(bars: pd.DataFrame) -> pd.DataFrame:
     for col in _COLUMNS[2:]:
         values = bars[col] if col in bars else np.full(n, np.nan)
         frame[col] = pd.to_numeric(pd.Series(values), errors="coerce").astype("float64").to_numpy()
-    return frame
+    return frame.sort_values(["symbol", "ts"], kind="stable").reset_index(drop=True)
+
+
+def _freq_of(freq, ours: pd.DataFrame, theirs: pd.DataFrame) -> tuple[Freq, int | None]:
+    """The freq whose placeholder rule applies, and the bar length in minutes (None: not
+    intraday): ``freq``'s, or told from the stamps (all at midnight: daily; else the
+    commonest step between two bars of one symbol's day)."""
+    if freq is not None:
+        freq = Freq.parse(freq)
+        return freq, freq.minutes if freq.intraday else None
+    steps = []
+    for frame in (ours, theirs):
+        ts = frame["ts"].to_numpy()
+        symbol = frame["symbol"].to_numpy(dtype=object)
+        day = ts.astype("datetime64[D]")
+        same = (symbol[1:] == symbol[:-1]) & (day[1:] == day[:-1])
+        steps.append((ts[1:] - ts[:-1])[same])
+    ts = np.concatenate([ours["ts"].to_numpy(), theirs["ts"].to_numpy()])
+    if (ts == ts.astype("datetime64[D]")).all():
+        return Freq.DAY, None
+    minutes = np.concatenate(steps).astype("timedelta64[m]").astype("int64")
+    values, counts = np.unique(minutes[minutes > 0], return_counts=True)
+    if not len(values):
+        return Freq.MIN1, None  # one bar a day: the intraday rule, no bar length
+    m = int(values[counts.argmax()])
+    known = {f.minutes: f for f in Freq if f.intraday}
+    return known.get(m, Freq.MIN1), m
+
+
+def _stamps(ours: pd.DataFrame, theirs: pd.DataFrame, minutes: int, tolerance: float,
+            declared) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Intraday bars stamped one bar apart: ``theirs`` with the bars of such symbols moved
+    onto ours' stamps, and a ``bar_time`` finding per such symbol.
+
+    A symbol's sides are one bar apart when moving theirs by one bar (either way) matches
+    more stamps than not moving them, matches at least :data:`STAMP_SHARE` of the side with
+    fewer bars, and leaves at least as many closes within the tolerance.
+    """
+    empty = _findings([], "", [], None, [], [], "")
+    symbols = pd.Index(ours["symbol"].unique()).intersection(pd.Index(theirs["symbol"].unique()))
+    if not len(symbols):
+        return theirs, empty
+    bar = np.timedelta64(minutes, "m")
+    size = np.minimum(ours.groupby("symbol").size().reindex(symbols).to_numpy(),
+                      theirs.groupby("symbol").size().reindex(symbols).to_numpy())
+
+    def matching(by: int) -> tuple[np.ndarray, np.ndarray]:
+        moved = theirs[["symbol", "ts", "close"]].assign(ts=theirs["ts"].to_numpy() + by * bar)
+        both = ours[["symbol", "ts", "close"]].merge(moved, on=["symbol", "ts"])
+        agree = (np.abs(both["close_x"].to_numpy() - both["close_y"].to_numpy())
+                 <= _limit(tolerance, both["close_y"].to_numpy()))
+        counted = pd.DataFrame({"symbol": both["symbol"], "n": 1, "agree": agree.astype(int)})
+        counted = counted.groupby("symbol").sum().reindex(symbols, fill_value=0)
+        return counted["n"].to_numpy(), counted["agree"].to_numpy()
+
+    (n0, agree0), (later, agree_l), (earlier, agree_e) = (matching(b) for b in (0, 1, -1))
+    way = np.where(later >= earlier, 1, -1)
+    n, agree = np.where(way > 0, later, earlier), np.where(way > 0, agree_l, agree_e)
+    moved = (n > n0) & (n >= STAMP_SHARE * size) & (agree >= agree0)
+    if not moved.any():
+        return theirs, empty
+    by = pd.Series(np.where(moved, way, 0), index=symbols)
+    shift = theirs["symbol"].map(by).fillna(0).to_numpy(dtype="int64")
+    theirs = theirs.assign(ts=theirs["ts"].to_numpy() + shift * bar)
+    which = np.flatnonzero(moved)
+    names = symbols.to_numpy(dtype=object)[which]
+    details = [_stamp_detail(int(way[i]), minutes, _declared(declared[0], s),
+                             _declared(declared[1], s)) for i, s in zip(which, names)]
+    return theirs, _findings(names, "bar_time", None, "ts", None, None, details)
+
+
+def _declared(by_symbol: dict, symbol: str) -> tuple[str | None, str | None]:
+    """A side's provider name and declared stamp convention for ``symbol``."""
+    return by_symbol.get(symbol, by_symbol.get(None, (None, None)))
+
+
+def _stamp_detail(way: int, minutes: int, ours, theirs) -> str:
+    """A ``bar_time`` finding's text: theirs moved ``way`` bars onto ours' stamps."""
+    at_t, at_o, then = ("start", "end", "earlier") if way > 0 else ("end", "start", "later")
+    text = (f"theirs are stamped at the bar's {at_t}, ours at its {at_o}: every bar "
+            f"{minutes} minutes {then}")
+    said = [f"{name or who} stamps bars at their {at}"
+            for (name, at), who in ((ours, "ours' provider"), (theirs, "theirs' provider"))
+            if at]
+    if ours[1] and theirs[1]:
+        agrees = (ours[1], theirs[1]) == (at_o, at_t)
+        text += ("; as declared: " if agrees else "; not as declared: ") + ", ".join(said)
+    elif said:
+        text += "; declared: " + said[0]
+    return (text + f"; compared with theirs moved {minutes} minutes "
+            f"{'later' if way > 0 else 'earlier'} (their bars shown at ours' stamps)")
+
+
+def _suspended(merged: pd.DataFrame, rows: np.ndarray, who: str) -> pd.DataFrame:
+    """One ``suspended`` finding per run of placeholder bars only ``who`` has (``rows``: a
+    mask of ``merged``'s rows; a run: such rows next to each other, one symbol's)."""
+    at = np.flatnonzero(rows)
+    if not len(at):
+        return _findings([], "", [], None, [], [], "")
+    symbol = merged["symbol"].to_numpy(dtype=object)
+    ts = merged["ts"].to_numpy()
+    starts = rows & ~np.r_[False, rows[:-1] & (symbol[1:] == symbol[:-1])]
+    run = np.cumsum(starts)[at] - 1
+    first, last = at[starts[at]], at[np.r_[run[1:] != run[:-1], True]]
+    n = np.bincount(run)
+    other = "theirs" if who == "ours" else "ours"
+    close = merged["close_o" if who == "ours" else "close_t"].to_numpy()[first]
+    details = [f"{k} placeholder bar{'s' if k > 1 else ''} {_day(a)}"
+               + (f" .. {_day(b)}" if k > 1 else "")
+               + f": {who} has the symbol suspended (no trade: volume 0, flat at the close "
+               f"before), {other} has no bar{'s' if k > 1 else ''}"
+               for k, a, b in zip(n.tolist(), ts[first], ts[last])]
+    return _findings(symbol[first], "suspended", ts[first], None,
+                     close if who == "ours" else None, close if who == "theirs" else None,
+                     details)
 
 
 def _findings(symbol, kind, ts, field_, ours, theirs, detail) -> pd.DataFrame:
@@ -201,25 +402,38 @@ def _limit(tolerance: float, theirs: np.ndarray, floor: float = CENT) -> np.ndar
 
 
 def _prices(both: pd.DataFrame, tolerance: float) -> list[pd.DataFrame]:
-    """``price`` findings per bar and field, or one ``adjust`` finding per symbol."""
+    """``price`` findings per bar and field, or one ``adjust`` finding per symbol (and the
+    ``price`` findings of its spikes and excursions)."""
     symbol = both["symbol"].to_numpy(dtype=object)
     ts = both["ts"].to_numpy()
     codes, names = pd.factorize(symbol, sort=False)
     with np.errstate(invalid="ignore", divide="ignore"):
         off = {f: np.abs(both[f + "_o"].to_numpy() - both[f + "_t"].to_numpy())
                > _limit(tolerance, both[f + "_t"].to_numpy()) for f in _PRICES}
-    adjusted, spike, details = _adjustment(codes, ts, both["close_o"].to_numpy(),
-                                           both["close_t"].to_numpy(), off["close"], tolerance)
+    adjusted, spike, excursion, around, details = _adjustment(
+        codes, ts, both["close_o"].to_numpy(), both["close_t"].to_numpy(), off["close"],
+        tolerance)
     found = []
     if adjusted.any():
         which = np.flatnonzero(adjusted)
         found.append(_findings(names[which], "adjust", None, "close", None, None,
                                [details[i] for i in which]))
     in_adjusted = adjusted[codes]
+    # A run of bars off the ratio around it, in a differently adjusted symbol: their prices
+    # against ours at that ratio.
+    away = in_adjusted & excursion & ~spike
     for f in _PRICES:
+        o, t = both[f + "_o"].to_numpy(), both[f + "_t"].to_numpy()
+        with np.errstate(invalid="ignore"):
+            moved = away & (np.abs(t - o * around) > _limit(tolerance, t))
         rows = np.flatnonzero(off[f] & ~in_adjusted)
-        o, t = both[f + "_o"].to_numpy()[rows], both[f + "_t"].to_numpy()[rows]
-        found.append(_findings(symbol[rows], "price", ts[rows], f, o, t, _differences(o, t)))
+        found.append(_findings(symbol[rows], "price", ts[rows], f, o[rows], t[rows],
+                               _differences(o[rows], t[rows])))
+        rows = np.flatnonzero(moved)
+        ratio = around[rows]
+        found.append(_findings(symbol[rows], "price", ts[rows], f, o[rows], t[rows], [
+            f"{d} against ours x {r:.4g}, the ratio theirs/ours around it"
+            for d, r in zip(_differences(o[rows] * ratio, t[rows]), ratio.tolist())]))
     # A lone close off its neighbours' ratio in a differently adjusted symbol.
     rows = np.flatnonzero(spike & in_adjusted)
     o, t = both["close_o"].to_numpy()[rows], both["close_t"].to_numpy()[rows]
@@ -239,15 +453,21 @@ def _differences(ours: np.ndarray, theirs: np.ndarray) -> list[str]:
 
 def _adjustment(codes, ts, ours, theirs, off, tolerance):
     """Which symbols' closes differ by an adjustment: ``(adjusted per symbol, spike per bar,
-    detail per symbol)``.
+    excursion per bar, the ratio around each excursion's bar, detail per symbol)``.
 
     Walking each symbol's bars in time, a bar is a step when its close is off the previous
     bar's ratio theirs/ours (:data:`STEP_CENTS`, or the tolerance). A step whose next bar is
     back on the ratio before it (or a step at the last bar) is a spike, one bad bar, not a
-    step. A symbol is adjusted differently when at least :data:`ADJUST_MIN_BARS` closes
-    (spikes aside) differ and its ratio takes few steps.
+    step. The steps cut the bars into pieces, each at one level of the ratio (its median).
+    An excursion is a piece, or up to :data:`EXCURSION_PIECES` pieces in a row, after which
+    the ratio comes back to the level before them, or an inner piece shorter than
+    :data:`ADJUST_MIN_PIECE` bars: bad bars, not an adjustment. A symbol is adjusted
+    differently when at least :data:`ADJUST_MIN_BARS` closes outside spikes and excursions
+    differ, no more than :data:`ADJUST_ASTRAY` of its bars are spikes or in excursions, and
+    the levels of the other pieces move one way only (up, or down, never back) in few steps.
     """
     n = len(codes)
+    n_symbols = int(codes.max()) + 1 if n else 0
     first = np.r_[True, codes[1:] != codes[:-1]]
     last = np.r_[codes[1:] != codes[:-1], True]
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -260,21 +480,55 @@ def _adjustment(codes, ts, ours, theirs, off, tolerance):
     spike = step & (last | (back & ~last))
     after_spike = np.r_[False, spike[:-1]] & ~first
     steps = step & ~spike & ~after_spike
-    n_symbols = int(codes.max()) + 1 if n else 0
     bars = np.bincount(codes, minlength=n_symbols)
-    differing = np.bincount(codes, weights=(off & ~spike).astype(float), minlength=n_symbols)
-    n_steps = np.bincount(codes, weights=steps.astype(float), minlength=n_symbols)
-    adjusted = (differing >= ADJUST_MIN_BARS) & (n_steps <= np.maximum(ADJUST_MAX_STEPS,
-                                                                      bars // 20))
+    # The pieces: their owner, level (the median ratio), median price and size in bars.
+    begins = np.flatnonzero(steps | first)
+    piece = np.cumsum(steps | first) - 1
+    keep = ~spike & np.isfinite(ratio)
+    owner = codes[begins]
+    stats = pd.DataFrame({"piece": piece[keep], "ratio": ratio[keep],
+                          "price": np.abs(ours[keep])}).groupby("piece").median()
+    stats = stats.reindex(range(len(begins)))
+    level, price = stats["ratio"].to_numpy(), stats["price"].to_numpy()
+    size = np.bincount(piece[keep], minlength=len(begins))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        # Two levels are one when the closes they give differ by no more than a step.
+        near = np.maximum(tolerance * np.abs(level), STEP_CENTS / price) + _EPS
+    inner = ~np.r_[True, owner[1:] != owner[:-1]] & ~np.r_[owner[1:] != owner[:-1], True]
+    away = _excursions(owner, level, near) | (inner & (size < ADJUST_MIN_PIECE)) \
+        | ~np.isfinite(level)
+    excursion = away[piece]
+    # The level an excursion left (else the one it came back to).
+    left = pd.Series(np.where(away, np.nan, level)).groupby(owner).ffill()
+    around = left.fillna(pd.Series(np.where(away, np.nan, level)).groupby(owner).bfill())
+    around = np.where(excursion, around.to_numpy()[piece], np.nan)
+    # The levels of the other pieces: steps between them, one way only.
+    kept = np.flatnonzero(~away)
+    a, b = kept[:-1], kept[1:]
+    moves = (owner[a] == owner[b]) & (np.abs(level[b] - level[a]) > np.maximum(near[a],
+                                                                               near[b]))
+    up = np.bincount(owner[a[moves & (level[b] > level[a])]], minlength=n_symbols)
+    down = np.bincount(owner[a[moves & (level[b] < level[a])]], minlength=n_symbols)
+    differing = np.bincount(codes, weights=(off & ~spike & ~excursion).astype(float),
+                            minlength=n_symbols)
+    n_steps = up + down
+    astray = np.bincount(codes, weights=(spike | excursion).astype(float), minlength=n_symbols)
+    adjusted = ((differing >= ADJUST_MIN_BARS) & ((up == 0) | (down == 0))
+                & (astray <= ADJUST_ASTRAY * bars)
+                & (n_steps <= np.maximum(ADJUST_MAX_STEPS, bars // 20))
+                & (np.bincount(owner[kept], minlength=n_symbols) > 0))
     details: dict[int, str] = {}
     if adjusted.any():
-        piece = np.cumsum(steps | first) - 1
-        keep = ~spike & np.isfinite(ratio)
-        level = pd.Series(ratio[keep]).groupby(piece[keep]).median()
-        owner = pd.Series(codes[keep]).groupby(piece[keep]).first()
-        lows, highs = level.groupby(owner).min(), level.groupby(owner).max()
+        # The levels: the median ratio of the bars between two moves (excursions aside).
+        joined = np.full(len(begins), -1)
+        joined[kept] = np.cumsum(np.r_[True, moves | (owner[a] != owner[b])]) - 1
+        at = keep & ~excursion
+        levels = pd.Series(ratio[at]).groupby(joined[piece[at]]).median()
+        levels = levels.groupby(owner[kept][np.unique(joined[kept], return_index=True)[1]])
+        lows, highs = levels.min(), levels.max()
+        stepped = begins[b[moves]]
         for i in np.flatnonzero(adjusted):
-            dates = [_day(t) for t in ts[steps & (codes == i)]]
+            dates = [_day(t) for t in ts[stepped[codes[stepped] == i]]]
             lo, hi = lows.get(i, np.nan), highs.get(i, np.nan)
             if dates:
                 shown = ", ".join(dates[:10]) + (f" and {len(dates) - 10} more"
@@ -285,7 +539,25 @@ def _adjustment(codes, ts, ours, theirs, off, tolerance):
             details[i] = (f"close ratio theirs/ours {where}: adjusted differently (e.g. one "
                           f"side qfq or hfq, the other raw); {int(differing[i])} of "
                           f"{int(bars[i])} closes differ")
-    return adjusted, spike, details
+    return adjusted, spike, excursion, around, details
+
+
+def _excursions(owner: np.ndarray, level: np.ndarray, near: np.ndarray) -> np.ndarray:
+    """Which pieces are in an excursion: up to :data:`EXCURSION_PIECES` pieces in a row
+    after which the ratio is back at the level before them (one symbol's pieces)."""
+    n = len(owner)
+    edges = np.zeros(n + 1, np.int64)
+    for lag in range(2, EXCURSION_PIECES + 2):  # a few lags: no loop over pieces or bars
+        if n <= lag:
+            break
+        i = np.arange(n - lag)
+        k = i + lag
+        with np.errstate(invalid="ignore"):
+            hit = (owner[i] == owner[k]) & (np.abs(level[i] - level[k])
+                                            <= np.maximum(near[i], near[k]))
+        np.add.at(edges, i[hit] + 1, 1)
+        np.add.at(edges, k[hit], -1)
+    return np.cumsum(edges[:-1]) > 0
 
 
 def _units(symbols) -> np.ndarray:
@@ -295,9 +567,11 @@ def _units(symbols) -> np.ndarray:
                      for k in kinds.tolist()])
 
 
-def _volumes(both: pd.DataFrame, tolerance: float) -> list[pd.DataFrame]:
+def _volumes(both: pd.DataFrame, tolerance: float, held_o: np.ndarray,
+             held_t: np.ndarray) -> list[pd.DataFrame]:
     """One ``volume_units`` finding per symbol whose sides count in other units, else
-    ``volume`` findings per bar."""
+    ``volume`` findings per bar; and a ``volume`` finding per placeholder bar (``held_o``,
+    ``held_t``: ours', theirs') the other side traded."""
     symbol = both["symbol"].to_numpy(dtype=object)
     codes, names = pd.factorize(symbol, sort=False)
     ours, theirs = both["volume_o"].to_numpy(), both["volume_t"].to_numpy()
@@ -329,16 +603,20 @@ def _volumes(both: pd.DataFrame, tolerance: float) -> list[pd.DataFrame]:
             medians["theirs"].to_numpy()[which],
             [f"{text[i]}: median ratio ours/theirs {median[i]:.4g}" for i in which]))
     with np.errstate(invalid="ignore"):
-        off = (np.isfinite(ours) & np.isfinite(theirs) & ~units[codes]
+        # A placeholder (no trade) where the other side traded: one finding, whatever units.
+        traded = (held_o & (theirs > 0)) | (held_t & (ours > 0))
+        off = (np.isfinite(ours) & np.isfinite(theirs) & ~units[codes] & ~(held_o | held_t)
                & (np.abs(ours - theirs)
                   > max(tolerance, 0.01) * np.maximum(np.abs(ours), np.abs(theirs)) + _EPS))
-    rows = np.flatnonzero(off)
+    rows = np.flatnonzero(off | traded)
     o, t = ours[rows], theirs[rows]
     with np.errstate(invalid="ignore", divide="ignore"):
         r = o / t
-    found.append(_findings(symbol[rows], "volume", both["ts"].to_numpy()[rows], "volume", o, t,
-                           [f"ratio ours/theirs {x:.4g}" if math.isfinite(x) else "theirs 0"
-                            for x in r.tolist()]))
+    found.append(_findings(symbol[rows], "volume", both["ts"].to_numpy()[rows], "volume", o, t, [
+        (f"{'ours' if ho else 'theirs'} a placeholder bar (suspended: volume 0, flat at the "
+         f"close before), {'theirs' if ho else 'ours'} traded") if ho or ht
+        else f"ratio ours/theirs {x:.4g}" if math.isfinite(x) else "theirs 0"
+        for x, ho, ht in zip(r.tolist(), held_o[rows].tolist(), held_t[rows].tolist())]))
     return found
 
 
@@ -357,7 +635,8 @@ def _day(ts) -> str:
 class VerifyReport:
     """What one verification found. ``str()`` (and :meth:`to_text`) is a terminal table,
     :meth:`to_html` the notebook's, :meth:`to_dict` the JSON; :attr:`ok` is true when every
-    symbol was compared and nothing differs."""
+    symbol was compared and nothing differs (findings of :data:`INFORMATIONAL` kinds, such
+    as ``suspended``, differ in nothing)."""
 
     job_id: str
     status: str
@@ -373,8 +652,9 @@ class VerifyReport:
     n_chunks: int = 0
     #: Symbols compared (their provider answered with bars in the window).
     symbols_compared: int = 0
-    #: Compared symbols without any finding.
+    #: Compared symbols without any difference (informational findings aside).
     symbols_agreeing: int = 0
+    #: Compared symbols with a difference (a finding of a kind of :data:`DIFFERENCES`).
     symbols_with_findings: int = 0
     #: Symbols the other provider failed for (``failures`` says why).
     symbols_failed: int = 0
@@ -399,9 +679,15 @@ class VerifyReport:
     _source: object = None  # the db path, or the Store that was given
 
     @property
+    def n_differences(self) -> int:
+        """Findings that are differences: every kind of :data:`DIFFERENCES` (not ``suspended``,
+        which informs)."""
+        return sum(n for k, n in self.counts.items() if k not in INFORMATIONAL)
+
+    @property
     def ok(self) -> bool:
-        """Every symbol compared (none failed, skipped or empty), and no finding."""
-        return (self.n_findings == 0 and self.symbols_failed == 0 and self.symbols_empty == 0
+        """Every symbol compared (none failed, skipped or empty), and no difference."""
+        return (self.n_differences == 0 and self.symbols_failed == 0 and self.symbols_empty == 0
                 and self.symbols_skipped == 0)
 
     @property
@@ -433,7 +719,7 @@ class VerifyReport:
             else:
                 self.symbols_failed += 1
                 self.failures[o["symbol"]] = f"{o['error_class']}: {o['error']}"
-        with_findings = found["symbol"].nunique()
+        with_findings = found.loc[~found["kind"].isin(INFORMATIONAL), "symbol"].nunique()
         self.symbols_with_findings += with_findings
         self.symbols_agreeing = self.symbols_compared - self.symbols_with_findings
         for kind, n in found["kind"].value_counts().items():
@@ -458,16 +744,17 @@ class VerifyReport:
     # -- showing it ------------------------------------------------------------------------
 
     def _rows(self) -> list[tuple[str, str]]:
-        kinds = ", ".join(f"{n:,} {k}" for k, n in self.counts.items() if n)
+        kinds = ", ".join(f"{n:,} {k}" + (" (information)" if k in INFORMATIONAL else "")
+                          for k, n in self.counts.items() if n)
         symbols = (f"{self.n_symbols:,}: {self.symbols_compared} compared "
                    f"({self.symbols_agreeing} agree, {self.symbols_with_findings} with "
-                   f"findings)")
+                   f"differences)")
         symbols += "".join(f", {n} {what}" for n, what in (
             (self.symbols_failed, "failed"), (self.symbols_empty, "empty at " + self.against),
             (self.symbols_skipped, "skipped")) if n)
         rows = [
             ("verify", f"{self.job_id} ({self.status}): "
-                       + ("agrees" if self.ok else "differs" if self.n_findings
+                       + ("agrees" if self.ok else "differs" if self.n_differences
                           else "not every symbol compared")),
             ("series", f"{self.freq} {self.adjust}  {self.start} .. {self.end}  in {self.db}"),
             ("against", f"{self.against} on {self.mode}"
@@ -477,8 +764,9 @@ class VerifyReport:
             ("bars", f"{self.bars_compared:,} compared"),
             ("findings", f"{self.n_findings:,}" + (f": {kinds}" if kinds else "")),
             ("rules", (f"a price off by more than max(0.01, {self.tolerance:.2%} of theirs), "
-                       f"a volume by more than {max(self.tolerance, 0.01):.2%}; volume units "
-                       "and adjustment per symbol")),
+                       f"a volume by more than {max(self.tolerance, 0.01):.2%}; volume units, "
+                       "adjustment and stamp convention per symbol; placeholder bars one side "
+                       "has are suspended (information)")),
             ("time", f"{self.elapsed_s:.1f} s"),
         ]
         if self.dashboard_link:
@@ -490,7 +778,7 @@ class VerifyReport:
 
     def _table(self, limit: int) -> tuple[list[list[str]], int]:
         """The first ``limit`` findings as text cells, and how many are left out."""
-        shown = self.findings.head(limit) if self.n_findings else None
+        shown = self._first(limit) if self.n_findings else None
         if shown is None or shown.empty:
             return [], 0
         cells = [[str(r.symbol), str(r.kind), _day(r.ts), r.field if isinstance(r.field, str)
@@ -538,17 +826,28 @@ class VerifyReport:
                 f"{counted(self.n_symbols, 'symbol')}, {self.symbols_compared} compared, "
                 f"{self.symbols_failed} failed, {counted(self.n_findings, 'finding')}>")
 
-    def to_dict(self, limit: int | None = None) -> dict:
-        """A JSON-ready dict: the counts, ``ok``, and the findings (the first ``limit``, or
-        all) as records with ISO times."""
+    def _first(self, limit: int | None) -> pd.DataFrame:
+        """The first ``limit`` findings (None: all), differences before information."""
+        found = self.findings if self.n_findings else _findings([], "", [], None, [], [], "")
+        if limit is None or len(found) <= limit:
+            return found
+        informs = found["kind"].isin(INFORMATIONAL).to_numpy()
+        return found.take(np.argsort(informs, kind="stable")[:limit]).reset_index(drop=True)
+
+    def to_dict(self, limit: int | None = JSON_FINDINGS) -> dict:
+        """A JSON-ready dict: the counts, ``ok``, ``n_differences``, and the first ``limit``
+        findings (default :data:`JSON_FINDINGS`; None: all), differences before information,
+        as records with ISO times; ``findings_omitted`` says how many are left out and
+        ``all_findings`` how to read every one (``kdist.findings(db, job_id)``)."""
         data = {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
         data["counts"] = dict(self.counts)
         data["failures"] = dict(self.failures)
         data["empty"] = list(self.empty)
         data["ok"] = self.ok
-        found = self.findings if self.n_findings else _findings([], "", [], None, [], [], "")
-        if limit is not None:
-            found = found.head(limit)
+        data["n_differences"] = self.n_differences
+        found = self._first(limit)
+        data["findings_omitted"] = self.n_findings - len(found)
+        data["all_findings"] = f"kdist.findings({self.db!r}, {self.job_id!r})"
         data["findings"] = [
             {"symbol": r.symbol, "kind": r.kind,
              "ts": None if pd.isna(r.ts) else pd.Timestamp(r.ts).isoformat(),
@@ -559,8 +858,8 @@ class VerifyReport:
             for r in found.itertuples(index=False)]
         return data
 
-    def to_json(self, limit: int | None = None, **kwargs) -> str:
-        """:meth:`to_dict` as JSON text."""
+    def to_json(self, limit: int | None = JSON_FINDINGS, **kwargs) -> str:
+        """:meth:`to_dict` as JSON text (the first ``limit`` findings; None: all)."""
         return json.dumps(self.to_dict(limit), ensure_ascii=False, **kwargs)
 
     def _repr_html_(self):
@@ -630,7 +929,9 @@ def verify(
     cluster (chosen as :func:`kdist.ingest` chooses it), with that provider's politeness
     limits, and compared chunk by chunk as results arrive (the rules:
     :mod:`kdist.verification`). Findings go to ``kdist_findings`` and the symbols' outcomes to the
-    job ledger (a job of mode ``verify``); nothing is written to ``kline``.
+    job ledger (a job of mode ``verify``); nothing is written to ``kline``. Windows start no
+    earlier than the first day ``against`` serves ``freq`` bars (its horizon; the report's
+    ``note`` says so), and a symbol with no stored bar since fails with that reason.
 
     Parameters
     ----------
@@ -643,7 +944,7 @@ def verify(
         (the same for the same ``seed``); or, neither given, every stored one.
     start, end
         The window compared (dates, inclusive); by default each symbol's first and last
-        stored bar.
+        stored bar. Either way no earlier than the provider's horizon.
     freq, adjust
         The stored series compared (qfq/hfq derived where corporate actions are stored,
         as :func:`kdist.load` reads them); the provider is asked for the same.
@@ -665,7 +966,8 @@ def verify(
     Raises
     ------
     UsageError
-        An unknown provider, invalid or unstored symbols, bad numbers; nothing is recorded.
+        An unknown provider, invalid or unstored symbols, bad numbers, every chosen series
+        older than the provider serves; nothing is recorded.
     StoreError
         The database is missing, locked by an import (``DatabaseLockedError``) or opened
         read-only.
@@ -707,6 +1009,7 @@ def verify(
                              "(kdist adds it)", path=str(store.path))
         windows, invalid = _windows(store, provider, symbols, sample, seed, lo, hi, freq,
                                     adjust)
+        windows, unserved, horizon_note = _served(windows, provider, freq)
         provider.check(freq=freq, adjust=adjust, start=windows["since"].min(),
                        end=windows["stop"].max())
         open_cluster = _cluster_opener(stack, cluster_options)
@@ -716,13 +1019,15 @@ def verify(
             cluster = _auto_cluster(open_cluster, bars)
         else:
             cluster = open_cluster(client)
-        job = _Job(_new_job_id(), list(windows["symbol"]), invalid, windows["since"].min(),
+        job = _Job(_new_job_id(), list(windows["symbol"]), invalid + list(unserved),
+                   windows["since"].min(),
                    windows["stop"].max(), freq, adjust, provider, False, OVERLAP)
         report = VerifyReport(
             job_id=job.job_id, status=str(JobStatus.RUNNING), mode=cluster.mode,
             against=provider.name, freq=freq.value, adjust=adjust.value,
             start=str(job.start.date()), end=str((job.end - pd.Timedelta(days=1)).date()),
-            db=str(db), tolerance=float(tolerance), n_symbols=len(job.symbols) + len(invalid),
+            db=str(db), tolerance=float(tolerance),
+            n_symbols=len(job.symbols) + len(invalid) + len(unserved), note=horizon_note,
             dashboard_link=cluster.dashboard_link, fallback_reason=cluster.fallback_reason,
             mode_reason=cluster.reason, _source=given if given is not None else str(db))
         report.cluster_closed = closes_with_job(cluster)
@@ -742,7 +1047,7 @@ def verify(
                         "window": [None if lo is None else str(lo.date()),
                                    None if hi is None else str(hi.date())]},
              "note": cluster.fallback_reason},
-            job.symbols + invalid,
+            job.symbols + invalid + list(unserved),
         )
         callback.on_start({"job_id": job.job_id, "mode": cluster.mode,
                            "n_symbols": report.n_symbols, "n_chunks": len(chunks),
@@ -751,9 +1056,11 @@ def verify(
         run = _Run(store, job, windows.set_index("symbol"), float(tolerance), report, callback)
         status, raising = JobStatus.FAILED, False
         try:
-            if invalid:
+            if invalid or unserved:
                 bad = [outcome(s, Status.FAILED, error=UsageError(
                     f"not a symbol provider {provider.name!r} serves")) for s in invalid]
+                bad += [outcome(s, Status.FAILED, error=UsageError(why))
+                        for s, why in unserved.items()]
                 run.record(bad, _findings([], "", [], None, [], [], ""))
             limits = _limits(job, cluster, max_concurrency=max_concurrency, max_rate=max_rate,
                              trip_after=TRIP_AFTER, cooldown=COOLDOWN)
@@ -843,6 +1150,41 @@ def _windows(store: Store, provider: Provider, symbols, sample, seed, lo, hi, fr
     return windows, invalid
 
 
+def _served(windows: pd.DataFrame, provider: Provider, freq: Freq, now=None):
+    """The windows clipped to the first day ``provider`` serves ``freq`` bars on (its rolling
+    or fixed horizon, :meth:`~kdist.providers.Provider.horizon`): ``(windows, unserved,
+    note)``; ``unserved``: the symbols whose window ends before that day, each with why it
+    is not compared; ``note``: what the report says of the clipping (None: nothing clipped).
+    Bars stored before that day are not compared."""
+    horizon = provider.horizon(freq)
+    first = horizon.first_served(now) if horizon is not None else None
+    if first is None:
+        return windows, {}, None
+    served = np.datetime64(pd.Timestamp(first).normalize(), "us")
+    clipped = windows["since"].to_numpy() < served
+    if not clipped.any():
+        return windows, {}, None
+    if horizon.days is not None and (horizon.earliest is None or first > horizon.earliest):
+        how = f"for the last {horizon.days} days"
+    else:
+        how = f"from {pd.Timestamp(first).date()} on"
+    said = f"{provider.name} serves {freq.value} bars {how}"
+    gone = windows["stop"].to_numpy() <= served
+    unserved = {s: f"every stored bar is before {pd.Timestamp(first).date()}: {said}; "
+                   "nothing to compare" for s in windows["symbol"][gone]}
+    if gone.all():
+        raise UsageError(f"Nothing to verify: {said} (from {pd.Timestamp(first).date()}) "
+                         f"and every stored {freq.value} bar chosen is older")
+    windows = windows[~gone].copy()
+    for col in ("since", "full"):
+        windows[col] = np.maximum(windows[col].to_numpy(), served)
+    note = (f"windows start at {pd.Timestamp(first).date()}: {said}; the bars stored before "
+            "are not compared")
+    if unserved:
+        note += f" ({len(unserved)} symbol{'s' if len(unserved) > 1 else ''} with none since)"
+    return windows.reset_index(drop=True), unserved, note
+
+
 def _stored(store: Store, freq: Freq, adjust: Adjust) -> pd.DataFrame:
     """``symbol, first, last`` of every series :meth:`Store.load` reads as ``freq``/``adjust``:
     stored bars, and for qfq/hfq the raw bars of symbols whose corporate actions are stored
@@ -869,6 +1211,8 @@ class _Run:
         self.inside: dict[int, int] = {}
         self.taken: set[int] = set()
         self.finished = self.shown = self.chunks = 0
+        self.said = report.note  # the report's note before any chunk (the horizon's)
+        self.theirs = (job.provider.name, job.provider.bar_time)
 
     def tick(self, index: int, done: int):
         if index not in self.taken:
@@ -901,14 +1245,15 @@ class _Run:
                                         rejected=o.get("rejected"), start=since))
         theirs = theirs[theirs["symbol"].isin(compared)]
         ours = ours[ours["symbol"].isin(compared)]
-        found, both = _compare(ours, theirs, self.tolerance)
+        declared = (_conventions(ours) if self.job.freq.intraday else {}, {None: self.theirs})
+        found, both = _compare(ours, theirs, self.tolerance, self.job.freq, declared)
         self.report.bars_compared += both
         self.record(outcomes, found)
         self.chunks += 1
         self.callback.on_chunks(self.chunks, self.report.n_chunks)
         tripped = [o["error"] for o in result.outcomes if o["status"] == Status.SKIPPED]
         if tripped:
-            self.report.note = tripped[0]
+            self.report.note = "; ".join(n for n in (self.said, tripped[0]) if n)
 
     def _ours(self, symbols: list[str]) -> pd.DataFrame:
         w = self.windows.loc[symbols]
@@ -927,6 +1272,21 @@ class _Run:
         if done > self.shown:
             self.shown = done
             self.callback.on_progress(done, total)
+
+
+def _conventions(ours: pd.DataFrame) -> dict:
+    """``{symbol: (source, declared bar_time)}`` of the stored bars: the stamp convention of
+    the provider each symbol's bars came from (its first bar's), where one is declared."""
+    if ours.empty or "source" not in ours:
+        return {}
+    sources = ours.groupby("symbol", sort=False)["source"].first().dropna().astype(str)
+    declared = {}
+    for name in sources.unique().tolist():  # a few sources, not bars
+        try:
+            declared[name] = provider_class(name).bar_time
+        except KdistError:
+            declared[name] = None  # a source no installed provider knows
+    return {s: (name, declared[name]) for s, name in sources.items()}
 
 
 def _within(bars: pd.DataFrame, windows: pd.DataFrame) -> pd.DataFrame:

@@ -13,6 +13,7 @@ import json
 import math
 import shutil
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -28,7 +29,10 @@ from kdist.errors import (
     UnknownProviderError,
     UsageError,
 )
+from kdist.providers.base import Horizon
 from kdist.providers.files import CSVProvider
+from kdist.providers.synthetic import SyntheticProvider
+from kdist.schema import Adjust, Freq
 from kdist.verification import compare_bars
 
 START, END = "2023-01-01", "2024-06-30"
@@ -509,3 +513,237 @@ def exit_code(argv) -> int:
         return main(argv)
     except SystemExit as exit:
         return exit.code
+
+
+# -- suspensions: placeholder bars one side has -------------------------------------------------
+
+
+def suspended(frame: pd.DataFrame, rows) -> pd.DataFrame:
+    """``frame`` with placeholder bars at ``rows``: volume 0, flat at the previous close (the
+    rows in order, so a run repeats the close before it)."""
+    frame = frame.copy()
+    for i in rows:
+        frame.loc[i, ["open", "high", "low", "close"]] = frame.at[i - 1, "close"]
+        frame.loc[i, "volume"] = 0.0
+    return frame
+
+
+def a_report(**given) -> verify_module.VerifyReport:
+    fields = {"job_id": "job", "status": "done", "mode": "sync", "against": "csv",
+              "freq": "1d", "adjust": "none", "start": "2024-01-02", "end": "2024-12-31",
+              "db": "kdist.duckdb", "tolerance": TOL}
+    return verify_module.VerifyReport(**{**fields, **given})
+
+
+def test_suspended_days_one_side_has_are_information_not_differences():
+    from kdist.outcome import outcome
+
+    traded = bars(CLEAN, np.linspace(10, 12, 30))
+    ours = suspended(traded, [10, 11, 12, 20])  # baostock's placeholders
+    theirs = traded.drop(index=[10, 11, 12, 20])  # Eastmoney leaves the days out
+    result = compare_bars(ours, theirs)
+    assert list(result["kind"]) == ["suspended", "suspended"]  # one per run of days
+    assert list(result["ts"]) == [traded["ts"][10], traded["ts"][20]]
+    first = result["detail"].iat[0]
+    assert first.startswith("3 placeholder bars") and str(traded["ts"][12].date()) in first
+    assert "ours" in first and result["ours"].iat[0] == ours["close"][10]
+    back = compare_bars(theirs, ours)  # the other way round: theirs has them
+    assert list(back["kind"]) == ["suspended", "suspended"] and "theirs" in back["detail"][0]
+    report = a_report()
+    report.count([outcome(CLEAN, "ok")], result)
+    assert report.ok and report.n_differences == 0 and report.counts["suspended"] == 2
+    assert report.symbols_agreeing == 1 and report.symbols_with_findings == 0
+    assert "agrees" in report.to_text()
+    # A placeholder matched with a bar the other side traded: one volume finding, no prices.
+    (bar,) = compare_bars(suspended(traded, [5]), traded).itertuples(index=False)
+    assert (bar.kind, bar.field, bar.ts) == ("volume", "volume", traded["ts"][5])
+    assert "placeholder" in bar.detail and (bar.ours, bar.theirs) == (0.0, 1000.0)
+    # ... also when the symbol's volumes are in other units.
+    lots = traded.assign(volume=traded["volume"] / 100)
+    kinds = compare_bars(suspended(traded, [5]), lots)["kind"]
+    assert sorted(kinds) == ["volume", "volume_units"]
+
+
+def test_a_verification_of_suspended_days_is_ok(tmp_path):
+    rows = bars(CLEAN, np.linspace(10, 12, 30), amount=1e4)
+    (tmp_path / "ours").mkdir()
+    (tmp_path / "theirs").mkdir()
+    _export(suspended(rows, [10, 11, 12]), tmp_path / "ours" / f"{CLEAN}.csv")
+    _export(rows.drop(index=[10, 11, 12]), tmp_path / "theirs" / f"{CLEAN}.csv")
+    db = str(tmp_path / "kdist.duckdb")
+    kdist.ingest([CLEAN], start="2024-01-01", end="2024-03-31",
+                 provider=kdist.get_provider("csv", root=str(tmp_path / "ours")), db=db,
+                 client="sync", progress=False)
+    report = kdist.verify(db, "csv", options={"root": str(tmp_path / "theirs")},
+                          client="sync")
+    assert report.ok and report.status == "done"
+    assert report.counts["suspended"] == 1 and report.n_findings == 1
+    assert report.counts["only_ours"] == 0 and report.n_differences == 0
+
+
+# -- an adjustment steps one way; a run of bad bars comes back --------------------------------
+
+
+def test_a_run_of_bad_bars_that_comes_back_is_price_findings_not_an_adjustment():
+    ours = bars(CLEAN, np.linspace(10, 20, 40))
+    prices = ["open", "high", "low", "close"]
+    bad = [18, 19, 20]
+    theirs = ours.copy()
+    theirs.loc[bad, prices] = (ours.loc[bad, prices] * 1.1).round(2)
+    result = compare_bars(ours, theirs)
+    assert set(result["kind"]) == {"price"}
+    assert set(zip(result["ts"], result["field"])) == {(ours["ts"][i], f) for i in bad
+                                                       for f in prices}
+    # Inside a real adjustment: one adjust finding, and the run's bars as price findings.
+    factor = np.where(np.arange(40) < 25, 0.9, 1.0)
+    adjusted = ours.assign(**{c: (ours[c] * factor).round(2) for c in prices})
+    adjusted.loc[[10, 11, 12], prices] = (adjusted.loc[[10, 11, 12], prices] * 1.1).round(2)
+    result = compare_bars(ours, adjusted)
+    assert list(result["kind"]).count("adjust") == 1
+    (detail,) = result.loc[result["kind"] == "adjust", "detail"]
+    assert f"to 1, stepping on {ours['ts'][25].date()}:" in detail  # one step, the 25th bar
+    assert "ratio theirs/ours 0.9" in detail or "ratio theirs/ours 0.8999" in detail
+    price = result[result["kind"] == "price"]
+    assert set(price["ts"]) == set(ours["ts"][[10, 11, 12]])
+    # A ratio that goes one way and back over long pieces is no adjustment either.
+    there_and_back = ours.assign(**{c: (ours[c] * np.where((np.arange(40) >= 10)
+                                                           & (np.arange(40) < 30), 1.1, 1.0))
+                                    .round(2) for c in prices})
+    assert set(compare_bars(ours, there_and_back)["kind"]) == {"price"}
+
+
+# -- the provider's horizon -------------------------------------------------------------------
+
+
+class Horizoned(SyntheticProvider):
+    """The synthetic provider as a vendor that serves 5m bars for the last 30 days only, and
+    refuses earlier starts as Yahoo does."""
+
+    horizons: ClassVar[dict] = {Freq.MIN5: Horizon(days=30, source="a test's")}
+
+    def check(self, *, freq, adjust, start, end):
+        super().check(freq=freq, adjust=adjust, start=start, end=end)
+        served = self.horizon(freq).first_served() if self.horizon(freq) else None
+        if served is not None and pd.Timestamp(start) < served:
+            raise InvalidOptionError(f"start {start} is before {served}", option="start")
+
+
+def test_windows_start_where_the_provider_s_horizon_does(tmp_path):
+    db = str(tmp_path / "kdist.duckdb")
+    today = pd.Timestamp.now().normalize()
+    kdist.ingest([CLEAN], start=today - pd.Timedelta(days=45), end=today - pd.Timedelta(days=1),
+                 freq="5m", db=db, client="sync", progress=False)
+    kdist.ingest([LOTS], start=today - pd.Timedelta(days=50),
+                 end=today - pd.Timedelta(days=40), freq="5m", db=db, client="sync",
+                 progress=False)
+    served = Horizoned.horizon("5m").first_served()
+    report = kdist.verify(db, Horizoned(), freq="5m", client="sync")
+    assert f"windows start at {served.date()}" in report.note
+    assert "serves 5m bars for the last 30 days" in report.note
+    assert report.start == str(served.date())
+    assert report.n_findings == 0 and report.counts["only_ours"] == 0
+    stored = kdist.load(db, [CLEAN], freq="5m")
+    assert report.bars_compared == int((stored["ts"] >= served).sum()) > 0
+    # A series whose every bar is older cannot be compared: a failure that says why.
+    assert report.symbols_compared == 1 and set(report.failures) == {LOTS}
+    assert f"before {served.date()}" in report.failures[LOTS]
+    with pytest.raises(UsageError, match="serves 5m bars for the last 30 days"):
+        kdist.verify(db, Horizoned(), [LOTS], freq="5m", client="sync")
+
+
+def test_yahoo_s_minute_bars_are_compared_for_the_days_it_serves(tmp_path, monkeypatch):
+    """kdist.verify(db, "yfinance", freq="1m") on 1m bars stored 40 days back: not refused
+    (Yahoo serves 30 days), the windows clipped, the older bars not compared."""
+    from kdist.outcome import outcome
+    from kdist.providers.yfinance_ import YfinanceProvider
+
+    today = pd.Timestamp.now().normalize()
+    days = pd.bdate_range(today - pd.Timedelta(days=40), today - pd.Timedelta(days=1))
+    ts = pd.Series([d + pd.Timedelta(minutes=m) for d in days for m in (570, 571)],
+                   dtype="datetime64[us]")
+    stored = pd.DataFrame({"symbol": "AAPL", "ts": ts, "open": 10.0, "high": 10.5, "low": 9.5,
+                           "close": 10.2, "volume": 1000.0, "amount": np.nan})
+    db = str(tmp_path / "kdist.duckdb")
+    with kdist.Store(db) as store:
+        store.write_batch(stored, [outcome("AAPL", "ok", rows=len(stored))], job_id="job-yahoo",
+                          freq=Freq.MIN1, adjust=Adjust.NONE, source="yfinance",
+                          windows=pd.DataFrame({"symbol": ["AAPL"], "start": [days[0]],
+                                                "stop": [days[-1] + pd.Timedelta(days=1)]}))
+    calls = []
+
+    def history(ticker, **kwargs):  # Yahoo's answer: 09:30 and 09:31 of each weekday asked
+        calls.append(kwargs)
+        asked = pd.bdate_range(kwargs["start"], pd.Timestamp(kwargs["end"]) - pd.Timedelta(days=1))
+        stamps = pd.DatetimeIndex([d + pd.Timedelta(minutes=m) for d in asked for m in (570, 571)],
+                                  name="Datetime").tz_localize("America/New_York")
+        n = len(stamps)
+        return pd.DataFrame({"Open": [10.0] * n, "High": [10.5] * n, "Low": [9.5] * n,
+                             "Close": [10.2] * n, "Volume": [1000] * n}, index=stamps)
+
+    monkeypatch.setattr(YfinanceProvider, "_history", staticmethod(history))
+    report = kdist.verify(db, "yfinance", freq="1m", client="sync")
+    served = YfinanceProvider.horizon(Freq.MIN1).first_served()
+    assert calls and min(pd.Timestamp(c["start"]) for c in calls) >= served
+    assert report.ok and report.n_findings == 0, report.to_text()
+    assert report.note.startswith(f"windows start at {served.date()}: yfinance serves 1m bars "
+                                  "for the last 30 days")
+    assert report.bars_compared == int((ts >= served).sum()) > 0
+
+
+# -- stamp conventions ----------------------------------------------------------------------------
+
+
+def test_bars_stamped_at_their_start_against_their_end_are_one_bar_time_finding():
+    ours = kdist.fetch([CLEAN], start="2024-03-04", end="2024-03-06", freq="5m")
+    theirs = ours.assign(ts=ours["ts"] - pd.Timedelta(minutes=5))  # Yahoo's stamps
+    theirs.loc[20, "close"] = theirs.loc[20, "close"] * 1.05  # and one real difference
+    theirs.loc[20, "high"] = max(theirs.loc[20, "high"], theirs.loc[20, "close"])
+    for given in ({"freq": "5m", "bar_times": ("end", "start")}, {}):
+        result = compare_bars(ours, theirs, **given)
+        assert set(result["kind"]) == {"bar_time", "price"}, result
+        (stamp,) = result.loc[result["kind"] == "bar_time", "detail"]
+        assert ("theirs are stamped at the bar's start, ours at its end: every bar 5 minutes "
+                "earlier") in stamp
+        assert set(result.loc[result["kind"] == "price", "ts"]) == {ours["ts"][20]}
+    assert "as declared" in compare_bars(ours, theirs, freq="5m",
+                                         bar_times=("end", "start"))["detail"][0]
+    assert compare_bars(ours, ours, freq="5m").empty  # the same stamps: nothing
+    later = compare_bars(theirs, ours, freq="5m")  # the other way round
+    assert "at the bar's end, ours at its start: every bar 5 minutes later" in later["detail"][0]
+
+
+def test_a_verification_against_files_stamped_at_the_bar_s_start(db, tmp_path):
+    kdist.ingest([CLEAN], start="2024-03-04", end="2024-03-08", freq="5m", db=db,
+                 client="sync", progress=False)
+    rows = kdist.load(db, [CLEAN], freq="5m").drop(columns=["symbol", "source"])
+    _export(rows.assign(ts=rows["ts"] - pd.Timedelta(minutes=5)), tmp_path / f"{CLEAN}.csv")
+    report = kdist.verify(db, "csv", [CLEAN], freq="5m", options={"root": str(tmp_path)},
+                          client="sync")
+    assert report.counts["bar_time"] == 1 and report.n_findings == 1
+    assert report.bars_compared == len(rows)
+    assert "synthetic" in report.findings["detail"][0]  # ours' declared convention
+
+
+# -- the JSON's size --------------------------------------------------------------------------
+
+
+def test_the_json_holds_a_bounded_number_of_findings(monkeypatch):
+    from kdist.outcome import outcome
+
+    n = verify_module.JSON_FINDINGS + 500
+    ours = bars(LOTS, np.full(n, 10.0), volume=1000.0)
+    found = compare_bars(ours, ours.assign(volume=2000.0))  # a volume finding per bar
+    held = bars(CLEAN, np.linspace(10, 12, 30))  # sorts first: informational findings
+    found = pd.concat([compare_bars(suspended(held, [5, 15]), held.drop(index=[5, 15])),
+                       found], ignore_index=True)
+    report = a_report()
+    report.count([outcome(CLEAN, "ok"), outcome(LOTS, "ok")], found)
+    data = report.to_dict()
+    assert len(data["findings"]) == verify_module.JSON_FINDINGS
+    assert data["findings_omitted"] == n + 2 - verify_module.JSON_FINDINGS
+    assert data["n_findings"] == n + 2 and data["counts"]["volume"] == n
+    assert "kdist.findings('kdist.duckdb', 'job')" in data["all_findings"]
+    assert {f["kind"] for f in data["findings"]} == {"volume"}  # differences first
+    everything = json.loads(report.to_json(limit=None))
+    assert len(everything["findings"]) == n + 2 and everything["findings_omitted"] == 0
+    assert len(report.to_dict(limit=3)["findings"]) == 3
