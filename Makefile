@@ -43,13 +43,17 @@ demo: $(VENV)/.installed-demo
 
 # The libraries kdist's exports are checked with, each in a virtual environment of its own
 # (.venv-NAME, from tests/interop/NAME.txt) where its pins conflict with kdist's (pandas):
-# kdist itself is installed there without its dependencies; the file lists what is needed.
+# kdist itself is installed there without its dependencies; the file lists what is needed,
+# and NAME.nodeps what is installed without its own (pyqlib: its full install pulls mlflow,
+# cvxpy and lightgbm, 1.4 GB, for what reading data does not need).
 INTEROP := $(patsubst tests/interop/%.txt,%,$(wildcard tests/interop/*.txt))
 
-$(VENV)-%/.installed: tests/interop/%.txt pyproject.toml
+$(VENV)-%/.installed: tests/interop/%.txt $(wildcard tests/interop/*.nodeps) pyproject.toml
 	$(PYTHON) -m venv $(VENV)-$*
 	$(VENV)-$*/bin/python -m pip install --quiet --upgrade pip
 	$(VENV)-$*/bin/python -m pip install --quiet -r $<
+	if [ -f tests/interop/$*.nodeps ]; then \
+		$(VENV)-$*/bin/python -m pip install --quiet --no-deps -r tests/interop/$*.nodeps; fi
 	$(VENV)-$*/bin/python -m pip install --quiet --no-deps -e .
 	touch $@
 
