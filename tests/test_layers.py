@@ -14,10 +14,10 @@ ROOT = Path(kdist.__file__).parent
 LAYERS = [
     ("faces", {"cli", "cli_cluster", "cli_format", "widgets", "browse", "_panels",
                "plotting", "__main__"}),
-    ("public API", {"runner", "verification", "export"}),
+    ("public API", {"runner", "verification", "export", "feeds"}),
     ("the client loop", {"loop", "batch"}),
     ("where bars go, where chunks run",
-     {"store", "adjustment", "gaps", "horizons", "wide", "ledger", "access", "cluster", "backends", "_quiet_worker", "security",
+     {"store", "adjustment", "gaps", "horizons", "wide", "qlib", "zipline", "ledger", "access", "cluster", "backends", "_quiet_worker", "security",
       "progress"}),
     ("worker side", {"fetching", "plan", "limits", "ticks", "providers", "testing"}),
     ("foundations", {"schema", "actions", "calendars", "bars", "securities", "outcome", "report", "errors", "_version"}),
