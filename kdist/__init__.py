@@ -27,6 +27,7 @@ from .plan import Chunk, plan_chunks
 from .progress import Callback, TerminalProgress
 from .providers import Provider, available_providers, get_provider
 from .report import Report
+from .exporting import export
 from .runner import ChunkResult, chunk_tasks, fetch, fetch_chunk, ingest, update
 from .schema import Adjust, Freq, normalise, normalise_symbol
 from .store import (
@@ -76,6 +77,7 @@ __all__ = [
     "chunk_tasks",
     "corporate_actions",
     "errors",
+    "export",
     "fetch",
     "fetch_chunk",
     "findings",
@@ -94,3 +96,16 @@ __all__ = [
     "update",
     "verify",
 ]
+
+
+#: Modules reached as ``kdist.NAME`` without importing them first (each imports its own
+#: packages, backtrader's or zipline's, only when used).
+_LAZY = ("feeds", "horizons", "qlib", "zipline")
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'kdist' has no attribute {name!r}")

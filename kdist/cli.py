@@ -477,7 +477,7 @@ def cmd_verify(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .export import export
+    from .exporting import export
     from .schema import normalise_symbol
 
     symbols = [normalise_symbol(s, strict=False) for s in args.symbols] or None
@@ -501,6 +501,9 @@ def cmd_export(args) -> int:
         summary = export(args.db, args.out, args.format, symbols=symbols, start=args.start,
                          end=args.end, freq=args.freq, adjust=args.adjust,
                          overwrite=args.overwrite, progress=progress)
+    except OSError as exc:  # a path that cannot be made or written
+        raise UsageError(f"Cannot write the export to {args.out}: {exc.strerror or exc}; "
+                         "choose a directory you can write") from exc
     finally:
         if bar is not None:
             bar.stop()
@@ -509,6 +512,9 @@ def cmd_export(args) -> int:
     elif not args.quiet:
         print(f"{summary['format']}: {summary.get('symbols', 0):,} symbols, "
               f"{summary.get('bars', 0):,} bars -> {summary['path']}")
+        if summary.get("missing"):
+            print(f"no bars in the window for {', '.join(summary['missing'][:5])}",
+                  file=sys.stderr)
     return EXIT_OK
 
 

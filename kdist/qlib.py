@@ -84,7 +84,7 @@ import pandas as pd
 
 from .errors import UsageError
 from .schema import Adjust, Freq, parse_symbols, to_date
-from .store import Store
+from .store import reading
 
 __all__ = ["FIELDS", "qlib_code", "qlib_freq", "write_qlib"]
 
@@ -182,23 +182,22 @@ def write_qlib(db_or_store, out, *, symbols=None, start=None, end=None, freq="1d
     if symbols is not None:
         symbols = parse_symbols([symbols] if isinstance(symbols, str) else symbols,
                                 strict=False)[0]
-    if isinstance(db_or_store, Store):
-        return _export(db_or_store, out, old, qfreq, freq, symbols, lo, hi, start, end,
-                       progress, placeholders)
-    with Store(db_or_store, read_only=True) as store:
-        return _export(store, out, old, qfreq, freq, symbols, lo, hi, start, end, progress,
-                       placeholders)
+    # Each read opens the file for itself (kdist.store.reading): an import writing it
+    # meanwhile gets its turn between chunks, and the bins are written with it closed.
+    return _export(db_or_store, out, old, qfreq, freq, symbols, lo, hi, start, end,
+                   progress, placeholders)
 
 
 def _export(store, out, old, qfreq, freq, symbols, lo, hi, start, end, progress,
             placeholders) -> dict:
     if symbols is None:
-        stored = set(store.series(freq, Adjust.NONE)["symbol"])
-        stored |= set(store.series(freq, Adjust.HFQ)["symbol"])
+        with reading(store) as opened:
+            stored = set(opened.series(freq, Adjust.NONE)["symbol"])
+            stored |= set(opened.series(freq, Adjust.HFQ)["symbol"])
         symbols = sorted(stored)
     if not symbols:
-        raise UsageError(f"nothing stored for freq {freq.value} in {store.path}: nothing to "
-                         "export to qlib")
+        raise UsageError(f"nothing stored for freq {freq.value} in {_name(store)}: nothing "
+                         "to export to qlib")
     size = CHUNK_SYMBOLS if not freq.intraday else max(
         1, CHUNK_SYMBOLS * freq.minutes // 240)
     total = 2 * len(symbols)
@@ -236,7 +235,7 @@ def _export_into(store, out, old, qfreq, freq, symbols, lo, hi, start, end, prog
             window = f" from {start}" if start is not None else ""
             window += f" to {end}" if end is not None else ""
             raise UsageError(f"nothing stored for the {len(symbols)} symbol(s) asked at freq "
-                             f"{freq.value}{window} in {store.path}: nothing to export")
+                             f"{freq.value}{window} in {_name(store)}: nothing to export")
         summary = _write(out, old, qfreq, dates, files, lo, hi, progress, len(symbols),
                          total)
     asked = {qlib_code(s): s for s in symbols}
@@ -244,11 +243,17 @@ def _export_into(store, out, old, qfreq, freq, symbols, lo, hi, start, end, prog
     return summary
 
 
+def _name(store) -> str:
+    """The file of a path or a Store, for messages."""
+    return str(getattr(store, "path", store))
+
+
 def _read_chunk(store, chunk, start, end, freq, placeholders):
     """One chunk of symbols read from the store: their codes, each one's offset into
     ``when`` (bar times, whole seconds) and ``values`` (one row per bar, :data:`_READ`)."""
-    hfq = store.load(chunk, start, end, freq, "hfq", placeholders=placeholders)
-    raw = store.load(chunk, start, end, freq, "none", placeholders=placeholders)
+    with reading(store) as opened:
+        hfq = opened.load(chunk, start, end, freq, "hfq", placeholders=placeholders)
+        raw = opened.load(chunk, start, end, freq, "none", placeholders=placeholders)
     keys = ["symbol", "ts"]
     adjusted = hfq.merge(raw[[*keys, "close", "volume"]], on=keys, how="left",
                          suffixes=("", "_raw"))

@@ -26,6 +26,7 @@ Identifiers are fixed strings in this module; every value goes through a ``?`` p
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 
@@ -986,6 +987,18 @@ class Store(Ledger):
                 .reset_index())
 
 
+@contextlib.contextmanager
+def reading(db_or_store):
+    """A read-only :class:`Store` of ``db_or_store`` for one short read, closed after it (a
+    Store given is used as it is). Long exports open one per chunk: a reader holding the
+    file would make an import writing it meanwhile wait, and give up after a minute."""
+    if isinstance(db_or_store, Store):
+        yield db_or_store
+        return
+    with Store(db_or_store, read_only=True) as store:
+        yield store
+
+
 def _listing(names, most: int = 5) -> str:
     """``a, b, c`` or ``a, b, c, d, e and 3 more``."""
     names = sorted(names)
@@ -1061,8 +1074,8 @@ def panel(db=DEFAULT_DB, symbols=None, fields="close", start=None, end=None, fre
     One field (``fields="close"``): a DatetimeIndex (``ts``) by symbol. Several
     (``fields=["open", "close", "volume"]``): columns ``(field, symbol)``. A date a symbol
     has no bar on is NaN. Prices are adjusted as :func:`load` adjusts them (``adjust="qfq"``
-    derives from raw bars and stored factors); volume is whole numbers (``int64``, or
-    ``Int64`` where there are gaps) when every stored volume is. The other arguments are
+    derives from raw bars and stored factors); volume is ``int64`` when every cell is a whole
+    number (float64 with NaN where a symbol has no bar on a date). The other arguments are
     :func:`load`'s.
 
     Examples

@@ -4,8 +4,8 @@
 use: a DatetimeIndex (``ts``) by symbols for one field, and columns ``(field, symbol)`` for
 several. Prices are adjusted as :func:`kdist.load` adjusts them (qfq/hfq derived from the
 raw bars and the stored factors where corporate actions are stored); volume comes back as
-whole numbers (``int64``, or the nullable ``Int64`` where a symbol has no bar on a date) when
-every stored volume is one. A date a symbol has no bar on is NaN.
+``int64`` when every cell is a whole number, and as float64 (NaN) when a symbol has no bar
+on a date: numpy and numba, vectorbt's indicators, cannot take pandas' nullable integers.
 
 Raw prices are read in DuckDB as the fields asked and numbered there, and laid out with one
 numpy assignment: no long frame of every column, no pandas pivot (see
@@ -111,10 +111,9 @@ def _joined(tables: list[pa.Table], column: str) -> pa.ChunkedArray:
 
 
 def _whole(frame: pd.DataFrame, values: np.ndarray) -> pd.DataFrame:
-    """Volume as whole numbers when every stored one is: int64, or Int64 with gaps."""
-    finite = values[~np.isnan(values)]
-    if len(finite) and not np.array_equal(finite, np.round(finite)):
+    """Volume as int64 when every cell holds a whole number; with a gap (NaN) it stays
+    float64, which numpy and numba (vectorbt's indicators) take: pandas' nullable Int64
+    is an array of objects to them."""
+    if frame.isna().to_numpy().any() or not np.array_equal(values, np.round(values)):
         return frame
-    if not frame.isna().to_numpy().any():
-        return frame.astype("int64")
-    return frame.astype("Int64")
+    return frame.astype("int64")

@@ -21,6 +21,9 @@ import pytest
 import kdist
 import kdist.feeds as feeds
 
+#: A consumer library run on what kdist gives it: make test-interop runs these too.
+pytestmark = pytest.mark.interop
+
 SYMBOLS = ["600000.SH", "000001.SZ"]
 LATE = "300750.SZ"  # stored from 2023-03 only: NaN before that in a panel
 SUSPENDED = {"600000.SH": ["2023-06-05", "2023-06-06", "2023-06-07"],

@@ -19,7 +19,10 @@ import pyarrow.dataset as ds
 import pytest
 
 import kdist
-from kdist.export import export
+from kdist.exporting import export
+
+#: A consumer library run on what kdist gives it: make test-interop runs these too.
+pytestmark = pytest.mark.interop
 
 SYMBOLS = ["600000.SH", "000001.SZ", "300750.SZ"]
 COLUMNS = ["symbol", "ts", "open", "high", "low", "close", "volume", "amount", "source"]

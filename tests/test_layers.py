@@ -14,7 +14,7 @@ ROOT = Path(kdist.__file__).parent
 LAYERS = [
     ("faces", {"cli", "cli_cluster", "cli_format", "widgets", "browse", "_panels",
                "plotting", "__main__"}),
-    ("public API", {"runner", "verification", "export", "feeds"}),
+    ("public API", {"runner", "verification", "exporting", "feeds"}),
     ("the client loop", {"loop", "batch"}),
     ("where bars go, where chunks run",
      {"store", "adjustment", "gaps", "horizons", "wide", "qlib", "zipline", "ledger", "access", "cluster", "backends", "_quiet_worker", "security",

@@ -75,6 +75,10 @@ def test_available_providers_lists_the_plugin():
         "extra": None,
         "description": ExampleProvider.description,
         "options": {"base": "price level of the first day of 2000"},
+        "freqs": [f.value for f in ExampleProvider.freqs],
+        "calendar": None,
+        "bar_time": "end",
+        "horizons": {},
     }
     assert rows["synthetic"]["installed"]  # the built-ins are still there
 
