@@ -28,7 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import UsageError
-from .schema import Adjust, Freq, parse_symbols
+from .schema import Adjust, Freq, read_symbols
 
 __all__ = ["FORMATS", "export"]
 
@@ -107,8 +107,7 @@ def _chosen(db, symbols, freq: Freq, adjust: Adjust) -> list[str]:
             raise UsageError(f"No {freq.value} {adjust.value} bars of any symbol in {db}: "
                              "'kdist status' lists what is stored")
         return sorted(names)
-    wanted = parse_symbols([symbols] if isinstance(symbols, str) else symbols,
-                           strict=False)[0]
+    wanted = read_symbols(symbols)
     missing = [s for s in wanted if s not in names]
     if missing:
         raise UsageError(f"No {freq.value} {adjust.value} bars of {', '.join(missing[:5])}"

@@ -20,7 +20,7 @@ from __future__ import annotations
 import pandas as pd
 
 from .errors import MissingDependencyError, UsageError
-from .schema import Adjust, Freq, parse_symbols
+from .schema import Adjust, Freq, read_symbols
 from .store import DEFAULT_DB, load
 
 __all__ = ["backtrader", "backtrader_frame", "backtrader_many"]
@@ -56,8 +56,7 @@ def _frames(db, symbols, start, end, freq, adjust, placeholders, as_of) -> dict[
     if symbols is None:
         wanted = sorted(bars["symbol"].unique())
     else:
-        wanted = parse_symbols([symbols] if isinstance(symbols, str) else symbols,
-                               strict=False)[0]
+        wanted = read_symbols(symbols)
     frames = {}
     for symbol, group in bars.groupby("symbol", sort=False):
         frame = group.loc[:, list(COLUMNS)].set_axis(

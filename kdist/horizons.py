@@ -215,15 +215,31 @@ def per_series(catalog: pd.DataFrame, *, now=None, within_days: int | None = Non
 
 
 def _catalog(db_or_store) -> pd.DataFrame:
+    """The stored series of the freqs some provider serves for a rolling look-back only: a
+    store of daily bars is not scanned whole for them (every ``kdist update`` asks)."""
     if isinstance(db_or_store, pd.DataFrame):
         return db_or_store
     if isinstance(db_or_store, Store):
-        return db_or_store.catalog()
+        return db_or_store.catalog(freqs=_rolling_freqs())
     if not isinstance(db_or_store, (str, os.PathLike)):
         raise TypeError(f"expected a database path, a Store or a catalog frame, not "
                         f"{type(db_or_store).__name__}")
     with Store(db_or_store, read_only=True) as store:
-        return store.catalog()
+        return store.catalog(freqs=_rolling_freqs())
+
+
+def _rolling_freqs() -> list[str]:
+    """The freqs any registered provider declares a rolling horizon for."""
+    from .providers.registry import _names, provider_class
+
+    freqs = set()
+    for name in _names():
+        try:
+            cls = provider_class(name)
+        except Exception:  # noqa: BLE001 - a plug-in that cannot load declares nothing
+            continue
+        freqs |= {f.value for f, h in cls.horizons.items() if h.rolling}
+    return sorted(freqs)
 
 
 def _today(now) -> np.datetime64:

@@ -83,7 +83,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import UsageError
-from .schema import Adjust, Freq, parse_symbols, to_date
+from .schema import Adjust, Freq, read_symbols, to_date
 from .store import reading
 
 __all__ = ["FIELDS", "qlib_code", "qlib_freq", "write_qlib"]
@@ -179,9 +179,7 @@ def write_qlib(db_or_store, out, *, symbols=None, start=None, end=None, freq="1d
     old = _Existing.open(out, qfreq)
     lo = to_date(start, name="start") if start is not None else None
     hi = to_date(end, name="end") + pd.Timedelta(days=1) if end is not None else None
-    if symbols is not None:
-        symbols = parse_symbols([symbols] if isinstance(symbols, str) else symbols,
-                                strict=False)[0]
+    symbols = read_symbols(symbols)
     # Each read opens the file for itself (kdist.store.reading): an import writing it
     # meanwhile gets its turn between chunks, and the bins are written with it closed.
     return _export(db_or_store, out, old, qfreq, freq, symbols, lo, hi, start, end,

@@ -36,6 +36,7 @@ __all__ = [
     "normalise_many",
     "normalise_symbol",
     "parse_symbols",
+    "read_symbols",
     "to_date",
     "window_bounds",
 ]
@@ -234,6 +235,14 @@ def normalise_symbol(symbol, *, provider=None, strict: bool = True) -> str:
             f"Invalid symbol {_shown(symbol)!r}: {because}{_HINT}", symbols=[symbol]
         )
     return canonical
+
+
+def read_symbols(symbols) -> list[str] | None:
+    """The symbols a read asks for: None (every one), one, or a list, in any accepted form,
+    canonical. Not strict: names stored by an earlier kdist stay readable."""
+    if symbols is None:
+        return None
+    return parse_symbols([symbols] if isinstance(symbols, str) else symbols, strict=False)[0]
 
 
 def parse_symbols(symbols, *, skip_invalid: bool = False, provider=None,

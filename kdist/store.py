@@ -41,7 +41,7 @@ from .errors import DatabaseLockedError, SchemaVersionError, StoreError, UsageEr
 from .gaps import SERIES_COLUMNS, Quality, check_gaps, held_bars
 from .ledger import VERIFY_MODE, Ledger, _now, _version
 from .outcome import LEDGER_COLUMNS
-from .schema import Adjust, Freq, parse_symbols, to_date
+from .schema import Adjust, Freq, read_symbols, to_date
 
 __all__ = ["DEFAULT_DB", "FINDING_COLUMNS", "Store", "catalog", "check", "check_adjust", "panel",
            "corporate_actions", "findings", "jobs", "ledger", "load", "quality",
@@ -737,10 +737,7 @@ class Store(Ledger):
             as_of = to_date(as_of, name="as_of")
             # What was known on that day: no bar after it either.
             hi = as_of + pd.Timedelta(days=1) if hi is None else min(hi, as_of + pd.Timedelta(days=1))
-        if symbols is not None:
-            # Not strict: names stored by an earlier kdist stay readable.
-            symbols = parse_symbols([symbols] if isinstance(symbols, str) else symbols,
-                                    strict=False)[0]
+        symbols = read_symbols(symbols)
         # Bounds in the column's type, TIMESTAMP_S, so DuckDB skips row groups by their ts
         # range (see docs/performance.md#scans). Exact: lo and hi are midnights.
         stored = """SELECT k.symbol, k.ts::TIMESTAMP AS ts, k.open, k.high, k.low, k.close,
@@ -778,9 +775,7 @@ class Store(Ledger):
             return pd.DataFrame(columns=["symbol", "source", "ex_date", "cash", "bonus", "rights",
                                          "rights_price", "split", "factor", "factor_from",
                                          "job_id", "valid_from", "valid_to"])
-        if symbols is not None:
-            symbols = parse_symbols([symbols] if isinstance(symbols, str) else symbols,
-                                    strict=False)[0]
+        symbols = read_symbols(symbols)
         return self.con.execute(
             """SELECT symbol, source, ex_date::TIMESTAMP AS ex_date, cash, bonus, rights,
                       rights_price, split, factor, factor_from, job_id, valid_from, valid_to
@@ -888,9 +883,7 @@ class Store(Ledger):
         """Classify the gaps of the stored daily and intraday series against their trading
         calendars (see :mod:`kdist.gaps`); with ``record``, and a file opened for writing,
         each series' counts go to ``kdist_quality`` with the time of the check."""
-        if symbols is not None:
-            symbols = parse_symbols([symbols] if isinstance(symbols, str) else symbols,
-                                    strict=False)[0]
+        symbols = read_symbols(symbols)
         found = check_gaps(self.con, symbols=symbols, freq=freq,
                            adjust=Adjust.parse(adjust).value if adjust else None,
                            start=to_date(start, name="start") if start is not None else None,
@@ -924,9 +917,7 @@ class Store(Ledger):
         columns = ["checked_at", *SERIES_COLUMNS]
         if not self.has_quality:
             return pd.DataFrame(columns=columns)
-        if symbols is not None:
-            symbols = parse_symbols([symbols] if isinstance(symbols, str) else symbols,
-                                    strict=False)[0]
+        symbols = read_symbols(symbols)
         return self.con.execute(
             """SELECT checked_at, symbol, freq, adjust, source, calendar, bar_time, first, last,
                       sessions, bars, suspended, missing, off_calendar, unknown, completeness
@@ -951,19 +942,23 @@ class Store(Ledger):
         ).df()
 
     @_using
-    def catalog(self) -> pd.DataFrame:
+    def catalog(self, freqs=None) -> pd.DataFrame:
         """What is stored: per (symbol, freq, adjust) the kind of security, the bar count,
         first and last bar, source (sources joined by commas, and ``mixed`` true, when a
-        series holds bars of several), and when a job last wrote it."""
+        series holds bars of several), and when a job last wrote it; of the ``freqs`` given
+        only (values like ``"1m"``), every freq when None."""
         from .securities import kind_of
 
+        freqs = None if freqs is None else [Freq.parse(f).value for f in freqs]
         frame = self.con.execute(
             """WITH bars AS (
                    SELECT symbol, freq, adjust, count(*) AS bars, min(ts)::TIMESTAMP AS first,
                           max(ts)::TIMESTAMP AS last,
                           string_agg(DISTINCT source, ',' ORDER BY source) AS source,
                           count(DISTINCT source) > 1 AS mixed
-                   FROM kline GROUP BY ALL),
+                   FROM kline
+                   WHERE ?::VARCHAR[] IS NULL OR freq IN (SELECT unnest(?::VARCHAR[]))
+                   GROUP BY ALL),
                writes AS (
                    SELECT s.symbol, j.freq, j.adjust, max(s.updated_at) AS updated
                    FROM kdist_job_symbols s JOIN kdist_jobs j USING (job_id)
@@ -971,7 +966,7 @@ class Store(Ledger):
                SELECT bars.*, writes.updated FROM bars
                LEFT JOIN writes USING (symbol, freq, adjust)
                ORDER BY symbol, freq, adjust""",
-            [VERIFY_MODE],  # a verification wrote no bars
+            [freqs, freqs, VERIFY_MODE],  # a verification wrote no bars
         ).df()
         frame.insert(1, "kind", kind_of(frame["symbol"]))
         return frame

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .errors import UsageError
-from .schema import Adjust, Freq, parse_symbols, to_date
+from .schema import Adjust, Freq, read_symbols, to_date
 
 __all__ = ["FIELDS", "panel"]
 
@@ -57,9 +57,7 @@ def _raw_columns(store, symbols, chosen, start, end, freq) -> pa.Table:
     field (its name a parameter, the text fixed), each bringing only its own column."""
     lo = to_date(start, name="start") if start is not None else None
     hi = to_date(end, name="end") + pd.Timedelta(days=1) if end is not None else None
-    if symbols is not None:
-        symbols = parse_symbols([symbols] if isinstance(symbols, str) else symbols,
-                                strict=False)[0]
+    symbols = read_symbols(symbols)
     tables = []
     for field in chosen:
         tables.append(store.con.sql(
