@@ -39,6 +39,7 @@ import dask
 
 from .backends import Cluster, DaskCluster, InProcess, dask_error
 from .errors import InvalidOptionError, NoWorkersError, SchedulerUnreachableError, UsageError
+from .fetching import WORKER_MALLOC
 
 __all__ = ["Cluster", "DaskCluster", "InProcess", "close_shared", "closes_with_job", "dask_error",
            "is_shared",
@@ -190,14 +191,14 @@ def dashboard_address() -> str:
     return DASHBOARD
 
 
-#: glibc settings for local workers, replacing Dask's ``MALLOC_TRIM_THRESHOLD_=65536``. With
-#: Dask's, every array over 128 KiB is a fresh mmap, page-faulted in and unmapped again, which
-#: multiplied a chunk's CPU (see docs/performance.md#worker-memory). A worker keeps at most
-#: 64 MiB of freed memory for reuse.
-_WORKER_MALLOC = {
-    "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": 64 * 2**20,
-    "distributed.nanny.pre-spawn-environ.MALLOC_MMAP_THRESHOLD_": 32 * 2**20,
-}
+#: kdist's glibc settings (:data:`kdist.fetching.WORKER_MALLOC`) for local workers from
+#: their start, replacing Dask's ``MALLOC_TRIM_THRESHOLD_=65536``: with Dask's, every array
+#: over 128 KiB is a fresh mmap, page-faulted in and unmapped again, which multiplied a
+#: chunk's CPU (see docs/performance.md#worker-memory). glibc reads them as a process
+#: starts: a spawned worker (a restart) gets them from its nanny, the fork server from
+#: :func:`_start_forkserver`, and every worker again from its first chunk.
+_WORKER_MALLOC = {f"distributed.nanny.pre-spawn-environ.{name}": value
+                  for name, value in WORKER_MALLOC.items()}
 
 
 def _start_method() -> dict:
@@ -217,7 +218,14 @@ def _start_method() -> dict:
 def _start_forkserver():
     """Start the fork server now, if the workers will come from one: it imports Dask, numpy
     and pandas in its own process while this one starts the scheduler (whose dashboard is
-    slow to import), instead of after it (see docs/performance.md#local-cluster)."""
+    slow to import), instead of after it (see docs/performance.md#local-cluster).
+
+    It starts with the environment Dask's nanny gives the workers it spawns (kdist's
+    allocator settings, one BLAS thread): a worker forked from the server has the server's
+    allocator and environment, and what the nanny sets later, as it starts each worker,
+    comes too late for it (see docs/performance.md#worker-memory). The nanny puts the same
+    variables into this process's environment as it starts the first worker anyway.
+    """
     if dask.config.get("distributed.worker.multiprocessing-method") != "forkserver":
         return
     from multiprocessing import forkserver
@@ -225,10 +233,19 @@ def _start_forkserver():
     from distributed.utils import get_mp_context
 
     get_mp_context()  # Dask's list of modules for the server to import
+    os.environ.update(_pre_spawn_environ())
     try:
         forkserver.ensure_running()
     except Exception as exc:  # Dask starts it itself, as before
         log.debug("could not start the fork server early: %r", exc)
+
+
+def _pre_spawn_environ() -> dict[str, str]:
+    """The variables Dask's nanny sets before it starts a worker, as it reads them: this
+    process's own value of each first, then Dask's settings (distributed.nanny)."""
+    given = dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {}
+    return {name: os.environ.get(name, str(value)) for name, value in given.items()
+            if value is not None}
 
 
 def _probe(address: str, timeout: float, security=None):

@@ -5,14 +5,18 @@
 backoff and jitter, then normalises and validates each frame and returns the chunk's bars
 with one outcome per symbol. A failing symbol never fails its chunk. For an incremental
 chunk it compares the re-fetched overlap with the stored bars (the incremental diff). Nothing
-here touches the store or the cluster: it runs wherever Dask sends it, or in process.
+here touches the store or the cluster: it runs wherever Dask sends it, or in process. A
+worker process gives its allocator kdist's settings before its first chunk
+(:func:`tune_allocator`), however the worker was started.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import os
 import queue
+import sys
 import threading
 from dataclasses import dataclass
 
@@ -45,8 +49,8 @@ from .providers import Provider
 from .schema import Adjust, Freq, empty_bars, normalise, normalise_many
 from .ticks import Ticker
 
-__all__ = ["CALL_TIMEOUT", "RETRIES", "ChunkResult", "failed_result", "fetch_chunk", "outcome",
-           "task"]
+__all__ = ["CALL_TIMEOUT", "RETRIES", "WORKER_MALLOC", "ChunkResult", "failed_result",
+           "fetch_chunk", "outcome", "task", "tune_allocator"]
 
 #: Attempts per symbol for transient errors, and the most time spent retrying one symbol.
 RETRIES = 3
@@ -604,6 +608,112 @@ def concat(frames) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 
+#: glibc's allocator settings for a process that runs chunks, by the environment variable
+#: that sets each as a process starts: arrays up to 32 MiB come from the heap instead of a
+#: fresh mmap each, and up to 64 MiB of freed memory is kept for reuse. They replace Dask's
+#: ``MALLOC_TRIM_THRESHOLD_=65536``, with which glibc maps and unmaps every array over
+#: 128 KiB (see docs/performance.md#worker-memory). kdist's local cluster starts its workers
+#: with them; any other worker takes them with its first chunk (:func:`tune_allocator`).
+WORKER_MALLOC = {"MALLOC_TRIM_THRESHOLD_": 64 * 2**20, "MALLOC_MMAP_THRESHOLD_": 32 * 2**20}
+
+#: The ``mallopt`` parameter of each variable (M_TRIM_THRESHOLD, M_MMAP_THRESHOLD in glibc's
+#: malloc.h), and the values that are not a cluster owner's choice: Dask's nanny sets the
+#: first on every worker it starts, and kdist's local cluster both.
+_MALLOPT = {"MALLOC_TRIM_THRESHOLD_": -1, "MALLOC_MMAP_THRESHOLD_": -3}
+_NOT_CHOSEN = {"MALLOC_TRIM_THRESHOLD_": {"65536", str(WORKER_MALLOC["MALLOC_TRIM_THRESHOLD_"])},
+               "MALLOC_MMAP_THRESHOLD_": {str(WORKER_MALLOC["MALLOC_MMAP_THRESHOLD_"])}}
+
+_tuned: dict[str, int] | None = None
+_tune_lock = threading.Lock()
+
+
+def tune_allocator() -> dict[str, int]:
+    """Give this process's glibc allocator the settings of :data:`WORKER_MALLOC`, once.
+
+    Every chunk task that runs outside the process that built it calls this first, so a
+    worker started by hand (``dask worker``, with Dask's setting) runs chunks as fast as
+    kdist's local workers without its owner setting anything. An allocator its owner tuned
+    (either variable set to a value of their own, or a ``glibc.malloc`` tunable in
+    ``GLIBC_TUNABLES``) is left as it is, and so is any C library but glibc's.
+
+    Returns
+    -------
+    dict
+        The settings applied, by variable name (empty when none were): the same on every
+        call in a process.
+    """
+    global _tuned
+    if _tuned is None:
+        with _tune_lock:
+            if _tuned is None:
+                _tuned = _mallopt(_malloc_plan(os.environ))
+    return dict(_tuned)
+
+
+def _malloc_plan(environ) -> dict[str, int]:
+    """The settings :func:`tune_allocator` applies in a process with this environment: all
+    of :data:`WORKER_MALLOC`, or none where the allocator's owner chose settings of their own."""
+    chosen = [f"{name}={environ[name]}" for name, usual in _NOT_CHOSEN.items()
+              if name in environ and environ[name].strip() not in usual]
+    if "glibc.malloc." in environ.get("GLIBC_TUNABLES", ""):
+        chosen.append(f"GLIBC_TUNABLES={environ['GLIBC_TUNABLES']}")
+    if chosen:
+        log.debug("allocator settings of this worker's own kept: %s", ", ".join(chosen))
+        return {}
+    return dict(WORKER_MALLOC)
+
+
+def _mallopt(plan: dict[str, int]) -> dict[str, int]:
+    """Apply ``plan`` through glibc's ``mallopt``; what it took (nothing without glibc).
+
+    ``mallopt`` sets for the running process what the variables set as a process starts:
+    new allocations follow it at once, in every thread's arena."""
+    if not plan or not sys.platform.startswith("linux") or not _glibc():
+        return {}
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError) as exc:
+        log.debug("no mallopt in this process (%r): allocator left as it is", exc)
+        return {}
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    applied = {}
+    for name, value in plan.items():
+        if mallopt(_MALLOPT[name], value) == 1:
+            applied[name] = value
+        else:
+            log.debug("glibc refused %s=%d", name, value)
+    return applied
+
+
+def _glibc() -> bool:
+    try:
+        return bool(os.confstr("CS_GNU_LIBC_VERSION"))
+    except (ValueError, OSError):  # no such name here: not glibc
+        return False
+
+
+#: This process, as the chunk tasks it builds name it: random per interpreter, then the
+#: process id (a forked child keeps the first part, not the second).
+_TOKEN = os.urandom(8).hex()
+
+
+def _origin() -> str:
+    return f"{_TOKEN}-{os.getpid()}"
+
+
+def _run_chunk(origin: str, *args) -> ChunkResult:
+    """:func:`fetch_chunk` as a task runs it, with kdist's allocator settings in any process
+    but ``origin``, the one that built the task. That one is the user's (in process, or a
+    Dask cluster of threads in it): a notebook or an application whose allocator stays
+    theirs; it never had Dask's setting, and glibc's own costs little on the small jobs kdist
+    runs there (see docs/performance.md#worker-memory)."""
+    if origin != _origin():
+        tune_allocator()
+    return fetch_chunk(*args)
+
 
 def task(provider, chunk, freq, adjust, retries, timeout, job_id, part=None, limits=None,
           solo=False, moved=0, ticks=None, actions=False):
@@ -613,8 +723,9 @@ def task(provider, chunk, freq, adjust, retries, timeout, job_id, part=None, lim
               + (f"-moved{moved}" if moved else ""))
     # The arguments travel inside a partial: dask.delayed would otherwise walk the chunk
     # (a dataclass holding a frame of overlap bars) looking for collections, each time.
-    call = functools.partial(fetch_chunk, provider, chunk, freq, adjust, retries, timeout, limits,
-                             ticks, actions)
+    # _run_chunk, not fetch_chunk: a worker process first takes kdist's allocator settings.
+    call = functools.partial(_run_chunk, _origin(), provider, chunk, freq, adjust, retries,
+                             timeout, limits, ticks, actions)
     # Its place in the plan as the task's priority: Dask otherwise ran a submission's tasks
     # in no useful order, and the small chunks planned to end the job could run first.
     with dask.annotate(priority=-chunk.index):
