@@ -163,6 +163,13 @@ def _sessions(lo: pd.Timestamp, hi: pd.Timestamp) -> pd.DatetimeIndex:
     return pd.DatetimeIndex(days.astype("datetime64[ns]"))
 
 
+#: Stock boards past the first 19,999 codes of ``list_symbols``: (first code, end, exchange):
+#: ChiNext, STAR and the Beijing exchange's ranges.
+_MORE_BOARDS = ((300000, 310000, "SZ"), (688000, 690000, "SH"), (830000, 840000, "BJ"),
+                (870000, 880000, "BJ"), (430000, 440000, "BJ"), (920000, 930000, "BJ"))
+#: The largest ``universe`` whose codes are all stocks.
+MAX_UNIVERSE = 19_999 + sum(hi - lo for lo, hi, _ in _MORE_BOARDS)
+
 #: The calendar of synthetic bars (weekdays less the fixed holidays, A-share hours), by which
 #: ``kdist check --gaps`` checks them: it is not an exchange's.
 CALENDAR = "SYNTHETIC"
@@ -660,10 +667,24 @@ class SyntheticProvider(Provider):
         return pd.DataFrame({"symbol": np.asarray(symbols, object)[at], **frame})
 
     def list_symbols(self) -> list[str]:
-        half = (self.universe + 1) // 2
+        """``universe`` stock codes: 600000.SH, 000001.SZ, 600001.SH, ... alternating up to
+        609999.SH and 009999.SZ; past those 19,999, the ChiNext, STAR and Beijing boards'
+        codes (up to :data:`MAX_UNIVERSE`). Every one is a valid stock code."""
+        if self.universe > MAX_UNIVERSE:
+            raise InvalidOptionError(
+                f"universe={self.universe}: the synthetic provider lists at most "
+                f"{MAX_UNIVERSE:,} stock codes", option="universe")
+        first = min(self.universe, 19_999)
+        half = (first + 1) // 2
         sh = [f"{600000 + i:06d}.SH" for i in range(half)]
-        sz = [f"{1 + i:06d}.SZ" for i in range(self.universe - half)]
-        return [s for pair in zip(sh, sz + [None]) for s in pair if s][: self.universe]
+        sz = [f"{1 + i:06d}.SZ" for i in range(first - half)]
+        codes = [s for pair in zip(sh, sz + [None]) for s in pair if s]
+        for lo, hi, exchange in _MORE_BOARDS:
+            if len(codes) >= self.universe:
+                break
+            codes += [f"{code:06d}.{exchange}"
+                      for code in range(lo, min(hi, lo + self.universe - len(codes)))]
+        return codes[: self.universe]
 
     def _delay(self, symbol: str, attempt: int) -> float:
         if self.latency_dist == "pareto":

@@ -696,3 +696,23 @@ class TestConformance(ProviderConformance):
     @pytest.fixture
     def provider(self, provider):  # the module's provider fixture
         return provider
+
+
+def test_a_big_universe_lists_valid_stock_codes():
+    """Past 609999.SH and 009999.SZ the universe goes on through ChiNext, STAR and Beijing
+    codes: 50,000 symbols (a global universe's size) are all stocks, none twice."""
+    import kdist
+    from kdist.schema import parse_symbols
+    from kdist.securities import kind_of
+
+    small = kdist.get_provider("synthetic", universe=6).list_symbols()
+    assert small == ["600000.SH", "000001.SZ", "600001.SH", "000002.SZ", "600002.SH",
+                     "000003.SZ"]
+    symbols = kdist.get_provider("synthetic", universe=50_000).list_symbols()
+    assert len(set(symbols)) == 50_000 and symbols[:6] == small
+    assert symbols[19_999] == "300000.SZ" and symbols[-1] == "878000.BJ"
+    valid, invalid = parse_symbols(symbols)
+    assert invalid == [] and len(valid) == 50_000
+    assert {k for s in symbols[::97] for k in kind_of(s)} == {"stock"}
+    with pytest.raises(InvalidOptionError, match="at most 71,999"):
+        kdist.get_provider("synthetic", universe=72_000).list_symbols()
