@@ -35,7 +35,7 @@ from .limits import stop as stop_gate
 from .outcome import JobStatus, Status, outcome
 from .plan import Chunk
 from .progress import Callback
-from .report import Report, counted
+from .report import Clock, Report, counted
 from .store import Store
 
 __all__ = ["ChunkLoop", "EachLoop", "FetchLoop", "JobLoop"]
@@ -64,15 +64,19 @@ class ChunkLoop:
     (``max_in_flight`` bounds it everywhere). A chunk whose worker died is split and retried
     (:meth:`requeue_dead`), the chunks of a worker that stopped answering run elsewhere
     (:meth:`move_silent`), and a cluster that lost its scheduler or its workers ends the loop
-    with an error (the watchdog). Subclasses say what a result is for.
+    with an error (the watchdog). Subclasses say what a result is for. ``clock`` (a
+    :class:`~kdist.report.Clock`) is told where the loop's time goes: submitting, waiting
+    for results, taking them, and watching the cluster.
     """
 
     def __init__(self, cluster: Cluster, chunks: list[Chunk], make_task, *,
                  max_in_flight: int | None, worker_timeout: float, job_id: str,
-                 wait_seconds: float = 1.0):
+                 wait_seconds: float = 1.0, clock: Clock | None = None):
         self.cluster, self.make_task, self.job_id = cluster, make_task, job_id
+        self.clock = clock if clock is not None else Clock()
         self.wait_seconds = wait_seconds
-        self.queue = [(make_task(c), c) for c in reversed(chunks)]
+        with self.clock.phase("submit"):
+            self.queue = [(make_task(c), c) for c in reversed(chunks)]
         #: Chunks in flight at most where the cluster does not queue them, and how few
         #: chunks are left when the job's last round runs.
         self.window = max(4, 2 * cluster.n_threads)
@@ -95,12 +99,14 @@ class ChunkLoop:
 
     def step(self):
         """One turn: submit what is ready, wait, collect what finished, watch the cluster."""
-        self.submit_ready()
+        with self.clock.phase("submit"):
+            self.submit_ready()
         done = self.wait()
         self.collect(done)
-        self.watch.check(bool(done), len(self.pending) + len(self.queue) + len(self.solo),
-                         self.job_id)
-        self.move_silent()
+        with self.clock.phase("cluster"):
+            self.watch.check(bool(done), len(self.pending) + len(self.queue) + len(self.solo),
+                             self.job_id)
+            self.move_silent()
 
     def take(self, result: ChunkResult, chunk: Chunk):
         """One finished chunk's result (subclasses)."""
@@ -121,18 +127,22 @@ class ChunkLoop:
 
     def wait(self) -> set:
         """The futures that finished within the next ``wait_seconds``."""
-        done, _ = self.cluster.wait(set(self.pending), timeout=self.wait_seconds)
+        with self.clock.phase("wait"):
+            done, _ = self.cluster.wait(set(self.pending), timeout=self.wait_seconds)
         return done
 
     def collect(self, done: set):
         """Take the results of finished chunks; requeue what died with a worker."""
-        gathered = self.cluster.gather_finished(done, RESULT_TIMEOUT)
+        clock = self.clock
+        with clock.phase("wait"):  # receiving results is waiting on the workers too
+            gathered = self.cluster.gather_finished(done, RESULT_TIMEOUT)
         for future in done:
             chunk = self.pending.pop(future)
             try:
-                result = gathered.get(future) or _result(
-                    future, chunk, self.cluster, self.patience.get(future, RESULT_TIMEOUT)
-                )
+                with clock.phase("wait"):
+                    result = gathered.get(future) or _result(
+                        future, chunk, self.cluster, self.patience.get(future, RESULT_TIMEOUT)
+                    )
             except _NotYet:
                 self.pending[future] = chunk  # lost with a worker, or slow: wait again
                 self.patience[future] = 2 * self.patience.get(future, RESULT_TIMEOUT)
@@ -143,7 +153,8 @@ class ChunkLoop:
                 result = died.result
             gathered.pop(future, None)
             self.done_tasks += 1
-            self.take(result, chunk)
+            with clock.phase("take"):
+                self.take(result, chunk)
 
     def requeue_dead(self, chunk: Chunk) -> bool:
         """Give the symbols of a chunk that died with its worker another chance; False when
@@ -271,19 +282,20 @@ class JobLoop(ChunkLoop):
     """Run one planned job to its end and leave it recorded.
 
     Parameters are the job (a ``runner._Job``), its chunks, the cluster and the open store,
-    the report to fill in, the progress callback, when the job started (``t0``,
-    ``time.perf_counter()``), the job's symbols that have stored bars (``stored``: only
-    their spans need deleting), and the run options of :func:`kdist.ingest` (``retries,
-    timeout, batch_rows, flush_seconds, max_in_flight, worker_timeout, cancel, limits``).
+    the report to fill in, the progress callback, the job's :class:`~kdist.report.Clock`
+    (started with the job; the loop tells it where its time goes), the job's symbols that
+    have stored bars (``stored``: only their spans need deleting), and the run options of
+    :func:`kdist.ingest` (``retries, timeout, batch_rows, flush_seconds, max_in_flight,
+    worker_timeout, cancel, limits``).
     """
 
     def __init__(self, job, chunks: list[Chunk], cluster: Cluster, store: Store,
-                 report: Report, callback: Callback, t0: float, *, stored: set[str],
+                 report: Report, callback: Callback, clock: Clock, *, stored: set[str],
                  retries: int, timeout: float | None, batch_rows: int, flush_seconds: float,
                  max_in_flight: int | None, worker_timeout: float, cancel=None,
                  limits: Limits | None = None):
         self.job, self.store = job, store
-        self.report, self.callback, self.t0 = report, callback, t0
+        self.report, self.callback = report, callback
         self.retries, self.timeout, self.limits = retries, timeout, limits
         self.batch_rows, self.flush_seconds = batch_rows, flush_seconds
         self.cancel = cancel
@@ -294,7 +306,7 @@ class JobLoop(ChunkLoop):
         self.topic = f"kdist-ticks-{self.run_id}"  # where its chunks tell their progress
         super().__init__(cluster, chunks, self._task, max_in_flight=max_in_flight,
                          worker_timeout=worker_timeout, job_id=job.job_id,
-                         wait_seconds=min(1.0, flush_seconds))
+                         wait_seconds=min(1.0, flush_seconds), clock=clock)
         self.batch = Batch(stored)
         self.write_args = {"job_id": job.job_id, "freq": job.freq, "adjust": job.adjust,
                            "source": job.provider.name,
@@ -322,12 +334,13 @@ class JobLoop(ChunkLoop):
 
     def run(self):
         """Submit the chunks, collect and write their results; always leave the job recorded."""
-        job, store = self.job, self.store
+        job, store, clock = self.job, self.store, self.clock
         if job.invalid:
-            bad = [outcome(s, Status.FAILED, error=UsageError("invalid symbol"))
-                   for s in job.invalid]
-            self.batch.add_outcomes(bad)
-            self._record(bad)
+            with clock.phase("take"):
+                bad = [outcome(s, Status.FAILED, error=UsageError("invalid symbol"))
+                       for s in job.invalid]
+                self.batch.add_outcomes(bad)
+                self._record(bad)
         if self.cancel is not None:
             # The caller's signal handler sets ``cancel`` instead of raising while this loop
             # and its clean-up run: an exception raised inside a DuckDB write would
@@ -335,14 +348,16 @@ class JobLoop(ChunkLoop):
             self.cancel.kdist_watched = True
         status, raising, unstored = JobStatus.FAILED, False, None
         try:
-            self.cluster.listen(self.topic, self._tick)
+            with clock.phase("cluster"):
+                self.cluster.listen(self.topic, self._tick)
             while self.left():
                 self.step()
                 self.show_progress()
                 self.flush_when_due()
                 if self.cancel is not None and self.cancel.is_set():
                     break
-            status = JobStatus.CANCELLED if self.left() else self.report.final_status()
+            with clock.phase("report"):
+                status = JobStatus.CANCELLED if self.left() else self.report.final_status()
         except KeyboardInterrupt as exc:
             status, raising = JobStatus.CANCELLED, True
             exc.kdist_resume = _resume_command(job, store)
@@ -368,7 +383,8 @@ class JobLoop(ChunkLoop):
     def wait(self) -> set:
         done = super().wait()
         # Between batches the file is let go when idle or when a reader waits for it.
-        self.store.idle()
+        with self.clock.phase("write"):
+            self.store.idle()
         return done
 
     def take(self, result: ChunkResult, chunk: Chunk):
@@ -377,7 +393,8 @@ class JobLoop(ChunkLoop):
         self.inside.pop(chunk.index, None)  # its outcomes count now, not its ticks
         self.batch.add(result, chunk)
         self._record(result.outcomes)
-        self.callback.on_chunks(self.done_tasks, self.total_tasks)
+        with self.clock.phase("progress"):
+            self.callback.on_chunks(self.done_tasks, self.total_tasks)
         if self.batch.rows >= self.batch_rows and self.left():
             # Now, not after every finished chunk is in: the client holds about one batch,
             # however many chunks finished together. (After the last chunk, the final write
@@ -396,14 +413,16 @@ class JobLoop(ChunkLoop):
         skipped = [outcome(sym, Status.SKIPPED, error=error)
                    for _, c in self.queue + self.solo for sym in c.symbols]
         self.total_tasks -= len(self.queue) + len(self.solo)
-        self.callback.on_chunks(self.done_tasks, self.total_tasks)
+        with self.clock.phase("progress"):
+            self.callback.on_chunks(self.done_tasks, self.total_tasks)
         self.queue.clear()
         self.solo.clear()
         self.batch.add_outcomes(skipped)
         self._record(skipped)
 
     def note(self, text: str):
-        self.callback.on_note(text)
+        with self.clock.phase("progress"):
+            self.callback.on_note(text)
         super().note(text)
 
     def flush_when_due(self):
@@ -420,60 +439,77 @@ class JobLoop(ChunkLoop):
             self.flush(final=False)
 
     def flush(self, final: bool = True):
-        rows = self.batch.write(self.store, final=final, **self.write_args)
+        with self.clock.phase("write"):
+            rows = self.batch.write(self.store, final=final, **self.write_args)
         self.report.rows_written += rows
-        self.report.replaced = dict(self.batch.replaced)
-        self.report.actions_checked = self.batch.actions_checked
-        self.report.actions_new = sorted(self.batch.actions_new)
         if rows:
-            self.callback.on_write(rows, self.report.rows_written)
+            with self.clock.phase("progress"):
+                self.callback.on_write(rows, self.report.rows_written)
 
     def _record(self, outcomes):
         """Count outcomes in the report and show them on the progress display."""
-        self.report.count(outcomes)
-        self.callback.on_symbols(outcomes)
-        self.finished += len(outcomes)
-        self.show_progress()
+        with self.clock.phase("report"):
+            self.report.count(outcomes)
+        with self.clock.phase("progress"):
+            self.callback.on_symbols(outcomes)
+            self.finished += len(outcomes)
+            self.show_progress()
 
     def show_progress(self):
         """Tell the display how many symbols are done, those inside running chunks included;
         it never goes back (a chunk run again elsewhere starts its count anew)."""
-        total = self.report.n_symbols
-        done = min(total, self.finished + sum(list(self.inside.values())))
-        if done > self.shown:
-            self.shown = done
-            self.callback.on_progress(done, total)
+        with self.clock.phase("progress"):
+            total = self.report.n_symbols
+            done = min(total, self.finished + sum(list(self.inside.values())))
+            if done > self.shown:
+                self.shown = done
+                self.callback.on_progress(done, total)
 
     # -- the end ---------------------------------------------------------------------------
 
     def finish(self, status: str, raising: bool, unstored):
         """Stop what runs, keep what finished, write it, record the job; return the write
         failure to raise, if any."""
-        job, store, report = self.job, self.store, self.report
+        job, store, report, clock = self.job, self.store, self.report, self.clock
         try:
-            self._stop_running()
+            with clock.phase("cluster"):
+                self._stop_running()
             try:
                 self.flush()  # whatever finished is kept, however the job ends
             except KdistError as exc:
                 status, unstored = JobStatus.FAILED, unstored or exc
+            with clock.phase("report"):
+                self._report_writes()
             if unstored is not None:
-                report.unstore(self.batch.outcomes, unstored)
-            if not raising and unstored is None and job.resumed:
-                status = _job_status(store, job.job_id, status)
-            report.status = status = str(status)  # a plain string in the report and ledger
-            report.elapsed_s = round(time.perf_counter() - self.t0, 3)
-            try:
-                store.finish_job(job.job_id, status=status, elapsed_s=report.elapsed_s)
-            except KdistError as exc:
-                # A dead connection must not hide the error already on its way out; the next
-                # writer marks a job left "running" as interrupted.
-                if not raising and unstored is None:
-                    unstored = exc
+                with clock.phase("report"):
+                    report.unstore(self.batch.outcomes, unstored)
+            with clock.phase("ledger"):
+                if not raising and unstored is None and job.resumed:
+                    status = _job_status(store, job.job_id, status)
+                report.status = status = str(status)  # a plain string in report and ledger
+                # Up to the job's record; the report's own becomes the whole call's, once
+                # the store and the cluster are closed (kdist.ingest).
+                report.elapsed_s = round(clock.elapsed(), 3)
+                try:
+                    store.finish_job(job.job_id, status=status, elapsed_s=report.elapsed_s)
+                except KdistError as exc:
+                    # A dead connection must not hide the error already on its way out; the
+                    # next writer marks a job left "running" as interrupted.
+                    if not raising and unstored is None:
+                        unstored = exc
         finally:
-            self.cluster.forget(self.topic)
+            with clock.phase("cluster"):
+                self.cluster.forget(self.topic)
             if self.cancel is not None:
                 self.cancel.kdist_watched = False
         return unstored
+
+    def _report_writes(self):
+        """What the job's writes replaced and which symbols got new corporate actions, once
+        at the end: sorting every symbol's name after each batch grew with the job."""
+        self.report.replaced = dict(self.batch.replaced)
+        self.report.actions_checked = self.batch.actions_checked
+        self.report.actions_new = sorted(self.batch.actions_new)
 
     def _stop_running(self):
         """Stop the job's gates and chunks, keeping the results that finished meanwhile."""
@@ -534,8 +570,8 @@ def _job_status(store: Store, job_id: str, status: str) -> str:
     """The status of a resumed job from every one of its symbols, not only this run's."""
     if status not in (JobStatus.DONE, JobStatus.PARTIAL, JobStatus.FAILED):
         return status
-    counts = store.job_symbols(job_id)["status"].value_counts()
-    failed, total = int(counts.get(Status.FAILED, 0)), int(counts.sum())
+    counts = store.symbol_counts(job_id)
+    failed, total = counts.get(Status.FAILED, 0), sum(counts.values())
     if counts.get(Status.PENDING, 0) or counts.get(Status.SKIPPED, 0):
         return JobStatus.INTERRUPTED
     if failed == 0:

@@ -3,6 +3,10 @@
 The runner calls a :class:`Callback`; it never imports a UI library. The terminal bar here,
 the notebook widget bar and a test's recorder are implementations of the same small
 interface, so each can be swapped for another without touching the import.
+
+Events come per finished chunk, and a job may have tens of thousands of them: a display
+keeps its counts on every event (a few additions) and draws them at most every fraction of
+a second (:class:`Throttle`), so its cost does not grow with the job.
 """
 
 from __future__ import annotations
@@ -14,7 +18,40 @@ import time
 from .outcome import Status
 from .report import counted
 
-__all__ = ["Callback", "NotebookProgress", "TerminalProgress", "display", "in_notebook"]
+__all__ = ["Callback", "NotebookProgress", "TerminalProgress", "Throttle", "display",
+           "failed_in", "in_notebook"]
+
+#: The statuses every display shows as failed (:attr:`Status.counts_as_failed`), as strings:
+#: counting a chunk's failures is then a set lookup per symbol, not an enum per symbol.
+_FAILED = frozenset(s.value for s in Status if s.counts_as_failed)
+
+
+def failed_in(outcomes) -> int:
+    """How many of ``outcomes`` every display counts as failed."""
+    return sum(o["status"] in _FAILED for o in outcomes)
+
+
+class Throttle:
+    """Says when a display is due a redraw: at most once every ``seconds``, or whenever
+    asked ``now`` (the last event of a job, its end); the first call always is.
+
+    Drawing is what costs (a terminal render, a message to the notebook's front end per
+    widget value); the counts behind a drawing are kept on every event, so a skipped
+    redraw loses nothing: the next one shows them.
+    """
+
+    __slots__ = ("seconds", "last")
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.last = None
+
+    def __call__(self, now: bool = False) -> bool:
+        t = time.monotonic()
+        if not now and self.last is not None and t - self.last < self.seconds:
+            return False
+        self.last = t
+        return True
 
 
 class Callback:
@@ -56,7 +93,13 @@ class Callback:
 
 
 class TerminalProgress(Callback):
-    """A progress bar on the terminal (stderr), with rows written and failures so far."""
+    """A progress bar on the terminal (stderr), with rows written and failures so far.
+
+    The bar is updated at most every :attr:`EVERY` seconds: rich redraws it ten times a
+    second, so more updates than that are never seen.
+    """
+
+    EVERY = 0.1
 
     def __init__(self, file=None):
         from rich.console import Console
@@ -64,8 +107,8 @@ class TerminalProgress(Callback):
         self.console = Console(file=file or sys.stderr)
         self._progress = None
         self._task = None
-        self._failed = 0
-        self._rows = 0
+        self._failed = self._rows = self._done = self._total = 0
+        self._due = Throttle(self.EVERY)
 
     def on_start(self, info):
         from rich.progress import (
@@ -91,32 +134,37 @@ class TerminalProgress(Callback):
             transient=False,
         )
         self._progress.start()
-        self._task = self._progress.add_task("ingest", total=info["n_symbols"], rows=0, failed=0)
+        self._total = info["n_symbols"]
+        self._task = self._progress.add_task("ingest", total=self._total, rows=0, failed=0)
 
     def set_size(self, n_symbols):
-        if self._progress is not None:
-            self._progress.update(self._task, total=n_symbols)
+        self._total = n_symbols
+        self._update(now=True)
 
     def on_symbols(self, outcomes):
-        self._failed += sum(Status(o["status"]).counts_as_failed for o in outcomes)
-        if self._progress is not None:
-            self._progress.update(self._task, failed=self._failed)
+        self._failed += failed_in(outcomes)
+        self._update()
 
     def on_progress(self, done, total):
-        if self._progress is not None:
-            self._progress.update(self._task, completed=done, total=total)
+        self._done, self._total = done, total
+        self._update(now=done >= total)
 
     def on_write(self, rows, total_rows):
         self._rows = total_rows
-        if self._progress is not None:
-            self._progress.update(self._task, rows=total_rows)
+        self._update()
 
     def on_note(self, text):
         self.console.print(f"kdist: {text}")
 
     def on_finish(self, report):
         if self._progress is not None:
+            self._update(now=True)  # the counts the last skipped update would have shown
             self._progress.stop()
+
+    def _update(self, now: bool = False):
+        if self._progress is not None and self._due(now):
+            self._progress.update(self._task, completed=self._done, total=self._total,
+                                  rows=self._rows, failed=self._failed)
 
 
 def headline(info: dict) -> str:
@@ -164,7 +212,8 @@ class NotebookProgress(Callback):
 
     def __init__(self):
         self._done = self._total = self._rows = self._failed = 0
-        self._t0 = self._drawn = 0.0
+        self._t0 = 0.0
+        self._due = Throttle(self.EVERY)
         self._bar = self._label = self._text = self._dashboard = self._notes_html = None
         self._notes: list[str] = []
 
@@ -201,7 +250,7 @@ class NotebookProgress(Callback):
         self._draw(done >= total)
 
     def on_symbols(self, outcomes):
-        self._failed += sum(Status(o["status"]).counts_as_failed for o in outcomes)
+        self._failed += failed_in(outcomes)
 
     def on_write(self, rows, total_rows):
         self._rows = total_rows
@@ -231,9 +280,8 @@ class NotebookProgress(Callback):
                 f"({elapsed:.0f} s{left})")
 
     def _draw(self, now: bool = False):
-        if not now and time.monotonic() - self._drawn < self.EVERY:
+        if not self._due(now):
             return
-        self._drawn = time.monotonic()
         if self._bar is not None:
             self._bar.value = min(self._done, self._bar.max)
             self._label.value = html.escape(self._line())

@@ -14,9 +14,9 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import functools
+import logging
 import math
 import threading
-import time
 import uuid
 import warnings
 from dataclasses import dataclass, field
@@ -26,7 +26,7 @@ import pandas as pd
 
 from .batch import BATCH_ROWS, FLUSH_SECONDS
 from .cluster import Cluster, closes_with_job, named_scheduler, resolve_cluster, shared_cluster
-from .errors import JobFailedError, UsageError
+from .errors import JobFailedError, KdistError, UsageError
 from .fetching import CALL_TIMEOUT, RETRIES, ChunkResult, fetch_chunk, outcome
 from .fetching import task as chunk_task
 from .ledger import VERIFY_MODE
@@ -37,9 +37,11 @@ from .plan import estimate_rows, plan_chunks
 from .progress import Callback, display, in_notebook
 from .providers import Provider, get_provider
 from .providers.registry import provider_class
-from .report import Report, counted, reasons
+from .report import Clock, Report, counted, reasons
 from .schema import Adjust, Freq, parse_symbols, window_bounds
 from .store import DEFAULT_DB, Store
+
+log = logging.getLogger(__name__)
 
 __all__ = ["CALL_TIMEOUT", "COOLDOWN", "OVERLAP", "RETRIES", "TRIP_AFTER", "ChunkResult",
            "chunk_tasks", "fetch", "fetch_chunk", "ingest", "update"]
@@ -205,7 +207,7 @@ def ingest(
     options: dict | None = None,
     retries: int = RETRIES,
     timeout: float | None = CALL_TIMEOUT,
-    batch_rows: int = BATCH_ROWS,
+    batch_rows: int | None = None,
     flush_seconds: float = FLUSH_SECONDS,
     max_in_flight: int | None = None,
     worker_timeout: float = 30.0,
@@ -268,7 +270,9 @@ def ingest(
     retries, timeout
         Attempts per symbol for transient errors, and seconds one provider call may take.
     batch_rows, flush_seconds
-        A batch is written when it holds this many rows or is this old.
+        A batch is written when it holds this many rows or is this old (default:
+        ``BATCH_ROWS``, two row groups; four times that for minute bars, whose commits'
+        fixed costs otherwise add up: see docs/performance.md#batches).
     max_in_flight
         Chunks submitted but not yet collected (default: twice the cluster's threads, >= 4).
     worker_timeout
@@ -306,16 +310,92 @@ def ingest(
     JobFailedError
         Not one symbol could be imported; ``.report`` has the details.
     """
-    t0 = time.perf_counter()
-    _check_numbers(
-        chunk_size=(chunk_size, 1, False), n_workers=(n_workers, 1, False),
-        threads_per_worker=(threads_per_worker, 1, False), overlap=(overlap, 1, False),
-        retries=(retries, 1, False), timeout=(timeout, 0, True),
-        batch_rows=(batch_rows, 1, False), flush_seconds=(flush_seconds, 0, True),
-        max_in_flight=(max_in_flight, 1, False), worker_timeout=(worker_timeout, 0, True),
-        max_concurrency=(max_concurrency, 1, False), max_rate=(max_rate, None, True),
-        trip_after=(trip_after, 1, False), cooldown=(cooldown, 0, True),
+    clock = Clock()
+    with clock.phase("plan"):
+        job, given, db = _checked_job(
+            symbols, start, end, freq, adjust, provider, db, skip_invalid, incremental,
+            overlap, actions, resume, options, numbers=dict(
+                chunk_size=(chunk_size, 1, False), n_workers=(n_workers, 1, False),
+                threads_per_worker=(threads_per_worker, 1, False),
+                overlap=(overlap, 1, False), retries=(retries, 1, False),
+                timeout=(timeout, 0, True), batch_rows=(batch_rows, 1, False),
+                flush_seconds=(flush_seconds, 0, True),
+                max_in_flight=(max_in_flight, 1, False),
+                worker_timeout=(worker_timeout, 0, True),
+                max_concurrency=(max_concurrency, 1, False), max_rate=(max_rate, None, True),
+                trip_after=(trip_after, 1, False), cooldown=(cooldown, 0, True),
+            ))
+    with clock.phase("progress"):
+        callback = callback or display(progress)
+    if job.resumed and not job.symbols:
+        return _nothing_left(job, db, callback, clock)
+    cluster_options = dict(
+        n_workers=n_workers, threads_per_worker=threads_per_worker, fallback=fallback,
+        worker_timeout=worker_timeout, security=security, tls_ca=tls_ca, tls_cert=tls_cert,
+        tls_key=tls_key,
     )
+    report = None
+    try:
+        with contextlib.ExitStack() as stack:
+            cluster, store, windows, overlap_bars, stored = _open(
+                stack, job, db, given, client, cluster_options, clock)
+            if job.incremental:
+                with clock.phase("maintain"):
+                    store.mark_appends()  # where the bars this update appends start
+            with clock.phase("plan"):
+                if job.actions:
+                    job.actions_from = store.actions_from(job.symbols, job.provider.name)
+                chunks = plan_chunks(
+                    job.symbols, job.start, job.end, freq=job.freq,
+                    n_threads=cluster.n_threads, n_workers=cluster.n_workers,
+                    chunk_size=chunk_size, split=split, windows=windows, overlap=overlap_bars,
+                    in_process=cluster.mode == "sync",
+                )
+            with clock.phase("report"):
+                report = _report(job, "running", db, mode=cluster.mode, cluster=cluster)
+                report.n_chunks = len(chunks)
+            with clock.phase("ledger"):
+                _record_start(store, job, cluster)
+            with clock.phase("progress"):
+                callback.on_start(
+                    {"job_id": job.job_id, "mode": cluster.mode, "n_symbols": report.n_symbols,
+                     "n_chunks": len(chunks), "dashboard_link": cluster.dashboard_link,
+                     "db": str(db)}
+                )
+                callback.set_size(report.n_symbols)
+            with clock.phase("cluster"):
+                limits = _limits(job, cluster, max_concurrency=max_concurrency,
+                                 max_rate=max_rate, trip_after=trip_after, cooldown=cooldown)
+            try:
+                JobLoop(job, chunks, cluster, store, report, callback, clock, stored=stored,
+                        retries=retries, timeout=timeout,
+                        batch_rows=batch_rows or _batch_rows(job.freq),
+                        flush_seconds=flush_seconds, max_in_flight=max_in_flight,
+                        worker_timeout=worker_timeout, cancel=cancel, limits=limits).run()
+                if job.incremental and report.rows_written:
+                    _maintain(store, report, clock)
+            finally:
+                with clock.phase("progress"):
+                    callback.on_finish(report)  # also when the job raised: bars must close
+    finally:
+        if report is not None:
+            _stamp(report, clock)  # after the store and the cluster closed: their time too
+
+    if report.status == JobStatus.FAILED and report.symbols_failed == report.n_symbols:
+        raise JobFailedError(
+            f"No symbol could be imported ({report.symbols_failed} failed); "
+            f"see kdist jobs {job.job_id} --db {db}",
+            report=report,
+        )
+    return report
+
+
+def _checked_job(symbols, start, end, freq, adjust, provider, db, skip_invalid, incremental,
+                 overlap, actions, resume, options, numbers: dict) -> tuple:
+    """The job :func:`ingest` was asked for, every argument checked before anything runs:
+    ``(job, the caller's open Store or None, the database's path)``; ``numbers`` are
+    :func:`_check_numbers`'s."""
+    _check_numbers(**numbers)
     given = db if isinstance(db, Store) else None
     if given is not None:
         if given.read_only:
@@ -334,59 +414,44 @@ def ingest(
         # again, so the job asks from the first day the vendor still serves.
         job.start = served
     job.provider.check(freq=job.freq, adjust=job.adjust, start=job.start, end=job.end)
-    callback = callback or display(progress)
-    if job.resumed and not job.symbols:
-        return _nothing_left(job, db, callback)
-    cluster_options = dict(
-        n_workers=n_workers, threads_per_worker=threads_per_worker, fallback=fallback,
-        worker_timeout=worker_timeout, security=security, tls_ca=tls_ca, tls_cert=tls_cert,
-        tls_key=tls_key,
-    )
-    with contextlib.ExitStack() as stack:
-        cluster, store, windows, overlap_bars, stored = _open(stack, job, db, given, client,
-                                                              cluster_options)
-        if job.actions:
-            job.actions_from = store.actions_from(job.symbols, job.provider.name)
-        report = _report(job, "running", db, mode=cluster.mode, cluster=cluster)
-        chunks = plan_chunks(
-            job.symbols, job.start, job.end, freq=job.freq, n_threads=cluster.n_threads,
-            n_workers=cluster.n_workers, chunk_size=chunk_size, split=split,
-            windows=windows, overlap=overlap_bars, in_process=cluster.mode == "sync",
-        )
-        report.n_chunks = len(chunks)
-        _record_start(store, job, cluster)
-        callback.on_start(
-            {"job_id": job.job_id, "mode": cluster.mode, "n_symbols": report.n_symbols,
-             "n_chunks": len(chunks), "dashboard_link": cluster.dashboard_link, "db": str(db)}
-        )
-        callback.set_size(report.n_symbols)
-        limits = _limits(job, cluster, max_concurrency=max_concurrency, max_rate=max_rate,
-                         trip_after=trip_after, cooldown=cooldown)
+    return job, given, db
+
+
+def _maintain(store: Store, report: Report, clock: Clock) -> None:
+    """After an update's writes: sort the bars updates appended into place once they fill a
+    row group, so reads of one symbol keep skipping them (:mod:`kdist.layout`). The job is
+    already recorded; a sort that fails leaves the table as it was, and the next update
+    tries again."""
+    with clock.phase("maintain"):
         try:
-            JobLoop(job, chunks, cluster, store, report, callback, t0, stored=stored,
-                    retries=retries,
-                    timeout=timeout, batch_rows=batch_rows, flush_seconds=flush_seconds,
-                    max_in_flight=max_in_flight, worker_timeout=worker_timeout,
-                    cancel=cancel, limits=limits).run()
-        finally:
-            callback.on_finish(report)  # also when the job raised: progress bars must close
-
-    if report.status == JobStatus.FAILED and report.symbols_failed == report.n_symbols:
-        raise JobFailedError(
-            f"No symbol could be imported ({report.symbols_failed} failed); "
-            f"see kdist jobs {job.job_id} --db {db}",
-            report=report,
-        )
-    return report
+            done = store.maintain()
+        except KdistError as exc:
+            log.warning("could not sort the recent bars of %s (the next update tries "
+                        "again): %s", store.path, exc)
+            return
+    if done is not None:
+        report.maintained = str(done)
 
 
-def _nothing_left(job: _Job, db, callback: Callback) -> Report:
+def _stamp(report: Report, clock: Clock) -> None:
+    """Give the report the job's elapsed time, up to now, and its phases (rounded to the
+    millisecond, ``other`` taking the rounding, so they still add up)."""
+    clock.stop()
+    report.elapsed_s = round(clock.elapsed(), 3)
+    named = {k: round(v, 3) for k, v in clock.timings().items() if k != "other"}
+    report.timings = {**named, "other": round(max(0.0, report.elapsed_s - sum(named.values())), 3)}
+
+
+def _nothing_left(job: _Job, db, callback: Callback, clock: Clock) -> Report:
     """A resumed job with nothing left to fetch: what remains, if anything, is invalid."""
-    report = _report(job, "done", db, mode="none")
-    report.count([outcome(s, Status.FAILED, error=UsageError("invalid symbol"))
-                  for s in job.invalid])
-    report.status = str(JobStatus.FAILED if job.invalid else JobStatus.DONE)
-    callback.on_finish(report)
+    with clock.phase("report"):
+        report = _report(job, "done", db, mode="none")
+        report.count([outcome(s, Status.FAILED, error=UsageError("invalid symbol"))
+                      for s in job.invalid])
+        report.status = str(JobStatus.FAILED if job.invalid else JobStatus.DONE)
+    with clock.phase("progress"):
+        callback.on_finish(report)
+    _stamp(report, clock)
     if job.invalid:
         raise JobFailedError(
             f"Nothing left to import in job {job.job_id}: its remaining symbols are "
@@ -397,7 +462,7 @@ def _nothing_left(job: _Job, db, callback: Callback) -> Report:
 
 
 def _open(stack: contextlib.ExitStack, job: _Job, db, given: Store | None, client,
-          cluster_options: dict):
+          cluster_options: dict, clock: Clock):
     """The job's cluster and store, and what the store holds of the job:
     ``(cluster, store, windows, overlap_bars, stored)``, each closed by ``stack``.
 
@@ -408,7 +473,7 @@ def _open(stack: contextlib.ExitStack, job: _Job, db, given: Store | None, clien
     A named scheduler is resolved before the database is touched, so a wrong address leaves
     no trace. Otherwise the job's size decides where it runs: in this process when small.
     """
-    open_cluster = _cluster_opener(stack, cluster_options)
+    open_cluster = _cluster_opener(stack, cluster_options, clock)
     auto = client is None and named_scheduler() is None and not job.provider.remote
     cluster = None
     if not auto:
@@ -417,20 +482,29 @@ def _open(stack: contextlib.ExitStack, job: _Job, db, given: Store | None, clien
         # The size needs nothing stored: decide (and start a cluster) before the file is
         # created, so a cluster that fails to start leaves no empty database behind.
         cluster = _auto_cluster(open_cluster, _estimated_bars(job, None))
-    store = given if given is not None else stack.enter_context(Store(db))
-    if not job.incremental:
-        return cluster, store, None, None, store.stored_symbols(job.symbols, job.freq,
-                                                                job.adjust)
-    windows, overlap_bars = store.incremental_windows(
-        job.symbols, job.freq, job.adjust, job.start, job.end, job.overlap
-    )
-    served = _served_from(job)
-    if served is not None:
-        # Neither the overlap nor a full re-fetch can reach before what the vendor serves.
-        windows["since"] = windows["since"].clip(lower=served)
-        windows["full"] = windows["full"].clip(lower=served)
+    if given is not None:
+        store = given
+    else:
+        with clock.phase("write"):
+            store = stack.enter_context(Store(db))
+        # Runs just before the store closes (the stack unwinds in reverse): its close, a
+        # checkpoint of what the job wrote, is the store's time.
+        stack.callback(clock.switch, "write")
+    with clock.phase("plan"):
+        if not job.incremental:
+            return cluster, store, None, None, store.stored_symbols(job.symbols, job.freq,
+                                                                    job.adjust)
+        windows, overlap_bars = store.incremental_windows(
+            job.symbols, job.freq, job.adjust, job.start, job.end, job.overlap
+        )
+        served = _served_from(job)
+        if served is not None:
+            # Neither the overlap nor a full re-fetch can reach before what the vendor serves.
+            windows["since"] = windows["since"].clip(lower=served)
+            windows["full"] = windows["full"].clip(lower=served)
+        estimated = _estimated_bars(job, windows) if auto else 0
     if auto:
-        cluster = _auto_cluster(open_cluster, _estimated_bars(job, windows))
+        cluster = _auto_cluster(open_cluster, estimated)
     # Every stored symbol of an incremental job comes with its last stored bars.
     return cluster, store, windows, overlap_bars, set(overlap_bars["symbol"])
 
@@ -442,10 +516,18 @@ def _served_from(job) -> pd.Timestamp | None:
     return None if horizon is None else horizon.first_served()
 
 
-def _cluster_opener(stack: contextlib.ExitStack, cluster_options: dict):
+def _cluster_opener(stack: contextlib.ExitStack, cluster_options: dict,
+                    clock: Clock | None = None):
     """``open_cluster(client, reason=None)``: the job's :class:`Cluster`, closed by ``stack``
-    (in a notebook, the local cluster its calls share)."""
+    (in a notebook, the local cluster its calls share); its start and stop are the
+    ``cluster`` phase of ``clock``, if given."""
+    clock = clock if clock is not None else Clock()
+
     def open_cluster(client, reason=None) -> Cluster:
+        with clock.phase("cluster"):
+            return _opened(client, reason)
+
+    def _opened(client, reason) -> Cluster:
         if client is None and named_scheduler() is None and in_notebook() \
                 and _plain(cluster_options):
             # Calls in one notebook share a local cluster, as the panels do: no start for
@@ -459,6 +541,8 @@ def _cluster_opener(stack: contextlib.ExitStack, cluster_options: dict):
                     raise
                 # What follows warns and runs in this process if no local cluster starts.
         cluster = stack.enter_context(resolve_cluster(client, **cluster_options))
+        # Runs just before the cluster closes (the stack unwinds in reverse).
+        stack.callback(clock.switch, "cluster")
         cluster.reason = reason
         return cluster
 
@@ -492,6 +576,14 @@ def _limits(job: _Job, cluster: Cluster, **given) -> Limits:
     )
     cluster.share(limits)
     return limits
+
+
+def _batch_rows(freq: Freq) -> int:
+    """Rows a batch collects before it is written, by default: minute bars come in chunks
+    of a few symbols' whole years, and 500 symbols' year made 125 commits of two row groups
+    each; eight row groups took 0.8 s less of a 10 s import of 150 symbols' year
+    (see docs/performance.md#batches). Daily bars keep two: the client's peak is D's target."""
+    return BATCH_ROWS * (4 if freq.intraday else 1)
 
 
 def _check_numbers(**given):

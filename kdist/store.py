@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from . import layout
 from .access import READ_WAIT, _store_error, _using
 from .adjustment import compare_with_vendor, merge_actions, read_derived
 from .errors import DatabaseLockedError, SchemaVersionError, StoreError, UsageError
@@ -58,6 +59,9 @@ SCHEMA_VERSION = "4"
 #: lower limit lowers the client's peak until it slows the import
 #: (see docs/performance.md#memory-limit).
 WRITER_MEMORY = "192MB"
+#: DuckDB memory limit while :meth:`Store.maintain` sorts the recent bars: enough for a
+#: million bars in memory (see docs/performance.md#layout).
+MAINTAIN_MEMORY = "1GB"
 #: Block size of a new database file, in bytes (DuckDB's default is 262144).
 BLOCK_SIZE = 131072
 
@@ -272,6 +276,7 @@ class Store(Ledger):
             # client memory. A larger checkpoint_threshold or threads=1 did not help
             # reliably (see docs/performance.md#bytes-per-bar).
             config["default_block_size"] = str(BLOCK_SIZE)
+        self._memory_limit = config.get("memory_limit")
         super().__init__(path, read_only=read_only, create=create, config=config)
         self._adopt = adopt
         #: Whether the file has the corporate-action tables (a version-2 file opened
@@ -637,6 +642,39 @@ class Store(Ledger):
         #: Bars of other sources the last write replaced: {source: bars}.
         self.replaced = {str(src): int(n) for src, n in replaced}
         return len(bars)
+
+    @_using
+    def mark_appends(self) -> None:
+        """Before an update's first write: note where its appended bars start, if nothing
+        has yet (see :mod:`kdist.layout`)."""
+        if self.read_only:
+            return
+        self._transaction(layout.mark)
+
+    @_using
+    def maintain(self, *, force: bool = False) -> layout.Maintenance | None:
+        """Sort the bars updates appended into place once they fill a row group, so reads of
+        one symbol keep skipping them (see :mod:`kdist.layout`); one transaction. None when
+        there was nothing to do; ``force`` sorts whatever tail there is."""
+        if self.read_only:
+            return None
+        done: list = []
+
+        def work(con):
+            layout.mark(con)
+            if layout.due(con, 1 if force else None):
+                done.append(layout.maintain(con))
+
+        # Sorting a million bars needs more than a batch write's memory (it would spill to
+        # disk and take twice as long): the limit is raised for the sort alone.
+        self.con.execute("SET memory_limit = ?", [MAINTAIN_MEMORY])
+        try:
+            self._transaction(work)
+        finally:
+            self.con.execute("SET memory_limit = ?", [self._memory_limit])
+        if done:
+            self._series.clear()  # the rows moved; bounds read before are re-read
+        return done[0] if done else None
 
     @_using
     def write_findings(self, findings: pd.DataFrame, outcomes: list[dict], *, job_id: str,

@@ -36,7 +36,7 @@ from .browse import BrowsePanel
 from .cluster import close_shared, is_shared, shared_cluster
 from .errors import ClusterError, KdistError, UsageError
 from .outcome import Status
-from .progress import Callback, dashboard_html
+from .progress import Callback, Throttle, dashboard_html, failed_in
 from .report import counted
 from .providers import available_providers, get_provider
 from .providers.registry import provider_class
@@ -118,8 +118,10 @@ def _move(bar, count, done: int, total: int) -> None:
 class _PanelProgress(Callback):
     """Moves an :class:`IngestPanel`'s bars and labels as the job reports progress.
 
-    Called from the import's thread. Bars follow every event; the rate and the failures table
-    are redrawn at most every :data:`REFRESH_S` seconds, and once more at the end.
+    Called from the import's thread. Every event updates the counts; the bars, the rate and
+    the failures table are redrawn from them at most every :data:`REFRESH_S` seconds (each
+    widget value set is a message to the front end, and a job of many chunks sends
+    thousands of events), when the size changes, and once more at the end.
     """
 
     def __init__(self, panel: IngestPanel):
@@ -127,15 +129,17 @@ class _PanelProgress(Callback):
         self.t0 = time.perf_counter()
         self.symbols_done = 0
         self.n_symbols = 0
+        self.chunks_done = self.n_chunks = 0
+        self.rows_written: int | None = None  # unchanged until the first batch is written
         self.failures: list[tuple[str, str]] = []
         self.n_failed = 0
-        self._drawn = 0.0
+        self._due = Throttle(REFRESH_S)
 
     def on_start(self, info):
         p = self.panel
         self.t0 = time.perf_counter()
         p.job_id = info["job_id"]
-        self.n_symbols = info["n_symbols"]
+        self.n_symbols, self.n_chunks = info["n_symbols"], info["n_chunks"]
         _move(p.chunks_bar, p.chunks_count, 0, info["n_chunks"])
         _move(p.symbols_bar, p.symbols_count, self.symbols_done, self.n_symbols)
         link = info.get("dashboard_link")
@@ -149,37 +153,44 @@ class _PanelProgress(Callback):
 
     def set_size(self, n_symbols):
         self.n_symbols = n_symbols
-        _move(self.panel.symbols_bar, self.panel.symbols_count, self.symbols_done, n_symbols)
+        self._draw(force=True)
 
     def on_chunks(self, done, total):
-        _move(self.panel.chunks_bar, self.panel.chunks_count, done, total)
+        self.chunks_done, self.n_chunks = done, total
+        self._draw(force=done >= total)
 
     def on_progress(self, done, total):
         # Symbol by symbol, those inside running chunks included (on_symbols comes later).
         self.symbols_done = max(self.symbols_done, done)
-        _move(self.panel.symbols_bar, self.panel.symbols_count, self.symbols_done, total)
-        self._draw()
+        self.n_symbols = total
+        self._draw(force=done >= total)
 
     def on_symbols(self, outcomes):
-        for o in outcomes:
-            if Status(o["status"]).counts_as_failed:
-                self.n_failed += 1
-                if len(self.failures) < MAX_FAILURES_SHOWN:
-                    self.failures.append((o["symbol"], str(o.get("error") or o["status"])))
+        if failed_in(outcomes):
+            for o in outcomes:
+                if Status(o["status"]).counts_as_failed:
+                    self.n_failed += 1
+                    if len(self.failures) < MAX_FAILURES_SHOWN:
+                        self.failures.append((o["symbol"],
+                                              str(o.get("error") or o["status"])))
         self._draw()
 
     def on_write(self, rows, total_rows):
-        self.panel.rows_label.value = f"{total_rows:,} rows written"
+        self.rows_written = total_rows
         self._draw()
 
     def on_finish(self, report):
         self._draw(force=True)
 
     def _draw(self, force=False):
-        now = time.perf_counter()
-        if not force and now - self._drawn < REFRESH_S:
+        if not self._due(force):
             return
-        self._drawn = now
+        p = self.panel
+        _move(p.chunks_bar, p.chunks_count, self.chunks_done, self.n_chunks)
+        _move(p.symbols_bar, p.symbols_count, self.symbols_done, self.n_symbols)
+        if self.rows_written is not None:
+            p.rows_label.value = f"{self.rows_written:,} rows written"
+        now = time.perf_counter()
         elapsed = max(now - self.t0, 1e-9)
         self.panel.rate_label.value = (
             f"{self.symbols_done / elapsed:,.1f} symbols/s, {elapsed:,.1f} s"

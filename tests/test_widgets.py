@@ -533,7 +533,10 @@ def test_cancel_is_orange_only_while_it_can_be_clicked(db):
     assert panel.cancel_button.disabled and panel.cancel_button.button_style == ""
 
 
-def test_the_bars_show_done_of_total():
+def test_the_bars_show_done_of_total(monkeypatch):
+    # Every event drawn: this is about what the bars say (tests/test_timings.py shows that
+    # a job's many events are drawn a few times a second).
+    monkeypatch.setattr(widgets, "REFRESH_S", 0.0)
     panel = _panel("unused.duckdb", symbols="600000.SH")
     progress = widgets._PanelProgress(panel)
     progress.on_start({"job_id": "j", "n_chunks": 3, "n_symbols": 1200, "mode": "sync"})
