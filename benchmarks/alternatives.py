@@ -31,6 +31,7 @@ import logging
 import os
 import resource
 import shutil
+import statistics
 import time
 from pathlib import Path
 
@@ -114,13 +115,13 @@ def _warm_worker():
     normalise(kdist.get_provider("synthetic").fetch("600000.SH", "2024-01-02", "2024-01-31"))
 
 
-def _insert(con, frame: pd.DataFrame):
+def _insert(con, frame: pd.DataFrame, freq: str = FREQ):
     con.register("bench_frame", frame)
     try:
         con.execute(
             """INSERT INTO kline SELECT symbol, ?, ?, ts, open, high, low, close, volume,
                amount, ? FROM bench_frame""",
-            [FREQ, ADJUST, SOURCE],
+            [freq, ADJUST, SOURCE],
         )
     finally:
         con.unregister("bench_frame")
@@ -129,11 +130,11 @@ def _insert(con, frame: pd.DataFrame):
 # --- the alternatives ----------------------------------------------------------------------
 
 
-def _fetch_frames(provider, symbols, start, end) -> pd.DataFrame:
+def _fetch_frames(provider, symbols, start, end, freq=FREQ) -> pd.DataFrame:
     """What a user's Dask task does: fetch each symbol, tag it, concatenate."""
     frames = []
     for symbol in symbols:
-        frame = provider.fetch(symbol, start, end)
+        frame = provider.fetch(symbol, start, end, freq=freq)
         frame.insert(0, "symbol", symbol)
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)
@@ -148,7 +149,7 @@ def run_kdist(spec, db, timer):
 
     provider = _provider(spec)
     symbols = None if spec.get("update") else _symbols(spec)
-    kwargs = {"split": spec.get("split", "chunks")}
+    kwargs = {"split": spec.get("split", "chunks"), "freq": spec.get("freq", FREQ)}
     if spec.get("chunk_size"):
         kwargs["chunk_size"] = spec["chunk_size"]
     mode = spec.get("mode", "warm")
@@ -159,14 +160,22 @@ def run_kdist(spec, db, timer):
                           threads_per_worker=spec.get("threads_per_worker"))
         with timer:
             if spec.get("update"):
-                reports = kdist.update(db, end=spec["end"], provider=provider, client=client)
+                reports = kdist.update(db, end=spec["end"], provider=provider, client=client,
+                                       freq=kwargs["freq"])
                 report = reports[0]
             else:
                 report = kdist.ingest(symbols, start=spec["start"], end=spec["end"],
                                       provider=provider, db=db, client=client, **kwargs)
+    return _report_figures(report)
+
+
+def _report_figures(report) -> dict:
+    """What the benchmark keeps of a kdist report: counts, and where the client's time went
+    (``report.timings``: seconds per phase of the job)."""
     return {"status": report.status, "mode": report.mode, "n_chunks": report.n_chunks,
             "rows_written": report.rows_written, "elapsed_s": report.elapsed_s,
-            "symbols_ok": report.symbols_ok, "revised": len(report.revised)}
+            "symbols_ok": report.symbols_ok, "revised": len(report.revised),
+            "timings": dict(getattr(report, "timings", None) or {})}
 
 
 def run_sequential(spec, db, timer):
@@ -191,22 +200,25 @@ def run_gather_all(spec, db, timer):
     import duckdb
     from kdist.plan import plan_chunks
 
+    from kdist.schema import Freq
+
     provider = _provider(spec)
     symbols = _symbols(spec)
+    freq = spec.get("freq", FREQ)
     with _cluster(spec) as client:
         # The same chunks kdist would make on this cluster.
         n_threads = sum(client.nthreads().values())
         chunks = plan_chunks(symbols, pd.Timestamp(spec["start"]), pd.Timestamp(spec["end"]),
-                             n_threads=n_threads)
+                             freq=Freq.parse(freq), n_threads=n_threads)
         with timer:
             futures = [client.submit(_fetch_frames, provider, list(c.symbols), spec["start"],
-                                     spec["end"], pure=False) for c in chunks]
+                                     spec["end"], freq, pure=False) for c in chunks]
             frames = client.gather(futures)
             del futures
             bars = pd.concat(frames, ignore_index=True)
             del frames
             con = duckdb.connect(db)
-            _insert(con, bars)
+            _insert(con, bars, freq)
             con.close()
     return {"n_chunks": len(chunks)}
 
@@ -240,8 +252,9 @@ def run_ceiling(spec, db, timer):
 
     provider = _provider(spec)
     symbols = _symbols(spec)
-    bars = _fetch_frames(provider, symbols, spec["start"], spec["end"])
-    bars.insert(1, "freq", FREQ)
+    freq = spec.get("freq", FREQ)
+    bars = _fetch_frames(provider, symbols, spec["start"], spec["end"], freq)
+    bars.insert(1, "freq", freq)
     bars.insert(2, "adjust", ADJUST)
     bars["source"] = SOURCE
     with timer:
@@ -306,6 +319,177 @@ def run_panel(spec, db, timer):
             "cells": int(frame.notna().to_numpy().sum())}
 
 
+# --- scenario G: a year of daily updates ---------------------------------------------------
+
+
+def _best(fn, n: int) -> float:
+    """The fastest of ``n`` calls, in seconds: a read's cost without the host's noise."""
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def _row_groups(db: str) -> int:
+    import duckdb
+
+    with duckdb.connect(db, read_only=True) as con:
+        return con.execute("SELECT count(DISTINCT row_group_id) FROM pragma_storage_info('kline')"
+                           ).fetchone()[0]
+
+
+def _reads(db: str, symbol: str, last: pd.Timestamp, reads: int) -> dict:
+    """The two reads scenario G compares: one symbol's whole history, and every symbol's
+    last 60 days (each the best of ``reads`` calls), and the row groups they scan."""
+    import kdist
+
+    start = (last - pd.Timedelta(days=60)).strftime("%Y-%m-%d")
+    kdist.load(db, symbol)  # the file's first open is not a read's cost
+    return {"one_symbol_s": _best(lambda: kdist.load(db, symbol), reads),
+            "last_60_days_s": _best(lambda: kdist.load(db, start=start), max(1, reads // 2)),
+            "row_groups": _row_groups(db)}
+
+
+def run_daily_updates(spec, db, timer):
+    """``kdist.update`` once per trading day, ``days`` days in order, on a copy of a full
+    import (as a daily cron job would, in one process): every update's seconds, and the
+    reads of :func:`_reads` before the first update and after the last."""
+    import kdist
+    from kdist.calendars import sessions
+    from kdist.providers.synthetic import CALENDAR
+
+    provider = _provider(spec)
+    symbols = _symbols(spec)
+    symbol = symbols[len(symbols) // 2]
+    last = pd.Timestamp(spec["after"])
+    days = sessions(CALENDAR, last + pd.Timedelta(days=1), last + pd.Timedelta(days=3 * spec["days"]))
+    days = list(days.days[: spec["days"]])
+    before = _reads(db, symbol, last, spec["reads"])
+    seconds, maintained = [], []
+    with timer:
+        for day in days:
+            t0 = time.perf_counter()
+            reports = kdist.update(db, end=day.strftime("%Y-%m-%d"), provider=provider,
+                                   progress=False)
+            seconds.append(time.perf_counter() - t0)
+            # An update that sorted the appended bars into place says so (kdist.layout);
+            # its "maintain" phase is then that sort's time.
+            if reports and reports[0].maintained:
+                maintained.append({"update": len(seconds), "what": reports[0].maintained,
+                                   "seconds": reports[0].timings.get("maintain", 0.0)})
+    after = _reads(db, symbol, days[-1], spec["reads"])
+    head, tail = seconds[: spec["window"]], seconds[-spec["window"]:]
+    return {"updates": len(seconds), "update_seconds": seconds, "maintained": maintained,
+            "first_updates_s": statistics.median(head), "last_updates_s": statistics.median(tail),
+            "before": before, "after": after, "symbol": symbol}
+
+
+# --- scenario I: the user's own cluster ----------------------------------------------------
+
+
+@contextlib.contextmanager
+def _dask_cli_cluster(spec, tmp: Path):
+    """``dask scheduler`` and ``dask worker`` processes started as a user starts them, with
+    Dask's own defaults (only the shape, the address and a free dashboard port given), and a
+    client of them whose workers have imported what a job needs."""
+    import subprocess
+    import sys
+
+    from distributed import Client
+
+    bin_dir = Path(sys.executable).parent
+    dask = str(bin_dir / "dask")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KDIST_")}
+    tmp.mkdir(parents=True, exist_ok=True)
+    scheduler_file = tmp / "scheduler.json"
+    scheduler_file.unlink(missing_ok=True)
+    log = open(tmp / "cluster.log", "w")  # noqa: SIM115 (closed below)
+    procs = [subprocess.Popen(
+        [dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--dashboard-address", ":0",
+         "--scheduler-file", str(scheduler_file)],
+        env=env, stdout=log, stderr=log, start_new_session=True)]
+    try:
+        deadline = time.monotonic() + 60
+        while not scheduler_file.exists():
+            if time.monotonic() > deadline or procs[0].poll() is not None:
+                raise RuntimeError("dask scheduler did not start within 60 s:\n"
+                                   + (tmp / "cluster.log").read_text()[-2000:])
+            time.sleep(0.1)
+        workers = spec.get("n_workers") or 2
+        for i in range(workers):
+            procs.append(subprocess.Popen(
+                [dask, "worker", "--scheduler-file", str(scheduler_file),
+                 "--nthreads", str(spec.get("threads_per_worker") or 2), "--name", f"w{i}",
+                 "--dashboard-address", ":0"],
+                env=env, stdout=log, stderr=log, start_new_session=True))
+        with Client(scheduler_file=str(scheduler_file), set_as_default=False) as client:
+            client.wait_for_workers(workers, timeout=120)
+            client.run(_warm_worker)
+            yield client
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in reversed(procs):
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.close()
+
+
+@contextlib.contextmanager
+def _kdist_local_cluster(spec):
+    """kdist's own local cluster (its fork server and worker settings), already running,
+    its workers having imported what a job needs: what ``kdist ingest`` starts."""
+    from kdist.cluster import resolve_cluster
+
+    with resolve_cluster("local", n_workers=spec.get("n_workers") or 2,
+                         threads_per_worker=spec.get("threads_per_worker") or 2) as cluster:
+        cluster.client.run(_warm_worker)
+        yield cluster.client
+
+
+def run_cluster(spec, db, timer):
+    """The same import on kdist's local cluster or on the user's own (``dask scheduler`` and
+    ``dask worker``), both running and warmed before the timer starts."""
+    import kdist
+
+    provider = _provider(spec)
+    symbols = _symbols(spec)
+    if spec["cluster"] == "dask_cli":
+        cluster = _dask_cli_cluster(spec, Path(db).parent / f"{Path(db).stem}-cluster")
+    else:
+        cluster = _kdist_local_cluster(spec)
+    with cluster as client:
+        with timer:
+            report = kdist.ingest(symbols, start=spec["start"], end=spec["end"],
+                                  provider=provider, db=db, client=client, progress=False)
+    return _report_figures(report)
+
+
+# --- where the bytes go --------------------------------------------------------------------
+
+
+def run_columns(spec, db, timer):
+    """Bytes per stored bar of each column of a kept database, as
+    ``python -m benchmarks.experiments.storage`` measures them (each column copied into a
+    fresh file); the timed part is the whole breakdown."""
+    import tempfile
+
+    from benchmarks.experiments.storage import COLUMNS, size_per_bar
+
+    rows = _stored_rows(db)
+    columns = {}
+    with timer, tempfile.TemporaryDirectory(dir=Path(db).parent) as tmp:
+        for column in COLUMNS:
+            size, how = size_per_bar(db, f"SELECT {column} FROM src.kline", rows, tmp)
+            columns[column] = {"bytes_per_bar": size, "compression": how}
+    return {"columns": columns}
+
+
 ALTERNATIVES = {
     "load": run_load,
     "panel": run_panel,
@@ -315,6 +499,9 @@ ALTERNATIVES = {
     "gather_all": run_gather_all,
     "records": run_records,
     "ceiling": run_ceiling,
+    "daily_updates": run_daily_updates,
+    "cluster": run_cluster,
+    "columns": run_columns,
 }
 
 

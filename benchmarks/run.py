@@ -25,7 +25,15 @@ C. stragglers, 400 symbols x 1 year, 20 ms per symbol: one worker 4x slower, and
 D. 5,000 symbols x 10 years daily: client peak memory of kdist and gather-all, bytes per
    stored bar;
 E. after D, ``kdist.update`` adding one day (cold: as a cron job runs it; warm: on a running
-   cluster): its time against D's import (cold), and what it fetched.
+   cluster): its time against D's import (cold), and what it fetched;
+F. minute bars, 500 symbols x a year of 1m bars: kdist against gather-all and DuckDB's ceiling,
+   a one-day update, and the bytes of each stored column;
+G. 250 daily updates of D's store in one process: the last updates against the first, and
+   reads of one symbol and of every symbol's last 60 days after them against before;
+H. 50,000 symbols x a year daily: the client's time outside fetching and writing (the
+   report's phase clock), its peak memory against gather-all's;
+I. A and B on a ``dask scheduler`` and ``dask worker`` processes with Dask's defaults against
+   kdist's own local cluster.
 """
 
 from __future__ import annotations
@@ -56,6 +64,14 @@ FULL = {
           "n_workers": 2, "threads_per_worker": 2},
     "D": {"symbols": 5000, "start": "2015-01-01", "end": "2024-12-30"},
     "E": {"end": "2024-12-31"},
+    "F": {"symbols": 500, "start": "2024-01-01", "end": "2024-12-30", "freq": "1m",
+          "update_end": "2024-12-31"},
+    "G": {"symbols": 5000, "after": "2024-12-30", "days": 250, "reads": 7, "window": 10},
+    "H": {"symbols": 50000, "start": "2024-01-01", "end": "2024-12-31"},
+    "I": {"A": {"symbols": 2000, "start": "2015-01-01", "end": "2024-12-31", "n_workers": 2,
+                "threads_per_worker": 2},
+          "B": {"symbols": 1000, "start": "2024-01-01", "end": "2024-12-31", "latency": 0.1,
+                "jitter": 0.02, "n_workers": 2, "threads_per_worker": 16}},
 }
 SMOKE = {
     "A": {"symbols": 40, "start": "2024-01-01", "end": "2024-12-31"},
@@ -65,6 +81,14 @@ SMOKE = {
           "n_workers": 2, "threads_per_worker": 2},
     "D": {"symbols": 60, "start": "2024-01-01", "end": "2024-12-30"},
     "E": {"end": "2024-12-31"},
+    "F": {"symbols": 6, "start": "2024-12-02", "end": "2024-12-30", "freq": "1m",
+          "update_end": "2024-12-31"},
+    "G": {"symbols": 60, "after": "2024-12-30", "days": 6, "reads": 2, "window": 2},
+    "H": {"symbols": 600, "start": "2024-10-01", "end": "2024-12-31"},
+    "I": {"A": {"symbols": 40, "start": "2024-01-01", "end": "2024-12-31", "n_workers": 2,
+                "threads_per_worker": 1},
+          "B": {"symbols": 32, "start": "2024-01-01", "end": "2024-03-31", "latency": 0.05,
+                "jitter": 0.01, "n_workers": 2, "threads_per_worker": 4}},
 }
 TARGETS = {
     "A.kdist_vs_records": ("records time / kdist time", ">=", 40.0),
@@ -81,6 +105,25 @@ TARGETS = {
     "E.qfq_load_vs_raw": ("load of every bar as derived qfq / load of the raw bars", "<=", 1.5),
     "E.check_gaps_s": ("kdist check --gaps over every series of D's store, seconds", "<=", 5.0),
     "E.panel_vs_pivot": ("kdist.panel close of every bar / DuckDB PIVOT of the same", "<=", 1.0),
+    "F.kdist_vs_ceiling": ("kdist minute bars/s / DuckDB ceiling bars/s", ">=", 0.5),
+    "F.memory_vs_gather": ("kdist client peak RSS / gather-all client peak RSS, minute bars",
+                           "<=", 1 / 3),
+    "F.update_vs_import": ("one-day update of every symbol / full import, minute bars",
+                           "<", 0.05),
+    "G.last_vs_first_update": ("median of the last 10 daily updates / of the first 10", "<=",
+                               1.3),
+    "G.one_symbol_read": ("one symbol's 10 years, after 250 updates / after the import",
+                          "<=", 1.3),
+    "G.recent_read": ("every symbol's last 60 days, after 250 updates / after the import",
+                      "<=", 1.3),
+    "H.overhead": ("client time outside fetching and writing / the job's time, 50,000 "
+                   "symbols", "<=", 0.10),
+    "H.memory_vs_gather": ("kdist client peak RSS / gather-all client peak RSS, 50,000 "
+                           "symbols", "<=", 1 / 3),
+    "I.A_vs_local": ("scenario A on dask scheduler + dask worker / on kdist's local cluster",
+                     "<=", 1.1),
+    "I.B_vs_local": ("scenario B on dask scheduler + dask worker / on kdist's local cluster",
+                     "<=", 1.1),
 }
 
 
@@ -92,7 +135,22 @@ INFO = {
     "E.warm.update_vs_import": "update on a running cluster / full import (cold)",
     "D.actions_cost": "import with corporate actions (the default) / import of bars only",
     "E.check_gaps_xshg_s": "as E.check_gaps_s, against XSHG (every series has bars to list)",
+    "F.bytes_per_bar": "database bytes / stored minute bars (kdist)",
+    "G.maintenance_s": "seconds the 250 updates spent keeping kline clustered",
+    "G.row_groups_after": "row groups of kline after the 250 updates",
+    "H.memory_mb": "kdist client peak RSS, MB, 50,000 symbols",
 }
+
+#: The phases of a job's client time (``Report.timings``) spent fetching and writing: the
+#: rest (planning, the ledger, the report, progress, anything unnamed) is overhead.
+WORK_PHASES = ("cluster", "wait", "write", "take")
+
+
+def overhead(timings: dict | None, elapsed: float | None) -> float | None:
+    """Share of a job's time the client spent outside fetching and writing."""
+    if not timings or not elapsed:
+        return None
+    return max(0.0, elapsed - sum(timings.get(p, 0.0) for p in WORK_PHASES)) / elapsed
 
 
 def _runs(name: str, size: dict, tmp: Path) -> list[tuple[str, dict]]:
@@ -141,21 +199,64 @@ def _runs(name: str, size: dict, tmp: Path) -> list[tuple[str, dict]]:
         ]
     if name == "E":
         # Reads of D's store first (it is read as it is), then updates of copies of it.
-        return [(f"load_{adjust}", {"alt": "load", "adjust": adjust, "read": True})
+        on = {"on": "D"}
+        return [(f"load_{adjust}", {"alt": "load", "adjust": adjust, "read": True, **on})
                 for adjust in ("raw", "qfq")] + [
-            ("check_gaps", {"alt": "gaps", "read": True}),
+            ("check_gaps", {"alt": "gaps", "read": True, **on}),
             # A wide close panel of every bar, and DuckDB's PIVOT of the same bars.
-            ("panel_close", {"alt": "panel", "how": "kdist", "read": True}),
-            ("pivot_close", {"alt": "panel", "how": "pivot", "read": True}),
+            ("panel_close", {"alt": "panel", "how": "kdist", "read": True, **on}),
+            ("pivot_close", {"alt": "panel", "how": "pivot", "read": True, **on}),
             # The same bars against Shanghai's calendar: ~72 of their weekdays a year are
             # no XSHG session, so every series has bars to list (the slower path).
-            ("check_gaps_xshg", {"alt": "gaps", "calendar": "XSHG", "read": True}),
+            ("check_gaps_xshg", {"alt": "gaps", "calendar": "XSHG", "read": True, **on}),
         ] + [
-            (f"kdist_update_{mode}", {"alt": "kdist", "mode": mode, "update": True,
+            (f"kdist_update_{mode}", {"alt": "kdist", "mode": mode, "update": True, **on,
                                       "end": size["end"], "call_log": str(tmp / "E-calls.log"),
                                       "options": {"call_log": str(tmp / "E-calls.log")}})
             for mode in ("cold", "warm")
         ]
+    if name == "F":
+        # Minute bars: kdist on its default local cluster, the hand-written gather-all and
+        # DuckDB alone on the same rows; then one more day of every symbol, and where the
+        # bytes of the stored minute bars go.
+        minute = {**base, "freq": size["freq"], "options": bars}
+        return [
+            ("kdist_cold", {**minute, "alt": "kdist", "mode": "cold", "keep_db": True,
+                            "check": True}),
+            ("gather_all", {**minute, "alt": "gather_all"}),
+            ("ceiling", {**minute, "alt": "ceiling"}),
+            ("kdist_update_cold", {"alt": "kdist", "mode": "cold", "update": True, "on": "F",
+                                   "freq": size["freq"], "end": size["update_end"],
+                                   "call_log": str(tmp / "F-calls.log"),
+                                   "options": {**bars, "call_log": str(tmp / "F-calls.log")}}),
+            ("columns", {"alt": "columns", "read": True, "on": "F", "once": True}),
+        ]
+    if name == "G":
+        # A year of daily updates of D's store, in one process, as a daily cron job.
+        return [("daily_updates", {"alt": "daily_updates", "on": "D", "once": True,
+                                   "symbols": size["symbols"], "after": size["after"],
+                                   "days": size["days"], "reads": size["reads"],
+                                   "window": size["window"]})]
+    if name == "H":
+        # A universe of many symbols: kdist's client time outside fetching and writing, and
+        # its peak memory against gather-all's.
+        return [
+            ("kdist_cold", {**base, "alt": "kdist", "mode": "cold", "check": True}),
+            ("gather_all", {**base, "alt": "gather_all"}),
+        ]
+    if name == "I":
+        # Scenarios A and B on kdist's own local cluster and on the user's own (dask
+        # scheduler and dask worker with Dask's defaults), both running before the timer.
+        runs = []
+        for of in ("A", "B"):
+            sized = size[of]
+            spec = {k: sized[k] for k in ("symbols", "start", "end", "n_workers",
+                                          "threads_per_worker") if k in sized}
+            options = {k: sized[k] for k in ("latency", "jitter") if k in sized}
+            for cluster in ("kdist_local", "dask_cli"):
+                runs.append((f"{of}.{cluster}", {**spec, "alt": "cluster", "cluster": cluster,
+                                                 "options": {**options, **bars}}))
+        return runs
     raise ValueError(f"unknown scenario {name!r}")
 
 
@@ -249,22 +350,26 @@ def run_scenario(name: str, size: dict, repeats: int, tmp: Path, state: dict, lo
     for label, spec in _runs(name, size, tmp):
         if only and label not in only:
             continue
-        if name == "E":
-            base = state.get("D_db")
-            if base is None:
-                raise RuntimeError("scenario E needs scenario D's database: run D too")
+        # A run on a database another run kept: read as it is ("read"), or a copy of it.
+        source = spec.pop("on", None)
+        if source is not None:
+            kept = state.get("kept", {}).get(source)
+            if kept is None:
+                raise RuntimeError(f"scenario {name}'s {label} needs scenario {source}'s "
+                                   f"database: run {source}'s kdist_cold too")
             if spec.pop("read", False):
-                spec = {**spec, "read_db": base}
+                spec = {**spec, "read_db": kept["db"]}
                 if "adjust" in spec:
                     spec["adjust"] = "none" if spec["adjust"] == "raw" else spec["adjust"]
             else:
-                spec = {**spec, "base_db": base}
+                spec = {**spec, "base_db": kept["db"]}
         reps = []
-        for i in range(repeats):
+        # A run that repeats its own work many times inside (scenario G) runs once.
+        for i in range(1 if spec.get("once") else repeats):
             index = len(state.setdefault("runs", []))
             state["runs"].append(label)
             result = _child(spec, tmp, index, timeout, profiler)
-            if name == "E" and spec.get("call_log"):
+            if spec.get("call_log"):
                 calls = _calls(Path(spec["call_log"]))
                 result["calls"] = len(calls)
                 result["fetch_starts"] = sorted({c[1] for c in calls})
@@ -279,10 +384,9 @@ def run_scenario(name: str, size: dict, repeats: int, tmp: Path, state: dict, lo
         results[label] = _summarise(reps)
         results[label]["spec"] = {k: v for k, v in spec.items() if k not in ("db",)}
         if spec.get("keep_db"):
-            state["D_db"] = reps[-1]["db"]
-            state["D_seconds"] = results[label]["seconds"]
-            state["D_symbols"] = spec["symbols"]
-            state["D_start"] = spec["start"]
+            state.setdefault("kept", {})[name] = {
+                "db": reps[-1]["db"], "seconds": results[label]["seconds"],
+                "symbols": spec["symbols"], "start": spec["start"]}
     return results
 
 
@@ -338,14 +442,16 @@ def evaluate(scenarios: dict, sizes: dict, state: dict) -> dict:
         got["D.bytes_per_bar"] = d["kdist_cold"]["bytes_per_bar"]
         got["D.actions_cost"] = _ratio(d["kdist_cold"]["seconds"],
                                        _get(scenarios["D"], "kdist_cold_bars_only")["seconds"])
-    if "E" in scenarios and state.get("D_seconds") and scenarios["E"]:
+    kept = state.get("kept", {})
+    if "E" in scenarios and kept.get("D") and scenarios["E"]:
+        d = kept["D"]
         e = _get(scenarios["E"], "kdist_update_cold")
-        got["E.update_vs_import"] = _ratio(e["seconds"], state["D_seconds"])
+        got["E.update_vs_import"] = _ratio(e["seconds"], d["seconds"])
         got["E.warm.update_vs_import"] = _ratio(
-            _get(scenarios["E"], "kdist_update_warm")["seconds"], state["D_seconds"])
+            _get(scenarios["E"], "kdist_update_warm")["seconds"], d["seconds"])
         ok = all(
-            r["calls"] == state["D_symbols"] and r["fetch_starts"]
-            and min(r["fetch_starts"]) > state["D_start"]
+            r["calls"] == d["symbols"] and r["fetch_starts"]
+            and min(r["fetch_starts"]) > d["start"]
             for label, runs in scenarios["E"].items() if label.startswith("kdist_update")
             for r in runs["repeats"]
         )
@@ -357,10 +463,47 @@ def evaluate(scenarios: dict, sizes: dict, state: dict) -> dict:
         got["E.panel_vs_pivot"] = _ratio(_get(scenarios["E"], "panel_close")["seconds"],
                                          _get(scenarios["E"], "pivot_close")["seconds"])
         got["E.check_gaps_xshg_s"] = _get(scenarios["E"], "check_gaps_xshg")["seconds"]
+    if "F" in scenarios and scenarios["F"]:
+        f = {k: _get(scenarios["F"], k) for k in
+             ("kdist_cold", "gather_all", "ceiling", "kdist_update_cold", "columns")}
+        got["F.kdist_vs_ceiling"] = _ratio(f["kdist_cold"]["rows_per_s"],
+                                           f["ceiling"]["rows_per_s"])
+        got["F.memory_vs_gather"] = _ratio(f["kdist_cold"]["peak_rss_mb"],
+                                           f["gather_all"]["peak_rss_mb"])
+        got["F.update_vs_import"] = _ratio(f["kdist_update_cold"]["seconds"],
+                                           f["kdist_cold"]["seconds"])
+        got["F.bytes_per_bar"] = f["kdist_cold"]["bytes_per_bar"]
+        if f["columns"]["repeats"]:
+            for column, c in f["columns"]["repeats"][0]["columns"].items():
+                got[f"F.bytes_per_bar.{column}"] = c["bytes_per_bar"]
+    if "G" in scenarios and scenarios["G"].get("daily_updates"):
+        g = scenarios["G"]["daily_updates"]["repeats"][0]
+        got["G.last_vs_first_update"] = _ratio(g["last_updates_s"], g["first_updates_s"])
+        got["G.one_symbol_read"] = _ratio(g["after"]["one_symbol_s"],
+                                          g["before"]["one_symbol_s"])
+        got["G.recent_read"] = _ratio(g["after"]["last_60_days_s"],
+                                      g["before"]["last_60_days_s"])
+        got["G.maintenance_s"] = sum(m["seconds"] for m in g["maintained"])
+        got["G.row_groups_after"] = float(g["after"]["row_groups"])
+    if "H" in scenarios and scenarios["H"]:
+        h = {k: _get(scenarios["H"], k) for k in ("kdist_cold", "gather_all")}
+        got["H.overhead"] = _median([overhead(r.get("timings"), r.get("elapsed_s"))
+                                     for r in h["kdist_cold"]["repeats"] or []])
+        got["H.memory_vs_gather"] = _ratio(h["kdist_cold"]["peak_rss_mb"],
+                                           h["gather_all"]["peak_rss_mb"])
+        got["H.memory_mb"] = h["kdist_cold"]["peak_rss_mb"]
+    if "I" in scenarios and scenarios["I"]:
+        i = scenarios["I"]
+        for of in ("A", "B"):
+            got[f"I.{of}_vs_local"] = _ratio(_get(i, f"{of}.dask_cli")["seconds"],
+                                             _get(i, f"{of}.kdist_local")["seconds"])
     verdicts = {}
     for key, value in got.items():
         if key not in TARGETS:
-            verdicts[key] = {"what": INFO.get(key, key), "value": value}
+            what = INFO.get(key) or (f"bytes per stored minute bar of column "
+                                     f"{key.rsplit('.', 1)[1]}" if key.startswith(
+                                         "F.bytes_per_bar.") else key)
+            verdicts[key] = {"what": what, "value": value}
             continue
         what, op, target = TARGETS[key]
         ok = None if value is None else {
@@ -506,7 +649,7 @@ def markdown(result: dict) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, one repeat")
-    parser.add_argument("--scenarios", default="A,B,C,D,E", help="comma-separated, e.g. A,B")
+    parser.add_argument("--scenarios", default=",".join(FULL), help="comma-separated, e.g. A,B")
     parser.add_argument("--repeats", type=int, help="repeats per measurement (default 3, smoke 1)")
     parser.add_argument("--out", default=None, help=f"results JSON (default {DEFAULT_OUT})")
     parser.add_argument("--workdir", default=None, help="where databases go (default: a temp dir)")
@@ -539,8 +682,9 @@ def main(argv=None) -> int:
     unknown = sorted(set(names) - set(FULL))
     if unknown:
         parser.error(f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(FULL)}")
-    if "E" in names and "D" not in names:
-        parser.error("scenario E updates scenario D's database: add D")
+    for needs in ("E", "G"):
+        if needs in names and "D" not in names:
+            parser.error(f"scenario {needs} updates scenario D's database: add D")
     sizes = SMOKE if args.smoke else FULL
     repeats = args.repeats or (1 if args.smoke else 3)
     out = Path(args.out) if args.out else DEFAULT_OUT

@@ -29,6 +29,10 @@ RUNS = {
     "D": {"kdist_cold", "gather_all", "kdist_cold_bars_only"},
     "E": {"load_raw", "load_qfq", "check_gaps", "check_gaps_xshg", "panel_close",
           "pivot_close", "kdist_update_cold", "kdist_update_warm"},
+    "F": {"kdist_cold", "gather_all", "ceiling", "kdist_update_cold", "columns"},
+    "G": {"daily_updates"},
+    "H": {"kdist_cold", "gather_all"},
+    "I": {"A.kdist_local", "A.dask_cli", "B.kdist_local", "B.dask_cli"},
 }
 
 
@@ -65,8 +69,26 @@ def test_same_data_everywhere(smoke):
     a = result["scenarios"]["A"]
     # Every alternative stored the same bars: 40 symbols x 257 trading days of 2024.
     assert {r["rows"] for r in a.values()} == {sizes["A"]["symbols"] * 257}
-    for name in ("B", "C", "D"):
+    for name in ("B", "C", "D", "H"):
         assert len({r["rows"] for r in result["scenarios"][name].values()}) == 1, name
+    # Minute bars: every alternative stored the same bars, 240 a session; the update added
+    # one session of every symbol.
+    f = result["scenarios"]["F"]
+    minute_rows = f["kdist_cold"]["rows"]
+    assert minute_rows % 240 == 0 and {f[k]["rows"] for k in ("gather_all", "ceiling")} == {
+        minute_rows}
+    assert f["kdist_update_cold"]["rows"] == minute_rows + 240 * sizes["F"]["symbols"]
+    assert f["kdist_cold"]["repeats"][0]["check_ok"] is True
+    columns = f["columns"]["repeats"][0]["columns"]
+    assert set(columns) == {"symbol", "freq", "adjust", "ts", "open", "high", "low", "close",
+                            "volume", "amount", "source"}
+    assert all(c["bytes_per_bar"] > 0 for c in columns.values())
+    # Scenario I: the same import on both clusters, A's and B's bars.
+    i = result["scenarios"]["I"]
+    for of in ("A", "B"):
+        assert i[f"{of}.kdist_local"]["rows"] == i[f"{of}.dask_cli"]["rows"] > 0, of
+        for cluster in ("kdist_local", "dask_cli"):
+            assert i[f"{of}.{cluster}"]["repeats"][0]["status"] == "done"
     d = result["scenarios"]["D"]["kdist_cold"]["repeats"][0]
     assert d["status"] == "done" and d["check_ok"] is True
     # The loads read every bar of D's store, raw and derived qfq.
@@ -88,6 +110,33 @@ def test_same_data_everywhere(smoke):
     for label in ("panel_close", "pivot_close"):
         r = e[label]["repeats"][0]
         assert (r["symbols_wide"], r["cells"]) == (n, result["scenarios"]["D"]["kdist_cold"]["rows"])
+
+
+def test_daily_updates_and_reads_were_measured(smoke):
+    result, _ = smoke
+    size = result["sizes"]["G"]
+    g = result["scenarios"]["G"]["daily_updates"]
+    assert len(g["repeats"]) == 1  # the updates repeat inside the run
+    r = g["repeats"][0]
+    assert r["updates"] == size["days"] == len(r["update_seconds"])
+    assert all(s > 0 for s in r["update_seconds"])
+    # One new bar per symbol and session: D's store plus the days.
+    assert g["rows"] == result["scenarios"]["D"]["kdist_cold"]["rows"] + \
+        size["days"] * result["sizes"]["D"]["symbols"]
+    for when in ("before", "after"):
+        assert r[when]["one_symbol_s"] > 0 and r[when]["last_60_days_s"] > 0
+        assert r[when]["row_groups"] >= 1
+
+
+def test_big_universe_overhead_is_measured(smoke):
+    result, _ = smoke
+    r = result["scenarios"]["H"]["kdist_cold"]["repeats"][0]
+    timings = r["timings"]
+    assert {"plan", "ledger", "wait", "write", "progress", "report", "other"} <= set(timings)
+    assert sum(timings.values()) == pytest.approx(r["elapsed_s"], rel=0.05, abs=0.05)
+    share = bench.overhead(timings, r["elapsed_s"])
+    assert 0.0 <= share <= 1.0
+    assert result["targets"]["H.overhead"]["value"] == pytest.approx(share)
 
 
 def test_update_fetched_only_the_tail(smoke):
