@@ -158,6 +158,9 @@ def run_kdist(spec, db, timer):
         if mode == "cold":
             kwargs.update(n_workers=spec.get("n_workers"),
                           threads_per_worker=spec.get("threads_per_worker"))
+            # "local": kdist's local cluster whatever the machine (its default runs a job of
+            # bars made on this machine in process up to two cores: runner.SMALL_MACHINE_CORES).
+            client = spec.get("client")
         with timer:
             if spec.get("update"):
                 reports = kdist.update(db, end=spec["end"], provider=provider, client=client,

@@ -23,13 +23,14 @@ from benchmarks import run as bench  # noqa: E402
 pytestmark = pytest.mark.slow
 
 RUNS = {
-    "A": {"kdist_cold", "kdist_warm", "sequential", "gather_all", "records", "ceiling"},
+    "A": {"kdist_cold", "kdist_local", "kdist_warm", "sequential", "gather_all", "records",
+          "ceiling"},
     "B": {"kdist_warm"},
     "C": {"slow_worker.default", "slow_worker.per_worker", "pareto.default", "pareto.per_worker"},
     "D": {"kdist_cold", "gather_all", "kdist_cold_bars_only"},
     "E": {"load_raw", "load_qfq", "check_gaps", "check_gaps_xshg", "panel_close",
           "pivot_close", "kdist_update_cold", "kdist_update_warm"},
-    "F": {"kdist_cold", "gather_all", "ceiling", "kdist_update_cold", "columns"},
+    "F": {"kdist_cold", "kdist_local", "gather_all", "ceiling", "kdist_update_cold", "columns"},
     "G": {"daily_updates"},
     "H": {"kdist_cold", "gather_all"},
     "I": {"A.kdist_local", "A.dask_cli", "B.kdist_local", "B.dask_cli"},
@@ -69,14 +70,17 @@ def test_same_data_everywhere(smoke):
     a = result["scenarios"]["A"]
     # Every alternative stored the same bars: 40 symbols x 257 trading days of 2024.
     assert {r["rows"] for r in a.values()} == {sizes["A"]["symbols"] * 257}
+    # kdist_local runs on kdist's local cluster whatever the machine and the job's size.
+    for name in ("A", "F"):
+        assert result["scenarios"][name]["kdist_local"]["repeats"][0]["mode"] == "local"
     for name in ("B", "C", "D", "H"):
         assert len({r["rows"] for r in result["scenarios"][name].values()}) == 1, name
     # Minute bars: every alternative stored the same bars, 240 a session; the update added
     # one session of every symbol.
     f = result["scenarios"]["F"]
     minute_rows = f["kdist_cold"]["rows"]
-    assert minute_rows % 240 == 0 and {f[k]["rows"] for k in ("gather_all", "ceiling")} == {
-        minute_rows}
+    assert minute_rows % 240 == 0 and {
+        f[k]["rows"] for k in ("kdist_local", "gather_all", "ceiling")} == {minute_rows}
     assert f["kdist_update_cold"]["rows"] == minute_rows + 240 * sizes["F"]["symbols"]
     assert f["kdist_cold"]["repeats"][0]["check_ok"] is True
     columns = f["columns"]["repeats"][0]["columns"]

@@ -1,5 +1,6 @@
 """Where a job runs when nobody names a scheduler: small jobs from providers that do not wait
-on a network run in the client's process; everything else gets a local cluster."""
+on a network run in the client's process, and so do their jobs of any size on a machine of
+one or two cores; everything else gets a local cluster."""
 
 from __future__ import annotations
 
@@ -46,8 +47,30 @@ def test_a_provider_that_waits_or_kills_its_process_gets_a_cluster(db, options):
 
 def test_a_big_job_gets_a_cluster(db, monkeypatch):
     monkeypatch.setattr(runner, "SMALL_JOB_BARS", 100)
+    monkeypatch.setattr(runner, "usable_cores", lambda: 8)
     report = kdist.ingest(SYMBOLS, **WINDOW, db=db, n_workers=1, threads_per_worker=1)
     assert report.mode == "local"
+
+
+def test_on_a_small_machine_a_big_job_runs_in_process_and_says_why(db, monkeypatch):
+    """Up to two cores, moving bars between processes costs more than making them: a job
+    of any size from a provider that does not wait on a network runs in this process."""
+    monkeypatch.setattr(runner, "SMALL_JOB_BARS", 100)
+    monkeypatch.setattr(runner, "usable_cores", lambda: 2)
+    report = kdist.ingest(SYMBOLS, **WINDOW, db=db)
+    assert report.mode == "sync"
+    assert "import fastest in this process on 2 cores" in report.mode_reason
+    assert "--scheduler local" in str(report)
+    assert report.status == "done" and report.rows_written == len(kdist.load(db))
+    # A provider that waits on a network still gets its cluster, whatever the machine.
+    slow = kdist.get_provider("synthetic", latency=0.001)
+    again = kdist.ingest(SYMBOLS, **WINDOW, db=db, provider=slow, n_workers=1,
+                         threads_per_worker=1)
+    assert again.mode == "local"
+
+
+def test_usable_cores_are_this_process_s():
+    assert 1 <= runner.usable_cores() <= (__import__("os").cpu_count() or 1)
 
 
 def test_an_update_is_sized_by_what_it_fetches_not_by_what_is_stored(db, monkeypatch):
