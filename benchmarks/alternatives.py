@@ -396,7 +396,8 @@ def run_daily_updates(spec, db, timer):
 def _dask_cli_cluster(spec, tmp: Path):
     """``dask scheduler`` and ``dask worker`` processes started as a user starts them, with
     Dask's own defaults (only the shape, the address and a free dashboard port given), and a
-    client of them whose workers have imported what a job needs."""
+    client of them whose workers have imported what a job needs. They stay in this process's
+    group: a run killed for taking too long takes them with it."""
     import subprocess
     import sys
 
@@ -412,7 +413,7 @@ def _dask_cli_cluster(spec, tmp: Path):
     procs = [subprocess.Popen(
         [dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--dashboard-address", ":0",
          "--scheduler-file", str(scheduler_file)],
-        env=env, stdout=log, stderr=log, start_new_session=True)]
+        env=env, stdout=log, stderr=log)]
     try:
         deadline = time.monotonic() + 60
         while not scheduler_file.exists():
@@ -426,7 +427,7 @@ def _dask_cli_cluster(spec, tmp: Path):
                 [dask, "worker", "--scheduler-file", str(scheduler_file),
                  "--nthreads", str(spec.get("threads_per_worker") or 2), "--name", f"w{i}",
                  "--dashboard-address", ":0"],
-                env=env, stdout=log, stderr=log, start_new_session=True))
+                env=env, stdout=log, stderr=log))
         with Client(scheduler_file=str(scheduler_file), set_as_default=False) as client:
             client.wait_for_workers(workers, timeout=120)
             client.run(_warm_worker)

@@ -68,10 +68,6 @@ FULL = {
           "update_end": "2024-12-31"},
     "G": {"symbols": 5000, "after": "2024-12-30", "days": 250, "reads": 7, "window": 10},
     "H": {"symbols": 50000, "start": "2024-01-01", "end": "2024-12-31"},
-    "I": {"A": {"symbols": 2000, "start": "2015-01-01", "end": "2024-12-31", "n_workers": 2,
-                "threads_per_worker": 2},
-          "B": {"symbols": 1000, "start": "2024-01-01", "end": "2024-12-31", "latency": 0.1,
-                "jitter": 0.02, "n_workers": 2, "threads_per_worker": 16}},
 }
 SMOKE = {
     "A": {"symbols": 40, "start": "2024-01-01", "end": "2024-12-31"},
@@ -85,11 +81,12 @@ SMOKE = {
           "update_end": "2024-12-31"},
     "G": {"symbols": 60, "after": "2024-12-30", "days": 6, "reads": 2, "window": 2},
     "H": {"symbols": 600, "start": "2024-10-01", "end": "2024-12-31"},
-    "I": {"A": {"symbols": 40, "start": "2024-01-01", "end": "2024-12-31", "n_workers": 2,
-                "threads_per_worker": 1},
-          "B": {"symbols": 32, "start": "2024-01-01", "end": "2024-03-31", "latency": 0.05,
-                "jitter": 0.01, "n_workers": 2, "threads_per_worker": 4}},
 }
+# I: A's and B's imports again, on clusters of a given shape (A's: 2 workers x 2 threads, as
+# kdist's local cluster on this machine; B's its own), kdist's local one and the user's own.
+for _sizes, _threads in ((FULL, 2), (SMOKE, 1)):
+    _sizes["I"] = {"A": {**_sizes["A"], "n_workers": 2, "threads_per_worker": _threads},
+                   "B": dict(_sizes["B"])}
 TARGETS = {
     "A.kdist_vs_records": ("records time / kdist time", ">=", 40.0),
     "A.kdist_vs_sequential": ("kdist time / sequential time", "<=", 0.5),

@@ -348,7 +348,8 @@ def ingest(
                 stack, job, db, given, client, cluster_options, clock)
             if job.incremental:
                 with clock.phase("maintain"):
-                    store.mark_appends()  # where the bars this update appends start
+                    # Where the bars this update appends to the series start.
+                    store.mark_appends(job.freq, job.adjust)
             with clock.phase("plan"):
                 if job.actions:
                     job.actions_from = store.actions_from(job.symbols, job.provider.name)
@@ -379,8 +380,10 @@ def ingest(
                         batch_rows=batch_rows or _batch_rows(job.freq),
                         flush_seconds=flush_seconds, max_in_flight=max_in_flight,
                         worker_timeout=worker_timeout, cancel=cancel, limits=limits).run()
-                if job.incremental and report.rows_written:
-                    _maintain(store, report, clock)
+                if job.incremental and report.rows_written and report.status in (
+                        JobStatus.DONE, JobStatus.PARTIAL) and not (
+                        cancel is not None and cancel.is_set()):
+                    _maintain(store, job, report, clock)
             finally:
                 with clock.phase("progress"):
                     callback.on_finish(report)  # also when the job raised: bars must close
@@ -424,17 +427,22 @@ def _checked_job(symbols, start, end, freq, adjust, provider, db, skip_invalid, 
     return job, given, db
 
 
-def _maintain(store: Store, report: Report, clock: Clock) -> None:
-    """After an update's writes: sort the bars updates appended into place once they fill a
-    row group, so reads of one symbol keep skipping them (:mod:`kdist.layout`). The job is
-    already recorded; a sort that fails leaves the table as it was, and the next update
-    tries again."""
+def _maintain(store: Store, job: _Job, report: Report, clock: Clock) -> None:
+    """After an update's writes: sort the bars updates appended to the series into place
+    once they fill a row group, so reads of one symbol keep skipping them
+    (:mod:`kdist.layout`). The job is already recorded and done: a sort that fails or is
+    interrupted leaves the table as it was, and the next update sorts."""
     with clock.phase("maintain"):
         try:
-            done = store.maintain()
+            done = store.maintain(job.freq, job.adjust)
         except KdistError as exc:
             log.warning("could not sort the recent bars of %s (the next update tries "
                         "again): %s", store.path, exc)
+            report.maintained = f"sort of the recent bars failed ({exc}); the next update sorts"
+            return
+        except KeyboardInterrupt:
+            # The job is recorded as done; only the optional sort was stopped (rolled back).
+            report.maintained = "sort of the recent bars interrupted; the next update sorts"
             return
     if done is not None:
         report.maintained = str(done)
@@ -488,7 +496,7 @@ def _open(stack: contextlib.ExitStack, job: _Job, db, given: Store | None, clien
     elif not job.incremental:
         # The size needs nothing stored: decide (and start a cluster) before the file is
         # created, so a cluster that fails to start leaves no empty database behind.
-        cluster = _auto_cluster(open_cluster, _estimated_bars(job, None))
+        cluster = _auto_cluster(open_cluster, _estimated_bars(job, None), cluster_options)
     if given is not None:
         store = given
     else:
@@ -511,7 +519,7 @@ def _open(stack: contextlib.ExitStack, job: _Job, db, given: Store | None, clien
             windows["full"] = windows["full"].clip(lower=served)
         estimated = _estimated_bars(job, windows) if auto else 0
     if auto:
-        cluster = _auto_cluster(open_cluster, estimated)
+        cluster = _auto_cluster(open_cluster, estimated, cluster_options)
     # Every stored symbol of an incremental job comes with its last stored bars.
     return cluster, store, windows, overlap_bars, set(overlap_bars["symbol"])
 
@@ -563,17 +571,20 @@ def _plain(cluster_options: dict) -> bool:
         cluster_options[k] for k in ("tls_ca", "tls_cert", "tls_key"))
 
 
-def _auto_cluster(open_cluster, bars: int) -> Cluster:
-    """In this process for a small job or on a small machine, on a local cluster otherwise
-    (only for providers that do not wait on a network: the caller asks)."""
+def _auto_cluster(open_cluster, bars: int, cluster_options: dict) -> Cluster:
+    """In this process for a small job, or on a small machine unless the caller sized a
+    cluster (``n_workers``, ``threads_per_worker``); on a local cluster otherwise (only for
+    providers that do not wait on a network: the caller asks)."""
     if bars <= SMALL_JOB_BARS:
         return open_cluster("sync", f"a small job of about {bars:,} bars runs in this "
                             "process; --scheduler local starts a cluster")
     cores = usable_cores()
-    if cores <= SMALL_MACHINE_CORES:
+    sized = (cluster_options["n_workers"] is not None
+             or cluster_options["threads_per_worker"] is not None)
+    if cores <= SMALL_MACHINE_CORES and not sized:
         return open_cluster("sync", f"about {bars:,} bars from a provider that does not wait "
-                            f"on a network import fastest in this process on {cores} "
-                            "cores; --scheduler local starts a cluster")
+                            f"on a network: fastest in this process on {cores} cores; "
+                            "--scheduler local starts a cluster")
     return open_cluster(None)
 
 

@@ -644,34 +644,51 @@ class Store(Ledger):
         return len(bars)
 
     @_using
-    def mark_appends(self) -> None:
-        """Before an update's first write: note where its appended bars start, if nothing
-        has yet (see :mod:`kdist.layout`)."""
+    def mark_appends(self, freq: Freq | str = "1d", adjust: Adjust | str = "none") -> None:
+        """Before an update's first write: note where the bars it appends to the series
+        will start, if nothing has yet (see :mod:`kdist.layout`)."""
         if self.read_only:
             return
-        self._transaction(layout.mark)
+        freq, adjust = Freq.parse(freq).value, Adjust.parse(adjust).value
+        self._transaction(lambda con: layout.mark(con, freq, adjust))
 
     @_using
-    def maintain(self, *, force: bool = False) -> layout.Maintenance | None:
-        """Sort the bars updates appended into place once they fill a row group, so reads of
-        one symbol keep skipping them (see :mod:`kdist.layout`); one transaction. None when
-        there was nothing to do; ``force`` sorts whatever tail there is."""
+    def maintain(self, freq: Freq | str = "1d", adjust: Adjust | str = "none", *,
+                 force: bool = False) -> layout.Maintenance | None:
+        """Sort the bars updates appended to a series into place once they fill a row
+        group, so reads of one symbol keep skipping them (see :mod:`kdist.layout`); one
+        transaction. None when there was nothing to do; ``force`` sorts whatever tail there
+        is.
+
+        Raises
+        ------
+        StoreError
+            The sort failed (the table is as it was; the next update tries again).
+        """
         if self.read_only:
             return None
+        freq, adjust = Freq.parse(freq).value, Adjust.parse(adjust).value
         done: list = []
 
         def work(con):
-            layout.mark(con)
-            if layout.due(con, 1 if force else None):
-                done.append(layout.maintain(con))
+            layout.mark(con, freq, adjust)
+            tail = layout.tail_rows(con, freq, adjust)
+            if tail >= (1 if force else layout.TAIL_ROWS):
+                done.append(layout.maintain(con, freq, adjust, tail=tail))
 
-        # Sorting a million bars needs more than a batch write's memory (it would spill to
-        # disk and take twice as long): the limit is raised for the sort alone.
-        self.con.execute("SET memory_limit = ?", [MAINTAIN_MEMORY])
+        # Sorting a million bars needs more than a batch write's memory (under it the sort
+        # spilled to disk): the limit is raised for the sort alone, unless the user set it.
+        raise_limit = "KDIST_DUCKDB_MEMORY" not in os.environ
         try:
-            self._transaction(work)
-        finally:
-            self.con.execute("SET memory_limit = ?", [self._memory_limit])
+            if raise_limit:
+                self.con.execute("SET memory_limit = ?", [MAINTAIN_MEMORY])
+            try:
+                self._transaction(work)
+            finally:
+                if raise_limit:
+                    self.con.execute("SET memory_limit = ?", [self._memory_limit])
+        except duckdb.Error as exc:
+            raise _store_error(self.path, exc) from exc
         if done:
             self._series.clear()  # the rows moved; bounds read before are re-read
         return done[0] if done else None

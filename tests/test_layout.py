@@ -5,6 +5,7 @@ failure or a kill leaves as it was, and reads return the same bars before and af
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -25,17 +26,17 @@ def _table(db) -> pd.DataFrame:
         return con.execute("SELECT * FROM kline ORDER BY symbol, freq, adjust, ts").df()
 
 
-def _physical_symbols(db, after) -> list[str]:
-    """The symbols of the bars after ``after``, in the order they are stored."""
+def _physical_symbols(db, after, freq="1d") -> list[str]:
+    """The symbols of the series' bars after ``after``, in the order they are stored."""
     with duckdb.connect(str(db), read_only=True) as con:
         return [r[0] for r in con.execute(
-            "SELECT symbol FROM kline WHERE ts > ?::TIMESTAMP_S ORDER BY rowid", [after]
-        ).fetchall()]
+            """SELECT symbol FROM kline WHERE freq = ? AND ts > ?::TIMESTAMP_S
+               ORDER BY rowid""", [freq, after]).fetchall()]
 
 
-def _marks(db):
+def _marks(db, freq="1d", adjust="none"):
     with duckdb.connect(str(db), read_only=True) as con:
-        return layout.marks(con)
+        return layout.marks(con, freq, adjust)
 
 
 def _updated(db, days: int, monkeypatch=None, **kw):
@@ -182,6 +183,8 @@ def test_a_kill_during_the_sort_leaves_the_table_whole(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
+        ready, _, _ = select.select([proc.stdout], [], [], 120)
+        assert ready, "the sort did not start within 120 s"
         assert proc.stdout.readline().strip() == "inside"
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -193,3 +196,49 @@ def test_a_kill_during_the_sort_leaves_the_table_whole(tmp_path):
     assert done.rows == len(order) > 500_000
     assert _physical_symbols(db, "2024-06-28") == sorted(order)
     pd.testing.assert_frame_equal(_table(db), before)
+
+
+def test_each_series_keeps_its_own_marks(tmp_path, monkeypatch):
+    """Minute and daily bars of one store move forward on their own (a daily bar is stamped
+    at midnight, before the day's minutes): each series' appended bars are sorted by its
+    own marks, and none is stranded behind the other's."""
+    monkeypatch.setattr(layout, "TAIL_ROWS", 2 * 240 * 4)  # two days of four symbols' minutes
+    monkeypatch.setattr(layout, "RUN_ROWS", 10**9)
+    db = str(tmp_path / "k.duckdb")
+    four = SYMBOLS[:4]
+    provider = kdist.get_provider("synthetic", actions=False)
+    for freq in ("1m", "1d"):
+        kdist.ingest(four, start="2024-06-24", end="2024-06-28", freq=freq, db=db,
+                     provider=provider, client="sync", progress=False)
+    for day in pd.bdate_range("2024-07-01", periods=2):
+        end = day.strftime("%Y-%m-%d")
+        # Minutes first, then the day: the daily bar's midnight is before the minutes'.
+        kdist.update(db, end=end, freq="1m", provider=provider, client="sync", progress=False)
+        kdist.update(db, end=end, freq="1d", provider=provider, client="sync", progress=False)
+    assert _marks(db, "1m") == (pd.Timestamp("2024-06-28 15:00"),
+                                pd.Timestamp("2024-07-02 15:00"))
+    # The minutes filled their tail and were sorted; the daily series, 8 bars, was not due.
+    minutes = _physical_symbols(db, "2024-06-28 15:00", "1m")
+    assert minutes == sorted(minutes) and len(minutes) == 2 * 240 * 4
+    assert _marks(db, "1d") == (pd.Timestamp("2024-06-28"), pd.Timestamp("2024-06-28"))
+    with kdist.Store(db) as store:
+        done = store.maintain("1d", "none", force=True)
+    assert done.rows == 8 and done.series == "1d none"
+    assert _physical_symbols(db, "2024-06-28", "1d") == sorted(four * 2)
+    assert kdist.check(db)["ok"]
+
+
+def test_a_tail_written_in_large_batches_is_left_as_it_is(imported, monkeypatch):
+    """A tail of a run's size or more came in large batches (an import of new symbols, a
+    catch-up): its chunks are contiguous symbols already; the marks move past it unsorted,
+    so no sort grows with what was appended."""
+    monkeypatch.setattr(layout, "TAIL_ROWS", 40)
+    monkeypatch.setattr(layout, "RUN_ROWS", 200)
+    _updated(imported, 1)  # marks, and one day sorted (40 bars)
+    assert _marks(imported) == (pd.Timestamp("2024-06-28"), pd.Timestamp("2024-07-01"))
+    rows = len(_table(imported))
+    # Six more days in one update: a tail of 240 bars, over RUN_ROWS.
+    reports = _updated_from(imported, "2024-07-09", 1)
+    assert "nothing sorted" in reports[-1].maintained
+    assert _marks(imported) == (pd.Timestamp("2024-07-09"), pd.Timestamp("2024-07-09"))
+    assert len(_table(imported)) == rows + 240 and kdist.check(str(imported))["ok"]

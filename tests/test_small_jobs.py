@@ -59,7 +59,7 @@ def test_on_a_small_machine_a_big_job_runs_in_process_and_says_why(db, monkeypat
     monkeypatch.setattr(runner, "usable_cores", lambda: 2)
     report = kdist.ingest(SYMBOLS, **WINDOW, db=db)
     assert report.mode == "sync"
-    assert "import fastest in this process on 2 cores" in report.mode_reason
+    assert "fastest in this process on 2 cores" in report.mode_reason
     assert "--scheduler local" in str(report)
     assert report.status == "done" and report.rows_written == len(kdist.load(db))
     # A provider that waits on a network still gets its cluster, whatever the machine.
@@ -67,6 +67,9 @@ def test_on_a_small_machine_a_big_job_runs_in_process_and_says_why(db, monkeypat
     again = kdist.ingest(SYMBOLS, **WINDOW, db=db, provider=slow, n_workers=1,
                          threads_per_worker=1)
     assert again.mode == "local"
+    # So does a job whose caller sized the cluster.
+    sized = kdist.ingest(SYMBOLS, **WINDOW, db=db, n_workers=1)
+    assert sized.mode == "local"
 
 
 def test_usable_cores_are_this_process_s():
