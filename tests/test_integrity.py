@@ -311,7 +311,7 @@ def _started(run: _Running) -> str:
 @pytest.mark.slow
 @pytest.mark.parametrize("timeout", ["0", "60"])
 def test_sigterm_ends_an_in_process_job_with_a_hung_call_within_seconds(running, db, timeout):
-    symbols = UNIVERSE[:6]
+    symbols = sorted(UNIVERSE[:6])  # the order chunks are planned and run in
     run = running("ingest", *symbols, "--start", "2024-01-01", "--end", "2024-03-29",
                   "--db", db, "--scheduler", "sync", "--timeout", timeout,
                   "--option", f"hang={symbols[3]}", "--chunk-size", "1")

@@ -526,7 +526,8 @@ def test_ingest_end_to_end(vendor, tmp_path):
     bars = [c[0] for c in vendor.calls if not c[1]["actions"]]
     assert bars.count("AAPL") == 2
     # Raw bars come with their corporate actions: one more call per symbol with bars.
-    assert [c[0] for c in vendor.calls if c[1]["actions"]] == ["AAPL", "600000.SS"]
+    # (in the plan's order: symbols sorted, 600000.SH before AAPL)
+    assert [c[0] for c in vendor.calls if c[1]["actions"]] == ["600000.SS", "AAPL"]
 
 
 @pytest.mark.network
