@@ -223,8 +223,7 @@ def _start_forkserver():
     It starts with the environment Dask's nanny gives the workers it spawns (kdist's
     allocator settings, one BLAS thread): a worker forked from the server has the server's
     allocator and environment, and what the nanny sets later, as it starts each worker,
-    comes too late for it (see docs/performance.md#worker-memory). The nanny puts the same
-    variables into this process's environment as it starts the first worker anyway.
+    comes too late for it (see docs/performance.md#worker-memory).
     """
     if dask.config.get("distributed.worker.multiprocessing-method") != "forkserver":
         return
@@ -233,11 +232,21 @@ def _start_forkserver():
     from distributed.utils import get_mp_context
 
     get_mp_context()  # Dask's list of modules for the server to import
-    os.environ.update(_pre_spawn_environ())
+    # The server takes this process's environment as it starts; afterwards this process's
+    # own is put back, so that nothing it starts later (a user's subprocess) inherits them.
+    given = _pre_spawn_environ()
+    saved = {name: os.environ.get(name) for name in given}
+    os.environ.update(given)
     try:
         forkserver.ensure_running()
     except Exception as exc:  # Dask starts it itself, as before
         log.debug("could not start the fork server early: %r", exc)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _pre_spawn_environ() -> dict[str, str]:
