@@ -12,16 +12,16 @@ import time
 import pandas as pd
 
 from .fetching import ChunkResult, concat
+from .layout import ROW_GROUP
 from .outcome import Status
 from .plan import Chunk
 from .store import Store
 
 __all__ = ["BATCH_ROWS", "FLUSH_SECONDS", "ROW_GROUP", "Batch"]
 
-#: Rows of one DuckDB row group. A batch commits whole row groups and carries the rest of
-#: its rows into the next one: DuckDB then never rewrites a partly filled row group, which
+#: A batch commits whole row groups (:data:`kdist.layout.ROW_GROUP` rows) and carries the rest
+#: of its rows into the next one: DuckDB then never rewrites a partly filled row group, which
 #: costs CPU and bytes per bar (see docs/performance.md#batches).
-ROW_GROUP = 122_880
 #: Rows that make a batch worth writing, and the age at which a smaller batch is written anyway.
 BATCH_ROWS = 2 * ROW_GROUP
 FLUSH_SECONDS = 5.0
