@@ -20,7 +20,7 @@ The hand-written alternatives call ``provider.fetch`` and store what it returns,
 would; kdist also normalises and validates every frame (that cost is kdist's).
 
 :func:`run` measures one run in the current process and returns a dict: the timed seconds,
-rows stored, the client's peak resident memory (``ru_maxrss`` of this process only: worker
+rows stored, the client's peak resident memory (``VmHWM`` of this process only: worker
 processes are children with their own accounting), the database size, CPU seconds and load.
 """
 
@@ -43,6 +43,19 @@ FREQ, ADJUST, SOURCE = "1d", "none", "synthetic"
 
 
 def _peak_rss_mb() -> float:
+    """This process's own peak resident memory.
+
+    Linux's ``VmHWM``, not ``ru_maxrss``: ``ru_maxrss`` keeps the peak of the process this
+    one was started from (the kernel folds the parent's high-water mark into it at exec), so
+    a run started by a large process (a long pytest session) would report that process's peak.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
