@@ -336,6 +336,18 @@ def _events(keys: np.ndarray, through: int | None = None) -> _Events:
                    *(x.reshape(n, -1) for x in (yield_, bonus, rights, discount, split)))
 
 
+def _events_through(last: np.datetime64) -> int | None:
+    """The last year of events that bars up to day ``last`` depend on (None: every year).
+
+    A day's trend takes the ramps of events up to ``_REACH`` years after it, and the walk
+    is computed in whole blocks from the one after ``last``'s (:func:`_skeleton`): events
+    of later years change nothing before ``last``, and an update of a few days need not
+    compute a century of them (see docs/performance.md#synthetic-provider)."""
+    year = int(last.astype("datetime64[Y]").astype(np.int64)) + 1970
+    through = year + 1 + _REACH + 1
+    return None if through >= _YEARS[-1] else through
+
+
 def _trend(events: _Events, blocks: np.ndarray) -> np.ndarray:
     """Log of the trend at the start of each block, ``(n, b)``: the sum of every gap times
     its ramp, 0 until W days before the ex-date and 1 from W days after it on.
@@ -469,7 +481,7 @@ def _reported(keys: np.ndarray, plans: list[_Plan], start: np.datetime64,
         wanted = np.unique(np.concatenate(before)) if any(len(b) for b in before) else None
         if wanted is not None:
             sub = keys[group]
-            closes = _closes(sub, _events(sub), wanted)
+            closes = _closes(sub, _events(sub, through=_events_through(_EPOCH + hi)), wanted)
         for row, (i, m, b) in enumerate(zip(group, inside, before)):
             plan = plans[i]
             last = int(np.searchsorted(plan.day, hi, side="right"))
@@ -477,7 +489,14 @@ def _reported(keys: np.ndarray, plans: list[_Plan], start: np.datetime64,
             # of the window, and an update's answer stays a row or two.
             first = max(int(np.searchsorted(plan.day, lo)) - 1, 0)
             m = m[:last]
-            close = closes[row, np.searchsorted(wanted, b)] if len(b) else np.zeros(0)
+            if not len(b):  # no ex-date in the window (an update's usual answer): factors only
+                n = max(last - first, 0)
+                out.append({"ex_date": (_EPOCH + plan.day[first:last]).astype("datetime64[us]"),
+                            "cash": np.zeros(n), "bonus": np.zeros(n), "rights": np.zeros(n),
+                            "rights_price": np.zeros(n), "split": np.ones(n),
+                            "factor": plan.factor[first:last].copy()})
+                continue
+            close = closes[row, np.searchsorted(wanted, b)]
             cash, rights_price = np.zeros(last), np.zeros(last)
             y, d = plan.yield_[:last][m], plan.discount[:last][m]
             # At least 0.001: a dividend never rounds away (its gap is in the bars).
@@ -775,7 +794,7 @@ class SyntheticProvider(Provider):
         if len(days) == 0:
             return np.zeros(0, np.intp), _no_bars()
         keys = np.array([_symbol_key(symbol, self.seed) for symbol in symbols], np.uint64)
-        events = _events(keys) if self.config["actions"] else None
+        events = _events(keys, through=_events_through(last)) if self.config["actions"] else None
         if freq.intraday:
             n = freq.minutes
             ends = np.concatenate([np.arange(570 + n, 691, n), np.arange(780 + n, 901, n)])

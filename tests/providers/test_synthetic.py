@@ -458,6 +458,33 @@ def test_bars_with_actions_are_the_same_in_any_window_and_chunking(universe, fre
         pd.testing.assert_frame_equal(got, expected.reset_index(drop=True))
 
 
+@pytest.mark.parametrize("freq, adjust, start, end", [
+    ("1d", "none", "1991-03-01", "1996-05-01"),
+    ("1d", "qfq", "2015-01-01", "2024-12-31"),
+    ("1d", "hfq", "2024-12-31", "2024-12-31"),
+    ("5m", "qfq", "2023-12-25", "2024-01-05"),
+    ("1w", "none", "2010-01-01", "2025-03-01"),
+    ("1M", "hfq", "2090-01-01", "2100-12-31"),
+])
+def test_bars_need_no_events_past_a_few_years_after_the_window(universe, monkeypatch, freq,
+                                                               adjust, start, end):
+    """Bars computed from the events up to a few years after the window (an update's few
+    days need not compute a century of them) equal those from every year's."""
+    import kdist.providers.synthetic as synthetic
+
+    p = SyntheticProvider(seed=3)
+    symbols = universe[:40]
+    starts = [start] * len(symbols)
+    bounded = p.fetch_many(symbols, starts, end, freq, adjust)
+    monkeypatch.setattr(synthetic, "_events_through", lambda last: None)
+    pd.testing.assert_frame_equal(bounded, p.fetch_many(symbols, starts, end, freq, adjust))
+    # The bound is tight enough to matter: one year fewer than it takes changes bars.
+    if end < "2090":
+        monkeypatch.setattr(synthetic, "_events_through",
+                            lambda last: int(str(last)[:4]) + 1)
+        assert not bounded.equals(p.fetch_many(symbols, starts, end, freq, adjust))
+
+
 def test_intraday_weekly_and_monthly_bars_gap_with_the_daily_ones(provider):
     actions = provider.actions(SYMBOL, *HISTORY)
     split = actions[actions["split"] == 2.0]["ex_date"].iloc[0]  # 12 Oct 2000 for seed 7
