@@ -17,7 +17,7 @@ LAYERS = [
     ("public API", {"runner", "verification", "exporting", "feeds"}),
     ("the client loop", {"loop", "batch"}),
     ("where bars go, where chunks run",
-     {"store", "layout", "adjustment", "gaps", "horizons", "wide", "qlib", "zipline", "ledger", "access", "cluster", "backends", "_quiet_worker", "security",
+     {"store", "bounds", "layout", "adjustment", "gaps", "horizons", "wide", "qlib", "zipline", "ledger", "access", "cluster", "backends", "_quiet_worker", "security",
       "progress"}),
     ("worker side", {"fetching", "plan", "limits", "ticks", "providers", "testing"}),
     ("foundations", {"schema", "actions", "calendars", "bars", "securities", "outcome", "report", "errors", "_version"}),

@@ -80,7 +80,7 @@ def test_new_store_creates_tables_and_version(db):
     with Store(db) as store:
         tables = {r[0] for r in store.con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
     assert tables == {"kline", "kdist_meta", "kdist_jobs", "kdist_job_symbols", "kdist_actions",
-                      "kdist_action_checks", "kdist_quality", "kdist_findings"}
+                      "kdist_action_checks", "kdist_quality", "kdist_findings", "kdist_series"}
     meta = dict(rows(db, "SELECT key, value FROM kdist_meta"))
     assert meta["schema_version"] == SCHEMA_VERSION
     assert meta["created_by"] == f"kdist {kdist.__version__}"
@@ -359,7 +359,7 @@ def test_sql_metacharacters_are_plain_values(db):
         assert set(store.job_symbols("job-1")["symbol"]) == set(nasty)
     tables = {r[0] for r in rows(db, "SELECT table_name FROM duckdb_tables()")}
     assert tables == {"kline", "kdist_meta", "kdist_jobs", "kdist_job_symbols", "kdist_actions",
-                      "kdist_action_checks", "kdist_quality", "kdist_findings"}
+                      "kdist_action_checks", "kdist_quality", "kdist_findings", "kdist_series"}
 
 
 def test_invalid_symbols_never_reach_the_database(db, fingerprint):
@@ -504,7 +504,7 @@ def test_check_clean_store(filled):
     result = kdist.check(filled)
     assert result == {"rows": 16 + 5 + 2, "duplicate_keys": 0, "ohlc_violations": 0,
                       "non_positive_prices": 0, "missing_prices": 0, "negative_volume": 0,
-                      "ok": True}
+                      "stale_bounds": 0, "ok": True}
 
 
 def test_check_finds_problems_inserted_with_sql(filled):
@@ -528,7 +528,12 @@ def test_check_finds_problems_inserted_with_sql(filled):
     assert result["missing_prices"] == 2
     assert result["negative_volume"] == 1
     assert result["rows"] == 23 + 2 + 7
+    # Bars inserted behind kdist's back: the kept first and last bars no longer hold.
+    assert result["stale_bounds"] == 7
     assert result["ok"] is False
+    with kdist.Store(filled) as store:
+        store.rebuild_bounds()
+    assert kdist.check(filled)["stale_bounds"] == 0
 
 
 def test_fingerprint_equal_for_equal_data_whatever_the_batches(tmp_path):

@@ -136,7 +136,8 @@ def test_an_empty_duckdb_file_is_initialised(db):
     with Store(db) as store:
         assert store.jobs().empty
     assert tables(db) == ["kdist_action_checks", "kdist_actions", "kdist_findings",
-                          "kdist_job_symbols", "kdist_jobs", "kdist_meta", "kdist_quality", "kline"]
+                          "kdist_job_symbols", "kdist_jobs", "kdist_meta", "kdist_quality",
+                          "kdist_series", "kline"]
 
 
 def test_adopt_adds_kdist_tables_beside_the_others(db):
@@ -145,7 +146,8 @@ def test_adopt_adds_kdist_tables_beside_the_others(db):
         report = kdist.ingest(SYMBOLS[:2], **WINDOW, db=store, client="sync")
     assert report.status == "done"
     assert tables(db) == ["kdist_action_checks", "kdist_actions", "kdist_findings",
-                          "kdist_job_symbols", "kdist_jobs", "kdist_meta", "kdist_quality", "kline",
+                          "kdist_job_symbols", "kdist_jobs", "kdist_meta", "kdist_quality",
+                          "kdist_series", "kline",
                           "trades"]
     assert len(kdist.load(db)) == report.rows_written
     with Store(db) as store:  # adopted once, a kdist file from then on

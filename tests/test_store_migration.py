@@ -145,16 +145,19 @@ def test_v1_file_is_migrated_in_place_by_a_writer(v1_db):
         jobs = store.jobs()
         ledger = store.job_symbols("old-job")
     assert kline_ts_type(v1_db) == "TIMESTAMP_S"
-    assert schema_version(v1_db) == SCHEMA_VERSION == "4"
+    assert schema_version(v1_db) == SCHEMA_VERSION == "5"
     # A file keeps the block size it was created with (DuckDB's default for version 1).
     assert query(v1_db, "SELECT block_size FROM pragma_database_size()") == [(262144,)]
     meta = dict(query(v1_db, "SELECT key, value FROM kdist_meta"))
     assert meta["created_by"] == "kdist 0.1.0"
     assert meta["migrated_from_1"].startswith(f"kdist {kdist.__version__} at ")
-    # Then to version 4: the corporate-action and data-check tables, empty.
+    # Then to version 5: the corporate-action and data-check tables, empty, and every
+    # series' first and last bar, read from the bars.
     assert meta["migrated_from_2"].startswith(f"kdist {kdist.__version__} at ")
     for table in ("kdist_actions", "kdist_action_checks", "kdist_quality", "kdist_findings"):
         assert query(v1_db, f"SELECT count(*) FROM {table}") == [(0,)]
+    assert query(v1_db, "SELECT count(*) FROM kdist_series")[0][0] > 0
+    assert kdist.check(v1_db)["stale_bounds"] == 0
     # Every bar, value and dtype as version 1 returned them (ts still datetime64[us]); the
     # fingerprints are equal too, so an oracle taken before the upgrade still holds.
     assert_same_reads(after, before)
@@ -246,7 +249,7 @@ def test_failed_migration_rolls_back_entirely(v1_db, monkeypatch):
     assert kline_ts_type(v1_db) == "TIMESTAMP_S"
 
 
-@pytest.mark.parametrize("found", ["5", "10", "0", "two"])
+@pytest.mark.parametrize("found", ["6", "10", "0", "two"])
 def test_other_versions_are_still_refused(v1_db, found):
     con = duckdb.connect(v1_db)
     con.execute("UPDATE kdist_meta SET value = ? WHERE key = 'schema_version'", [found])
@@ -254,7 +257,7 @@ def test_other_versions_are_still_refused(v1_db, found):
     for read_only in (False, True):
         with pytest.raises(SchemaVersionError) as info:
             Store(v1_db, read_only=read_only)
-        assert f"uses kdist schema version {found}, this kdist uses 4" in str(info.value)
+        assert f"uses kdist schema version {found}, this kdist uses 5" in str(info.value)
         assert info.value.found == found
     assert kline_ts_type(v1_db) == "TIMESTAMP" and schema_version(v1_db) == found
 
@@ -279,7 +282,7 @@ def test_v2_file_gains_the_corporate_action_tables(v1_db):
     with Store(v1_db) as store:
         assert store.has_actions
         assert_same_reads(store_reads(store), before)
-    assert schema_version(v1_db) == "4"
+    assert schema_version(v1_db) == "5"
     assert query(v1_db, "SELECT count(*) FROM kdist_actions") == [(0,)]
 
 
@@ -298,7 +301,33 @@ def test_v3_file_gains_the_data_check_tables(v1_db):
     with Store(v1_db) as store:
         assert store.has_actions and store.has_quality
         assert_same_reads(store_reads(store), before)
-    assert schema_version(v1_db) == "4"
+    assert schema_version(v1_db) == "5"
     meta = dict(query(v1_db, "SELECT key, value FROM kdist_meta"))
     assert meta["migrated_from_3"].startswith(f"kdist {kdist.__version__} at ")
     assert query(v1_db, "SELECT count(*) FROM kdist_quality") == [(0,)]
+
+
+def test_v4_file_gains_the_series_bounds(v1_db):
+    """A version-4 file (no kept first and last bars) reads as it is, its series aggregated
+    from the bars; the first writer fills ``kdist_series`` from them, and updates read it."""
+    with Store(v1_db) as store:
+        expected = {(f, a): store.series(Freq.parse(f), Adjust.parse(a))
+                    for f, a in store.con.execute(
+                        "SELECT DISTINCT freq, adjust FROM kline").fetchall()}
+        store.con.execute("DROP TABLE kdist_series")
+        store.con.execute("UPDATE kdist_meta SET value = '4' WHERE key = 'schema_version'")
+        store.con.execute("DELETE FROM kdist_meta WHERE key LIKE 'migrated_from_%'")
+    with Store(v1_db, read_only=True) as store:
+        assert store.has_actions and store.has_quality and not store.has_series
+        for (f, a), frame in expected.items():
+            pd.testing.assert_frame_equal(store.series(Freq.parse(f), Adjust.parse(a)), frame)
+        assert "stale_bounds" not in store.check()
+    assert schema_version(v1_db) == "4"
+    with Store(v1_db) as store:
+        assert store.has_series
+        for (f, a), frame in expected.items():
+            pd.testing.assert_frame_equal(store.series(Freq.parse(f), Adjust.parse(a)), frame)
+        assert store.check()["stale_bounds"] == 0
+    assert schema_version(v1_db) == "5"
+    meta = dict(query(v1_db, "SELECT key, value FROM kdist_meta"))
+    assert meta["migrated_from_4"].startswith(f"kdist {kdist.__version__} at ")
