@@ -119,7 +119,7 @@ class Batch:
         actions, actions_later = _split(self.actions, waiting)
         checks, checks_later = _split(self.checks, waiting)
         rows = store.write_batch(bars.iloc[:cut], now, windows=windows, actions=actions,
-                                 checks=checks, **job)
+                                 checks=checks, spans=_spans(bars, cut, now, later), **job)
         self.actions_new.update(getattr(store, "actions_new", ()))
         self.actions_checked += 0 if checks is None else len(checks)
         for source, n in getattr(store, "replaced", {}).items():
@@ -133,6 +133,24 @@ class Batch:
             self.actions = [] if actions_later is None else [actions_later]
             self.checks = [] if checks_later is None else [checks_later]
         return rows
+
+
+def _spans(bars: pd.DataFrame, cut: int, now: list[dict], later: list[dict]) -> dict | None:
+    """The first and last bar of each symbol among ``bars[:cut]``, without reading them:
+    a symbol's bars are one run in ``ts`` order (each chunk's, as validation sorts them),
+    from its outcome's ``first_ts`` to its ``last_ts``. Its outcome is written with its last
+    bar, so a symbol with an outcome in ``now`` has every bar stored by then; the one symbol
+    whose run the cut splits has its first bars here and its outcome ``later``."""
+    spans = {o["symbol"]: (o["first_ts"], o["last_ts"]) for o in now
+             if o["rows"] and o["first_ts"] is not None}
+    if 0 < cut < len(bars):
+        split = bars["symbol"].iat[cut - 1]
+        if split == bars["symbol"].iat[cut]:
+            first = next((o["first_ts"] for o in later if o["symbol"] == split), None)
+            if first is None:
+                return None  # not a run of a chunk's bars: the store reads the spans
+            spans[split] = (first, bars["ts"].iat[cut - 1])
+    return spans
 
 
 def _split(frames: list[pd.DataFrame], waiting: set) -> tuple:

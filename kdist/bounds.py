@@ -62,91 +62,92 @@ def stale(con) -> int:
 
 
 def update(con, freq: str, adjust: str, source: str, windows: pd.DataFrame,
-           inserted: bool) -> None:
+           inserted: bool, spans: dict | None = None) -> None:
     """After a write deleted the bars of ``windows`` (``symbol, start, stop``; stop
     exclusive) and inserted the registered ``kdist_batch`` (when ``inserted``) as
-    ``source``, in the same transaction: bring the bounds of its symbols up to date."""
-    if inserted:
-        batch = con.execute(
-            """SELECT symbol::VARCHAR AS symbol, min(ts)::TIMESTAMP AS bmin,
-                      max(ts)::TIMESTAMP AS bmax
-               FROM kdist_batch GROUP BY 1""").df()
-    else:
-        batch = pd.DataFrame({"symbol": pd.Series([], dtype="str"),
-                              "bmin": pd.Series([], dtype="datetime64[us]"),
-                              "bmax": pd.Series([], dtype="datetime64[us]")})
-    win = windows[["symbol", "start", "stop"]].astype(
-        {"symbol": "str", "start": "datetime64[us]", "stop": "datetime64[us]"})
-    affected = pd.DataFrame({"symbol": pd.unique(
-        pd.concat([win["symbol"], batch["symbol"]], ignore_index=True))}).astype("str")
-    if not len(affected):
+    ``source``, in the same transaction: bring the bounds of its symbols up to date.
+
+    ``spans`` (``{symbol: (first, last)}``) are the inserted bars' bounds where the caller
+    knows them; otherwise they are aggregated from ``kdist_batch``. Plain lists and list
+    parameters, no frames: an import runs this once per batch, where each registered frame
+    and the aggregate of a batch's strings cost milliseconds (see
+    docs/performance.md#updates)."""
+    got = {}
+    if inserted and spans is not None:
+        got = {symbol: (_py(lo), _py(hi)) for symbol, (lo, hi) in spans.items()}
+    elif inserted:
+        got = {symbol: (lo, hi) for symbol, lo, hi in con.execute(
+            """SELECT symbol::VARCHAR, min(ts)::TIMESTAMP, max(ts)::TIMESTAMP
+               FROM kdist_batch GROUP BY 1""").fetchall()}
+    starts = pd.to_datetime(windows["start"]).dt.to_pydatetime()
+    stops = pd.to_datetime(windows["stop"]).dt.to_pydatetime()
+    spans = dict(zip(windows["symbol"].tolist(), zip(starts, stops)))
+    affected = list(dict.fromkeys([*spans, *got]))
+    if not affected:
         return
-    con.register("kdist_affected", affected)
-    try:
-        old = con.execute(
-            """SELECT s.symbol, s.source, s.first_ts::TIMESTAMP AS first_ts,
-                      s.last_ts::TIMESTAMP AS last_ts
-               FROM kdist_series s SEMI JOIN kdist_affected a ON s.symbol = a.symbol
-               WHERE s.freq = ? AND s.adjust = ?""", [freq, adjust]).df()
-        rows, rescan = _bounds(old, win, batch, source)
+    old = con.execute(
+        """SELECT symbol, source, first_ts::TIMESTAMP, last_ts::TIMESTAMP FROM kdist_series
+           WHERE freq = ? AND adjust = ? AND symbol IN (SELECT unnest(?::VARCHAR[]))""",
+        [freq, adjust, affected]).fetchall()
+    rows, rescan = _bounds(old, spans, got, source)
+    if old:
         con.execute(
-            """DELETE FROM kdist_series USING kdist_affected a
-               WHERE kdist_series.symbol = a.symbol AND freq = ? AND adjust = ?""",
-            [freq, adjust])
-        con.register("kdist_bounds_new", rows)
-        try:
-            con.execute(
-                """INSERT INTO kdist_series SELECT symbol, ?, ?, source, first_ts, last_ts
-                   FROM kdist_bounds_new""", [freq, adjust])
-        finally:
-            con.unregister("kdist_bounds_new")
-    finally:
-        con.unregister("kdist_affected")
+            """DELETE FROM kdist_series WHERE freq = ? AND adjust = ?
+                 AND symbol IN (SELECT unnest(?::VARCHAR[]))""",
+            [freq, adjust, list({r[0] for r in old})])
+    if rows:
+        symbols, sources, firsts, lasts = (list(c) for c in zip(*rows))
+        con.execute(
+            """INSERT INTO kdist_series
+               SELECT unnest(?::VARCHAR[]), ?, ?, unnest(?::VARCHAR[]),
+                      unnest(?::TIMESTAMP[])::TIMESTAMP_S, unnest(?::TIMESTAMP[])::TIMESTAMP_S""",
+            [symbols, freq, adjust, sources, firsts, lasts])
     if rescan:
-        con.register("kdist_rescan", pd.DataFrame({"symbol": pd.Series(rescan, dtype="str")}))
-        try:
-            con.execute(
-                """INSERT INTO kdist_series
-                   SELECT k.symbol, k.freq, k.adjust, k.source, min(k.ts), max(k.ts)
-                   FROM kline k SEMI JOIN kdist_rescan r ON k.symbol = r.symbol
-                   WHERE k.freq = ? AND k.adjust = ? GROUP BY ALL""", [freq, adjust])
-        finally:
-            con.unregister("kdist_rescan")
+        con.execute(
+            """INSERT INTO kdist_series
+               SELECT symbol, freq, adjust, source, min(ts), max(ts) FROM kline
+               WHERE freq = ? AND adjust = ? AND symbol IN (SELECT unnest(?::VARCHAR[]))
+               GROUP BY ALL""", [freq, adjust, rescan])
 
 
-def _bounds(old: pd.DataFrame, win: pd.DataFrame, batch: pd.DataFrame,
-            source: str) -> tuple[pd.DataFrame, list[str]]:
-    """The new rows of the affected symbols that follow from the old rows, the windows and
-    the inserted bars' bounds, and the symbols whose rows only ``kline`` can tell."""
-    old = old.astype({"symbol": "str", "first_ts": "datetime64[us]",
-                      "last_ts": "datetime64[us]"})
-    batch = batch.astype({"symbol": "str"})
-    ours = old["source"].eq(source)
-    # The write's own source: one row per symbol that had bars of it or got some.
-    mine = pd.merge(old[ours], batch, on="symbol", how="outer")
-    mine["source"] = source
-    mine = mine.merge(win, on="symbol", how="left")
-    has_window = mine["start"].notna()
-    has_bars = mine["bmin"].notna()
-    had = mine["first_ts"].notna()
-    inside = ~has_window | ((mine["bmin"] >= mine["start"]) & (mine["bmax"] < mine["stop"]))
-    hits = has_window & had & (mine["first_ts"] < mine["stop"]) & (mine["last_ts"] >= mine["start"])
-    # The old first and last bars stay unless the window deleted them. A deleted first
-    # bar's successor is the first inserted bar: the kept bars from the window's stop on
-    # come after every inserted bar (and likewise for the last).
-    def kept(ts):
-        return mine[ts].where(~((mine[ts] >= mine["start"]) & (mine[ts] < mine["stop"])))
+def _py(ts):
+    """A ``datetime`` (as DuckDB returns TIMESTAMP) from a pandas or numpy time."""
+    return pd.Timestamp(ts).to_pydatetime()
 
-    first, last = kept("first_ts"), kept("last_ts")
-    mine["first_ts"] = pd.concat([first, mine["bmin"]], axis=1).min(axis=1)
-    mine["last_ts"] = pd.concat([last, mine["bmax"]], axis=1).max(axis=1)
-    # Deleted bars with none inserted, or bars outside their window: read them back.
-    unknown = (has_bars & ~inside) | (~has_bars & hits)
-    # Other sources: unchanged unless the window reaches into their stored range.
-    theirs = old[~ours].merge(win, on="symbol", how="left")
-    replaced = (theirs["start"].notna() & (theirs["first_ts"] < theirs["stop"])
-                & (theirs["last_ts"] >= theirs["start"]))
-    rescan = sorted(set(mine.loc[unknown, "symbol"]) | set(theirs.loc[replaced, "symbol"]))
-    rows = pd.concat([mine[_COLUMNS], theirs[_COLUMNS]], ignore_index=True)
-    rows = rows[~rows["symbol"].isin(rescan)].dropna(subset=["first_ts", "last_ts"])
-    return rows.reset_index(drop=True), rescan
+
+def _bounds(old: list[tuple], spans: dict, got: dict, source: str) -> tuple[list, list]:
+    """The new rows ``(symbol, source, first, last)`` of the affected symbols, from their
+    stored rows (``old``, every source's), the windows (``spans``: symbol to start, stop)
+    and the inserted bars' bounds (``got``); and the symbols whose rows only ``kline`` can
+    tell. A symbol with nothing stored takes the inserted bars' bounds (an import's usual
+    batch: the window deleted nothing)."""
+
+    def deleted(ts, w):  # the window removed the bar at ts
+        return w is not None and w[0] <= ts < w[1]
+
+    rows, rescan, ours = [], set(), set()
+    for symbol, src, first, last in old:
+        w = spans.get(symbol)
+        if src != source or symbol not in got:
+            if src == source:
+                ours.add(symbol)
+            # No bars of this source inserted: as it was, unless the window reached it.
+            if w is not None and first < w[1] and last >= w[0]:
+                rescan.add(symbol)
+            else:
+                rows.append((symbol, src, first, last))
+            continue
+        ours.add(symbol)
+        lo, hi = got[symbol]
+        if w is not None and not (w[0] <= lo and hi < w[1]):
+            rescan.add(symbol)  # bars outside their window: not what a write does
+            continue
+        # The old first and last bar stay unless the window deleted them. A deleted first
+        # bar's successor is the first inserted bar: the kept bars from the window's stop
+        # on come after every inserted bar (and likewise for the last).
+        rows.append((symbol, src, lo if deleted(first, w) else min(first, lo),
+                     hi if deleted(last, w) else max(last, hi)))
+    for symbol, (lo, hi) in got.items():
+        if symbol not in ours:  # nothing of this source was stored: its bars are these
+            rows.append((symbol, source, lo, hi))
+    return [r for r in rows if r[0] not in rescan], sorted(rescan)

@@ -588,6 +588,7 @@ class Store(Ledger):
         actions: pd.DataFrame | None = None,
         checks: pd.DataFrame | None = None,
         splits_in_bars: bool = False,
+        spans: dict | None = None,
     ) -> int:
         """Replace the bars of the batch's symbols within their windows, and record outcomes
         and corporate actions.
@@ -608,6 +609,11 @@ class Store(Ledger):
             start, end``), merged by :func:`kdist.adjustment.merge_actions` after the bars
             (factors computed from events need the raw closes); :attr:`actions_new` then
             names the symbols whose actions changed.
+        spans
+            ``{symbol: (first, last)}``: the first and last ``ts`` of each symbol's bars in
+            ``bars``, as the caller knows them (the batch, from each symbol's outcome);
+            computed from ``bars`` when not given. They keep ``kdist_series`` up to date
+            (:mod:`kdist.bounds`).
 
         Returns
         -------
@@ -676,7 +682,8 @@ class Store(Ledger):
                     [freq.value, adjust.value, source],
                 )
             # Each series' first and last bar, kept for updates (kdist.bounds).
-            bounds.update(con, freq.value, adjust.value, source, windows, len(bars) > 0)
+            bounds.update(con, freq.value, adjust.value, source, windows,
+                          len(bars) > 0, spans)
             _replace_outcomes(con, job_id, now)
             con.execute(
                 """UPDATE kdist_jobs SET rows_written = rows_written + ? WHERE job_id = ?""",

@@ -114,3 +114,52 @@ def test_random_writes_keep_the_bounds_exact(db, seed):
                 plan[str(symbol)] = (DAYS[lo], stop, inside[keep])
             write(store, str(rng.choice(["a", "a", "b"])), plan)
             assert_kept(store)
+
+
+def test_an_import_in_batches_keeps_them_exact_after_every_write(db, monkeypatch):
+    """Through the runner: batches cut at row groups split a symbol's run between two
+    writes (its outcome goes with the second); after every write the kept bounds are the
+    bars' own, taken from the outcomes (no aggregate of the batch)."""
+    import kdist
+    from kdist import bounds
+
+    seen = []
+    write_batch = Store.write_batch
+
+    def checked(self, bars, outcomes, **kwargs):
+        rows = write_batch(self, bars, outcomes, **kwargs)
+        seen.append((kwargs.get("spans"), bars["symbol"].iat[-1] if len(bars) else None))
+        assert bounds.stale(self.con) == 0
+        return rows
+
+    monkeypatch.setattr(Store, "write_batch", checked)
+    symbols = kdist.get_provider("synthetic", universe=20).list_symbols()
+    report = kdist.ingest(symbols, start="2024-01-01", end="2024-06-20", freq="1m", db=db,
+                          client="sync", actions=False, batch_rows=130_000, progress=False)
+    assert report.status == "done" and len(seen) >= 3
+    assert all(spans is not None for spans, _ in seen)
+    # Some write ended inside a symbol's run: that symbol's span stopped at its last bar
+    # there, before its outcome.
+    assert any(last in spans for spans, last in seen[:-1])
+    with Store(db) as store:
+        assert_kept(store, "1m")
+
+
+def test_updates_through_the_runner_keep_them_exact(db):
+    """Updates that append, and one whose overlap bars changed at the source (the symbol is
+    fetched again from its first bar), leave the kept bounds equal to the bars'."""
+    import kdist
+
+    symbols = kdist.get_provider("synthetic", universe=30).list_symbols()
+    kdist.ingest(symbols, start="2024-01-01", end="2024-06-28", db=db, client="sync",
+                 progress=False)
+    for end in ("2024-07-05", "2024-07-12"):
+        kdist.update(db, end=end, client="sync", progress=False)
+        assert kdist.check(db)["stale_bounds"] == 0
+    # Another seed: every overlap bar differs, so every symbol is fetched again in full.
+    kdist.update(db, end="2024-07-19", provider=kdist.get_provider("synthetic", seed=99),
+                 client="sync", progress=False)
+    with Store(db) as store:
+        assert_kept(store)
+        last = store.series(Freq.DAY, Adjust.NONE)["last"]
+    assert (last == pd.Timestamp("2024-07-19")).all()
