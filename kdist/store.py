@@ -589,6 +589,7 @@ class Store(Ledger):
         checks: pd.DataFrame | None = None,
         splits_in_bars: bool = False,
         spans: dict | None = None,
+        stored: set | None = None,
     ) -> int:
         """Replace the bars of the batch's symbols within their windows, and record outcomes
         and corporate actions.
@@ -614,6 +615,9 @@ class Store(Ledger):
             ``bars``, as the caller knows them (the batch, from each symbol's outcome);
             computed from ``bars`` when not given. They keep ``kdist_series`` up to date
             (:mod:`kdist.bounds`).
+        stored
+            The symbols of the batch that may have bars stored already (None: any may);
+            the bounds of the others need no reading.
 
         Returns
         -------
@@ -683,7 +687,7 @@ class Store(Ledger):
                 )
             # Each series' first and last bar, kept for updates (kdist.bounds).
             bounds.update(con, freq.value, adjust.value, source, windows,
-                          len(bars) > 0, spans)
+                          len(bars) > 0, spans, stored)
             _replace_outcomes(con, job_id, now)
             con.execute(
                 """UPDATE kdist_jobs SET rows_written = rows_written + ? WHERE job_id = ?""",

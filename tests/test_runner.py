@@ -133,11 +133,14 @@ def test_small_batches_are_written_as_results_arrive(db):
 def test_while_the_last_chunks_run_the_waiting_bars_are_written(db):
     # Twelve one-symbol chunks, at most four in flight: the last four run while the client
     # has nothing left to submit, and it writes what it holds rather than wait for the end.
+    # Each symbol takes 0.15 s at the source, longer than a write: a chunk still running
+    # when the client looks, as on a network.
     symbols = kdist.get_provider("synthetic").list_symbols()[:12]
     recorder = Recorder()
     report = kdist.ingest(symbols, **WINDOW, db=db, client="sync", chunk_size=1,
                           batch_rows=500, flush_seconds=3600, max_in_flight=4,
-                          callback=recorder)
+                          callback=recorder,
+                          provider=kdist.get_provider("synthetic", latency=0.15))
     writes = [e[1] for e in recorder.events if e[0] == "write" and e[1] > 0]
     assert sum(writes) == report.rows_written == 12 * 128  # 128 bars each
     # Full batches every four symbols; then, draining, one symbol's bars at a time (a quarter
