@@ -136,8 +136,8 @@ def _with_factors(con, desired: pd.DataFrame, *, source: str,
                   splits_in_bars: bool) -> pd.DataFrame:
     """``desired`` with the factors of symbols the vendor gave none for computed from their
     events and the stored raw close before each ex-date."""
-    if len(desired) == 0:
-        return desired
+    if len(desired) == 0 or desired["factor_from"].eq("vendor").all():
+        return desired  # every factor the vendor's (an update's usual answer): none to compute
     vendor = desired["symbol"].isin(
         desired.loc[desired["factor_from"].eq("vendor"), "symbol"].unique())
     desired.loc[vendor & desired["factor_from"].ne("vendor"), ["factor", "factor_from"]] = (

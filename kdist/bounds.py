@@ -25,6 +25,7 @@ Identifiers are fixed text; every value goes through a ``?`` parameter.
 from __future__ import annotations
 
 import pandas as pd
+import pyarrow as pa
 
 _COLUMNS = ["symbol", "source", "first_ts", "last_ts"]
 
@@ -69,21 +70,25 @@ def update(con, freq: str, adjust: str, source: str, windows: pd.DataFrame,
 
     ``spans`` (``{symbol: (first, last)}``) are the inserted bars' bounds where the caller
     knows them; otherwise they are aggregated from ``kdist_batch``. ``stored`` names the
-    written symbols that may have bounds kept already (None: any may): the others' bounds
-    are the inserted bars' own, with nothing to read (an import's usual batch). Plain lists and list
-    parameters, no frames: an import runs this once per batch, where each registered frame
-    and the aggregate of a batch's strings cost milliseconds (see
+    written symbols that may have bars stored before this write (None: any may): only their
+    windows can have deleted a kept first or last bar. Every other symbol only gained bars,
+    and one ``MERGE`` of an Arrow table widens its bounds (an import's batch, an update that
+    appends). An import runs this once per batch: a list parameter of 5,000 times cost
+    13 ms to convert, a per-symbol aggregate of a batch's strings more (see
     docs/performance.md#updates)."""
-    got = {}
     if inserted and spans is not None:
-        # As DuckDB returns them (datetime), converted in one go: 5,000 one by one took 50 ms.
-        firsts = pd.DatetimeIndex([v[0] for v in spans.values()]).to_pydatetime()
-        lasts = pd.DatetimeIndex([v[1] for v in spans.values()]).to_pydatetime()
-        got = dict(zip(spans, zip(firsts, lasts)))
+        names = list(spans)
+        firsts = pd.DatetimeIndex([v[0] for v in spans.values()]).as_unit("us")
+        lasts = pd.DatetimeIndex([v[1] for v in spans.values()]).as_unit("us")
     elif inserted:
-        got = {symbol: (lo, hi) for symbol, lo, hi in con.execute(
-            """SELECT symbol::VARCHAR, min(ts)::TIMESTAMP, max(ts)::TIMESTAMP
-               FROM kdist_batch GROUP BY 1""").fetchall()}
+        found = con.execute(
+            """SELECT symbol::VARCHAR AS symbol, min(ts)::TIMESTAMP AS lo,
+                      max(ts)::TIMESTAMP AS hi FROM kdist_batch GROUP BY 1""").df()
+        names = found["symbol"].tolist()
+        firsts = pd.DatetimeIndex(found["lo"]).as_unit("us")
+        lasts = pd.DatetimeIndex(found["hi"]).as_unit("us")
+    else:
+        names, firsts, lasts = [], pd.DatetimeIndex([]), pd.DatetimeIndex([])
     starts = pd.to_datetime(windows["start"]).dt.to_pydatetime()
     stops = pd.to_datetime(windows["stop"]).dt.to_pydatetime()
     cuts = dict(zip(windows["symbol"].tolist(), zip(starts, stops)))
@@ -95,32 +100,41 @@ def update(con, freq: str, adjust: str, source: str, windows: pd.DataFrame,
            WHERE freq = ? AND adjust = ? AND symbol IN (SELECT unnest(?::VARCHAR[]))""",
         [freq, adjust, reread]).fetchall() if reread else []
     worked = {r[0] for r in old}
-    rows, rescan = _bounds(old, cuts, {s: got[s] for s in worked if s in got}, source)
+    at = [k for k, name in enumerate(names) if name in worked]
+    got = dict(zip([names[k] for k in at], zip(firsts[at].to_pydatetime(),
+                                                lasts[at].to_pydatetime())))
+    rows, rescan = _bounds(old, cuts, got, source)
     if old:
         con.execute(
             """DELETE FROM kdist_series WHERE freq = ? AND adjust = ?
                  AND symbol IN (SELECT unnest(?::VARCHAR[]))""", [freq, adjust, sorted(worked)])
-    grown = [(s, source, lo, hi) for s, (lo, hi) in got.items() if s not in worked]
+    grown = [k for k, name in enumerate(names) if name not in worked]
     if rows:
-        symbols, sources, firsts, lasts = (list(c) for c in zip(*rows))
+        symbols, sources, lows, highs = (list(c) for c in zip(*rows))
         con.execute(
             """INSERT INTO kdist_series
                SELECT unnest(?::VARCHAR[]), ?, ?, unnest(?::VARCHAR[]),
                       unnest(?::TIMESTAMP[])::TIMESTAMP_S, unnest(?::TIMESTAMP[])::TIMESTAMP_S""",
-            [symbols, freq, adjust, sources, firsts, lasts])
+            [symbols, freq, adjust, sources, lows, highs])
     if grown:
         # Bars added, none deleted: the bounds widen to take them in, or start with them.
-        symbols, _, firsts, lasts = (list(c) for c in zip(*grown))
-        con.execute(
-            """MERGE INTO kdist_series t
-               USING (SELECT unnest(?::VARCHAR[]) AS symbol,
-                             unnest(?::TIMESTAMP[])::TIMESTAMP_S AS first_ts,
-                             unnest(?::TIMESTAMP[])::TIMESTAMP_S AS last_ts) g
-               ON t.symbol = g.symbol AND t.freq = ? AND t.adjust = ? AND t.source = ?
-               WHEN MATCHED THEN UPDATE SET first_ts = least(t.first_ts, g.first_ts),
-                                            last_ts = greatest(t.last_ts, g.last_ts)
-               WHEN NOT MATCHED THEN INSERT VALUES (g.symbol, ?, ?, ?, g.first_ts, g.last_ts)""",
-            [symbols, firsts, lasts, freq, adjust, source, freq, adjust, source])
+        con.register("kdist_grown", pa.table({
+            "symbol": pa.array([names[k] for k in grown], pa.string()),
+            "first_ts": pa.array(firsts[grown].to_numpy()),
+            "last_ts": pa.array(lasts[grown].to_numpy())}))
+        try:
+            con.execute(
+                """MERGE INTO kdist_series t
+                   USING (SELECT symbol, first_ts::TIMESTAMP_S AS first_ts,
+                                 last_ts::TIMESTAMP_S AS last_ts FROM kdist_grown) g
+                   ON t.symbol = g.symbol AND t.freq = ? AND t.adjust = ? AND t.source = ?
+                   WHEN MATCHED THEN UPDATE SET first_ts = least(t.first_ts, g.first_ts),
+                                                last_ts = greatest(t.last_ts, g.last_ts)
+                   WHEN NOT MATCHED THEN
+                       INSERT VALUES (g.symbol, ?, ?, ?, g.first_ts, g.last_ts)""",
+                [freq, adjust, source, freq, adjust, source])
+        finally:
+            con.unregister("kdist_grown")
     if rescan:
         con.execute(
             """INSERT INTO kdist_series

@@ -455,6 +455,34 @@ def _compute_plans(keys: np.ndarray, last_year: int) -> list[_Plan]:
     return plans
 
 
+def _in_force(keys: np.ndarray, start: np.datetime64, end: np.datetime64,
+              last_year: int) -> tuple[np.ndarray, list[dict[str, np.ndarray]]]:
+    """For the symbols without an ex-date from ``start`` to ``end``: what :func:`_reported`
+    answers them, the ex-date in force at ``start`` with its factor (or nothing before it),
+    computed for all of them together. Returns which symbols those are, and their answers
+    in order."""
+    lo = (np.datetime64(start, "D") - _EPOCH).astype(np.int64)
+    hi = (np.datetime64(end, "D") - _EPOCH).astype(np.int64)
+    events = _events(keys, through=last_year)
+    has = ((events.yield_ > 0) | (events.bonus > 0) | (events.rights > 0)
+           | (events.split != 1.0))
+    has &= events.day < (np.datetime64(f"{last_year + 1}-01-01", "D") - _EPOCH).astype(np.int64)
+    quiet = ~(has & (events.day >= lo) & (events.day <= hi)).any(axis=1)
+    # The last ex-date before the window (days are sorted along the slots).
+    before = np.where(has & (events.day < lo), np.arange(has.shape[1]), -1).max(axis=1)
+    rows = []
+    for i in np.flatnonzero(quiet):
+        k = before[i]
+        n = 1 if k >= 0 else 0
+        rows.append({
+            "ex_date": (_EPOCH + events.day[i, k:k + n]).astype("datetime64[us]"),
+            "cash": np.zeros(n), "bonus": np.zeros(n), "rights": np.zeros(n),
+            "rights_price": np.zeros(n), "split": np.ones(n),
+            "factor": np.exp(-events.cum[i, k + 1:k + 1 + n]),
+        })
+    return quiet, rows
+
+
 def _reported(keys: np.ndarray, plans: list[_Plan], start: np.datetime64,
               end: np.datetime64) -> list[dict[str, np.ndarray]]:
     """Each symbol's corporate actions as the vendor reports them up to ``end``: the ex-dates
@@ -670,14 +698,20 @@ class SyntheticProvider(Provider):
             return None
         end = to_date(end)
         keys = np.array([_symbol_key(symbol, self.seed) for symbol in symbols], np.uint64)
-        plans = _plans(keys, end.year)
         starts = [to_date(s).to_datetime64() for s in starts]
         reported = [None] * len(symbols)
         for start in set(starts):  # an update's symbols may each start at their overlap
-            at = [i for i, s in enumerate(starts) if s == start]
-            for i, r in zip(at, _reported(keys[at], [plans[i] for i in at], start,
-                                          end.to_datetime64())):
+            at = np.array([i for i, s in enumerate(starts) if s == start], np.intp)
+            # Most symbols of an update have no ex-date in its few days: their answer is the
+            # one in force, found for all of them at once (see docs/performance.md#updates).
+            quiet, rows = _in_force(keys[at], start, end.to_datetime64(), end.year)
+            for i, r in zip(at[quiet], rows):
                 reported[i] = r
+            busy = at[~quiet]
+            if len(busy):
+                plans = _plans(keys[busy], end.year)
+                for i, r in zip(busy, _reported(keys[busy], plans, start, end.to_datetime64())):
+                    reported[i] = r
         lengths = [0 if symbol in self._empty else len(r["ex_date"])
                    for symbol, r in zip(symbols, reported)]
         frame = {name: np.concatenate([r[name][:n] for r, n in zip(reported, lengths)])

@@ -401,6 +401,26 @@ def test_actions_many_gives_what_actions_gives(provider):
     assert failing.actions_many(symbols, ["2015-01-01"] * 31, "2024-12-31") is None
 
 
+@pytest.mark.parametrize("end", ["2024-12-31", "2024-07-05", "1995-03-10"])
+def test_an_updates_actions_many_gives_what_actions_gives(end):
+    """An update's short windows, each symbol from its own overlap day: most have no
+    ex-date inside and get the one in force, computed for all of them together."""
+    from kdist.actions import normalise_actions
+
+    provider = SyntheticProvider(seed=5, empty="000002.SZ")
+    symbols = SyntheticProvider(universe=400).list_symbols()
+    last = pd.Timestamp(end)
+    starts = [last - pd.Timedelta(days=d) for d in np.arange(len(symbols)) % 9]
+    many = normalise_actions(provider.actions_many(symbols, starts, end))
+    one = pd.concat([provider.actions(s, start, end).assign(symbol=s)
+                     for s, start in zip(symbols, starts)], ignore_index=True)
+    one = one[["symbol", *one.columns[:-1]]].sort_values(["symbol", "ex_date"])
+    pd.testing.assert_frame_equal(many, one.reset_index(drop=True).astype({"symbol": "str"}),
+                                  check_exact=True)
+    if end == "2024-07-05":  # the dividend season: both kinds of answer are in there
+        assert 0 < (many["cash"] > 0).sum() < len(many)
+
+
 def test_actions_cost_the_blocks_before_the_windows_ex_dates_only(monkeypatch):
     from kdist.providers import synthetic
 
