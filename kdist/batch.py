@@ -47,8 +47,6 @@ class Batch:
         self._reset()
 
     def _reset(self):
-        #: The symbol whose bars the last write split: stored before this write.
-        self.split = getattr(self, "split", None)
         self.frames, self.outcomes, self.windows = [], [], []
         self.actions, self.checks = [], []
         self.rows = 0
@@ -120,13 +118,8 @@ class Batch:
         # need its raw closes stored.
         actions, actions_later = _split(self.actions, waiting)
         checks, checks_later = _split(self.checks, waiting)
-        spans = _spans(bars, cut, now, later)
-        # Stored before this write: what the job found stored, and the symbol whose first
-        # bars the last write stored. Only their kept bounds need reading.
-        stored = None if self.stored is None else self.stored | {self.split}
         rows = store.write_batch(bars.iloc[:cut], now, windows=windows, actions=actions,
-                                 checks=checks, spans=spans, stored=stored, **job)
-        self.split = bars["symbol"].iat[cut - 1] if len(carry) and cut else None
+                                 checks=checks, spans=_spans(bars, cut, now, later), **job)
         self.actions_new.update(getattr(store, "actions_new", ()))
         self.actions_checked += 0 if checks is None else len(checks)
         for source, n in getattr(store, "replaced", {}).items():

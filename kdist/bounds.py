@@ -14,8 +14,9 @@ windows) and inserted (its bars), without reading ``kline`` in the common case:
   lies inside it, so the new first bar is the old one if it came before the window, else
   the first inserted; the new last bar likewise;
 - a window that misses a source's stored range leaves that source's row as it was;
-- anything else (a window that deletes another source's bars, or deletes bars with none
-  inserted) is read back from ``kline`` for those symbols alone.
+- anything else (a window that reaches another source's stored range, deletes bars with
+  none inserted, or bars inserted outside their window) is read back from ``kline`` for
+  those symbols alone.
 
 :func:`rebuild` fills the table from ``kline`` (a file made before it existed);
 :meth:`kdist.store.Store.check` counts rows that disagree with ``kline``.
@@ -63,17 +64,16 @@ def stale(con) -> int:
 
 
 def update(con, freq: str, adjust: str, source: str, windows: pd.DataFrame,
-           inserted: bool, spans: dict | None = None, stored: set | None = None) -> None:
+           inserted: bool, spans: dict | None = None) -> None:
     """After a write deleted the bars of ``windows`` (``symbol, start, stop``; stop
     exclusive) and inserted the registered ``kdist_batch`` (when ``inserted``) as
     ``source``, in the same transaction: bring the bounds of its symbols up to date.
 
     ``spans`` (``{symbol: (first, last)}``) are the inserted bars' bounds where the caller
-    knows them; otherwise they are aggregated from ``kdist_batch``. ``stored`` names the
-    written symbols that may have bars stored before this write (None: any may): only their
-    windows can have deleted a kept first or last bar. Every other symbol only gained bars,
-    and one ``MERGE`` of an Arrow table widens its bounds (an import's batch, an update that
-    appends). An import runs this once per batch: a list parameter of 5,000 times cost
+    knows them; otherwise they are aggregated from ``kdist_batch``. Only a symbol with a
+    window can have lost a kept first or last bar: its rows are worked out from the old ones.
+    Every other symbol only gained bars, and one ``MERGE`` of an Arrow table widens its
+    bounds (an import of new symbols, an update that appends). An import runs this once per batch: a list parameter of 5,000 times cost
     13 ms to convert, a per-symbol aggregate of a batch's strings more (see
     docs/performance.md#updates)."""
     if inserted and spans is not None:
@@ -94,7 +94,7 @@ def update(con, freq: str, adjust: str, source: str, windows: pd.DataFrame,
     cuts = dict(zip(windows["symbol"].tolist(), zip(starts, stops)))
     # A window over stored bars may have deleted a first or last one: those symbols' rows
     # are worked out from what they were. Every other symbol only gained bars.
-    reread = [s for s in cuts if stored is None or s in stored]
+    reread = list(cuts)
     old = con.execute(
         """SELECT symbol, source, first_ts::TIMESTAMP, last_ts::TIMESTAMP FROM kdist_series
            WHERE freq = ? AND adjust = ? AND symbol IN (SELECT unnest(?::VARCHAR[]))""",

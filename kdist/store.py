@@ -445,18 +445,13 @@ class Store(Ledger):
         wanted = pd.DataFrame({"symbol": pd.Series(symbols, dtype="str")})
         self.con.register("kdist_wanted", wanted)
         try:
-            if self.has_series:  # the bounds table: no scan of the bars
-                rows = self.con.execute(
-                    """SELECT DISTINCT k.symbol FROM kdist_series k SEMI JOIN kdist_wanted w
-                       ON k.symbol = w.symbol WHERE k.freq = ? AND k.adjust = ?""",
-                    [freq.value, adjust.value],
-                ).fetchall()
-            else:
-                rows = self.con.execute(
-                    """SELECT DISTINCT k.symbol FROM kline k SEMI JOIN kdist_wanted w
-                       ON k.symbol = w.symbol WHERE k.freq = ? AND k.adjust = ?""",
-                    [freq.value, adjust.value],
-                ).fetchall()
+            # From the bars themselves, not the kept bounds: which windows an import deletes
+            # must not depend on a table another DuckDB client could have left behind.
+            rows = self.con.execute(
+                """SELECT DISTINCT k.symbol FROM kline k SEMI JOIN kdist_wanted w
+                   ON k.symbol = w.symbol WHERE k.freq = ? AND k.adjust = ?""",
+                [freq.value, adjust.value],
+            ).fetchall()
         finally:
             self.con.unregister("kdist_wanted")
         return {r[0] for r in rows}
@@ -524,7 +519,8 @@ class Store(Ledger):
         # The last bars lie within a few bar spans of the last one, unless a holiday or a
         # gap stretches them: look there first (the fewer bars a slice holds, the cheaper
         # its columns and ranking: 0.17 s against 0.05 s for 500 symbols of minute bars),
-        # then up to two weeks back for the symbols that had more bars than were found.
+        # then as far back as before (two weeks and a few bar spans) for the symbols that
+        # had more bars than were found.
         step = pd.Timedelta(minutes=freq.minutes) if freq.intraday else _bar_span(freq)
         near = step * (2 * overlap)
         bars = self._last_bars(edges, freq, adjust, near, overlap)
@@ -532,7 +528,8 @@ class Store(Ledger):
         short = edges[(found < overlap) & (edges["first_ts"] < edges["last_ts"] - near)]
         if len(short):
             wide = self._last_bars(short.reset_index(drop=True), freq, adjust,
-                                   near + pd.Timedelta(days=15), overlap)
+                                   _bar_span(freq) * (2 * overlap) + pd.Timedelta(days=15),
+                                   overlap)
             bars = pd.concat([bars[~bars["symbol"].isin(short["symbol"])], wide])
             bars = bars.sort_values(["symbol", "ts"], ignore_index=True)
         start = pd.Timestamp(start)
@@ -589,7 +586,6 @@ class Store(Ledger):
         checks: pd.DataFrame | None = None,
         splits_in_bars: bool = False,
         spans: dict | None = None,
-        stored: set | None = None,
     ) -> int:
         """Replace the bars of the batch's symbols within their windows, and record outcomes
         and corporate actions.
@@ -615,9 +611,6 @@ class Store(Ledger):
             ``bars``, as the caller knows them (the batch, from each symbol's outcome);
             computed from ``bars`` when not given. They keep ``kdist_series`` up to date
             (:mod:`kdist.bounds`).
-        stored
-            The symbols of the batch that may have bars stored already (None: any may);
-            the bounds of the others need no reading.
 
         Returns
         -------
@@ -687,7 +680,7 @@ class Store(Ledger):
                 )
             # Each series' first and last bar, kept for updates (kdist.bounds).
             bounds.update(con, freq.value, adjust.value, source, windows,
-                          len(bars) > 0, spans, stored)
+                          len(bars) > 0, spans)
             _replace_outcomes(con, job_id, now)
             con.execute(
                 """UPDATE kdist_jobs SET rows_written = rows_written + ? WHERE job_id = ?""",

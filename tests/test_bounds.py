@@ -163,3 +163,21 @@ def test_updates_through_the_runner_keep_them_exact(db):
         assert_kept(store)
         last = store.series(Freq.DAY, Adjust.NONE)["last"]
     assert (last == pd.Timestamp("2024-07-19")).all()
+
+
+def test_an_updates_overlap_bars_reach_back_over_a_suspension(db):
+    """A minute series whose last bar came 18 days after the one before (a suspension): the
+    three overlap bars still include the two before it, as a single look 21 days back found."""
+    minutes = pd.date_range("2024-03-01 14:51", "2024-03-01 15:00", freq="min")
+    with Store(db) as store:
+        write(store, "a", {SYMBOLS[0]: ("2024-03-01", "2024-03-02", minutes)},
+              freq=Freq.parse("1m"))
+        write(store, "a", {SYMBOLS[0]: ("2024-03-19", "2024-03-20",
+                                        [pd.Timestamp("2024-03-19 09:31")])},
+              freq=Freq.parse("1m"))
+        windows, overlap = store.incremental_windows(
+            [SYMBOLS[0]], Freq.parse("1m"), Adjust.NONE, "2024-01-01", "2024-03-25", 3)
+    assert overlap["ts"].tolist() == [pd.Timestamp("2024-03-01 14:59"),
+                                      pd.Timestamp("2024-03-01 15:00"),
+                                      pd.Timestamp("2024-03-19 09:31")]
+    assert windows["since"].tolist() == [pd.Timestamp("2024-03-01")]

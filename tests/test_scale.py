@@ -28,6 +28,7 @@ JOB = textwrap.dedent(
         for line in open("/proc/self/status"):
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmHWM in /proc/self/status")
 
     if __name__ == "__main__":
         n, db, start, end, incremental, log = sys.argv[1:7]

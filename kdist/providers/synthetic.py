@@ -342,7 +342,7 @@ def _events_through(last: np.datetime64) -> int | None:
     A day's trend takes the ramps of events up to ``_REACH`` years after it, and the walk
     is computed in whole blocks from the one after ``last``'s (:func:`_skeleton`): events
     of later years change nothing before ``last``, and an update of a few days need not
-    compute a century of them (see docs/performance.md#synthetic-provider)."""
+    compute a century of them (see docs/performance.md#updates)."""
     year = int(last.astype("datetime64[Y]").astype(np.int64)) + 1970
     through = year + 1 + _REACH + 1
     return None if through >= _YEARS[-1] else through
@@ -463,6 +463,8 @@ def _in_force(keys: np.ndarray, start: np.datetime64, end: np.datetime64,
     in order."""
     lo = (np.datetime64(start, "D") - _EPOCH).astype(np.int64)
     hi = (np.datetime64(end, "D") - _EPOCH).astype(np.int64)
+    if lo > hi:  # an empty window: left to _reported, as any other answer
+        return np.zeros(len(keys), bool), []
     events = _events(keys, through=last_year)
     has = ((events.yield_ > 0) | (events.bonus > 0) | (events.rights > 0)
            | (events.split != 1.0))
