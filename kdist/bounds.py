@@ -5,8 +5,9 @@ from every symbol's first raw bar. Reading them from ``kline`` is an aggregate o
 stored bar: 0.5 s for 30 million minute bars, a third of a one-day update's time, and
 growing with the store while the update's own work does not (see docs/performance.md#updates).
 
-So ``kdist_series`` (created with the other tables, :mod:`kdist.store`) holds one row per symbol, freq, adjust and source: the first and last
-``ts`` of that source's bars of the series. :func:`update` brings the rows of a write's
+So ``kdist_series`` (created with the other tables, :mod:`kdist.store`) holds one row per
+symbol, freq, adjust and source: the first and last ``ts`` of that source's bars of the
+series. :func:`update` brings the rows of a write's
 symbols up to date inside the write's transaction, from what the write deleted (its
 windows) and inserted (its bars), without reading ``kline`` in the common case:
 
@@ -27,9 +28,6 @@ from __future__ import annotations
 
 import pandas as pd
 import pyarrow as pa
-
-_COLUMNS = ["symbol", "source", "first_ts", "last_ts"]
-
 
 def rebuild(con) -> None:
     """Fill ``kdist_series`` from ``kline`` (one aggregate over every bar)."""
@@ -73,9 +71,9 @@ def update(con, freq: str, adjust: str, source: str, windows: pd.DataFrame,
     knows them; otherwise they are aggregated from ``kdist_batch``. Only a symbol with a
     window can have lost a kept first or last bar: its rows are worked out from the old ones.
     Every other symbol only gained bars, and one ``MERGE`` of an Arrow table widens its
-    bounds (an import of new symbols, an update that appends). An import runs this once per batch: a list parameter of 5,000 times cost
-    13 ms to convert, a per-symbol aggregate of a batch's strings more (see
-    docs/performance.md#updates)."""
+    bounds (an import of new symbols, an update that appends). An import runs this once per
+    batch: a list parameter of 5,000 times cost 13 ms to convert, a per-symbol aggregate of
+    a batch's strings more (see docs/performance.md#updates)."""
     if inserted and spans is not None:
         names = list(spans)
         firsts = pd.DatetimeIndex([v[0] for v in spans.values()]).as_unit("us")
@@ -143,9 +141,9 @@ def update(con, freq: str, adjust: str, source: str, windows: pd.DataFrame,
                GROUP BY ALL""", [freq, adjust, rescan])
 
 
-def _bounds(old: list[tuple], spans: dict, got: dict, source: str) -> tuple[list, list]:
+def _bounds(old: list[tuple], cuts: dict, got: dict, source: str) -> tuple[list, list]:
     """The new rows ``(symbol, source, first, last)`` of the affected symbols, from their
-    stored rows (``old``, every source's), the windows (``spans``: symbol to start, stop)
+    stored rows (``old``, every source's), the windows (``cuts``: symbol to start, stop)
     and the inserted bars' bounds (``got``); and the symbols whose rows only ``kline`` can
     tell. A symbol with nothing stored takes the inserted bars' bounds (an import's usual
     batch: the window deleted nothing)."""
@@ -155,7 +153,7 @@ def _bounds(old: list[tuple], spans: dict, got: dict, source: str) -> tuple[list
 
     rows, rescan, ours = [], set(), set()
     for symbol, src, first, last in old:
-        w = spans.get(symbol)
+        w = cuts.get(symbol)
         if src != source or symbol not in got:
             if src == source:
                 ours.add(symbol)

@@ -437,11 +437,26 @@ def _plans(keys, last_year: int = 2100) -> list[_Plan]:
     return found
 
 
-def _compute_plans(keys: np.ndarray, last_year: int) -> list[_Plan]:
-    events = _events(keys, through=last_year)
+def _happens(events: _Events, last_year: int) -> np.ndarray:
+    """Which slots of ``events`` hold an action (not an empty slot) up to ``last_year``."""
     has = ((events.yield_ > 0) | (events.bonus > 0) | (events.rights > 0)
            | (events.split != 1.0))
-    has &= events.day < (np.datetime64(f"{last_year + 1}-01-01", "D") - _EPOCH).astype(np.int64)
+    return has & (events.day < (np.datetime64(f"{last_year + 1}-01-01", "D")
+                                - _EPOCH).astype(np.int64))
+
+
+def _factors_only(ex_date: np.ndarray, factor: np.ndarray) -> dict[str, np.ndarray]:
+    """An answer of ex-dates (days since 1990) with their factors and no event figures: the
+    ones before a window, in force at its start."""
+    n = len(ex_date)
+    return {"ex_date": (_EPOCH + ex_date).astype("datetime64[us]"), "cash": np.zeros(n),
+            "bonus": np.zeros(n), "rights": np.zeros(n), "rights_price": np.zeros(n),
+            "split": np.ones(n), "factor": factor}
+
+
+def _compute_plans(keys: np.ndarray, last_year: int) -> list[_Plan]:
+    events = _events(keys, through=last_year)
+    has = _happens(events, last_year)
     # cum[:, k + 1] sums the gaps of slots up to k: the factor in force from slot k's day on.
     factor = np.exp(-events.cum[:, 1:])
     plans = []
@@ -466,9 +481,7 @@ def _in_force(keys: np.ndarray, start: np.datetime64, end: np.datetime64,
     if lo > hi:  # an empty window: left to _reported, as any other answer
         return np.zeros(len(keys), bool), []
     events = _events(keys, through=last_year)
-    has = ((events.yield_ > 0) | (events.bonus > 0) | (events.rights > 0)
-           | (events.split != 1.0))
-    has &= events.day < (np.datetime64(f"{last_year + 1}-01-01", "D") - _EPOCH).astype(np.int64)
+    has = _happens(events, last_year)
     quiet = ~(has & (events.day >= lo) & (events.day <= hi)).any(axis=1)
     # The last ex-date before the window (days are sorted along the slots).
     before = np.where(has & (events.day < lo), np.arange(has.shape[1]), -1).max(axis=1)
@@ -476,12 +489,8 @@ def _in_force(keys: np.ndarray, start: np.datetime64, end: np.datetime64,
     for i in np.flatnonzero(quiet):
         k = before[i]
         n = 1 if k >= 0 else 0
-        rows.append({
-            "ex_date": (_EPOCH + events.day[i, k:k + n]).astype("datetime64[us]"),
-            "cash": np.zeros(n), "bonus": np.zeros(n), "rights": np.zeros(n),
-            "rights_price": np.zeros(n), "split": np.ones(n),
-            "factor": np.exp(-events.cum[i, k + 1:k + 1 + n]),
-        })
+        rows.append(_factors_only(events.day[i, k:k + n],
+                                  np.exp(-events.cum[i, k + 1:k + 1 + n])))
     return quiet, rows
 
 
@@ -520,11 +529,7 @@ def _reported(keys: np.ndarray, plans: list[_Plan], start: np.datetime64,
             first = max(int(np.searchsorted(plan.day, lo)) - 1, 0)
             m = m[:last]
             if not len(b):  # no ex-date in the window (an update's usual answer): factors only
-                n = max(last - first, 0)
-                out.append({"ex_date": (_EPOCH + plan.day[first:last]).astype("datetime64[us]"),
-                            "cash": np.zeros(n), "bonus": np.zeros(n), "rights": np.zeros(n),
-                            "rights_price": np.zeros(n), "split": np.ones(n),
-                            "factor": plan.factor[first:last].copy()})
+                out.append(_factors_only(plan.day[first:last], plan.factor[first:last].copy()))
                 continue
             close = closes[row, np.searchsorted(wanted, b)]
             cash, rights_price = np.zeros(last), np.zeros(last)
