@@ -274,7 +274,7 @@ def _table(catalog: pd.DataFrame, today: np.datetime64) -> pd.DataFrame:
     series = catalog[intraday]
     pairs = series[["source", "freq"]].drop_duplicates()
     found = {(s, f): _horizon_of(s, f) for s, f in zip(pairs["source"], pairs["freq"])}
-    keys = list(zip(series["source"], series["freq"]))
+    keys = list(zip(series["source"].tolist(), series["freq"].tolist()))  # lists: fast to walk
     look_back = np.array([found[k][0] if found[k] else 0 for k in keys], dtype=np.int64)
     series = series[look_back > 0]
     if series.empty:
@@ -293,8 +293,8 @@ def _table(catalog: pd.DataFrame, today: np.datetime64) -> pd.DataFrame:
         "expires": (deadline + _DAY).astype("datetime64[s]"),
         "days_left": ((deadline - today) // _DAY).astype(np.int64),
     })
-    cals = np.array([calendars.calendar_for(s, o) for s, o in zip(frame["symbol"], override)],
-                    dtype=object)
+    cals = np.array([calendars.calendar_for(s, o)
+                     for s, o in zip(frame["symbol"].tolist(), override)], dtype=object)
     count = _SessionCounter(cals, first, np.maximum(last, today))
     frame["bars_per_day"] = frame["bars"] / np.maximum(count(first, last), 1)
     frame["calendar"] = cals

@@ -327,13 +327,14 @@ class _OneByOne(SyntheticProvider):
 
 def test_cancel_in_process_keeps_the_finished_symbols_of_a_running_chunk(db):
     cancel = threading.Event()
-    provider = _OneByOne(latency=0.2)
-    timer = threading.Timer(0.7, cancel.set)
+    provider = _OneByOne(latency=0.4)  # the whole chunk: 12 x 0.4 = 4.8 s
+    fired = []
+    timer = threading.Timer(1.0, lambda: (fired.append(time.monotonic()), cancel.set()))
     timer.start()
-    t0 = time.monotonic()
     report = kdist.ingest(SYMBOLS, **WINDOW, provider=provider, db=db, client="sync",
                           chunk_size=len(SYMBOLS), cancel=cancel)
-    assert time.monotonic() - t0 < 1.5  # stops at the next symbol, not the chunk's end
+    # stops at the next symbol (0.4 s), not the chunk's end (about 3.8 s after the cancel)
+    assert time.monotonic() - fired[0] < 2.0
     assert report.status == "cancelled" and 1 <= report.symbols_ok < len(SYMBOLS)
     assert kdist.load(db)["symbol"].nunique() == report.symbols_ok
     with kdist.Store(db, read_only=True) as store:
