@@ -53,12 +53,9 @@ def merge_actions(con: duckdb.DuckDBPyConnection, actions: pd.DataFrame | None,
         return []
     checks = checks.drop_duplicates("symbol", keep="last").reset_index(drop=True)
     con.register("kdist_checks", checks)
+    con.register("kdist_answered", _answered(actions))
     try:
-        current = con.execute(
-            """SELECT a.symbol, a.ex_date::TIMESTAMP AS ex_date, a.cash, a.bonus, a.rights,
-                      a.rights_price, a.split, a.factor, a.factor_from
-               FROM kdist_actions a SEMI JOIN kdist_checks c ON a.symbol = c.symbol
-               WHERE a.source = ? AND a.valid_to IS NULL""", [source]).df()
+        current = con.execute(_CURRENT, [source]).df()
         desired = _desired(current, actions, checks)
         desired = _with_factors(con, desired, source=source, splits_in_bars=splits_in_bars)
         gone, added = _difference(current, desired)
@@ -79,12 +76,55 @@ def merge_actions(con: duckdb.DuckDBPyConnection, actions: pd.DataFrame | None,
                SELECT symbol, ?, start::DATE, "end"::DATE, ?, ?, ? FROM kdist_checks""",
             [source, splits_in_bars, job_id, now])
     finally:
-        for name in ("kdist_checks", "kdist_gone", "kdist_added"):
+        for name in ("kdist_checks", "kdist_answered", "kdist_gone", "kdist_added"):
             try:
                 con.unregister(name)
             except duckdb.Error:
                 pass
     return sorted(added["symbol"].unique().tolist())
+
+
+# The current rows of the checked symbols that a merge can change. A symbol the answer gives
+# vendor factors for, and whose current rows are all the vendor's, keeps every row outside
+# its window that the answer does not repeat exactly as it is (_desired keeps it, _with_factors
+# leaves vendor rows alone): only its rows in the window (a day's slack either side) and at
+# the answer's ex-dates are read. Every other symbol's rows are read whole, its factors
+# recomputed from all of its events. An update of 5,000 symbols reads 5,000 rows, not 48,000
+# (docs/performance.md#updates).
+_CURRENT = """
+    WITH cur AS (SELECT a.symbol, a.ex_date, a.cash, a.bonus, a.rights, a.rights_price,
+                        a.split, a.factor, a.factor_from
+                 FROM kdist_actions a SEMI JOIN kdist_checks c ON a.symbol = c.symbol
+                 WHERE a.source = ? AND a.valid_to IS NULL),
+         vendor AS (SELECT DISTINCT symbol FROM kdist_answered WHERE vendor),
+         whole AS (SELECT c.symbol FROM kdist_checks c ANTI JOIN vendor v ON c.symbol = v.symbol
+                   UNION
+                   SELECT symbol FROM cur WHERE factor_from IS DISTINCT FROM 'vendor'),
+         picked AS (
+             SELECT a.* FROM cur a SEMI JOIN whole w ON a.symbol = w.symbol
+             UNION
+             SELECT a.* FROM cur a JOIN kdist_checks c ON a.symbol = c.symbol
+             WHERE a.ex_date >= c.start::DATE - 1 AND a.ex_date <= c."end"::DATE + 1
+             UNION
+             SELECT a.* FROM cur a SEMI JOIN kdist_answered n
+                 ON a.symbol = n.symbol AND a.ex_date = n.ex_date::DATE)
+    SELECT symbol, ex_date::TIMESTAMP AS ex_date, cash, bonus, rights, rights_price, split,
+           factor, factor_from
+    FROM picked"""
+
+
+def _answered(actions: pd.DataFrame | None) -> pd.DataFrame:
+    """The answer's (symbol, ex_date) and whether the vendor gave its factor: which current
+    rows :data:`_CURRENT` reads."""
+    if actions is None or len(actions) == 0:
+        return pd.DataFrame({"symbol": pd.Series(dtype="str"),
+                             "ex_date": pd.Series(dtype="datetime64[us]"),
+                             "vendor": pd.Series(dtype=bool)})
+    return pd.DataFrame({
+        "symbol": actions["symbol"].astype("str").to_numpy(),
+        "ex_date": pd.to_datetime(actions["ex_date"]).astype("datetime64[us]").to_numpy(),
+        "vendor": actions["factor"].notna().to_numpy(bool),
+    })
 
 
 def _desired(current: pd.DataFrame, actions: pd.DataFrame | None,

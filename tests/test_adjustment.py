@@ -502,3 +502,103 @@ def test_as_of_reads_only_derived_bars(db):
                  adjust="qfq")  # B: the vendor's qfq only, anchored when it was fetched
     assert set(kdist.load(db, adjust="qfq")["symbol"]) == {A, B}
     assert set(kdist.load(db, adjust="qfq", as_of="2021-12-31")["symbol"]) == {A}
+
+
+# --- the merge reads only the current rows it can change -----------------------------------
+
+_EVERY_CURRENT_ROW = """
+    SELECT a.symbol, a.ex_date::TIMESTAMP AS ex_date, a.cash, a.bonus, a.rights,
+           a.rights_price, a.split, a.factor, a.factor_from
+    FROM kdist_actions a SEMI JOIN kdist_checks c ON a.symbol = c.symbol
+    WHERE a.source = ? AND a.valid_to IS NULL"""
+
+
+def _random_store(path, rng, symbols):
+    """Raw closes and current actions (vendor's, computed from events, or a mix) of
+    ``symbols``, source ``v``."""
+    kdist.store.Store(str(path)).close()
+    days = pd.bdate_range("2020-01-01", "2020-12-31")
+    bars = pd.DataFrame({
+        "symbol": np.repeat(symbols, len(days)), "freq": "1d", "adjust": "none",
+        "ts": np.tile(days.to_numpy("datetime64[s]"), len(symbols)),
+        "close": rng.uniform(5, 50, len(symbols) * len(days)), "source": "v"})
+    rows = []
+    for symbol in symbols:
+        kind = rng.choice(["vendor", "events", "mixed", "none"])
+        for ex in sorted(rng.choice(days[5:-5], rng.integers(0, 7), replace=False)):
+            origin = kind if kind != "mixed" else rng.choice(["vendor", "events"])
+            rows.append({"symbol": symbol, "source": "v", "ex_date": ex,
+                         "cash": float(rng.choice([0.0, 0.3])), "bonus": 0.0, "rights": 0.0,
+                         "rights_price": 0.0, "split": float(rng.choice([1.0, 2.0])),
+                         "factor": float(rng.uniform(1, 3)) if origin == "vendor" else 1.1,
+                         "factor_from": origin, "job_id": "j0",
+                         "valid_from": pd.Timestamp("2021-01-01"), "valid_to": None})
+    actions = pd.DataFrame(rows, columns=["symbol", "source", "ex_date", "cash", "bonus",
+                                          "rights", "rights_price", "split", "factor",
+                                          "factor_from", "job_id", "valid_from", "valid_to"])
+    with duckdb.connect(str(path)) as con:
+        con.execute("INSERT INTO kline BY NAME SELECT * FROM bars")
+        con.execute("INSERT INTO kdist_actions SELECT symbol, source, ex_date::DATE, cash, "
+                    "bonus, rights, rights_price, split, factor, factor_from, job_id, "
+                    "valid_from, valid_to::TIMESTAMP FROM actions")
+    return days
+
+
+def _random_answer(rng, symbols, days, stored):
+    """A vendor's answer for a window of each symbol: some stored ex-dates again (same,
+    revised or bare), new ones, factors or events only."""
+    checks, answer = [], []
+    for symbol in symbols:
+        mine = stored[stored["symbol"] == symbol]
+        if len(mine) and rng.random() < 0.4:  # a window from one stored ex-date to another
+            lo, hi = sorted(rng.choice(mine["ex_date"].to_numpy(), 2))
+        else:
+            lo = days[rng.integers(0, len(days) - 30)]
+            hi = lo + pd.Timedelta(days=int(rng.integers(0, 200)))
+        checks.append((symbol, lo, hi))
+        vendor = rng.random() < 0.6
+        picks = [*rng.choice(mine["ex_date"].to_numpy(), min(len(mine), rng.integers(0, 3)),
+                             replace=False)] if len(mine) else []
+        picks += list(rng.choice(days, rng.integers(0, 3)))
+        for ex in picks:
+            bare = rng.random() < 0.3
+            answer.append({"symbol": symbol, "ex_date": pd.Timestamp(ex),
+                           "cash": 0.0 if bare else float(rng.choice([0.0, 0.3, 0.5])),
+                           "bonus": 0.0, "rights": 0.0, "rights_price": 0.0,
+                           "split": 1.0 if bare else float(rng.choice([1.0, 2.0])),
+                           "factor": float(rng.uniform(1, 3)) if vendor else np.nan})
+    checks = pd.DataFrame(checks, columns=["symbol", "start", "end"]).astype(
+        {"start": "datetime64[us]", "end": "datetime64[us]"})
+    answer = pd.DataFrame(answer, columns=["symbol", "ex_date", "cash", "bonus", "rights",
+                                           "rights_price", "split", "factor"])
+    return checks, answer.drop_duplicates(["symbol", "ex_date"])
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_merge_reading_only_what_it_can_change_stores_what_a_whole_read_does(
+        tmp_path, monkeypatch, seed):
+    from kdist import adjustment
+
+    rng = np.random.default_rng(seed)
+    symbols = [f"S{i}" for i in range(10)]
+    days = _random_store(tmp_path / "a.duckdb", rng, symbols)
+    with duckdb.connect(str(tmp_path / "a.duckdb")) as con:
+        stored = con.execute("SELECT symbol, ex_date::TIMESTAMP AS ex_date "
+                             "FROM kdist_actions").df()
+    asked = [s for s in symbols if rng.random() < 0.8]
+    checks, answer = _random_answer(rng, asked, days, stored)
+    (tmp_path / "b.duckdb").write_bytes((tmp_path / "a.duckdb").read_bytes())
+    now = pd.Timestamp("2022-01-01")
+    results = []
+    for name, read in (("a", adjustment._CURRENT), ("b", _EVERY_CURRENT_ROW)):
+        monkeypatch.setattr(adjustment, "_CURRENT", read)
+        with duckdb.connect(str(tmp_path / f"{name}.duckdb")) as con:
+            changed = adjustment.merge_actions(
+                con, answer, checks, source="v", job_id="j1", now=now,
+                splits_in_bars=bool(seed % 2))
+            table = con.execute("SELECT * FROM kdist_actions ORDER BY ALL").df()
+        results.append((changed, table))
+    (changed, narrow), (changed_whole, whole) = results
+    assert changed == changed_whole
+    pd.testing.assert_frame_equal(narrow, whole)
+    assert len(whole) > 0
