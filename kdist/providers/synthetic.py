@@ -336,6 +336,31 @@ def _events(keys: np.ndarray, through: int | None = None) -> _Events:
                    *(x.reshape(n, -1) for x in (yield_, bonus, rights, discount, split)))
 
 
+#: The last computed events, ``(through, sorted keys, their rows, events)``: a chunk's bars
+#: and then its corporate actions (or an update's overlap and then its factors in force) ask
+#: for the same symbols' events, and the second call takes them from here.
+_recent: list = []
+_recent_lock = threading.Lock()
+
+
+def _events_of(keys: np.ndarray, through: int | None) -> _Events:
+    """:func:`_events`, from the last call's when that covered ``keys`` to the same year."""
+    with _recent_lock:
+        last = _recent[0] if _recent and _recent[0][0] == through else None
+    if last is not None and len(keys):
+        _, known, rows, events = last
+        at = np.minimum(np.searchsorted(known, keys), len(known) - 1)
+        if (known[at] == keys).all():
+            return _Events(*(x[rows[at]] for x in events))
+    events = _events(keys, through)
+    for x in events:
+        x.setflags(write=False)  # shared with the next caller
+    order = np.argsort(keys, kind="stable")
+    with _recent_lock:
+        _recent[:] = [(through, keys[order], order, events)]
+    return events
+
+
 def _events_through(last: np.datetime64) -> int | None:
     """The last year of events that bars up to day ``last`` depend on (None: every year).
 
@@ -437,6 +462,10 @@ def _plans(keys, last_year: int = 2100) -> list[_Plan]:
     return found
 
 
+def _year_end(year: int) -> np.datetime64:
+    return np.datetime64(f"{year}-12-31", "D")
+
+
 def _happens(events: _Events, last_year: int) -> np.ndarray:
     """Which slots of ``events`` hold an action (not an empty slot) up to ``last_year``."""
     has = ((events.yield_ > 0) | (events.bonus > 0) | (events.rights > 0)
@@ -455,7 +484,9 @@ def _factors_only(ex_date: np.ndarray, factor: np.ndarray) -> dict[str, np.ndarr
 
 
 def _compute_plans(keys: np.ndarray, last_year: int) -> list[_Plan]:
-    events = _events(keys, through=last_year)
+    # The events the bars to the year's end took (a later year's are masked off): a chunk's
+    # actions then find them computed.
+    events = _events_of(keys, _events_through(_year_end(last_year)))
     has = _happens(events, last_year)
     # cum[:, k + 1] sums the gaps of slots up to k: the factor in force from slot k's day on.
     factor = np.exp(-events.cum[:, 1:])
@@ -480,7 +511,7 @@ def _in_force(keys: np.ndarray, start: np.datetime64, end: np.datetime64,
     hi = (np.datetime64(end, "D") - _EPOCH).astype(np.int64)
     if lo > hi:  # an empty window: left to _reported, as any other answer
         return np.zeros(len(keys), bool), []
-    events = _events(keys, through=last_year)
+    events = _events_of(keys, _events_through(np.datetime64(end, "D")))
     has = _happens(events, last_year)
     quiet = ~(has & (events.day >= lo) & (events.day <= hi)).any(axis=1)
     # The last ex-date before the window (days are sorted along the slots).
@@ -520,7 +551,7 @@ def _reported(keys: np.ndarray, plans: list[_Plan], start: np.datetime64,
         wanted = np.unique(np.concatenate(before)) if any(len(b) for b in before) else None
         if wanted is not None:
             sub = keys[group]
-            closes = _closes(sub, _events(sub, through=_events_through(_EPOCH + hi)), wanted)
+            closes = _closes(sub, _events_of(sub, _events_through(_EPOCH + hi)), wanted)
         for row, (i, m, b) in enumerate(zip(group, inside, before)):
             plan = plans[i]
             last = int(np.searchsorted(plan.day, hi, side="right"))
@@ -835,7 +866,8 @@ class SyntheticProvider(Provider):
         if len(days) == 0:
             return np.zeros(0, np.intp), _no_bars()
         keys = np.array([_symbol_key(symbol, self.seed) for symbol in symbols], np.uint64)
-        events = _events(keys, through=_events_through(last)) if self.config["actions"] else None
+        events = (_events_of(keys, _events_through(last)) if self.config["actions"]
+                  else None)
         if freq.intraday:
             n = freq.minutes
             ends = np.concatenate([np.arange(570 + n, 691, n), np.arange(780 + n, 901, n)])
