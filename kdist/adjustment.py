@@ -104,7 +104,8 @@ _CURRENT = """
              SELECT a.* FROM cur a SEMI JOIN whole w ON a.symbol = w.symbol
              UNION
              SELECT a.* FROM cur a JOIN kdist_checks c ON a.symbol = c.symbol
-             WHERE a.ex_date >= c.start::DATE - 1 AND a.ex_date <= c."end"::DATE + 1
+             WHERE (c.start IS NULL OR a.ex_date >= c.start::DATE - 1)
+               AND (c."end" IS NULL OR a.ex_date <= c."end"::DATE + 1)
              UNION
              SELECT a.* FROM cur a SEMI JOIN kdist_answered n
                  ON a.symbol = n.symbol AND a.ex_date = n.ex_date::DATE)

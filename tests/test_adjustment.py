@@ -513,7 +513,7 @@ _EVERY_CURRENT_ROW = """
     WHERE a.source = ? AND a.valid_to IS NULL"""
 
 
-def _random_store(path, rng, symbols):
+def _random_store(path, rng, symbols, kinds=("vendor", "events", "mixed", "none")):
     """Raw closes and current actions (vendor's, computed from events, or a mix) of
     ``symbols``, source ``v``."""
     kdist.store.Store(str(path)).close()
@@ -524,9 +524,9 @@ def _random_store(path, rng, symbols):
         "close": rng.uniform(5, 50, len(symbols) * len(days)), "source": "v"})
     rows = []
     for symbol in symbols:
-        kind = rng.choice(["vendor", "events", "mixed", "none"])
+        kind = rng.choice(kinds)
         for ex in sorted(rng.choice(days[5:-5], rng.integers(0, 7), replace=False)):
-            origin = kind if kind != "mixed" else rng.choice(["vendor", "events"])
+            origin = kind if kind != "mixed" else rng.choice(["vendor", "events", None])
             rows.append({"symbol": symbol, "source": "v", "ex_date": ex,
                          "cash": float(rng.choice([0.0, 0.3])), "bonus": 0.0, "rights": 0.0,
                          "rights_price": 0.0, "split": float(rng.choice([1.0, 2.0])),
@@ -544,7 +544,7 @@ def _random_store(path, rng, symbols):
     return days
 
 
-def _random_answer(rng, symbols, days, stored):
+def _random_answer(rng, symbols, days, stored, vendor=None):
     """A vendor's answer for a window of each symbol: some stored ex-dates again (same,
     revised or bare), new ones, factors or events only."""
     checks, answer = [], []
@@ -555,8 +555,11 @@ def _random_answer(rng, symbols, days, stored):
         else:
             lo = days[rng.integers(0, len(days) - 30)]
             hi = lo + pd.Timedelta(days=int(rng.integers(0, 200)))
+        if rng.random() < 0.2:  # a window open at one end (Store.write takes any checks)
+            lo, hi = (pd.NaT, hi) if rng.random() < 0.5 else (lo, pd.NaT)
         checks.append((symbol, lo, hi))
-        vendor = rng.random() < 0.6
+        # The chance of each answered row giving the vendor's factor.
+        odds = rng.random() if vendor is None else vendor
         picks = [*rng.choice(mine["ex_date"].to_numpy(), min(len(mine), rng.integers(0, 3)),
                              replace=False)] if len(mine) else []
         picks += list(rng.choice(days, rng.integers(0, 3)))
@@ -566,7 +569,8 @@ def _random_answer(rng, symbols, days, stored):
                            "cash": 0.0 if bare else float(rng.choice([0.0, 0.3, 0.5])),
                            "bonus": 0.0, "rights": 0.0, "rights_price": 0.0,
                            "split": 1.0 if bare else float(rng.choice([1.0, 2.0])),
-                           "factor": float(rng.uniform(1, 3)) if vendor else np.nan})
+                           "factor": float(rng.uniform(1, 3)) if rng.random() < odds
+                           else np.nan})
     checks = pd.DataFrame(checks, columns=["symbol", "start", "end"]).astype(
         {"start": "datetime64[us]", "end": "datetime64[us]"})
     answer = pd.DataFrame(answer, columns=["symbol", "ex_date", "cash", "bonus", "rights",
@@ -574,25 +578,33 @@ def _random_answer(rng, symbols, days, stored):
     return checks, answer.drop_duplicates(["symbol", "ex_date"])
 
 
-@pytest.mark.parametrize("seed", range(12))
-def test_the_merge_reading_only_what_it_can_change_stores_what_a_whole_read_does(
-        tmp_path, monkeypatch, seed):
+def _both_merges(tmp_path, monkeypatch, seed, vendor_only=False) -> list[int]:
+    """Merge one random answer into a random store with ``_CURRENT`` and with the whole read;
+    assert they store the same; return the rows each read."""
     from kdist import adjustment
 
     rng = np.random.default_rng(seed)
     symbols = [f"S{i}" for i in range(10)]
-    days = _random_store(tmp_path / "a.duckdb", rng, symbols)
+    days = _random_store(tmp_path / "a.duckdb", rng, symbols,
+                         *([("vendor",)] if vendor_only else []))
     with duckdb.connect(str(tmp_path / "a.duckdb")) as con:
         stored = con.execute("SELECT symbol, ex_date::TIMESTAMP AS ex_date "
                              "FROM kdist_actions").df()
     asked = [s for s in symbols if rng.random() < 0.8]
-    checks, answer = _random_answer(rng, asked, days, stored)
+    checks, answer = _random_answer(rng, asked, days, stored, 1.0 if vendor_only else None)
+    # The answer may name a symbol that was not asked: it is not merged.
+    answer = pd.concat([answer, answer.head(1).assign(symbol="S99")], ignore_index=True)
     (tmp_path / "b.duckdb").write_bytes((tmp_path / "a.duckdb").read_bytes())
     now = pd.Timestamp("2022-01-01")
-    results = []
-    for name, read in (("a", adjustment._CURRENT), ("b", _EVERY_CURRENT_ROW)):
-        monkeypatch.setattr(adjustment, "_CURRENT", read)
+    results, read = [], []
+    for name, sql in (("a", adjustment._CURRENT), ("b", _EVERY_CURRENT_ROW)):
+        monkeypatch.setattr(adjustment, "_CURRENT", sql)
         with duckdb.connect(str(tmp_path / f"{name}.duckdb")) as con:
+            con.register("kdist_checks", checks)
+            con.register("kdist_answered", adjustment._answered(answer))
+            read.append(len(con.execute(sql, ["v"]).fetchall()))
+            con.unregister("kdist_checks")
+            con.unregister("kdist_answered")
             changed = adjustment.merge_actions(
                 con, answer, checks, source="v", job_id="j1", now=now,
                 splits_in_bars=bool(seed % 2))
@@ -601,4 +613,20 @@ def test_the_merge_reading_only_what_it_can_change_stores_what_a_whole_read_does
     (changed, narrow), (changed_whole, whole) = results
     assert changed == changed_whole
     pd.testing.assert_frame_equal(narrow, whole)
-    assert len(whole) > 0
+    assert len(whole) > 0 and read[0] <= read[1]
+    return read
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_merge_reading_only_what_it_can_change_stores_what_a_whole_read_does(
+        tmp_path, monkeypatch, seed):
+    _both_merges(tmp_path, monkeypatch, seed)
+
+
+def test_the_merge_reads_fewer_rows_where_the_vendor_gives_every_factor(tmp_path, monkeypatch):
+    counts = []
+    for seed in range(12, 18):
+        (tmp_path / str(seed)).mkdir()
+        counts.append(_both_merges(tmp_path / str(seed), monkeypatch, seed, vendor_only=True))
+    narrow, whole = (sum(c) for c in zip(*counts))
+    assert narrow < whole, (narrow, whole)
