@@ -135,6 +135,10 @@ class Cluster:
         """``{worker address: keys of the tasks it is running}`` for ``workers``."""
         return {}
 
+    def holding(self, futures) -> dict:
+        """``{key: addresses of the workers holding its result}`` for finished ``futures``."""
+        return {}
+
     def run_on_workers(self, fn, *args, skip=()) -> None:
         """Run coroutine function ``fn(*args)`` on every worker but ``skip``, without waiting
         (nothing to do where the job runs in this process)."""
@@ -361,6 +365,9 @@ class DaskCluster(Cluster):
 
     def processing(self, workers) -> dict:
         return self.client.processing(list(workers))
+
+    def holding(self, futures) -> dict:
+        return dict(self.client.who_has(list(futures)))
 
     def run_on_workers(self, fn, *args, skip=()) -> None:
         """From a thread, on the workers that answer: ``Client.run`` waits for every worker

@@ -617,7 +617,8 @@ class _Watchdog:
 
 
 class _Silence:
-    """Finds chunks running on a worker that has stopped answering, to run them elsewhere.
+    """Finds chunks running on a worker that has stopped answering, or finished there with
+    their result not yet fetched, to run them elsewhere.
 
     A worker frozen (SIGSTOP, a laptop's sleep, swapping) or with its event loop blocked
     keeps its tasks until Dask's worker TTL passes (300 s by default), with no word to the
@@ -653,6 +654,13 @@ class _Silence:
                 return []
             held = {key: address for address, keys in self.cluster.processing(silent).items()
                     for key in keys}
+            # A chunk that finished on a worker just before it went silent: its result is
+            # held there, and fetching it waits out Dask's TTL too. It runs again elsewhere.
+            finished = [f for f in pending if f.key not in held and f.status == "finished"]
+            if finished:
+                for key, holders in self.cluster.holding(finished).items():
+                    if holders and all(h in silent for h in holders):
+                        held[key] = holders[0]
         except Exception as exc:  # a scheduler that cannot say: Dask's own TTL still applies
             log.debug("could not ask the scheduler for silent workers: %r", exc)
             return []

@@ -378,6 +378,42 @@ class _Notes(Callback):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(90)
+def test_a_result_held_by_a_frozen_worker_is_run_elsewhere():
+    """A chunk that finished on a worker just before the worker froze: its result cannot
+    be fetched until Dask's TTL (minutes), so the watchdog moves it as it moves running
+    chunks (the ingest above met this race once in CI and waited out its timeout)."""
+    from distributed import Client, LocalCluster
+
+    from kdist.backends import DaskCluster
+    from kdist.loop import _Silence
+    from kdist.plan import Chunk
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address="127.0.0.1:0") as cluster, \
+            Client(cluster, set_as_default=False) as client:
+        pids = client.run(os.getpid)
+        frozen, answering = sorted(pids)
+        held = client.submit(sum, [1, 2], workers=[frozen], pure=False)
+        assert held.result(timeout=30) == 3
+        chunk = Chunk(0, ("600000.SH",), None, None)
+        silence = _Silence(DaskCluster("client", client), after=2.0)
+        assert silence.check({held: chunk}) == []  # every worker answers
+        os.kill(pids[frozen], signal.SIGSTOP)
+        try:
+            moves, deadline = [], time.monotonic() + 30
+            while not moves and time.monotonic() < deadline:
+                time.sleep(0.5)
+                moves = silence.check({held: chunk})
+        finally:
+            os.kill(pids[frozen], signal.SIGCONT)
+    assert len(moves) == 1
+    future, moved, note, workers = moves[0]
+    assert future is held and moved is chunk and workers == [answering]
+    assert f"its worker {frozen} has not answered" in note
+
+
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_a_chunk_on_a_frozen_worker_runs_elsewhere_and_the_user_is_told(db, monkeypatch):
     from distributed import Client, LocalCluster
