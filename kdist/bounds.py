@@ -29,6 +29,7 @@ from __future__ import annotations
 import pandas as pd
 import pyarrow as pa
 
+
 def rebuild(con) -> None:
     """Fill ``kdist_series`` from ``kline`` (one aggregate over every bar)."""
     con.execute("DELETE FROM kdist_series")
@@ -92,11 +93,10 @@ def update(con, freq: str, adjust: str, source: str, windows: pd.DataFrame,
     cuts = dict(zip(windows["symbol"].tolist(), zip(starts, stops)))
     # A window over stored bars may have deleted a first or last one: those symbols' rows
     # are worked out from what they were. Every other symbol only gained bars.
-    reread = list(cuts)
     old = con.execute(
         """SELECT symbol, source, first_ts::TIMESTAMP, last_ts::TIMESTAMP FROM kdist_series
            WHERE freq = ? AND adjust = ? AND symbol IN (SELECT unnest(?::VARCHAR[]))""",
-        [freq, adjust, reread]).fetchall() if reread else []
+        [freq, adjust, list(cuts)]).fetchall() if cuts else []
     worked = {r[0] for r in old}
     at = [k for k, name in enumerate(names) if name in worked]
     got = dict(zip([names[k] for k in at], zip(firsts[at].to_pydatetime(),

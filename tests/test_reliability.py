@@ -332,7 +332,7 @@ def test_cancel_in_process_keeps_the_finished_symbols_of_a_running_chunk(db):
     class CancelAfterTwo(_OneByOne):
         def _fetch(self, *args):
             frame = super()._fetch(*args)
-            if len(self._calls) == 2:  # the user presses cancel during the third symbol
+            if len(self._calls) == 2:  # the user presses cancel as the second symbol ends
                 fired.append(time.monotonic())
                 cancel.set()
             return frame

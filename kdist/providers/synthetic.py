@@ -342,7 +342,7 @@ def _events(keys: np.ndarray, through: int | None = None) -> _Events:
 _recent: list = []
 _recent_lock = threading.Lock()
 #: The most :func:`_events_of` keeps: 5,000 symbols' events to 2030 (an update of scenario
-#: E's store) take 56 MB.
+#: E's store) take 53 MB.
 _RECENT_BYTES = 64 * 2**20
 
 

@@ -409,24 +409,23 @@ def test_an_updates_actions_many_gives_what_actions_gives(end):
 
     provider = SyntheticProvider(seed=5, empty="000002.SZ")
     symbols = SyntheticProvider(universe=400).list_symbols()
+
+    def one_by_one(symbols, starts):
+        one = pd.concat([provider.actions(s, start, end).assign(symbol=s)
+                         for s, start in zip(symbols, starts)], ignore_index=True)
+        one = one[["symbol", *one.columns[:-1]]].sort_values(["symbol", "ex_date"])
+        return one.reset_index(drop=True).astype({"symbol": "str"})
+
     last = pd.Timestamp(end)
     starts = [last - pd.Timedelta(days=d) for d in np.arange(len(symbols)) % 9]
     many = normalise_actions(provider.actions_many(symbols, starts, end))
-    one = pd.concat([provider.actions(s, start, end).assign(symbol=s)
-                     for s, start in zip(symbols, starts)], ignore_index=True)
-    one = one[["symbol", *one.columns[:-1]]].sort_values(["symbol", "ex_date"])
-    pd.testing.assert_frame_equal(many, one.reset_index(drop=True).astype({"symbol": "str"}),
-                                  check_exact=True)
+    pd.testing.assert_frame_equal(many, one_by_one(symbols, starts), check_exact=True)
     if end == "2024-07-05":  # the dividend season: both kinds of answer are in there
         assert 0 < (many["cash"] > 0).sum() < len(many)
     # A window that starts after it ends: the same answers, all together or one by one.
     late = last + pd.Timedelta(days=90)
     many = normalise_actions(provider.actions_many(symbols[:60], [late] * 60, end))
-    one = pd.concat([provider.actions(s, late, end).assign(symbol=s) for s in symbols[:60]],
-                    ignore_index=True)
-    one = one[["symbol", *one.columns[:-1]]].sort_values(["symbol", "ex_date"])
-    pd.testing.assert_frame_equal(many, one.reset_index(drop=True).astype({"symbol": "str"}),
-                                  check_exact=True)
+    pd.testing.assert_frame_equal(many, one_by_one(symbols[:60], [late] * 60), check_exact=True)
 
 
 def test_actions_cost_the_blocks_before_the_windows_ex_dates_only(monkeypatch):
