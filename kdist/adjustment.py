@@ -59,18 +59,21 @@ def merge_actions(con: duckdb.DuckDBPyConnection, actions: pd.DataFrame | None,
         desired = _desired(current, actions, checks)
         desired = _with_factors(con, desired, source=source, splits_in_bars=splits_in_bars)
         gone, added = _difference(current, desired)
-        con.register("kdist_gone", gone)
-        con.register("kdist_added", added)
-        con.execute(
-            """UPDATE kdist_actions SET valid_to = ? FROM kdist_gone g
-               WHERE kdist_actions.symbol = g.symbol AND kdist_actions.source = ?
-                 AND kdist_actions.ex_date = g.ex_date::DATE AND kdist_actions.valid_to IS NULL""",
-            [now, source])
-        con.execute(
-            """INSERT INTO kdist_actions
-               SELECT symbol, ?, ex_date::DATE, cash, bonus, rights, rights_price, split, factor,
-                      factor_from, ?, ?, NULL
-               FROM kdist_added""", [source, job_id, now])
+        if len(gone):
+            con.register("kdist_gone", gone)
+            con.execute(
+                """UPDATE kdist_actions SET valid_to = ? FROM kdist_gone g
+                   WHERE kdist_actions.symbol = g.symbol AND kdist_actions.source = ?
+                     AND kdist_actions.ex_date = g.ex_date::DATE
+                     AND kdist_actions.valid_to IS NULL""",
+                [now, source])
+        if len(added):
+            con.register("kdist_added", added)
+            con.execute(
+                """INSERT INTO kdist_actions
+                   SELECT symbol, ?, ex_date::DATE, cash, bonus, rights, rights_price, split,
+                          factor, factor_from, ?, ?, NULL
+                   FROM kdist_added""", [source, job_id, now])
         con.execute(
             """INSERT INTO kdist_action_checks
                SELECT symbol, ?, start::DATE, "end"::DATE, ?, ?, ? FROM kdist_checks""",
@@ -142,6 +145,8 @@ def _desired(current: pd.DataFrame, actions: pd.DataFrame | None,
             ex_date=pd.to_datetime(actions["ex_date"]).astype("datetime64[us]"),
             factor_from=np.where(actions["factor"].notna(), "vendor", None),
         )[columns]
+    if len(current) == 0:  # nothing stored to keep (a first import): the answer as it is
+        return new.sort_values(["symbol", "ex_date"], kind="stable").reset_index(drop=True)
     window = checks.set_index("symbol")
     lo = current["symbol"].map(window["start"]).astype("datetime64[us]")
     hi = current["symbol"].map(window["end"]).astype("datetime64[us]")
@@ -227,6 +232,10 @@ def _difference(current: pd.DataFrame, desired: pd.DataFrame):
     """``(gone, added)``: current rows that no desired row repeats, and desired rows that
     no current row holds already (same ex-date, same numbers)."""
     key = ["symbol", "ex_date"]
+    if len(current) == 0:  # nothing stored: every desired row is new
+        added = desired[key + list(_VALUES) + ["factor_from"]].astype(
+            {"ex_date": "datetime64[us]"})
+        return current[key].astype({"ex_date": "datetime64[us]"}), added.reset_index(drop=True)
     both = current.astype({"ex_date": "datetime64[us]"}).merge(
         desired.astype({"ex_date": "datetime64[us]"}), on=key, how="outer",
         suffixes=("_now", "_new"), indicator=True)

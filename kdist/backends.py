@@ -19,6 +19,7 @@ import logging
 import queue
 import sys
 import threading
+import time
 import weakref
 
 from . import ticks
@@ -231,6 +232,8 @@ class DaskCluster(Cluster):
         #: Keys whose results nobody has asked for yet: only these are fetched ahead.
         self._unasked: set = set()
         self._ahead_lock = threading.Lock()
+        #: Set when one of the job's tasks ends: what :meth:`wait` sleeps on.
+        self._ended = threading.Event()
 
     @property
     def n_workers(self) -> int:
@@ -251,8 +254,11 @@ class DaskCluster(Cluster):
 
     def submit(self, task, workers=None):
         if workers:
-            return self.client.compute(task, workers=workers, allow_other_workers=False)
-        return self.client.compute(task)
+            future = self.client.compute(task, workers=workers, allow_other_workers=False)
+        else:
+            future = self.client.compute(task)
+        future.add_done_callback(self._end)
+        return future
 
     def submit_many(self, tasks) -> list:
         futures = list(self.client.compute(list(tasks)))
@@ -261,6 +267,9 @@ class DaskCluster(Cluster):
         for future in futures:
             future.add_done_callback(self._fetch_ahead)
         return futures
+
+    def _end(self, future):
+        self._ended.set()
 
     def state(self, future) -> str:
         status = future.status
@@ -280,17 +289,20 @@ class DaskCluster(Cluster):
         most ``_AHEAD`` results are held before the caller takes them, to bound client memory;
         the others are fetched when asked for.
         """
-        if future.status != "finished":
-            return
-        with self._ahead_lock:
-            # Dask's callback thread may run late: a result already asked for (and fetched
-            # by the caller) must not be fetched again and held.
-            if future.key not in self._unasked or len(self._ahead) >= _AHEAD:
+        try:
+            if future.status != "finished":
                 return
-            try:
-                self._ahead[future.key] = self._gather([future])
-            except Exception as exc:  # a closing client: fetched when asked for, or never
-                log.debug("could not fetch %s ahead: %r", future.key, exc)
+            with self._ahead_lock:
+                # Dask's callback thread may run late: a result already asked for (and
+                # fetched by the caller) must not be fetched again and held.
+                if future.key not in self._unasked or len(self._ahead) >= _AHEAD:
+                    return
+                try:
+                    self._ahead[future.key] = self._gather([future])
+                except Exception as exc:  # a closing client: fetched when asked, or never
+                    log.debug("could not fetch %s ahead: %r", future.key, exc)
+        finally:
+            self._end(future)
 
     def gather_finished(self, futures, timeout: float) -> dict:
         """Those fetched ahead (see :meth:`_fetch_ahead`) are taken as they are; the others
@@ -322,26 +334,35 @@ class DaskCluster(Cluster):
         return {**results, **dict(zip(finished, values))}
 
     def wait(self, futures, timeout: float):
+        """As ``distributed.wait(futures, timeout, return_when="FIRST_COMPLETED")``, without
+        its cost: that makes an asyncio task per future on the client's event loop, each
+        call, and a job calls it once per finished chunk with every unfinished chunk in it.
+        The loop is the one the client's messages (and a local cluster's scheduler) run on
+        (see docs/performance.md#waiting). Here the futures' done callbacks wake the caller,
+        which looks at their states itself."""
         if not futures:
             return set(), set()
-        from distributed import wait
-
-        try:
-            # Our client is not the process default (the caller may have their own).
-            with self.client.as_current():
-                done, pending = wait(list(futures), timeout=timeout, return_when="FIRST_COMPLETED")
-        except TimeoutError:
-            return set(), set(futures)
-        except Exception as exc:
+        futures = list(futures)
+        deadline = time.monotonic() + timeout
+        while True:
+            self._ended.clear()
+            if any(f.done() for f in futures):
+                break
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return set(), set(futures)
+            self._ended.wait(left)
+        # Dask's own split: done is whatever is not pending (a result lost with its worker too).
+        done = {f for f in futures if f.status != "pending"}
+        cancelled = [f for f in done if f.cancelled()]
+        if cancelled:
             # Dask cancels every future when the client loses its scheduler.
-            if dask_error(exc, "cancelled"):
-                raise SchedulerUnreachableError(
-                    f"Lost the scheduler {self.address} mid-job ({len(futures)} chunks in "
-                    "flight were cancelled)",
-                    address=self.address,
-                ) from exc
-            raise
-        return set(done), set(pending)
+            raise SchedulerUnreachableError(
+                f"Lost the scheduler {self.address} mid-job ({len(futures)} chunks in "
+                "flight were cancelled)",
+                address=self.address,
+            )
+        return done, set(futures) - done
 
     def cancel(self, futures):
         """Best effort: a client that already lost its scheduler cannot send the request,

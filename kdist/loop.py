@@ -18,7 +18,7 @@ import warnings
 
 import pandas as pd
 
-from .batch import Batch
+from .batch import ROW_GROUP, Batch
 from .cluster import Cluster, dask_error
 from .errors import (
     ClusterError,
@@ -317,6 +317,7 @@ class JobLoop(ChunkLoop):
         self.inside: dict[int, int] = {}
         self.taken: set[int] = set()  # chunks whose outcomes are in
         self.finished = 0  # symbols with an outcome
+        self.taken_rows = 0  # bars of the chunks taken so far
         self.shown = 0
 
     def _task(self, chunk: Chunk, **key):
@@ -392,6 +393,7 @@ class JobLoop(ChunkLoop):
         self.taken.add(chunk.index)
         self.inside.pop(chunk.index, None)  # its outcomes count now, not its ticks
         self.batch.add(result, chunk)
+        self.taken_rows += len(result.bars)
         self._record(result.outcomes)
         with self.clock.phase("progress"):
             self.callback.on_chunks(self.done_tasks, self.total_tasks)
@@ -432,11 +434,22 @@ class JobLoop(ChunkLoop):
         draining = (not self.queue and not self.solo and len(self.pending) <= self.window
                     and not any(f.done() for f in self.pending))
         if self.left() and (self.batch.due(self.batch_rows, self.flush_seconds)
-                            or (draining and self.batch.rows >= self.batch_rows // 4)):
+                            or (draining and self.batch.rows >= self.batch_rows // 4)
+                            or self.ending()):
             # Also while the last chunks run and the client has nothing else to do: the write
             # at the end then holds only their bars. With nothing left to run, the final
             # write takes the whole batch: one transaction, not two.
             self.flush(final=False)
+
+    def ending(self) -> bool:
+        """The batch holds a whole row group, and the bars still to come (as many per symbol
+        as so far) would not fill a batch: write the row group now, while chunks still run.
+        Waiting for a full batch wrote most of a job's last batch after its last chunk, on
+        the job's time (see docs/performance.md#batches)."""
+        if self.batch.rows < ROW_GROUP or not self.finished:
+            return False
+        coming = self.taken_rows / self.finished * (self.report.n_symbols - self.finished)
+        return coming < self.batch_rows
 
     def flush(self, final: bool = True):
         with self.clock.phase("write"):

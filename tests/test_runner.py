@@ -267,3 +267,24 @@ def test_an_import_in_row_group_batches_stores_every_bar_once(db, tmp_path, monk
     with kdist.Store(db, read_only=True) as store:
         ledger = store.job_symbols(report.job_id)
     assert (ledger["status"] == "ok").all() and ledger["rows"].sum() == report.rows_written
+
+
+def test_the_last_row_groups_are_written_while_the_last_chunks_run():
+    # A batch holding a whole row group is written once the bars still to come (as many per
+    # symbol as so far) would not fill a batch: waiting for a full one put most of a job's
+    # last batch after its last chunk, on the job's time.
+    from types import SimpleNamespace
+
+    from kdist.batch import ROW_GROUP
+    from kdist.loop import JobLoop
+
+    loop = SimpleNamespace(batch=SimpleNamespace(rows=ROW_GROUP), finished=500,
+                           taken_rows=500 * 257, report=SimpleNamespace(n_symbols=1000),
+                           batch_rows=2 * ROW_GROUP)
+    assert JobLoop.ending(loop)  # 128,500 bars to come: less than a batch
+    loop.report.n_symbols = 1500  # 257,000 to come: the batch fills again first
+    assert not JobLoop.ending(loop)
+    loop.report.n_symbols, loop.batch.rows = 1000, ROW_GROUP - 1  # not a whole row group
+    assert not JobLoop.ending(loop)
+    loop.finished = 0  # nothing taken yet: nothing to go by
+    assert not JobLoop.ending(loop)
