@@ -496,6 +496,10 @@ def _store_error(path: Path, exc: Exception, *, waited: float | None = None) -> 
             pid=os.getpid(),
         )
     first = text.splitlines()[0] if text else type(exc).__name__
+    if "No space left on device" in text:
+        # DuckDB rolled the transaction back: what was stored before stays as it was.
+        return StoreError(f"Cannot use database {path}: its disk is full ({first}); free space "
+                          "on it, or move the file to a disk with room", path=str(path))
     return StoreError(f"Cannot use database {path}: {first}", path=str(path))
 
 

@@ -111,6 +111,7 @@ def test_update_on_a_full_disk_exits_1(small_disk):
     done = _cli("update", "--db", db, "--end", "2024-12-31", "--quiet")
     assert done.returncode == 1, done
     assert "No space left on device" in done.stderr
+    assert "its disk is full" in done.stderr and "free space on it" in done.stderr  # what to do
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert _read(db, "SELECT count(*), max(ts) FROM kline") == before
 
