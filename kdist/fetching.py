@@ -348,8 +348,11 @@ def _actions_in_one_call(provider, chunk: Chunk, result: ChunkResult, found: _Ac
         log.debug("actions_many of chunk %d failed (%r): asking symbol by symbol", chunk.index,
                   exc)
         return False
-    if len(frame) and not frame["symbol"].isin(symbols).all():
-        frame = frame[frame["symbol"].isin(symbols)].reset_index(drop=True)
+    if len(frame):
+        # An index lookup: Series.isin walks Arrow strings in Python (7 ms a chunk).
+        asked = pd.Index(symbols).get_indexer(frame["symbol"]) >= 0
+        if not asked.all():
+            frame = frame[asked].reset_index(drop=True)
     found.checks = [(symbol, start, found.last_day) for symbol, start in ok]
     found.frames = [frame] if len(frame) else []
     found.into(result)

@@ -515,7 +515,10 @@ class Store(Ledger):
                    FROM kline WHERE freq = ? AND adjust = ? AND ts < ? GROUP BY symbol""",
                 [freq.value, adjust.value, end],
             ).df()
-        edges = edges[edges["symbol"].isin(wanted["symbol"])].reset_index(drop=True)
+        # An index lookup, not Series.isin: on Arrow strings that walks both in Python
+        # (57 ms of a 5,000-symbol update's 0.8 s; see docs/performance.md#updates).
+        asked = pd.Index(wanted["symbol"]).get_indexer(edges["symbol"]) >= 0
+        edges = edges[asked].reset_index(drop=True)
         # The last bars lie within a few bar spans of the last one, unless a holiday or a
         # gap stretches them: look there first (the fewer bars a slice holds, the cheaper
         # its columns and ranking: 0.17 s against 0.05 s for 500 symbols of minute bars),
@@ -534,7 +537,13 @@ class Store(Ledger):
             bars = bars.sort_values(["symbol", "ts"], ignore_index=True)
         start = pd.Timestamp(start)
         last_day = pd.Timestamp(end) - pd.Timedelta(days=1)
-        stored = bars.groupby("symbol").agg(since=("ts", "min"), first=("first_ts", "min"))
+        # bars are ordered by symbol and ts: each symbol's first row has its earliest
+        # overlap bar, and first_ts is the same on all of its rows (no groupby needed).
+        names = bars["symbol"].to_numpy(object)
+        heads = np.flatnonzero(np.r_[True, names[1:] != names[:-1]]) if len(names) else []
+        stored = pd.DataFrame({"since": bars["ts"].to_numpy()[heads],
+                               "first": bars["first_ts"].to_numpy()[heads]},
+                              index=pd.Index(names[heads], name="symbol"))
         # Whole days: a provider fetches by date, and a window cut inside a day would count
         # that day's earlier bars as "outside the window".
         since = stored["since"].dt.normalize().clip(upper=last_day)
