@@ -145,7 +145,7 @@ def _desired(current: pd.DataFrame, actions: pd.DataFrame | None,
             ex_date=pd.to_datetime(actions["ex_date"]).astype("datetime64[us]"),
             factor_from=np.where(actions["factor"].notna(), "vendor", None),
         )[columns]
-    if len(current) == 0:  # nothing stored to keep (a first import): the answer as it is
+    if len(current) == 0:  # nothing stored to keep (a first import, say): the answer as is
         return new.sort_values(["symbol", "ex_date"], kind="stable").reset_index(drop=True)
     window = checks.set_index("symbol")
     lo = current["symbol"].map(window["start"]).astype("datetime64[us]")

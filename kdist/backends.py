@@ -351,7 +351,10 @@ class DaskCluster(Cluster):
             left = deadline - time.monotonic()
             if left <= 0:
                 return set(), set(futures)
-            self._ended.wait(left)
+            # Dask calls a future's done callbacks once: a result lost with its worker and
+            # computed again ends without one. While a future is lost, look every 0.1 s.
+            lost = any(f.status == "lost" for f in futures)
+            self._ended.wait(min(left, 0.1) if lost else left)
         # Dask's own split: done is whatever is not pending (a result lost with its worker too).
         done = {f for f in futures if f.status != "pending"}
         cancelled = [f for f in done if f.cancelled()]

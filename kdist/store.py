@@ -517,7 +517,7 @@ class Store(Ledger):
             ).df()
         # An index lookup, not Series.isin: on Arrow strings that walks both in Python
         # (57 ms of a 5,000-symbol update's 0.8 s; see docs/performance.md#updates).
-        asked = pd.Index(wanted["symbol"]).get_indexer(edges["symbol"]) >= 0
+        asked = pd.Index(wanted["symbol"].unique()).get_indexer(edges["symbol"]) >= 0
         edges = edges[asked].reset_index(drop=True)
         # The last bars lie within a few bar spans of the last one, unless a holiday or a
         # gap stretches them: look there first (the fewer bars a slice holds, the cheaper

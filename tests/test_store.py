@@ -631,6 +631,15 @@ def test_windows_after_series_are_the_windows_of_a_fresh_connection(filled, end)
         == {"2025-01-01": FEB[-2:], "2024-02-02": FEB[:1], "2024-01-04": JAN[:2]}[end]
 
 
+def test_windows_of_a_symbol_named_twice_are_its_windows(filled):
+    with Store(filled, read_only=True) as store:
+        once = _windows(store, "2025-01-01")
+        twice = _windows(store, "2025-01-01", ("600000.SH", "600000.SH", "000001.SZ", "NEW.SZ"))
+    assert twice[0]["symbol"].tolist() == ["600000.SH", "600000.SH", "000001.SZ", "NEW.SZ"]
+    pd.testing.assert_frame_equal(twice[0].iloc[1:].reset_index(drop=True), once[0])
+    pd.testing.assert_frame_equal(twice[1], once[1])
+
+
 def test_a_write_after_series_makes_the_windows_read_the_file_again(filled):
     with Store(filled) as store:
         store.series(Freq.DAY, Adjust.NONE)
