@@ -272,6 +272,7 @@ class _Actions:
         self.earlier = earlier or {}  # symbol -> an earlier start for its actions
         self.last_day = chunk.end - pd.Timedelta(days=1)
         self.frames, self.names, self.checks = [], [], []
+        self._days: dict = {}
 
     def fetch(self, symbol: str, start):
         """Fetch ``symbol``'s actions from ``start`` (the start of its bars' window) on, or
@@ -288,8 +289,10 @@ class _Actions:
 
     def start(self, symbol: str, start) -> pd.Timestamp:
         """Where ``symbol``'s actions are asked from: its bars' window, or earlier."""
-        start = pd.Timestamp(start).normalize()
-        return min(start, self.earlier[symbol]) if symbol in self.earlier else start
+        day = self._days.get(start)
+        if day is None:  # a chunk's symbols share a few starts: each normalised once
+            day = self._days[start] = pd.Timestamp(start).normalize()
+        return min(day, self.earlier[symbol]) if symbol in self.earlier else day
 
     def into(self, result: ChunkResult) -> ChunkResult:
         result.checks = pd.DataFrame(self.checks, columns=["symbol", "start", "end"]).astype(

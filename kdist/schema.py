@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
-from collections import Counter
 from enum import Enum
 
 import numpy as np
@@ -138,12 +137,14 @@ def _knows(provider) -> tuple[frozenset[str] | None, bool, str | None]:
     return suffixes, getattr(provider, "tdx_codes", True), getattr(provider, "name", None)
 
 
-def _check_symbol(symbol, provider=None, strict=True) -> tuple[str | None, str]:
-    """Return ``(canonical, "")`` for a valid symbol, ``(None, why)`` for an invalid one."""
+def _check_symbol(symbol, provider=None, strict=True, knows=None) -> tuple[str | None, str]:
+    """Return ``(canonical, "")`` for a valid symbol, ``(None, why)`` for an invalid one.
+    ``knows`` is :func:`_knows` of ``provider``, when the caller has it already."""
     text = symbol.strip().upper()
-    suffixes, tdx_codes, name = _knows(provider)
+    knows = knows or _knows(provider)
+    suffixes, tdx_codes, name = knows
     if not strict:
-        canonical, _ = _check_symbol(symbol, provider)
+        canonical, _ = _check_symbol(symbol, provider, knows=knows)
         if canonical is not None:
             return canonical, ""
         # A name an older kdist stored (it accepted 60000.SH): readable, never importable.
@@ -258,12 +259,13 @@ def parse_symbols(symbols, *, skip_invalid: bool = False, provider=None,
     valid: dict[str, None] = {}
     invalid: list[str] = []
     reasons: list[str] = []
+    knows = _knows(provider)  # once, not per symbol: half of 5,000 symbols' checks
     for raw in symbols:
         if not isinstance(raw, str):
             invalid.append(repr(raw))
             reasons.append("expected a string")
             continue
-        canonical, why = _check_symbol(raw, provider, strict)
+        canonical, why = _check_symbol(raw, provider, strict, knows)
         if canonical is None:
             invalid.append(raw)
             reasons.append(why)
@@ -594,17 +596,19 @@ def _clean(ts, values, codes, n, adjust: Adjust, start, end):
         if end is not None:
             outside |= ts >= _us(end)
         checks.append(("outside requested window", outside))
-    rejected: list[Counter[str]] = [Counter() for _ in range(n)]
+    # Plain dicts, returned as they are: making and copying a Counter per symbol took 2 ms
+    # of a 1,250-symbol chunk's 2.1 ms here.
+    rejected: list[dict[str, int]] = [{} for _ in range(n)]
     _refuse_sub_seconds(ts, np.logical_or.reduce([mask for _, mask in checks]))
     bad = np.zeros(len(ts), bool)
 
     def count(reason, mask):
         if codes is None:
-            rejected[0][reason] += int(mask.sum())
+            rejected[0][reason] = rejected[0].get(reason, 0) + int(mask.sum())
             return
-        for i, k in enumerate(np.bincount(codes[mask], minlength=n)):
-            if k:
-                rejected[i][reason] += int(k)
+        counts = np.bincount(codes[mask], minlength=n)
+        for i in np.flatnonzero(counts):
+            rejected[i][reason] = rejected[i].get(reason, 0) + int(counts[i])
 
     for reason, mask in checks:
         new = mask & ~bad
@@ -616,7 +620,7 @@ def _clean(ts, values, codes, n, adjust: Adjust, start, end):
         # no sort. Copied: the bars never share memory with the caller's frame.
         bars = pd.DataFrame({"ts": ts, **values}, copy=True)
         out = np.zeros(len(ts), np.intp) if codes is None else codes
-        return bars, out, [dict(r) for r in rejected]
+        return bars, out, rejected
     keep = np.flatnonzero(~bad)
     # Last wins: a vendor that repeats a timestamp corrects itself in the later row. A stable
     # sort keeps equal timestamps in arrival order, so the last of each run is the one kept.
@@ -634,4 +638,4 @@ def _clean(ts, values, codes, n, adjust: Adjust, start, end):
         order = order[last]
     bars = pd.DataFrame({"ts": ts[order], **{k: v[order] for k, v in values.items()}}, copy=False)
     out = np.zeros(len(order), np.intp) if codes is None else codes[order]
-    return bars, out, [dict(r) for r in rejected]
+    return bars, out, rejected

@@ -215,6 +215,12 @@ def _symbol_key(symbol: str, seed: int) -> int:
     return zlib.crc32(symbol.encode()) | (zlib.crc32(f"{seed}".encode()) << 32)
 
 
+def _symbol_keys(symbols, seed: int) -> np.ndarray:
+    """:func:`_symbol_key` of each of ``symbols``, the seed's half hashed once."""
+    high = zlib.crc32(f"{seed}".encode()) << 32
+    return np.array([zlib.crc32(symbol.encode()) | high for symbol in symbols], np.uint64)
+
+
 # Every generator below works on ``n`` symbols at once: ``keys`` holds one uint64 key per
 # symbol and results have one row per symbol, so a batch costs little more than one symbol.
 
@@ -507,27 +513,25 @@ def _compute_plans(keys: np.ndarray, last_year: int) -> list[_Plan]:
 
 
 def _in_force(keys: np.ndarray, start: np.datetime64, end: np.datetime64,
-              last_year: int) -> tuple[np.ndarray, list[dict[str, np.ndarray]]]:
+              last_year: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """For the symbols without an ex-date from ``start`` to ``end``: what :func:`_reported`
     answers them, the ex-date in force at ``start`` with its factor (or nothing before it),
-    computed for all of them together. Returns which symbols those are, and their answers
-    in order."""
+    computed for all of them together. Returns which symbols those are, those of them
+    with an ex-date before ``start`` (their indices in ``keys``) and that ex-date's day and
+    factor: each one's answer of one row (the others' answer has none)."""
     lo = (np.datetime64(start, "D") - _EPOCH).astype(np.int64)
     hi = (np.datetime64(end, "D") - _EPOCH).astype(np.int64)
     if lo > hi:  # an empty window: left to _reported, as any other answer
-        return np.zeros(len(keys), bool), []
+        none = np.zeros(0, np.intp)
+        return np.zeros(len(keys), bool), none, none.astype(np.int64), none.astype(float)
     events = _events_of(keys, _events_through(np.datetime64(end, "D")))
     has = _happens(events, last_year)
     quiet = ~(has & (events.day >= lo) & (events.day <= hi)).any(axis=1)
     # The last ex-date before the window (days are sorted along the slots).
     before = np.where(has & (events.day < lo), np.arange(has.shape[1]), -1).max(axis=1)
-    rows = []
-    for i in np.flatnonzero(quiet):
-        k = before[i]
-        n = 1 if k >= 0 else 0
-        rows.append(_factors_only(events.day[i, k:k + n],
-                                  np.exp(-events.cum[i, k + 1:k + 1 + n])))
-    return quiet, rows
+    rows = np.flatnonzero(quiet & (before >= 0))
+    k = before[rows]
+    return quiet, rows, events.day[rows, k], np.exp(-events.cum[rows, k + 1])
 
 
 def _reported(keys: np.ndarray, plans: list[_Plan], start: np.datetime64,
@@ -740,27 +744,38 @@ class SyntheticProvider(Provider):
         if not self.serves_actions or any(symbol in self._fail for symbol in symbols):
             return None
         end = to_date(end)
-        keys = np.array([_symbol_key(symbol, self.seed) for symbol in symbols], np.uint64)
-        starts = [to_date(s).to_datetime64() for s in starts]
-        reported = [None] * len(symbols)
-        for start in set(starts):  # an update's symbols may each start at their overlap
-            at = np.array([i for i, s in enumerate(starts) if s == start], np.intp)
+        keys = _symbol_keys(symbols, self.seed)
+        days: dict = {}
+        for start in starts:
+            if start not in days:
+                days[start] = to_date(start).to_datetime64()
+        starts = np.array([days[start] for start in starts], "datetime64[us]")
+        # Each answer's rows, with the index of its symbol: the quiet symbols' in bulk.
+        whose, answers = [], []
+        for start in np.unique(starts):  # an update's symbols may each start at their overlap
+            at = np.flatnonzero(starts == start)
             # Most symbols of an update have no ex-date in its few days: their answer is the
             # one in force, found for all of them at once (see docs/performance.md#updates).
-            quiet, rows = _in_force(keys[at], start, end.to_datetime64(), end.year)
-            for i, r in zip(at[quiet], rows):
-                reported[i] = r
+            quiet, rows, day, factor = _in_force(keys[at], start, end.to_datetime64(),
+                                                 end.year)
+            whose.append(at[rows])
+            answers.append(_factors_only(day, factor))
             busy = at[~quiet]
             if len(busy):
                 plans = _plans(keys[busy], end.year)
                 for i, r in zip(busy, _reported(keys[busy], plans, start, end.to_datetime64())):
-                    reported[i] = r
-        lengths = [0 if symbol in self._empty else len(r["ex_date"])
-                   for symbol, r in zip(symbols, reported)]
-        frame = {name: np.concatenate([r[name][:n] for r, n in zip(reported, lengths)])
+                    whose.append(np.full(len(r["ex_date"]), i, np.intp))
+                    answers.append(r)
+        whose = np.concatenate(whose) if whose else np.zeros(0, np.intp)
+        # By symbol, each answer's rows in its order; a symbol to answer empty loses its rows.
+        order = np.argsort(whose, kind="stable")
+        if self._empty:
+            gone = np.array([symbol in self._empty for symbol in symbols], bool)
+            order = order[~gone[whose[order]]]
+        frame = {name: np.concatenate([a[name] for a in answers])[order]
+                 if answers else _factors_only(np.zeros(0, np.int64), np.zeros(0))[name]
                  for name in ACTION_COLUMNS}
-        at = np.repeat(np.arange(len(symbols)), lengths)
-        return pd.DataFrame({"symbol": np.asarray(symbols, object)[at], **frame})
+        return pd.DataFrame({"symbol": np.asarray(symbols, object)[whose[order]], **frame})
 
     def list_symbols(self) -> list[str]:
         """``universe`` stock codes: 600000.SH, 000001.SZ, 600001.SH, ... alternating up to
@@ -791,15 +806,11 @@ class SyntheticProvider(Provider):
             return min(floor * (1.0 - u) ** (-1 / _PARETO_SHAPE), _PARETO_CAP * self.latency)
         return self.latency + (random.uniform(-self.jitter, self.jitter) if self.jitter else 0.0)
 
-    def _simulate_network(self, symbol: str, start, end, lines: list | None = None):
+    def _simulate_network(self, symbol: str, start, end):
         attempt = self._calls.get(symbol, 0)
         self._calls[symbol] = attempt + 1
         if self.call_log:
-            line = f"{symbol} {to_date(start).date()} {to_date(end).date()}\n"
-            if lines is None:
-                self._log_calls(line)
-            else:
-                lines.append(line)
+            self._log_calls(f"{symbol} {to_date(start).date()} {to_date(end).date()}\n")
         if symbol in self._crash:
             os._exit(70)  # a worker dying mid-task, as a segfault or the OOM killer would
         if symbol in self._hang:
@@ -817,6 +828,28 @@ class SyntheticProvider(Provider):
                 raise TransientProviderError(
                     f"synthetic connection reset for {symbol} (call {attempt + 1})", symbol=symbol
                 )
+
+    def _count_calls(self, symbols, starts, end) -> None:
+        """What :meth:`_simulate_network` does for calls that wait on nothing and fault
+        nowhere, for a batch at once: count each symbol's call and log them in one write.
+        A date is formatted once per distinct date, not twice per symbol (an update's 5,000
+        symbols share a few: 40 ms of its fetch; see docs/performance.md#updates)."""
+        calls = self._calls
+        for symbol in symbols:
+            calls[symbol] = calls.get(symbol, 0) + 1
+        if not self.call_log:
+            return
+        days: dict = {}
+
+        def day(value) -> str:
+            text = days.get(value)
+            if text is None:
+                text = days[value] = str(to_date(value).date())
+            return text
+
+        last = day(end)
+        self._log_calls("".join(f"{symbol} {day(start)} {last}\n"
+                                for symbol, start in zip(symbols, starts)))
 
     def _log_calls(self, text: str) -> None:
         # One write(2) with O_APPEND: whole lines, whatever other worker processes append.
@@ -851,13 +884,15 @@ class SyntheticProvider(Provider):
         # Calls that wait on nothing log their lines in one write, not one file opened per
         # symbol (5,000 of them cost an update a tenth of its time; see
         # docs/performance.md#updates); calls that wait log each as it is made.
-        lines = [] if self.call_log and not self.latency and not self.jitter else None
+        waits = bool(self.latency or self.jitter)
         with self._straggling():
-            for i, (symbol, start) in enumerate(zip(symbols, starts)):
-                self._simulate_network(symbol, start, end, lines)
-                ticks.tell(i + 1)
-            if lines:
-                self._log_calls("".join(lines))
+            if waits:
+                for i, (symbol, start) in enumerate(zip(symbols, starts)):
+                    self._simulate_network(symbol, start, end)
+                    ticks.tell(i + 1)
+            else:
+                self._count_calls(symbols, starts, end)
+                ticks.tell(len(symbols))
             codes, columns = self._bars(symbols, starts, end, Freq.parse(freq),
                                         Adjust.parse(adjust))
         names = pd.Categorical.from_codes(codes, categories=list(symbols))
@@ -888,7 +923,7 @@ class SyntheticProvider(Provider):
         days = _trading_days(first, last) if first <= last else np.array([], "datetime64[D]")
         if len(days) == 0:
             return np.zeros(0, np.intp), _no_bars()
-        keys = np.array([_symbol_key(symbol, self.seed) for symbol in symbols], np.uint64)
+        keys = _symbol_keys(symbols, self.seed)
         events = (_events_of(keys, _events_through(last)) if self.config["actions"]
                   else None)
         if freq.intraday:
