@@ -109,10 +109,10 @@ TARGETS = {
                            "<", 0.05),
     "G.last_vs_first_update": ("median of the last 10 daily updates / of the first 10", "<=",
                                1.3),
-    "G.one_symbol_read": ("one symbol's 10 years, after 250 updates / after the import",
-                          "<=", 1.3),
-    "G.recent_read": ("every symbol's last 60 days, after 250 updates / after the import",
-                      "<=", 1.3),
+    "G.one_symbol_read": ("one symbol's 10 years, after 250 updates / after the import "
+                          "(each read in a new process)", "<=", 1.3),
+    "G.recent_read": ("every symbol's last 60 days, after 250 updates / after the import "
+                      "(each read in a new process)", "<=", 1.3),
     "H.overhead": ("client time outside fetching and writing / the job's time, 50,000 "
                    "symbols", "<=", 0.10),
     "H.memory_vs_gather": ("kdist client peak RSS / gather-all client peak RSS, 50,000 "
@@ -137,6 +137,10 @@ INFO = {
     "F.local.kdist_vs_ceiling": "as F.kdist_vs_ceiling, on kdist's local cluster (started in "
                                 "the call) whatever the machine",
     "F.bytes_per_bar": "database bytes / stored minute bars (kdist)",
+    "G.updating_process.one_symbol_read": "as G.one_symbol_read, the read after the updates "
+                                          "made in the process that ran them",
+    "G.updating_process.recent_read": "as G.recent_read, the read after the updates made in "
+                                      "the process that ran them",
     "G.maintenance_s": "seconds the 250 updates spent keeping kline clustered",
     "G.row_groups_after": "row groups of kline after the 250 updates",
     "H.memory_mb": "kdist client peak RSS, MB, 50,000 symbols",
@@ -493,6 +497,12 @@ def evaluate(scenarios: dict, sizes: dict, state: dict) -> dict:
                                           g["before"]["one_symbol_s"])
         got["G.recent_read"] = _ratio(g["after"]["last_60_days_s"],
                                       g["before"]["last_60_days_s"])
+        if "after_in_updating_process" in g:
+            same = g["after_in_updating_process"]
+            got["G.updating_process.one_symbol_read"] = _ratio(same["one_symbol_s"],
+                                                               g["before"]["one_symbol_s"])
+            got["G.updating_process.recent_read"] = _ratio(same["last_60_days_s"],
+                                                           g["before"]["last_60_days_s"])
         got["G.maintenance_s"] = sum(m["seconds"] for m in g["maintained"])
         got["G.row_groups_after"] = float(g["after"]["row_groups"])
     if "H" in scenarios and scenarios["H"]:

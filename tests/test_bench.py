@@ -127,9 +127,13 @@ def test_daily_updates_and_reads_were_measured(smoke):
     # One new bar per symbol and session: D's store plus the days.
     assert g["rows"] == result["scenarios"]["D"]["kdist_cold"]["rows"] + \
         size["days"] * result["sizes"]["D"]["symbols"]
-    for when in ("before", "after"):
+    # Read in new processes before and after, and in the updating process after: the same
+    # store, so the same row groups.
+    for when in ("before", "after", "after_in_updating_process"):
         assert r[when]["one_symbol_s"] > 0 and r[when]["last_60_days_s"] > 0
         assert r[when]["row_groups"] >= 1
+    assert r["after"]["row_groups"] == r["after_in_updating_process"]["row_groups"]
+    assert {"G.one_symbol_read", "G.updating_process.one_symbol_read"} <= set(result["targets"])
 
 
 def test_big_universe_overhead_is_measured(smoke):
