@@ -114,7 +114,7 @@ _CURRENT = """
                  ON a.symbol = n.symbol AND a.ex_date = n.ex_date::DATE)
     SELECT symbol, ex_date::TIMESTAMP AS ex_date, cash, bonus, rights, rights_price, split,
            factor, factor_from
-    FROM picked"""
+    FROM picked ORDER BY symbol, ex_date"""
 
 
 def _answered(actions: pd.DataFrame | None) -> pd.DataFrame:
@@ -228,6 +228,48 @@ def _with_factors(con, desired: pd.DataFrame, *, source: str,
     return desired
 
 
+def _same(now: dict, new: dict) -> np.ndarray:
+    """Row by row, whether two aligned sets of rows hold the same numbers and factor source."""
+    same = np.ones(len(now["factor_from"]), bool)
+    for column in _VALUES:
+        a, b = now[column], new[column]
+        same &= np.isclose(a, b, rtol=1e-12, atol=0.0) | (np.isnan(a) & np.isnan(b))
+    return same & (now["factor_from"] == new["factor_from"])
+
+
+def _keys_of(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    return frame["symbol"].to_numpy(object), frame["ex_date"].to_numpy()
+
+
+def _paired(current: pd.DataFrame, desired: pd.DataFrame):
+    """:func:`_difference` when ``current`` and ``desired`` hold the same unique keys (an
+    update's usual merge: every answered row stored already), row against row in key order
+    instead of an outer merge (12-14 ms against 5 ms for an update's 5,000 rows); None
+    otherwise."""
+    if len(current) != len(desired):
+        return None
+    key = ["symbol", "ex_date"]
+    now = current.astype({"ex_date": "datetime64[us]"})
+    new = desired.astype({"ex_date": "datetime64[us]"})
+    names, days = _keys_of(now)
+    ordered = ((names[1:] > names[:-1])
+               | ((names[1:] == names[:-1]) & (days[1:] >= days[:-1]))).all()
+    if not ordered:  # _CURRENT and _desired both sort by key: not expected
+        now = now.sort_values(key, kind="stable", ignore_index=True)
+        new = new.sort_values(key, kind="stable", ignore_index=True)
+        names, days = _keys_of(now)
+    theirs, their_days = _keys_of(new)
+    if not ((names == theirs).all() and (days == their_days).all()):
+        return None
+    if ((names[1:] == names[:-1]) & (days[1:] == days[:-1])).any():
+        return None  # a repeated key: the merge pairs each with each
+    rows = [{**{c: f[c].to_numpy("float64") for c in _VALUES},
+             "factor_from": f["factor_from"].fillna("").to_numpy(object)} for f in (now, new)]
+    changed = ~_same(*rows)
+    added = new.loc[changed, key + list(_VALUES) + ["factor_from"]]
+    return now.loc[changed, key].reset_index(drop=True), added.reset_index(drop=True)
+
+
 def _difference(current: pd.DataFrame, desired: pd.DataFrame):
     """``(gone, added)``: current rows that no desired row repeats, and desired rows that
     no current row holds already (same ex-date, same numbers)."""
@@ -236,15 +278,16 @@ def _difference(current: pd.DataFrame, desired: pd.DataFrame):
         added = desired[key + list(_VALUES) + ["factor_from"]].astype(
             {"ex_date": "datetime64[us]"})
         return current[key].astype({"ex_date": "datetime64[us]"}), added.reset_index(drop=True)
+    paired = _paired(current, desired)
+    if paired is not None:
+        return paired
     both = current.astype({"ex_date": "datetime64[us]"}).merge(
         desired.astype({"ex_date": "datetime64[us]"}), on=key, how="outer",
         suffixes=("_now", "_new"), indicator=True)
-    same = both["_merge"].eq("both").to_numpy().copy()
-    for column in _VALUES:
-        a, b = both[f"{column}_now"].to_numpy("float64"), both[f"{column}_new"].to_numpy("float64")
-        close = np.isclose(a, b, rtol=1e-12, atol=0.0) | (np.isnan(a) & np.isnan(b))
-        same &= close
-    same &= (both["factor_from_now"].fillna("") == both["factor_from_new"].fillna("")).to_numpy()
+    same = both["_merge"].eq("both").to_numpy() & _same(*(
+        {**{c: both[f"{c}_{side}"].to_numpy("float64") for c in _VALUES},
+         "factor_from": both[f"factor_from_{side}"].fillna("").to_numpy(object)}
+        for side in ("now", "new")))
     gone = both.loc[~same & both["_merge"].ne("right_only").to_numpy(), key]
     added = both.loc[~same & both["_merge"].ne("left_only").to_numpy()]
     added = added[key + [f"{c}_new" for c in _VALUES] + ["factor_from_new"]]

@@ -70,7 +70,7 @@ def outcome(symbol, status: Status | str, *, rows=0, first=None, last=None, atte
         # stored window to replace. Not a ledger column.
         "appended": appended,
         "symbol": symbol,
-        "status": Status(status).value,
+        "status": status.value if isinstance(status, Status) else Status(status).value,
         "rows": rows,
         "first_ts": first,
         "last_ts": last,

@@ -521,7 +521,8 @@ def _open(stack: contextlib.ExitStack, job: _Job, db, given: Store | None, clien
     if auto:
         cluster = _auto_cluster(open_cluster, estimated, cluster_options)
     # Every stored symbol of an incremental job comes with its last stored bars.
-    return cluster, store, windows, overlap_bars, set(overlap_bars["symbol"])
+    # unique() first: a set of 15,000 Arrow strings iterated in Python took 9 ms, not 0.6.
+    return cluster, store, windows, overlap_bars, set(overlap_bars["symbol"].unique().tolist())
 
 
 def _served_from(job) -> pd.Timestamp | None:

@@ -630,3 +630,56 @@ def test_the_merge_reads_fewer_rows_where_the_vendor_gives_every_factor(tmp_path
         counts.append(_both_merges(tmp_path / str(seed), monkeypatch, seed, vendor_only=True))
     narrow, whole = (sum(c) for c in zip(*counts))
     assert narrow < whole, (narrow, whole)
+
+
+def _action_rows(rng, keys) -> pd.DataFrame:
+    """Random current or desired rows of ``kdist_actions`` for ``keys`` (symbol, ex_date)."""
+    n = len(keys)
+    rows = pd.DataFrame({"symbol": pd.Series([k[0] for k in keys], dtype="str"),
+                         "ex_date": pd.to_datetime([k[1] for k in keys]).astype("datetime64[us]")})
+    for column in ("cash", "bonus", "rights", "rights_price", "split", "factor"):
+        rows[column] = rng.choice([0.0, 0.5, 1.0, 2.0, np.nan], n)
+    rows["factor_from"] = pd.Series(rng.choice(["vendor", "events", None], n), dtype=object)
+    return rows
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_pairing_rows_of_the_same_keys_finds_what_the_merge_finds(monkeypatch, seed):
+    # adjustment._paired compares rows of the same keys one against one; without it the
+    # outer merge does: same gone and added rows, whatever the order the rows come in.
+    from kdist import adjustment
+
+    rng = np.random.default_rng(seed)
+    keys = sorted({(f"{600000 + int(rng.integers(0, 30))}.SH",
+                    f"20{int(rng.integers(10, 25))}-0{int(rng.integers(1, 10))}-1"
+                    f"{int(rng.integers(0, 10))}") for _ in range(60)})
+    current = _action_rows(rng, keys)
+    desired = current.copy()
+    change = rng.random(len(keys)) < 0.3
+    other = _action_rows(rng, keys)
+    desired.loc[change] = other.loc[change]
+    desired.loc[rng.random(len(keys)) < 0.1, "factor"] += 1e-13  # within isclose's 1e-12
+    if seed % 2:
+        current = current.sample(frac=1, random_state=seed)  # another order: sorted first
+    paired = adjustment._paired(current, desired)
+    assert paired is not None
+    monkeypatch.setattr(adjustment, "_paired", lambda current, desired: None)
+    merged = adjustment._difference(current, desired)
+    for mine, theirs in zip(paired, merged):
+        mine = mine.sort_values(["symbol", "ex_date"], ignore_index=True)
+        theirs = theirs.sort_values(["symbol", "ex_date"], ignore_index=True)
+        pd.testing.assert_frame_equal(mine, theirs)
+    assert len(merged[1]) == len(merged[0]) > 0
+
+
+def test_pairing_declines_rows_of_other_keys_or_a_repeated_key():
+    from kdist import adjustment
+
+    rng = np.random.default_rng(0)
+    keys = [("600000.SH", "2020-06-01"), ("600000.SH", "2021-06-01"), ("600001.SH", "2020-06-01")]
+    current = _action_rows(rng, keys)
+    assert adjustment._paired(current, _action_rows(rng, keys[:2])) is None
+    other = [*keys[:2], ("600002.SH", "2020-06-01")]
+    assert adjustment._paired(current, _action_rows(rng, other)) is None
+    twice = [keys[0], keys[0], keys[1]]
+    assert adjustment._paired(_action_rows(rng, twice), _action_rows(rng, twice)) is None
