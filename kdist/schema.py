@@ -493,7 +493,10 @@ def normalise_many(
     if start is None:
         lo = None
     elif isinstance(start, (list, tuple, np.ndarray, pd.Series, pd.Index)):
-        lo = np.array([_us(s) for s in start], dtype="datetime64[us]")[codes]
+        # Each distinct start converted once: a chunk's symbols share a few.
+        seen: dict = {}
+        lo = np.array([seen[s] if s in seen else seen.setdefault(s, _us(s)) for s in start],
+                      dtype="datetime64[us]")[codes]
     else:
         lo = _us(start)
     return _clean(ts, values, codes, len(symbols), adjust, lo, end)
