@@ -46,7 +46,7 @@ from .limits import gate as get_gate
 from .outcome import Status, outcome
 from .plan import Chunk
 from .providers import Provider
-from .schema import Adjust, Freq, empty_bars, normalise, normalise_many
+from .schema import Adjust, Freq, empty_bars, normalise, normalise_many, once_per_value
 from .ticks import Ticker
 
 __all__ = ["CALL_TIMEOUT", "RETRIES", "WORKER_MALLOC", "ChunkResult", "failed_result",
@@ -272,7 +272,8 @@ class _Actions:
         self.earlier = earlier or {}  # symbol -> an earlier start for its actions
         self.last_day = chunk.end - pd.Timedelta(days=1)
         self.frames, self.names, self.checks = [], [], []
-        self._days: dict = {}
+        # A chunk's symbols share a few starts: each normalised once.
+        self._day = once_per_value(lambda start: pd.Timestamp(start).normalize())
 
     def fetch(self, symbol: str, start):
         """Fetch ``symbol``'s actions from ``start`` (the start of its bars' window) on, or
@@ -289,9 +290,7 @@ class _Actions:
 
     def start(self, symbol: str, start) -> pd.Timestamp:
         """Where ``symbol``'s actions are asked from: its bars' window, or earlier."""
-        day = self._days.get(start)
-        if day is None:  # a chunk's symbols share a few starts: each normalised once
-            day = self._days[start] = pd.Timestamp(start).normalize()
+        day = self._day(start)
         return min(day, self.earlier[symbol]) if symbol in self.earlier else day
 
     def into(self, result: ChunkResult) -> ChunkResult:

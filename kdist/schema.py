@@ -493,10 +493,8 @@ def normalise_many(
     if start is None:
         lo = None
     elif isinstance(start, (list, tuple, np.ndarray, pd.Series, pd.Index)):
-        # Each distinct start converted once: a chunk's symbols share a few.
-        seen: dict = {}
-        lo = np.array([seen[s] if s in seen else seen.setdefault(s, _us(s)) for s in start],
-                      dtype="datetime64[us]")[codes]
+        us = once_per_value(_us)
+        lo = np.array([us(s) for s in start], dtype="datetime64[us]")[codes]
     else:
         lo = _us(start)
     return _clean(ts, values, codes, len(symbols), adjust, lo, end)
@@ -509,6 +507,25 @@ def _ordered(ts: np.ndarray, codes: np.ndarray | None) -> bool:
         return bool(later.all())
     step = codes[1:] - codes[:-1]
     return bool(((step > 0) | ((step == 0) & later)).all())
+
+
+def once_per_value(convert):
+    """``convert``, converting each distinct value once across the calls of the function
+    returned (a batch's symbols share a few window starts). Values are told apart with
+    their time zone (equal instants in two zones are two dates); an unhashable value is
+    converted, or refused, every time."""
+    seen: dict = {}
+
+    def converted(value):
+        try:
+            key = (value, getattr(value, "tzinfo", None))
+            if key not in seen:
+                seen[key] = convert(value)
+            return seen[key]
+        except TypeError:
+            return convert(value)
+
+    return converted
 
 
 def _us(value) -> np.datetime64:

@@ -541,3 +541,19 @@ def test_mixed_zone_datetime_objects_are_converted():
     bars, rejected = normalise(frame(ts=ts), freq=Freq.MIN60, tz="Asia/Shanghai")
     assert ts_list(bars) == ["2024-01-02 10:30:00", "2024-01-02 11:30:00", "2024-01-03 14:00:00"]
     assert rejected == {}
+
+
+def test_a_value_converted_once_is_told_apart_by_its_zone_and_may_be_unhashable():
+    from kdist.schema import once_per_value
+
+    calls = []
+    day = once_per_value(lambda v: calls.append(v) or pd.Timestamp(v).normalize())
+    utc = pd.Timestamp("2024-01-01 23:00", tz="UTC")
+    shanghai = pd.Timestamp("2024-01-02 07:00", tz="Asia/Shanghai")  # the same instant
+    assert utc == shanghai
+    assert [day(utc), day(shanghai), day(utc)] == [
+        pd.Timestamp("2024-01-01", tz="UTC"), pd.Timestamp("2024-01-02", tz="Asia/Shanghai"),
+        pd.Timestamp("2024-01-01", tz="UTC")]
+    assert len(calls) == 2  # the third was converted already
+    size = once_per_value(len)
+    assert (size([1, 2]), size([1, 2, 3])) == (2, 3)  # unhashable: converted each time
