@@ -264,7 +264,7 @@ def test_per_series_follows_the_catalog(stored):
     assert rows[("AAPL", "1d")] is None and rows[("600000.SH", "5m")] is None
 
 
-def test_a_large_catalog_takes_well_under_a_second():
+def test_a_large_catalog_is_answered_in_bulk():
     n = 50_000
     rng = np.random.default_rng(7)
     last = pd.Timestamp("2026-12-04 15:00") - pd.to_timedelta(rng.integers(0, 40, n), unit="D")
@@ -282,7 +282,9 @@ def test_a_large_catalog_takes_well_under_a_second():
     lost = horizons.bars_lost(catalog, 7, now=NOW)
     elapsed = time.perf_counter() - t0
     assert len(frame) == (catalog["source"] == "yfinance").sum() and lost > 0
-    assert elapsed < 1.0, elapsed
+    # A guard against a loop over the series, not a measurement: about 0.5 s here alone,
+    # 1.8 s once on a machine busy with other tests (docs/architecture.md has the figure).
+    assert elapsed < 5.0, elapsed
 
 
 # --- the command line -------------------------------------------------------------------------
