@@ -29,8 +29,8 @@ E. after D, ``kdist.update`` adding one day (cold: as a cron job runs it; warm: 
 F. minute bars, 500 symbols x a year of 1m bars: kdist against gather-all and DuckDB's ceiling,
    a one-day update, and the bytes of each stored column;
 G. 250 daily updates of D's store in one process: the last updates against the first, and
-   reads of one symbol and of every symbol's last 60 days after them against before (each
-   read in a new process);
+   reads of one symbol and of every symbol's last 60 days after them against before (the
+   store as imported, kept as a copy; both read in new processes, in turns);
 H. 50,000 symbols x a year daily: the client's time outside fetching and writing (the
    report's phase clock), its peak memory against gather-all's;
 I. A and B on a ``dask scheduler`` and ``dask worker`` processes with Dask's defaults against
