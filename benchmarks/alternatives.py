@@ -382,9 +382,9 @@ def _reads(db: str, symbol: str, last: pd.Timestamp, reads: int) -> dict:
 
 def _reads_in_new_process(db: str, symbol: str, last: pd.Timestamp, reads: int) -> dict:
     """:func:`_reads` in a process of its own, as a user's notebook or script reads the
-    store: before the updates and after them alike. Read in the process that ran 250
-    updates, the same store read 2-10 ms slower (a tenth to a third of a 27 ms read) from
-    what that process keeps, not from the store (see benchmarks/README.md, scenario G)."""
+    store. Read in the process that ran 250 updates, the same store read 2-10 ms slower (a
+    tenth to a third of a 27 ms read) from what that process keeps, not from the store (see
+    benchmarks/README.md, scenario G)."""
     import json
     import subprocess
     import sys

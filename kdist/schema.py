@@ -517,13 +517,14 @@ def once_per_value(convert):
     seen: dict = {}
 
     def converted(value):
+        key = (value, getattr(value, "tzinfo", None))
         try:
-            key = (value, getattr(value, "tzinfo", None))
-            if key not in seen:
-                seen[key] = convert(value)
-            return seen[key]
-        except TypeError:
+            known = key in seen
+        except TypeError:  # unhashable: only the lookup, never ``convert``'s own errors
             return convert(value)
+        if not known:
+            seen[key] = convert(value)
+        return seen[key]
 
     return converted
 

@@ -222,8 +222,13 @@ def _unit(bits: np.ndarray) -> np.ndarray:
     return (bits >> np.uint64(11)).astype(np.float64) * (2.0**-52) - 1.0
 
 
+def _seed_half(seed: int) -> int:
+    """The high 32 bits of every symbol key of ``seed``."""
+    return zlib.crc32(f"{seed}".encode()) << 32
+
+
 def _symbol_key(symbol: str, seed: int) -> int:
-    return zlib.crc32(symbol.encode()) | (zlib.crc32(f"{seed}".encode()) << 32)
+    return zlib.crc32(symbol.encode()) | _seed_half(seed)
 
 
 def _dates(values) -> np.ndarray:
@@ -235,7 +240,7 @@ def _dates(values) -> np.ndarray:
 
 def _symbol_keys(symbols, seed: int) -> np.ndarray:
     """:func:`_symbol_key` of each of ``symbols``, the seed's half hashed once."""
-    high = zlib.crc32(f"{seed}".encode()) << 32
+    high = _seed_half(seed)
     return np.array([zlib.crc32(symbol.encode()) | high for symbol in symbols], np.uint64)
 
 
